@@ -1,0 +1,37 @@
+"""The ``orpheus-trio`` command: one sub-command per module, each registering itself.
+
+Exit codes: 0 success, 1 the work failed (a request, a batch item), 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from .server.command import register as register_serve
+
+#: Each registers one sub-command and sets ``run`` (args -> exit code) as its default.
+Registrar = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
+REGISTRARS: list[Registrar] = [register_serve]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="orpheus-trio",
+        description="Stream Orpheus text-to-speech: speak, batch, serve.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for register in REGISTRARS:
+        register(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    run: Callable[[argparse.Namespace], int] = args.run
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
