@@ -1,0 +1,147 @@
+"""Run a blocking generator on a worker thread and consume it from Trio.
+
+The generator (token generation, in practice) runs on its own thread and hands
+each item to Trio through a small bounded memory channel, so it never runs far
+ahead of the consumer. When the consumer stops (``aclose``, cancellation, or
+just leaving ``async with``), the thread sees it before producing the next item:
+a blocked hand-over fails at once, and a stop flag is checked between items.
+``aclose`` then waits for the thread to finish, so the model is idle again when
+it returns.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Generator
+from types import TracebackType
+from typing import Generic, TypeVar
+
+import outcome
+import trio
+
+__all__ = ["ThreadedGenerator"]
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+_CONSUMER_GONE = (trio.BrokenResourceError, trio.ClosedResourceError, trio.RunFinishedError, trio.Cancelled)
+
+
+class ThreadedGenerator(Generic[T, R]):
+    """An async iterator over ``make()``'s items, produced on a worker thread.
+
+    ``result`` holds the generator's return value once it ran to its end;
+    ``stopped_early`` is true when the consumer stopped it first. Errors raised
+    by the generator are raised from ``__anext__``. The thread starts on the
+    first ``__anext__``. Use it with ``async with`` (or call ``aclose``).
+    """
+
+    def __init__(
+        self,
+        make: Callable[[], Generator[T, None, R]],
+        *,
+        buffer: int = 16,
+        name: str = "orpheus-generation",
+        join_timeout_s: float = 30.0,
+    ) -> None:
+        self._make = make
+        self._name = name
+        self._join_timeout_s = join_timeout_s
+        self._send, self._receive = trio.open_memory_channel[T](buffer)
+        self._stop = threading.Event()
+        self._done = trio.Event()
+        self._started = False
+        self._outcome: outcome.Outcome[R | None] | None = None
+        self._stopped_early = False  # written by the thread before it ends
+        self.items = 0
+        self.stopped_early = False
+
+    @property
+    def result(self) -> R | None:
+        """The generator's return value; ``None`` while running or when stopped early."""
+        if isinstance(self._outcome, outcome.Value):
+            value: R | None = self._outcome.value
+            return value
+        return None
+
+    @property
+    def finished(self) -> bool:
+        """Whether the worker thread has ended."""
+        return self._done.is_set()
+
+    def _produce(self, token: trio.lowlevel.TrioToken) -> R | None:
+        generator = self._make()
+        try:
+            while not self._stop.is_set():
+                try:
+                    item = next(generator)
+                except StopIteration as end:
+                    result: R = end.value
+                    return result
+                try:
+                    trio.from_thread.run(self._send.send, item, trio_token=token)
+                except _CONSUMER_GONE:
+                    break
+            self._stop.set()
+            self._stopped_early = True
+            return None
+        finally:
+            generator.close()
+
+    def _finish(self, result: outcome.Outcome[R | None]) -> None:
+        self._outcome = result
+        self.stopped_early = self._stopped_early
+        self._send.close()
+        self._done.set()
+
+    def _start(self) -> None:
+        token = trio.lowlevel.current_trio_token()
+
+        def deliver(result: outcome.Outcome[R | None]) -> None:
+            try:
+                token.run_sync_soon(self._finish, result)
+            except trio.RunFinishedError:
+                pass  # Trio has gone; nobody is left to tell.
+
+        trio.lowlevel.start_thread_soon(
+            lambda: self._produce(token), deliver, name=self._name
+        )
+        self._started = True
+
+    def __aiter__(self) -> ThreadedGenerator[T, R]:
+        return self
+
+    async def __anext__(self) -> T:
+        if not self._started:
+            if self._stop.is_set():
+                raise StopAsyncIteration
+            self._start()
+        try:
+            item = await self._receive.receive()
+        except (trio.EndOfChannel, trio.ClosedResourceError):
+            await self._done.wait()
+            if isinstance(self._outcome, outcome.Error):
+                self._outcome.unwrap()
+            raise StopAsyncIteration from None
+        self.items += 1
+        return item
+
+    async def aclose(self) -> None:
+        """Stop the generator and wait (shielded, bounded) for its thread to end."""
+        self._stop.set()
+        self._receive.close()
+        if not self._started:
+            return
+        with trio.CancelScope(shield=True), trio.move_on_after(self._join_timeout_s):
+            await self._done.wait()
+
+    async def __aenter__(self) -> ThreadedGenerator[T, R]:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()

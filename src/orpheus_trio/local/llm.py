@@ -1,0 +1,297 @@
+"""The Orpheus language model: prompt building, sampling parameters, token generation.
+
+Orpheus is a Llama fine-tune that answers a text prompt with audio tokens.
+The prompt is ``128259`` (start of human), the tokenizer's ids of
+``"{voice}: {text}"`` (the text alone without a voice), then ``128009`` (end of
+text), ``128260`` (end of human), ``128261`` (start of AI) and ``128257``
+(start of speech). The text is tokenized exactly once with the tokenizer's own
+special tokens: a Llama 3 tokenizer puts its BOS (``128000``) right after
+``128259``, as in the reference implementation the checkpoints were trained
+with; nothing here adds a second one. Generation stops at ``128258`` (end of
+speech) or at one of the model's EOS ids; the stop token is not yielded.
+
+:class:`OrpheusLM` generates on the calling thread (a manual sampling loop over
+the KV cache, one token per step) so that the caller decides when to stop:
+it simply stops pulling. :mod:`.generation` runs it on a worker thread for Trio.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+import warnings
+from collections.abc import Generator, Iterable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+__all__ = [
+    "START_OF_HUMAN",
+    "END_OF_TEXT",
+    "END_OF_HUMAN",
+    "START_OF_AI",
+    "START_OF_SPEECH",
+    "END_OF_SPEECH",
+    "PROMPT_SUFFIX",
+    "MIN_STABLE_REPETITION_PENALTY",
+    "FinishReason",
+    "InvalidSamplingParam",
+    "SamplingParams",
+    "OrpheusLM",
+]
+
+logger = logging.getLogger(__name__)
+
+START_OF_HUMAN = 128259
+END_OF_TEXT = 128009
+END_OF_HUMAN = 128260
+START_OF_AI = 128261
+START_OF_SPEECH = 128257
+END_OF_SPEECH = 128258
+PROMPT_SUFFIX = (END_OF_TEXT, END_OF_HUMAN, START_OF_AI, START_OF_SPEECH)
+
+#: Below this Orpheus tends to loop or babble; allowed, with a warning.
+MIN_STABLE_REPETITION_PENALTY = 1.1
+
+#: ``"stop"``: end of speech or EOS; ``"length"``: cut by ``max_tokens``;
+#: ``"cancelled"``: the consumer stopped pulling tokens.
+FinishReason = Literal["stop", "length", "cancelled"]
+
+
+class InvalidSamplingParam(ValueError):
+    """A sampling parameter has a bad type or value, or is not one this model knows."""
+
+    def __init__(self, key: str, message: str) -> None:
+        self.key = key
+        self.message = message
+        super().__init__(f"{key}: {message}")
+
+
+def _number(key: str, value: object, low: float, high: float, *, low_open: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidSamplingParam(key, f"must be a number, got {type(value).__name__}")
+    if not math.isfinite(value) or value > high or value < low or (low_open and value == low):
+        bound = "(" if low_open else "["
+        raise InvalidSamplingParam(key, f"must be in {bound}{low:g}, {high:g}], got {value!r}")
+    return float(value)
+
+
+def _integer(key: str, value: object, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidSamplingParam(key, f"must be an integer, got {type(value).__name__}")
+    if not low <= value <= high:
+        raise InvalidSamplingParam(key, f"must be in [{low}, {high}], got {value!r}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class SamplingParams:
+    """How tokens are drawn. Defaults follow the reference Orpheus engine.
+
+    ``temperature`` 0 means greedy decoding; ``top_k`` 0 and ``top_p`` 1 turn
+    those filters off. ``max_tokens`` 2000 is about 24 s of audio (7 tokens
+    per 2048-sample frame). ``seed`` makes sampling reproducible.
+    """
+
+    temperature: float = 0.6
+    top_p: float = 0.8
+    top_k: int = 0
+    repetition_penalty: float = 1.3
+    max_tokens: int = 2000
+    seed: int | None = None
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> SamplingParams:
+        """Validate request parameters (types, ranges, known keys) into sampling parameters.
+
+        Raises :class:`InvalidSamplingParam` naming the first bad key. A
+        repetition penalty below 1.1 is accepted with a ``UserWarning``.
+        """
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(params) - known)
+        if unknown:
+            raise InvalidSamplingParam(
+                unknown[0], f"unknown parameter (known: {', '.join(sorted(known))})"
+            )
+        values: dict[str, Any] = {}
+        for key, value in params.items():
+            if key == "temperature":
+                values[key] = _number(key, value, 0.0, 2.0)
+            elif key == "top_p":
+                values[key] = _number(key, value, 0.0, 1.0, low_open=True)
+            elif key == "top_k":
+                values[key] = _integer(key, value, 0, 1_000_000)
+            elif key == "repetition_penalty":
+                values[key] = _number(key, value, 1.0, 3.0)
+            elif key == "max_tokens":
+                values[key] = _integer(key, value, 1, 1_000_000)
+            elif key == "seed":
+                values[key] = None if value is None else _integer(key, value, 0, 2**63 - 1)
+        sampling = cls(**values)
+        if sampling.repetition_penalty < MIN_STABLE_REPETITION_PENALTY:
+            message = (
+                f"repetition_penalty {sampling.repetition_penalty:g} is below "
+                f"{MIN_STABLE_REPETITION_PENALTY:g}: Orpheus often loops or babbles there"
+            )
+            logger.warning(message)
+            warnings.warn(message, UserWarning, stacklevel=2)
+        return sampling
+
+
+def _default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class OrpheusLM:
+    """A loaded Orpheus checkpoint (model + tokenizer) that turns prompts into audio tokens.
+
+    Thread-safety: generations hold their own KV cache, so several may run at
+    once on different threads (each costs a forward pass per token).
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, *, device: str) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.device = torch.device(device)
+        self.vocab_size = int(model.config.vocab_size)
+        self.context_length = int(getattr(model.config, "max_position_embeddings", 0)) or None
+        self.stop_ids = frozenset({END_OF_SPEECH, *self._eos_ids()})
+        # transformers 5 renamed the cache argument; older releases only know the old name.
+        accepted = inspect.signature(model.forward).parameters
+        self._cache_arg = "cache" if "cache" in accepted else "past_key_values"
+        self._extra_args: dict[str, Any] = {"use_cache": True}
+        if "logits_to_keep" in accepted:
+            self._extra_args["logits_to_keep"] = 1  # the prefill needs the last row only
+
+    @classmethod
+    def load(
+        cls,
+        model: str | Path,
+        *,
+        tokenizer: str | Path | None = None,
+        device: str | None = None,
+        dtype: str | torch.dtype | None = None,
+        local_files_only: bool = False,
+    ) -> OrpheusLM:
+        """Load a checkpoint from a local directory or a hub id.
+
+        ``device`` defaults to CUDA when present, else CPU; ``dtype`` defaults
+        to bfloat16 on CUDA and float32 elsewhere. ``tokenizer`` defaults to
+        ``model``.
+        """
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        device = device or _default_device()
+        if dtype is None:
+            dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+        elif isinstance(dtype, str):
+            dtype = getattr(torch, dtype)
+        lm: Any = AutoModelForCausalLM.from_pretrained(
+            str(model), dtype=dtype, local_files_only=local_files_only
+        )
+        lm.to(device)
+        lm.eval()
+        tok: Any = AutoTokenizer.from_pretrained(
+            str(tokenizer if tokenizer is not None else model), local_files_only=local_files_only
+        )
+        return cls(lm, tok, device=device)
+
+    def _eos_ids(self) -> Iterable[int]:
+        found: set[int] = set()
+        for source in (self.model.config, getattr(self.model, "generation_config", None)):
+            eos = getattr(source, "eos_token_id", None)
+            if isinstance(eos, int):
+                found.add(eos)
+            elif isinstance(eos, list | tuple):
+                found.update(int(e) for e in eos)
+        if getattr(self.tokenizer, "eos_token_id", None) is not None:
+            found.add(int(self.tokenizer.eos_token_id))
+        return found
+
+    def prompt_ids(self, text: str, voice: str | None = None) -> list[int]:
+        """The token ids Orpheus expects for ``text`` spoken by ``voice``."""
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError("text must be a non-empty string")
+        if voice is not None and (not isinstance(voice, str) or not voice.strip()):
+            raise ValueError("voice must be a non-empty string or None")
+        spoken = f"{voice}: {text}" if voice is not None else text
+        ids = [int(i) for i in self.tokenizer(spoken)["input_ids"]]
+        return [START_OF_HUMAN, *ids, *PROMPT_SUFFIX]
+
+    def check_fits(self, prompt_length: int, params: SamplingParams) -> None:
+        """Raise :class:`InvalidSamplingParam` when prompt + ``max_tokens`` exceed the context."""
+        if self.context_length is not None and prompt_length + params.max_tokens > self.context_length:
+            room = self.context_length - prompt_length
+            raise InvalidSamplingParam(
+                "max_tokens",
+                f"{params.max_tokens} does not fit: the prompt takes {prompt_length} of the "
+                f"model's {self.context_length} positions, leaving {max(room, 0)}",
+            )
+
+    def generate(
+        self, prompt_ids: Sequence[int], params: SamplingParams
+    ) -> Generator[int, None, FinishReason]:
+        """Yield generated token ids one by one; return why generation ended.
+
+        Nothing runs until the first ``next()``; closing the generator stops
+        generation before the next forward pass.
+        """
+        self.check_fits(len(prompt_ids), params)
+        return self._generate(list(prompt_ids), params)
+
+    def _generate(
+        self, prompt_ids: list[int], params: SamplingParams
+    ) -> Generator[int, None, FinishReason]:
+        from transformers import DynamicCache
+        from transformers.generation.logits_process import (
+            LogitsProcessorList,
+            RepetitionPenaltyLogitsProcessor,
+            TemperatureLogitsWarper,
+            TopKLogitsWarper,
+            TopPLogitsWarper,
+        )
+
+        greedy = params.temperature == 0.0
+        processors: Any = LogitsProcessorList()
+        if params.repetition_penalty != 1.0:
+            processors.append(RepetitionPenaltyLogitsProcessor(params.repetition_penalty))
+        if not greedy:
+            processors.append(TemperatureLogitsWarper(params.temperature))
+            if params.top_k > 0:
+                processors.append(TopKLogitsWarper(params.top_k))
+            if params.top_p < 1.0:
+                processors.append(TopPLogitsWarper(params.top_p))
+        rng: torch.Generator | None = None
+        if params.seed is not None:
+            rng = torch.Generator(device=self.device).manual_seed(params.seed)
+
+        # Prompt and output ids in one preallocated row: the repetition penalty sees both.
+        seen = torch.empty(
+            (1, len(prompt_ids) + params.max_tokens), dtype=torch.long, device=self.device
+        )
+        seen[0, : len(prompt_ids)] = torch.tensor(prompt_ids, dtype=torch.long)
+        length = len(prompt_ids)
+        cache = DynamicCache()
+        with torch.inference_mode():
+            step_input = seen[:, :length]
+            for _ in range(params.max_tokens):
+                out = self.model(
+                    input_ids=step_input, **{self._cache_arg: cache}, **self._extra_args
+                )
+                scores = processors(seen[:, :length], out.logits[:, -1, :].float())
+                if greedy:
+                    chosen = scores.argmax(dim=-1, keepdim=True)
+                else:
+                    probs = torch.softmax(scores, dim=-1)
+                    chosen = torch.multinomial(probs, num_samples=1, generator=rng)
+                token = int(chosen.item())
+                if token in self.stop_ids:
+                    return "stop"
+                seen[0, length] = token
+                length += 1
+                step_input = seen[:, length - 1 : length]
+                yield token
+        return "length"

@@ -1,0 +1,107 @@
+"""A tiny random-init Orpheus-shaped Llama and its tokenizer, built and saved for tests.
+
+The vocabulary covers the whole audio token range (128266 + 7 * 4096 ids), with
+1 layer and 64 hidden units so it loads and runs in well under a second on CPU.
+
+A random model almost never says "end of speech", so tests that need a known
+reply build a *scripted* model: its layers are zeroed (the residual stream is
+then just the current token's embedding), each scripted token gets its own
+orthonormal embedding direction, and the output head maps that direction to
+the next scripted token with a large logit. The real transformers forward pass
+and the real sampling loop then produce ``script`` after ``START_OF_SPEECH``,
+followed by ``END_OF_SPEECH`` (or, with ``loop=True``, the script again forever).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from orpheus_trio.local.llm import END_OF_SPEECH, END_OF_TEXT, START_OF_SPEECH
+
+AUDIO_BASE = 128266
+CODEBOOK_SIZE = 4096
+VOCAB_SIZE = AUDIO_BASE + 7 * CODEBOOK_SIZE + 2  # 156940
+HIDDEN = 64
+WORDS = ["hello", "world", "the", "quick", "brown", "fox", "tara", "leah", "zoe", "dan", ":", ",", "."]
+BOS_ID = 1
+# Large enough that sampling at any allowed temperature picks the scripted token.
+SCRIPT_GAIN = 60.0
+
+
+def audio_token(position: int, code: int) -> int:
+    """The token id of ``code`` at ``position`` (0..6) of a 7-token Orpheus frame."""
+    return AUDIO_BASE + position * CODEBOOK_SIZE + code
+
+
+def frame_codes(frame: int) -> list[int]:
+    """Distinct, deterministic codes for frame ``frame`` (one per position)."""
+    return [(frame * 613 + position * 97 + 11) % CODEBOOK_SIZE for position in range(7)]
+
+
+def audio_script(frames: int) -> list[int]:
+    """Token ids for ``frames`` whole frames, every token distinct."""
+    return [audio_token(p, c) for f in range(frames) for p, c in enumerate(frame_codes(f))]
+
+
+def save_tokenizer(path: Path) -> None:
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"[UNK]": 0, "<s>": BOS_ID, **{w: i + 2 for i, w in enumerate(WORDS)}}
+    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    # Like Llama 3's tokenizer: BOS is prepended by the tokenizer itself.
+    core.post_processor = processors.TemplateProcessing(
+        single="<s> $A", special_tokens=[("<s>", BOS_ID)]
+    )
+    wrapped = PreTrainedTokenizerFast(tokenizer_object=core, unk_token="[UNK]", bos_token="<s>")
+    wrapped.save_pretrained(path)
+
+
+def save_tiny_orpheus(
+    path: Path, *, script: Sequence[int] | None = None, loop: bool = False, seed: int = 0
+) -> Path:
+    """Build, steer (when ``script`` is given) and save a tiny Orpheus model + tokenizer."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=VOCAB_SIZE,
+        hidden_size=HIDDEN,
+        intermediate_size=128,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=4096,
+        bos_token_id=BOS_ID,
+        eos_token_id=END_OF_TEXT,
+        tie_word_embeddings=False,
+    )
+    model = LlamaForCausalLM(config)
+    if script is not None:
+        _steer(model, list(script), loop=loop)
+    path.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(path)
+    save_tokenizer(path)
+    return path
+
+
+def _steer(model: torch.nn.Module, script: list[int], *, loop: bool) -> None:
+    states = [START_OF_SPEECH, *script]
+    if len(set(states)) != len(states) or len(states) > HIDDEN:
+        raise ValueError(f"script needs {HIDDEN} or fewer distinct tokens")
+    successors = [*script, script[0] if loop else END_OF_SPEECH]
+    directions = torch.linalg.qr(torch.randn(HIDDEN, HIDDEN)).Q.T  # orthonormal rows
+    inner: torch.nn.Module = model.model  # type: ignore[assignment]
+    head: torch.nn.Linear = model.lm_head  # type: ignore[assignment]
+    with torch.no_grad():
+        for layer in inner.layers:  # type: ignore[union-attr]
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+        head.weight.zero_()
+        for i, (token, successor) in enumerate(zip(states, successors, strict=True)):
+            inner.embed_tokens.weight[token] = directions[i]  # type: ignore[union-attr, index]
+            head.weight[successor] += SCRIPT_GAIN * directions[i]
