@@ -1,0 +1,24 @@
+"""The reference server: the v1 contract on Trio (Hypercorn), any engine behind it.
+
+``base_url = await nursery.start(serve, engine, config)`` for tests and helpers;
+``orpheus-trio serve`` on the command line (see ``command.py``).
+"""
+
+from .app import OrpheusApp, create_app
+from .config import ServerConfig
+from .engine import AbortStream, Engine, EngineError, Hints, InvalidParam, RawLine
+from .run import serve, serve_app
+
+__all__ = [
+    "AbortStream",
+    "Engine",
+    "EngineError",
+    "Hints",
+    "InvalidParam",
+    "OrpheusApp",
+    "RawLine",
+    "ServerConfig",
+    "create_app",
+    "serve",
+    "serve_app",
+]

@@ -1,0 +1,55 @@
+"""The server's settings: limits, timeouts and keys, in one frozen object."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["ServerConfig"]
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    #: 0 picks a free port; ``serve`` reports the real one.
+    port: int = 8000
+    #: Accepted API keys; empty = no auth.
+    api_keys: tuple[str, ...] = ()
+    #: Whether ``/v1/system`` and ``/metrics`` need a key too (when keys are set).
+    protect_service_endpoints: bool = False
+    #: Requests synthesized at once; more wait in the queue.
+    max_concurrency: int = 4
+    #: Requests allowed to wait; past this, 429 ``overloaded``.
+    max_queue: int = 16
+    default_timeout_s: float = 60.0
+    #: Cap on a request's ``timeout_s``.
+    max_timeout_s: float = 600.0
+    max_text_chars: int = 8000
+    #: Largest request body; checked against Content-Length before reading.
+    max_body_bytes: int = 256 * 1024
+    #: Time allowed to receive a request's headers and then its body.
+    read_timeout_s: float = 10.0
+    #: On shutdown, how long in-flight streams may take to finish.
+    drain_grace_s: float = 30.0
+    #: Reported as ``server`` by ``/v1/system``.
+    server_name: str = "orpheus-trio"
+
+    def __post_init__(self) -> None:
+        positive = {
+            "max_concurrency": self.max_concurrency,
+            "default_timeout_s": self.default_timeout_s,
+            "max_timeout_s": self.max_timeout_s,
+            "max_text_chars": self.max_text_chars,
+            "max_body_bytes": self.max_body_bytes,
+            "read_timeout_s": self.read_timeout_s,
+        }
+        for name, value in positive.items():
+            if not value > 0:
+                raise ValueError(f"{name} must be > 0, got {value!r}")
+        if self.max_queue < 0 or self.drain_grace_s < 0:
+            raise ValueError("max_queue and drain_grace_s must be >= 0")
+        if self.default_timeout_s > self.max_timeout_s:
+            raise ValueError("default_timeout_s must not exceed max_timeout_s")
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be within 0..65535, got {self.port}")
+        if any(not key for key in self.api_keys):
+            raise ValueError("API keys must not be empty")

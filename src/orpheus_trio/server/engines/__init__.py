@@ -1,0 +1,1 @@
+"""Engines the reference server can run."""
