@@ -14,7 +14,11 @@ followed by ``END_OF_SPEECH`` (or, with ``loop=True``, the script again forever)
 
 from __future__ import annotations
 
+import atexit
+import shutil
+import tempfile
 from collections.abc import Sequence
+from functools import cache
 from pathlib import Path
 
 import torch
@@ -105,3 +109,24 @@ def _steer(model: torch.nn.Module, script: list[int], *, loop: bool) -> None:
         for i, (token, successor) in enumerate(zip(states, successors, strict=True)):
             inner.embed_tokens.weight[token] = directions[i]  # type: ignore[union-attr, index]
             head.weight[successor] += SCRIPT_GAIN * directions[i]
+
+
+@cache
+def _scratch() -> Path:
+    root = Path(tempfile.mkdtemp(prefix="orpheus-tiny-llm-"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    return root
+
+
+@cache
+def scripted_model_dir(frames: int = 4, loop: bool = False) -> Path:
+    """A saved model that answers every prompt with ``audio_script(frames)`` then
+    stops (or, with ``loop``, repeats it forever). Built once per test session."""
+    name = f"scripted-{frames}{'-loop' if loop else ''}"
+    return save_tiny_orpheus(_scratch() / name, script=audio_script(frames), loop=loop)
+
+
+@cache
+def random_model_dir() -> Path:
+    """A saved model with random weights (random tokens, practically never a stop)."""
+    return save_tiny_orpheus(_scratch() / "random")

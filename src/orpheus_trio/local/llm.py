@@ -29,18 +29,18 @@ from typing import Any, Literal
 import torch
 
 __all__ = [
-    "START_OF_HUMAN",
-    "END_OF_TEXT",
     "END_OF_HUMAN",
-    "START_OF_AI",
-    "START_OF_SPEECH",
     "END_OF_SPEECH",
-    "PROMPT_SUFFIX",
+    "END_OF_TEXT",
     "MIN_STABLE_REPETITION_PENALTY",
+    "PROMPT_SUFFIX",
+    "START_OF_AI",
+    "START_OF_HUMAN",
+    "START_OF_SPEECH",
     "FinishReason",
     "InvalidSamplingParam",
-    "SamplingParams",
     "OrpheusLM",
+    "SamplingParams",
 ]
 
 logger = logging.getLogger(__name__)

@@ -1,0 +1,277 @@
+"""The local Orpheus LLM: prompts, sampling parameters, generation, thread -> Trio streaming."""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Generator
+from functools import cache
+
+import pytest
+import trio
+from _support_llm import (
+    BOS_ID,
+    WORDS,
+    audio_script,
+    random_model_dir,
+    scripted_model_dir,
+)
+
+from orpheus_trio.local.generation import ThreadedGenerator
+from orpheus_trio.local.llm import (
+    END_OF_SPEECH,
+    PROMPT_SUFFIX,
+    START_OF_HUMAN,
+    InvalidSamplingParam,
+    OrpheusLM,
+    SamplingParams,
+)
+
+
+@cache
+def scripted_lm() -> OrpheusLM:
+    return OrpheusLM.load(scripted_model_dir(frames=4), device="cpu")
+
+
+@cache
+def looping_lm() -> OrpheusLM:
+    return OrpheusLM.load(scripted_model_dir(frames=2, loop=True), device="cpu")
+
+
+@cache
+def random_lm() -> OrpheusLM:
+    return OrpheusLM.load(random_model_dir(), device="cpu")
+
+
+def word_id(word: str) -> int:
+    return WORDS.index(word) + 2
+
+
+def run_to_end(generator: Generator[int, None, str]) -> tuple[list[int], str]:
+    tokens: list[int] = []
+    while True:
+        try:
+            tokens.append(next(generator))
+        except StopIteration as end:
+            return tokens, end.value
+
+
+# --- prompts -------------------------------------------------------------------------
+
+
+def test_prompt_wraps_voice_and_text_in_orpheus_markers() -> None:
+    ids = scripted_lm().prompt_ids("hello world", voice="tara")
+    tara, colon, hello, world = (word_id(w) for w in ("tara", ":", "hello", "world"))
+    assert ids == [START_OF_HUMAN, BOS_ID, tara, colon, hello, world, *PROMPT_SUFFIX]
+    assert PROMPT_SUFFIX == (128009, 128260, 128261, 128257)
+
+
+def test_prompt_without_voice_is_the_text_alone_with_one_bos() -> None:
+    ids = scripted_lm().prompt_ids("the quick fox")
+    assert ids == [START_OF_HUMAN, BOS_ID, word_id("the"), word_id("quick"), word_id("fox"), *PROMPT_SUFFIX]
+    assert ids.count(BOS_ID) == 1
+
+
+@pytest.mark.parametrize("text", ["", "   ", None])
+def test_prompt_rejects_empty_text(text: object) -> None:
+    with pytest.raises(ValueError, match="text must be a non-empty string"):
+        scripted_lm().prompt_ids(text)  # type: ignore[arg-type]
+
+
+# --- sampling parameters ---------------------------------------------------------------
+
+
+def test_sampling_defaults_follow_reference_engine() -> None:
+    params = SamplingParams.from_params({})
+    assert (params.temperature, params.top_p, params.repetition_penalty) == (0.6, 0.8, 1.3)
+    assert params.max_tokens >= 1200
+
+
+def test_sampling_params_accept_valid_values() -> None:
+    params = SamplingParams.from_params(
+        {"temperature": 0, "top_p": 1, "top_k": 40, "repetition_penalty": 1.5, "max_tokens": 7, "seed": 3}
+    )
+    assert params == SamplingParams(0.0, 1.0, 40, 1.5, 7, 3)
+
+
+@pytest.mark.parametrize(
+    ("params", "key", "message"),
+    [
+        ({"temperature": "hot"}, "temperature", "must be a number, got str"),
+        ({"temperature": True}, "temperature", "must be a number, got bool"),
+        ({"temperature": 2.5}, "temperature", r"must be in \[0, 2\], got 2.5"),
+        ({"temperature": math.nan}, "temperature", "got nan"),
+        ({"top_p": 0}, "top_p", r"must be in \(0, 1\], got 0"),
+        ({"top_p": 1.01}, "top_p", "got 1.01"),
+        ({"top_k": 2.0}, "top_k", "must be an integer, got float"),
+        ({"top_k": -1}, "top_k", "got -1"),
+        ({"max_tokens": 0}, "max_tokens", r"must be in \[1, "),
+        ({"max_tokens": "100"}, "max_tokens", "must be an integer, got str"),
+        ({"repetition_penalty": 0.9}, "repetition_penalty", r"must be in \[1, 3\], got 0.9"),
+        ({"seed": -5}, "seed", "got -5"),
+        ({"speed": 2, "temperature": 0.5}, "speed", "unknown parameter .known: max_tokens, "),
+    ],
+)
+def test_sampling_params_reject_bad_values_naming_the_key(
+    params: dict[str, object], key: str, message: str
+) -> None:
+    with pytest.raises(InvalidSamplingParam, match=message) as info:
+        SamplingParams.from_params(params)
+    assert info.value.key == key
+    assert str(info.value).startswith(f"{key}: ")
+
+
+def test_low_repetition_penalty_is_accepted_with_a_warning() -> None:
+    with pytest.warns(UserWarning, match="repetition_penalty 1.05 is below 1.1"):
+        params = SamplingParams.from_params({"repetition_penalty": 1.05})
+    assert params.repetition_penalty == 1.05
+
+
+def test_max_tokens_beyond_the_context_is_rejected_before_generating() -> None:
+    lm = scripted_lm()
+    prompt = lm.prompt_ids("hello")
+    with pytest.raises(InvalidSamplingParam, match="does not fit: the prompt takes 7 of the model's 4096 positions, leaving 4089"):
+        lm.generate(prompt, SamplingParams(max_tokens=4090))
+
+
+# --- generation ------------------------------------------------------------------------
+
+
+def test_loading_from_a_saved_directory_gives_a_cpu_model_with_stop_ids() -> None:
+    lm = scripted_lm()
+    assert lm.device.type == "cpu"
+    assert lm.vocab_size >= 128266 + 7 * 4096
+    assert END_OF_SPEECH in lm.stop_ids
+
+
+def test_generation_yields_the_model_reply_and_stops_at_end_of_speech() -> None:
+    lm = scripted_lm()
+    tokens, reason = run_to_end(lm.generate(lm.prompt_ids("hello", "tara"), SamplingParams(seed=0)))
+    assert tokens == audio_script(4)
+    assert reason == "stop"
+    assert END_OF_SPEECH not in tokens
+
+
+def test_generation_cut_by_max_tokens_says_length() -> None:
+    lm = scripted_lm()
+    tokens, reason = run_to_end(lm.generate(lm.prompt_ids("hello"), SamplingParams(max_tokens=10)))
+    assert tokens == audio_script(4)[:10]
+    assert reason == "length"
+
+
+def test_same_seed_gives_same_tokens_and_other_seed_differs() -> None:
+    lm = random_lm()
+    prompt = lm.prompt_ids("hello world")
+
+    def sample(seed: int) -> list[int]:
+        return run_to_end(lm.generate(prompt, SamplingParams(max_tokens=12, seed=seed, top_p=1.0)))[0]
+
+    assert sample(1) == sample(1)
+    assert sample(1) != sample(2)
+    assert all(0 <= t < lm.vocab_size for t in sample(3))
+
+
+def test_greedy_decoding_is_deterministic_without_seed() -> None:
+    lm = random_lm()
+    prompt = lm.prompt_ids("fox")
+    params = SamplingParams(temperature=0.0, max_tokens=8)
+    assert run_to_end(lm.generate(prompt, params))[0] == run_to_end(lm.generate(prompt, params))[0]
+
+
+# --- thread -> Trio streaming ------------------------------------------------------------
+
+
+class CountingGeneration:
+    """Counts tokens the model actually produced (on the worker thread)."""
+
+    def __init__(self, lm: OrpheusLM, params: SamplingParams) -> None:
+        self.lm = lm
+        self.params = params
+        self.produced = 0
+        self.thread: threading.Thread | None = None
+
+    def __call__(self) -> Generator[int, None, str]:
+        self.thread = threading.current_thread()
+        generation = self.lm.generate(self.lm.prompt_ids("hello"), self.params)
+        for token in generation:
+            self.produced += 1
+            yield token
+        return "stop"
+
+
+async def test_tokens_stream_into_trio_and_result_says_stop() -> None:
+    lm = scripted_lm()
+    async with ThreadedGenerator(lambda: lm.generate(lm.prompt_ids("hi"), SamplingParams())) as tokens:
+        received = [t async for t in tokens]
+        assert tokens.finished
+        assert tokens.result == "stop"
+        assert not tokens.stopped_early
+    assert received == audio_script(4)
+
+
+async def test_closing_the_stream_stops_generation_promptly() -> None:
+    counting = CountingGeneration(looping_lm(), SamplingParams(max_tokens=4000))
+    buffer = 4
+    tokens = ThreadedGenerator(counting, buffer=buffer)
+    received = []
+    async for token in tokens:
+        received.append(token)
+        if len(received) == 5:
+            break
+    assert received == (audio_script(2) * 2)[:5]
+    started = time.monotonic()
+    await tokens.aclose()
+    assert time.monotonic() - started < 2.0
+    assert tokens.finished and tokens.stopped_early
+    assert tokens.result is None
+    assert counting.thread is not threading.current_thread()
+    produced = counting.produced
+    # At most the buffer plus the one token in hand when the stop came.
+    assert produced <= len(received) + buffer + 1
+    await trio.sleep(0.2)
+    assert counting.produced == produced
+    with pytest.raises(StopAsyncIteration):
+        await tokens.__anext__()
+
+
+async def test_cancelling_the_consumer_stops_generation() -> None:
+    counting = CountingGeneration(looping_lm(), SamplingParams(max_tokens=4000))
+    received = 0
+    with trio.move_on_after(0.5) as scope:
+        async with ThreadedGenerator(counting) as tokens:
+            async for _ in tokens:
+                received += 1
+    assert scope.cancelled_caught
+    assert received > 0
+    assert tokens.finished and tokens.stopped_early
+    produced = counting.produced
+    await trio.sleep(0.2)
+    assert counting.produced == produced < 4000
+
+
+async def test_generator_errors_reach_the_consumer() -> None:
+    def failing() -> Generator[int, None, str]:
+        yield 1
+        raise RuntimeError("model exploded")
+
+    async with ThreadedGenerator(failing) as tokens:
+        assert await tokens.__anext__() == 1
+        with pytest.raises(RuntimeError, match="model exploded"):
+            await tokens.__anext__()
+        assert tokens.result is None
+
+
+async def test_closing_before_the_first_item_never_starts_the_thread() -> None:
+    started = []
+
+    def never() -> Generator[int, None, str]:
+        started.append(True)
+        yield 1
+        return "stop"
+
+    tokens = ThreadedGenerator(never)
+    await tokens.aclose()
+    with pytest.raises(StopAsyncIteration):
+        await tokens.__anext__()
+    assert started == []
