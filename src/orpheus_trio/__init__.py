@@ -1,5 +1,6 @@
 """orpheus-trio: stream Orpheus text-to-speech into Trio applications."""
 
+from .client import AudioStream, EndpointSnapshot, OrpheusTTS
 from .errors import (
     CircuitOpenError,
     DeadlineExceeded,
@@ -13,6 +14,9 @@ from .errors import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "AudioStream",
+    "EndpointSnapshot",
+    "OrpheusTTS",
     "CircuitOpenError",
     "DeadlineExceeded",
     "HTTPStatusError",

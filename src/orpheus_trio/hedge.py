@@ -1,0 +1,127 @@
+"""The race: hedged and failed-over attempts in one nursery; the first audio wins.
+
+The shape is trio's Happy Eyeballs. Attempts run as tasks in a nursery. Each
+attempt gets its own ``trio.Event`` that it sets when it fails, so the next
+attempt starts at once instead of waiting out the hedge delay; otherwise the
+next one starts ``hedge_delay_s`` after the last. The first attempt to return
+(its response open, first audio in hand) wins and cancels the nursery; every
+other attempt closes its own response on the way out, and one that finishes
+after the winner is handed to ``plan.discard``. A non-retryable error ends the
+race at once.
+
+When every attempt failed, the most relevant error is raised ``from`` an
+ExceptionGroup holding every attempt's error (a single attempt's error is
+raised as it is). Policy (which endpoint, whether the budget allows another
+attempt, which errors are retryable) lives in the ``plan``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Literal, Protocol, TypeVar
+
+import httpx
+import trio
+
+from .errors import HTTPStatusError, OrpheusError
+
+__all__ = ["race", "RacePlan", "Reason", "most_relevant_error"]
+
+W = TypeVar("W")
+
+#: Why another attempt is wanted: no audio after the hedge delay, or the last attempt failed.
+Reason = Literal["hedge", "failover"]
+
+
+class RacePlan(Protocol[W]):
+    """The policy side of a race."""
+
+    def next_attempt(self, reason: Reason) -> Callable[[], Awaitable[W]] | None:
+        """Another attempt to start now, or ``None`` when none may start."""
+        ...
+
+    def is_retryable(self, error: Exception) -> bool:
+        """Whether another attempt may succeed after ``error``."""
+        ...
+
+    async def discard(self, result: W) -> None:
+        """Close an attempt that got audio after the race was already won."""
+        ...
+
+
+def _relevance(error: Exception) -> int:
+    if isinstance(error, HTTPStatusError):
+        return 2 if error.retryable else 4
+    if isinstance(error, OrpheusError):
+        return 3  # the server answered and said what went wrong
+    if isinstance(error, httpx.HTTPError):
+        return 1
+    return 5  # not an expected failure at all: surface it
+
+
+def most_relevant_error(errors: Sequence[Exception]) -> Exception:
+    """The error that explains a failed race best (latest one among equals).
+
+    Unexpected errors first, then a non-retryable HTTP status (400, 401, ...),
+    then errors the server reported (in-band errors, broken streams), then
+    retryable statuses (429, 5xx), then network errors.
+    """
+    if not errors:
+        raise ValueError("no errors to choose from")
+    best = errors[0]
+    for error in errors[1:]:
+        if _relevance(error) >= _relevance(best):
+            best = error
+    return best
+
+
+async def race(first: Callable[[], Awaitable[W]], plan: RacePlan[W], *, hedge_delay_s: float | None) -> W:
+    """Run ``first``, hedge and fail over as ``plan`` allows; return the first result."""
+    hedge_after = hedge_delay_s if hedge_delay_s else math.inf
+    errors: list[Exception] = []
+    won: list[W] = []
+    fatal: list[Exception] = []
+
+    async def run(attempt: Callable[[], Awaitable[W]], failed: trio.Event, nursery: trio.Nursery) -> None:
+        try:
+            result = await attempt()
+        except Exception as error:
+            errors.append(error)
+            if not plan.is_retryable(error) and not fatal:
+                fatal.append(error)
+                nursery.cancel_scope.cancel()
+            failed.set()
+            return
+        if won:
+            await plan.discard(result)
+        else:
+            won.append(result)
+            nursery.cancel_scope.cancel()
+
+    try:
+        async with trio.open_nursery() as nursery:
+            attempt: Callable[[], Awaitable[W]] | None = first
+            while attempt is not None:
+                failed = trio.Event()
+                nursery.start_soon(run, attempt, failed, nursery)
+                with trio.move_on_after(hedge_after) as hedge_timer:
+                    await failed.wait()
+                if hedge_timer.cancelled_caught:
+                    attempt = plan.next_attempt("hedge")
+                    if attempt is not None:
+                        continue
+                    await failed.wait()  # no hedge allowed: a failure may still earn a failover
+                attempt = plan.next_attempt("failover")
+    except BaseException:
+        if won:  # cancelled from outside right after a win: do not leak the winner
+            with trio.CancelScope(shield=True):
+                await plan.discard(won[0])
+        raise
+
+    if won:
+        return won[0]
+    chosen = fatal[0] if fatal else most_relevant_error(errors)
+    if len(errors) == 1:
+        raise chosen
+    raise chosen from ExceptionGroup(f"all {len(errors)} attempts failed", errors)
