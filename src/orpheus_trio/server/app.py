@@ -83,6 +83,7 @@ class _Exchange:
     status: int | None = None
     code: str | None = None
     started: bool = False
+    finished: bool = False
     first_audio_at: float | None = None
     chunks: int = 0
     samples: int = 0
@@ -99,6 +100,7 @@ class _Exchange:
             )
 
     async def write(self, data: bytes, *, more: bool = True) -> None:
+        self.finished = not more
         # Shielded so a deadline never splits a frame (the server's own socket
         # write is shielded anyway); a client that left makes this return at once.
         with trio.CancelScope(shield=True):
@@ -582,6 +584,8 @@ async def _watch_disconnect(
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
+            if ex.finished:  # the server closes the stream after the last frame too
+                return
             if not ex.started:
                 ex.status = 499
             ex.code = ex.code or "client_disconnected"

@@ -1,0 +1,128 @@
+"""``orpheus-trio serve``: run the reference server until SIGINT/SIGTERM.
+
+The first signal drains (new requests get 503 ``draining``, in-flight streams
+get ``--drain-grace-s`` to finish); a second signal stops at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from collections.abc import Callable
+
+import trio
+
+from .config import ServerConfig
+from .engine import Engine
+from .run import serve
+
+__all__ = ["ENGINES", "register", "run"]
+
+
+def _espeak() -> Engine:
+    from .engines.espeak import EspeakEngine
+
+    return EspeakEngine()
+
+
+def _synthetic() -> Engine:
+    from .engines.synthetic import SyntheticEngine
+
+    return SyntheticEngine()
+
+
+#: Engine name -> factory; imported lazily so an engine's heavy deps load only when chosen.
+ENGINES: dict[str, Callable[[], Engine]] = {"espeak": _espeak, "synthetic": _synthetic}
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    defaults = ServerConfig()
+    parser = subparsers.add_parser(
+        "serve",
+        help="run the reference v1 server",
+        description="Serve the v1 streaming contract (POST /v1/tts/stream, GET /v1/system, "
+        "GET /metrics). SIGINT/SIGTERM drains gracefully; a second signal stops at once.",
+    )
+    parser.add_argument("--host", default=defaults.host)
+    parser.add_argument(
+        "--port", type=int, default=defaults.port, help="0 picks a free port"
+    )
+    parser.add_argument("--engine", choices=sorted(ENGINES), default="espeak")
+    parser.add_argument(
+        "--api-key", action="append", default=[], dest="api_keys", metavar="KEY",
+        help="accepted API key (repeatable); none = no auth",
+    )  # fmt: skip
+    parser.add_argument(
+        "--protect-service-endpoints", action="store_true",
+        help="require a key for /v1/system and /metrics too",
+    )  # fmt: skip
+    parser.add_argument("--max-concurrency", type=int, default=defaults.max_concurrency)
+    parser.add_argument("--max-queue", type=int, default=defaults.max_queue)
+    parser.add_argument(
+        "--default-timeout-s", type=float, default=defaults.default_timeout_s
+    )
+    parser.add_argument("--max-timeout-s", type=float, default=defaults.max_timeout_s)
+    parser.add_argument("--max-text-chars", type=int, default=defaults.max_text_chars)
+    parser.add_argument("--max-body-bytes", type=int, default=defaults.max_body_bytes)
+    parser.add_argument("--read-timeout-s", type=float, default=defaults.read_timeout_s)
+    parser.add_argument("--drain-grace-s", type=float, default=defaults.drain_grace_s)
+    parser.add_argument(
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"]
+    )
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        config = ServerConfig(
+            host=args.host,
+            port=args.port,
+            api_keys=tuple(args.api_keys),
+            protect_service_endpoints=args.protect_service_endpoints,
+            max_concurrency=args.max_concurrency,
+            max_queue=args.max_queue,
+            default_timeout_s=args.default_timeout_s,
+            max_timeout_s=args.max_timeout_s,
+            max_text_chars=args.max_text_chars,
+            max_body_bytes=args.max_body_bytes,
+            read_timeout_s=args.read_timeout_s,
+            drain_grace_s=args.drain_grace_s,
+        )
+    except ValueError as error:
+        print(f"orpheus-trio serve: {error}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(message)s")
+    engine = ENGINES[args.engine]()
+    try:
+        trio.run(_serve_until_signalled, engine, config)
+    finally:
+        trio.run(engine.aclose)
+    return 0
+
+
+async def _serve_until_signalled(engine: Engine, config: ServerConfig) -> None:
+    drain = trio.Event()
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+
+            async def serve_then_stop(
+                task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+            ) -> None:
+                await serve(engine, config, drain=drain, task_status=task_status)
+                nursery.cancel_scope.cancel()  # drained: stop listening for signals too
+
+            base_url = await nursery.start(serve_then_stop)
+            print(f"orpheus-trio: {engine.name} engine on {base_url}", file=sys.stderr)
+            async for signum in signals:
+                if drain.is_set():
+                    print("orpheus-trio: stopping now", file=sys.stderr)
+                    nursery.cancel_scope.cancel()
+                    return
+                print(
+                    f"orpheus-trio: {signal.Signals(signum).name}: draining "
+                    f"(up to {config.drain_grace_s:g} s; signal again to stop now)",
+                    file=sys.stderr,
+                )
+                drain.set()
