@@ -91,6 +91,18 @@ class _Counts:
     failures: int = 0
 
 
+class _Secret:
+    """Holds the API key; its repr never shows it."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: str) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return "<hidden>"
+
+
 @dataclass(slots=True)
 class _Call:
     """One user request: what to send and by when."""
@@ -325,7 +337,7 @@ class OrpheusTTS:
         self.max_attempts = max_attempts
         self.close_timeout_s = close_timeout_s
         self.max_line_bytes = max_line_bytes
-        self.__api_key = api_key
+        self._api_key = _Secret(api_key) if api_key is not None else None
         rng = rng if rng is not None else random.Random()
         self._router = Router(self.base_urls, rng=rng)
         self._budget = RetryBudget(hedge_budget_ratio, window_s=hedge_budget_window_s, min_extra=hedge_budget_min)
@@ -472,8 +484,8 @@ class OrpheusTTS:
             "Accept": "application/x-ndjson",
             "X-Request-Id": request_id,
         }
-        if self.__api_key is not None:
-            headers["Authorization"] = f"Bearer {self.__api_key}"
+        if self._api_key is not None:
+            headers["Authorization"] = f"Bearer {self._api_key.value}"
         return StreamRequest(endpoint=endpoint, path=STREAM_PATH, headers=headers, body=json.dumps(body).encode())
 
     async def _attempt(self, call: _Call, endpoint: str) -> _Opened:

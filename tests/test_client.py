@@ -1,0 +1,144 @@
+"""OrpheusTTS API surface with a scripted fake transport (no sockets)."""
+
+from __future__ import annotations
+
+import math
+import random
+from contextlib import aclosing
+
+import httpx
+import pytest
+import trio
+import trio.testing
+from _support_client import FakeTransport, Script, expected_audio, in_order, metrics, speech, status
+
+from orpheus_trio import EndpointSnapshot, HTTPStatusError, OrpheusTTS
+from orpheus_trio.frames import encode_chunk, encode_eos
+
+A, B = "http://a:1", "http://b:1"
+SECRET = "sk-very-secret-key"
+
+
+async def test_request_shape_auth_and_params(autojump_clock: trio.testing.MockClock) -> None:
+    fake = FakeTransport(in_order(speech(1, first_after=0.0)))
+    tts = OrpheusTTS(A + "/", SECRET, transport=fake)
+    await tts.synthesize("Hello", "tara", temperature=0.5, seed=3)
+    (started,) = fake.started
+    assert started.request.url == "http://a:1/v1/tts/stream"
+    headers = started.request.headers
+    assert headers["Authorization"] == f"Bearer {SECRET}"
+    assert headers["Accept"] == "application/x-ndjson"
+    assert started.body == {"text": "Hello", "voice": "tara", "temperature": 0.5, "seed": 3}
+
+
+async def test_no_authorization_without_key(autojump_clock: trio.testing.MockClock) -> None:
+    fake = FakeTransport(in_order(speech(1, first_after=0.0)))
+    await OrpheusTTS(A, transport=fake).synthesize("Hello")
+    assert "Authorization" not in fake.started[0].request.headers
+
+
+async def test_each_hedged_attempt_has_its_own_request_id(autojump_clock: trio.testing.MockClock) -> None:
+    fake = FakeTransport(in_order(speech(1, first_after=2.0), speech(2, first_after=2.0), speech(3, first_after=0.1)))
+    async with OrpheusTTS([A, B], transport=fake).open_stream("hi") as audio:
+        ids = [s.request.headers["X-Request-Id"] for s in fake.started]
+        assert len(set(ids)) == 3
+        assert audio.request_id == ids[2]
+        assert audio.attempts == 3
+
+
+async def test_api_key_never_in_repr_or_error_messages(autojump_clock: trio.testing.MockClock) -> None:
+    fake = FakeTransport(in_order(status(401, "unauthorized", "bad key")))
+    tts = OrpheusTTS(A, SECRET, transport=fake)
+    assert SECRET not in repr(tts) and SECRET not in str(vars(tts))
+    with pytest.raises(HTTPStatusError) as caught:
+        await tts.synthesize("hi")
+    assert SECRET not in str(caught.value) and SECRET not in repr(caught.value)
+    assert SECRET not in repr(caught.value.request.headers)
+    assert SECRET not in repr(fake.started[0].request)
+
+
+async def test_open_stream_exit_closes_http_stream_at_once(autojump_clock: trio.testing.MockClock) -> None:
+    fake = FakeTransport(in_order(speech(1, first_after=0.1, chunks=50)))
+    tts = OrpheusTTS(A, transport=fake)
+    async with tts.open_stream("hi") as audio:
+        first = await audio.__anext__()
+        assert first == expected_audio(1, chunks=1)
+        assert audio.endpoint == A and audio.ttfb_s == pytest.approx(0.1)
+        exit_at = trio.current_time()
+    response = fake.started[0].response
+    assert response is not None and response.closed_at == exit_at
+    assert tts.endpoints()[0].in_flight == 0
+
+
+async def test_breaking_out_of_stream_with_aclosing_closes_it(autojump_clock: trio.testing.MockClock) -> None:
+    fake = FakeTransport(in_order(speech(1, first_after=0.1, chunks=50)))
+    async with aclosing(OrpheusTTS(A, transport=fake).stream("hi")) as chunks:
+        async for _ in chunks:
+            break
+    response = fake.started[0].response
+    assert response is not None and response.closed_at is not None
+
+
+async def test_metrics_and_header_queue_hints_feed_routing(autojump_clock: trio.testing.MockClock) -> None:
+    body = [(0.0, metrics(queue_depth=7)), (0.2, encode_chunk(0, b"ab")), (0.0, encode_eos(1, 1))]
+    fake = FakeTransport(in_order(Script(headers={"X-Queue-Depth": "3"}, body=body)))
+    tts = OrpheusTTS(A, transport=fake)
+    assert await tts.synthesize("hi") == b"ab"
+    (snap,) = tts.endpoints()
+    assert isinstance(snap, EndpointSnapshot)
+    hint = 7.0 * math.exp(-0.2 / 5.0)  # reported at t=0, read at t=0.2, fading over 5 s
+    assert snap.queue_hint == pytest.approx(hint)
+    assert snap.latency_estimate_s == pytest.approx(0.2)
+    assert snap.score == pytest.approx(0.2 * (1 + hint))
+    assert (snap.in_flight, snap.breaker_state, snap.breaker_retry_in_s) == (0, "closed", 0.0)
+    assert (snap.attempts, snap.wins, snap.failures) == (1, 1, 0)
+
+
+async def test_zero_chunk_stream_is_empty_audio(autojump_clock: trio.testing.MockClock) -> None:
+    fake = FakeTransport(in_order(Script(body=[(0.1, encode_eos(0, 0))])))
+    assert await OrpheusTTS(A, transport=fake).synthesize("hi") == b""
+
+
+async def test_empty_chunks_are_not_yielded_and_every_chunk_is_even(autojump_clock: trio.testing.MockClock) -> None:
+    body = [(0.0, encode_chunk(0, b"")), (0.0, encode_chunk(1, b"abcd")), (0.0, encode_eos(2, 2))]
+    fake = FakeTransport(in_order(Script(body=body)))
+    got = [pcm async for pcm in OrpheusTTS(A, transport=fake).stream("hi")]
+    assert got == [b"abcd"]
+
+
+async def test_bad_input_is_rejected_clearly(autojump_clock: trio.testing.MockClock) -> None:
+    fake = FakeTransport(in_order(speech(1, first_after=0.0)))
+    tts = OrpheusTTS(A, transport=fake)
+    with pytest.raises(ValueError, match="text"):
+        await tts.synthesize("   ")
+    with pytest.raises(TypeError, match="voice"):
+        await tts.synthesize("hi", 3)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="timeout_s"):
+        await tts.synthesize("hi", timeout_s=-1)
+    assert fake.started == []
+    with pytest.raises(ValueError, match="http"):
+        OrpheusTTS("a:1")
+    with pytest.raises(ValueError, match="at least one"):
+        OrpheusTTS([])
+    with pytest.raises(ValueError, match="distinct"):
+        OrpheusTTS([A, A + "/"])
+    with pytest.raises(ValueError, match="hedge_ttfb_ms"):
+        OrpheusTTS(A, hedge_ttfb_ms=-5)
+
+
+async def test_close_and_context_manager(autojump_clock: trio.testing.MockClock) -> None:
+    fake = FakeTransport(in_order(speech(1, first_after=0.0)))
+    async with OrpheusTTS(A, transport=fake) as tts:
+        await tts.synthesize("hi")
+    assert not fake.closed  # a transport the caller gave stays the caller's
+    with pytest.raises(RuntimeError, match="closed"):
+        await tts.synthesize("hi")
+
+
+async def test_network_errors_keep_httpx_types(autojump_clock: trio.testing.MockClock) -> None:
+    fake = FakeTransport(in_order(Script(fail=httpx.ConnectError("refused"))))
+    tts = OrpheusTTS([A, B], transport=fake, rng=random.Random(0))
+    with pytest.raises(httpx.ConnectError) as caught:
+        await tts.synthesize("hi")
+    assert isinstance(caught.value.__cause__, ExceptionGroup)
+    assert len(caught.value.__cause__.exceptions) == 3  # first + two failovers (max_attempts=3)
