@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import trio
+import trio.lowlevel
 
 from orpheus_trio.audio import (
     AudioFormat,
@@ -32,11 +33,13 @@ def tone(n: int, amplitude: int = 1000) -> bytes:
 
 async def chunks(*parts: bytes) -> AsyncIterator[bytes]:
     for part in parts:
-        await trio.sleep(0)
+        await trio.lowlevel.checkpoint()
         yield part
 
 
-async def test_save_wav_stream_writes_every_chunk_with_correct_header(tmp_path: Path) -> None:
+async def test_save_wav_stream_writes_every_chunk_with_correct_header(
+    tmp_path: Path,
+) -> None:
     parts = [tone(100), tone(2400), b"", tone(1)]
     path = tmp_path / "out.wav"
     duration = await save_wav_stream(chunks(*parts), path)
@@ -50,7 +53,9 @@ async def test_save_wav_stream_writes_every_chunk_with_correct_header(tmp_path: 
     assert [p.name for p in tmp_path.iterdir()] == ["out.wav"]
 
 
-async def test_failed_stream_leaves_no_file_under_final_or_temporary_name(tmp_path: Path) -> None:
+async def test_failed_stream_leaves_no_file_under_final_or_temporary_name(
+    tmp_path: Path,
+) -> None:
     async def broken() -> AsyncIterator[bytes]:
         yield tone(10)
         raise RuntimeError("cut")
@@ -88,7 +93,9 @@ def test_wav_writer_to_stdout_of_a_subprocess_is_readable() -> None:
         "import sys; from orpheus_trio.audio import WavWriter\n"
         "w = WavWriter(sys.stdout.buffer); w.write(b'\\x01\\x00' * 24000); w.close()\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, check=True
+    ).stdout
     assert out[:4] == b"RIFF" and len(out) == 44 + 48_000
 
 

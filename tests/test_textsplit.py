@@ -24,13 +24,18 @@ def test_sentences_are_packed_up_to_the_limit_and_paragraphs_kept_apart() -> Non
     ]
 
 
-def test_abbreviations_initials_and_lowercase_continuations_do_not_end_sentences() -> None:
+def test_abbreviations_initials_and_lowercase_continuations_do_not_end_sentences() -> (
+    None
+):
     text = "Dr. Smith met J. R. R. Tolkien at 3 p.m. on Monday. It was e.g. fine. Next one."
     assert split_text(text, max_chars=60) == [
         "Dr. Smith met J. R. R. Tolkien at 3 p.m. on Monday.",
         "It was e.g. fine. Next one.",
     ]
-    assert split_text(text, max_chars=52)[0] == "Dr. Smith met J. R. R. Tolkien at 3 p.m. on Monday."
+    assert (
+        split_text(text, max_chars=52)[0]
+        == "Dr. Smith met J. R. R. Tolkien at 3 p.m. on Monday."
+    )
 
 
 def test_closing_quotes_stay_with_their_sentence() -> None:
@@ -54,7 +59,10 @@ def test_long_sentence_is_cut_at_clauses_then_words_then_inside_a_word() -> None
 def test_modes() -> None:
     long = "A sentence. " * 50
     assert split_for_synthesis("Short. Text.") == ["Short. Text."]
-    assert split_for_synthesis("Short. Text.", "sentences", max_chars=6) == ["Short.", "Text."]
+    assert split_for_synthesis("Short. Text.", "sentences", max_chars=6) == [
+        "Short.",
+        "Text.",
+    ]
     assert split_for_synthesis(long, "never") == [long]
     auto = split_for_synthesis(long, "auto", max_chars=100)
     assert len(auto) > 1 and all(len(p) <= 100 for p in auto)
@@ -70,10 +78,14 @@ def test_blank_text_gives_no_pieces() -> None:
 
 @settings(max_examples=300, deadline=None)
 @given(
-    st.text(alphabet=st.sampled_from(list("ab .!?,;\n\"'")) | st.characters(), max_size=400),
+    st.text(
+        alphabet=st.sampled_from(list("ab .!?,;\n\"'")) | st.characters(), max_size=400
+    ),
     st.integers(min_value=1, max_value=80),
 )
-def test_pieces_keep_every_character_in_order_within_the_limit(text: str, max_chars: int) -> None:
+def test_pieces_keep_every_character_in_order_within_the_limit(
+    text: str, max_chars: int
+) -> None:
     pieces = split_text(text, max_chars=max_chars)
     assert all(0 < len(p) <= max_chars for p in pieces)
     assert all(p == p.strip() for p in pieces)

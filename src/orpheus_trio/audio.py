@@ -19,15 +19,15 @@ import numpy as np
 import numpy.typing as npt
 
 __all__ = [
+    "ORPHEUS_FORMAT",
     "SAMPLE_RATE",
     "AudioFormat",
-    "ORPHEUS_FORMAT",
     "Clip",
     "WavWriter",
+    "collect",
     "concatenate",
     "read_wav",
     "save_wav_stream",
-    "collect",
     "temporary_path",
 ]
 
@@ -83,13 +83,21 @@ class Clip:
     def to_numpy(self) -> npt.NDArray[np.int16]:
         """The samples as int16, shape ``(frames,)`` for mono, ``(frames, channels)`` otherwise."""
         if self.format.sample_width != 2:
-            raise ValueError(f"to_numpy supports 16-bit PCM, this clip is {self.format}")
+            raise ValueError(
+                f"to_numpy supports 16-bit PCM, this clip is {self.format}"
+            )
         samples = np.frombuffer(self.pcm, dtype="<i2").astype(np.int16, copy=False)
-        return samples if self.format.channels == 1 else samples.reshape(-1, self.format.channels)
+        return (
+            samples
+            if self.format.channels == 1
+            else samples.reshape(-1, self.format.channels)
+        )
 
     def to_float32(self) -> npt.NDArray[np.float32]:
         """The samples scaled to [-1, 1), as most audio libraries want them."""
-        return (self.to_numpy().astype(np.float32) / 32768.0).astype(np.float32, copy=False)
+        return (self.to_numpy().astype(np.float32) / 32768.0).astype(
+            np.float32, copy=False
+        )
 
     def rms(self) -> float:
         """Root mean square level in [0, 1] (0 for an empty clip)."""
@@ -98,12 +106,16 @@ class Clip:
         return float(np.sqrt(np.mean(np.square(self.to_float32(), dtype=np.float64))))
 
     @classmethod
-    def from_numpy(cls, samples: npt.NDArray[np.generic], sample_rate: int = SAMPLE_RATE) -> Clip:
+    def from_numpy(
+        cls, samples: npt.NDArray[np.generic], sample_rate: int = SAMPLE_RATE
+    ) -> Clip:
         """A clip from int16 samples (1-D mono, or 2-D frames x channels)."""
         if samples.dtype != np.int16:
             raise ValueError(f"expected int16 samples, got {samples.dtype}")
         channels = 1 if samples.ndim == 1 else int(samples.shape[1])
-        return cls(samples.astype("<i2").tobytes(), AudioFormat(sample_rate, channels, 2))
+        return cls(
+            samples.astype("<i2").tobytes(), AudioFormat(sample_rate, channels, 2)
+        )
 
     def save_wav(self, path: str | os.PathLike[str]) -> None:
         """Write the clip as a WAV file, through a temporary name and a rename."""
@@ -145,17 +157,24 @@ class WavWriter:
     def _header(self, data_bytes: int) -> bytes:
         fmt = self.format
         riff_size = _UNKNOWN_SIZE if data_bytes == _UNKNOWN_SIZE else 36 + data_bytes
-        return b"RIFF" + struct.pack("<I", riff_size) + b"WAVE" + struct.pack(
-            "<4sIHHIIHH",
-            b"fmt ",
-            16,
-            1,  # integer PCM
-            fmt.channels,
-            fmt.sample_rate,
-            fmt.sample_rate * fmt.frame_bytes,
-            fmt.frame_bytes,
-            8 * fmt.sample_width,
-        ) + b"data" + struct.pack("<I", data_bytes)
+        return (
+            b"RIFF"
+            + struct.pack("<I", riff_size)
+            + b"WAVE"
+            + struct.pack(
+                "<4sIHHIIHH",
+                b"fmt ",
+                16,
+                1,  # integer PCM
+                fmt.channels,
+                fmt.sample_rate,
+                fmt.sample_rate * fmt.frame_bytes,
+                fmt.frame_bytes,
+                8 * fmt.sample_width,
+            )
+            + b"data"
+            + struct.pack("<I", data_bytes)
+        )
 
     def write(self, pcm: bytes) -> None:
         if self._closed:
@@ -213,7 +232,9 @@ def concatenate(clips: Iterable[Clip], *, gap_s: float = 0.0) -> Clip:
     fmt = clips[0].format
     for index, clip in enumerate(clips[1:], start=1):
         if clip.format != fmt:
-            raise ValueError(f"clip {index} is {clip.format}, clip 0 is {fmt}: resample before joining")
+            raise ValueError(
+                f"clip {index} is {clip.format}, clip 0 is {fmt}: resample before joining"
+            )
     gap = bytes(round(gap_s * fmt.sample_rate) * fmt.frame_bytes)
     return Clip(gap.join(clip.pcm for clip in clips), fmt)
 
@@ -225,7 +246,9 @@ async def collect(stream: AsyncIterable[bytes]) -> Clip:
 
 
 async def save_wav_stream(
-    stream: AsyncIterable[bytes], path: str | os.PathLike[str], fmt: AudioFormat = ORPHEUS_FORMAT
+    stream: AsyncIterable[bytes],
+    path: str | os.PathLike[str],
+    fmt: AudioFormat = ORPHEUS_FORMAT,
 ) -> float:
     """Write a PCM stream to a WAV file as it arrives; return the audio duration in seconds.
 

@@ -14,12 +14,12 @@ import re
 from typing import Literal
 
 __all__ = [
-    "SplitMode",
-    "SPLIT_MODES",
     "AUTO_SPLIT_CHARS",
     "DEFAULT_MAX_CHARS",
-    "split_text",
+    "SPLIT_MODES",
+    "SplitMode",
     "split_for_synthesis",
+    "split_text",
 ]
 
 #: ``auto`` splits text longer than this; ``sentences`` always splits; ``never`` sends it whole.
@@ -34,7 +34,29 @@ _SENTENCE_END = re.compile(r"[.!?\u2026]+[\"'\)\]\u201d\u2019\u00bb]*(?=\s)")
 _CLAUSE_END = re.compile(r"[,;:\u2014\u2013](?=\s)")
 # Abbreviations after which a period rarely ends a sentence.
 _ABBREVIATIONS = frozenset(
-    "mr mrs ms dr prof sr jr st vs etc e.g i.e no fig approx dept est inc ltd co mt".split()
+    [
+        "mr",
+        "mrs",
+        "ms",
+        "dr",
+        "prof",
+        "sr",
+        "jr",
+        "st",
+        "vs",
+        "etc",
+        "e.g",
+        "i.e",
+        "no",
+        "fig",
+        "approx",
+        "dept",
+        "est",
+        "inc",
+        "ltd",
+        "co",
+        "mt",
+    ]
 )
 
 
@@ -83,7 +105,10 @@ def _is_sentence_end(paragraph: str, match: re.Match[str]) -> bool:
     # "e.g. the", "3 p.m. and": a lowercase word after the period continues the sentence.
     if following[:1].islower():
         return False
-    if match.group().startswith(".") and len(match.group().rstrip("\"')]\u201d\u2019\u00bb")) == 1:
+    if (
+        match.group().startswith(".")
+        and len(match.group().rstrip("\"')]\u201d\u2019\u00bb")) == 1
+    ):
         words = paragraph[: match.start()].split()
         word = words[-1].lower() if words else ""
         # Initials ("J. R. R. Tolkien") and known abbreviations ("Dr. Smith").

@@ -1,0 +1,229 @@
+"""Long text as an ordered stream of pieces, with the next piece synthesized while one plays.
+
+Given pieces of text and ``stream_piece(text) -> async iterator of PCM``, each
+piece runs as a background task feeding its own bounded memory channel; the
+consumer drains the channels strictly in piece order. Prefetch is bounded:
+at most ``prefetch`` pieces run ahead of the one being consumed, and a piece is
+only requested once the piece before it has produced audio (so the first
+piece's time to first audio is not shared with the next request).
+
+A failing piece raises its own exception (its type unchanged, so ``except``
+clauses keep working) with a note naming the piece, after all audio of the
+pieces before it; pieces after it are cancelled.
+
+Trio forbids ``yield`` inside a nursery in an async generator, so the tasks
+need a home outside the consumer's generator frame. Two front doors:
+
+- :func:`open_ordered_stream`, an async context manager that owns the nursery
+  (the structured form: use it where you can write ``async with``);
+- :func:`ordered_stream`, a plain async iterator for APIs that must be one
+  (``OrpheusTTS.stream``): the producer runs as a Trio system task inside a
+  cancel scope that the iterator owns and cancels when it ends, is closed, or
+  is garbage collected (Trio finalizes abandoned async generators).
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Sequence,
+)
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import trio
+
+__all__ = ["Piece", "StreamPiece", "open_ordered_stream", "ordered_stream"]
+
+#: Synthesizes one piece of text: an async iterator of PCM chunks.
+StreamPiece = Callable[[str], AsyncIterable[bytes]]
+
+DEFAULT_PREFETCH = 1
+#: Chunks a prefetched piece may buffer before its stream is paused (backpressure to the server).
+DEFAULT_MAX_BUFFERED_CHUNKS = 512
+_PREVIEW_CHARS = 40
+
+
+@dataclass(frozen=True, slots=True)
+class Piece:
+    """One piece of a long text: its 0-based index, how many there are, and its text."""
+
+    index: int
+    count: int
+    text: str
+
+    def describe(self) -> str:
+        preview = (
+            self.text
+            if len(self.text) <= _PREVIEW_CHARS
+            else self.text[:_PREVIEW_CHARS] + "..."
+        )
+        return f"piece {self.index + 1} of {self.count} ({preview!r})"
+
+
+@dataclass(eq=False)
+class _Slot:
+    """A piece in flight: its audio channel, whether it has started producing, how it ended."""
+
+    piece: Piece
+    max_buffered_chunks: int
+    started_audio: trio.Event = field(default_factory=trio.Event)
+    error: Exception | None = None
+
+    def __post_init__(self) -> None:
+        self.send, self.receive = trio.open_memory_channel[bytes](
+            self.max_buffered_chunks
+        )
+
+
+class _Pipeline:
+    """The shared state: ``produce`` runs in the background, ``audio`` is the consumer side."""
+
+    def __init__(
+        self,
+        texts: Sequence[str],
+        stream_piece: StreamPiece,
+        prefetch: int,
+        max_buffered_chunks: int,
+    ) -> None:
+        if prefetch < 0:
+            raise ValueError(f"prefetch must be >= 0, got {prefetch}")
+        if max_buffered_chunks < 1:
+            raise ValueError(
+                f"max_buffered_chunks must be >= 1, got {max_buffered_chunks}"
+            )
+        self._pieces = [Piece(i, len(texts), text) for i, text in enumerate(texts)]
+        self._stream_piece = stream_piece
+        self._max_buffered_chunks = max_buffered_chunks
+        # One token per piece in flight: the one being consumed plus those prefetched.
+        self._in_flight = trio.Semaphore(prefetch + 1)
+        self._order_send, self._order_receive = trio.open_memory_channel[_Slot](
+            prefetch + 1
+        )
+        self._failure: Exception | None = None
+
+    async def produce(self) -> None:
+        """Start each piece in order as prefetch allows. Raises nothing but ``Cancelled``."""
+        try:
+            async with self._order_send, trio.open_nursery() as nursery:
+                previous: _Slot | None = None
+                for piece in self._pieces:
+                    await self._in_flight.acquire()
+                    if previous is not None:
+                        await previous.started_audio.wait()
+                    slot = _Slot(piece, self._max_buffered_chunks)
+                    nursery.start_soon(
+                        self._run_piece, slot, name=f"orpheus {piece.describe()}"
+                    )
+                    await self._order_send.send(slot)
+                    previous = slot
+        except (
+            Exception
+        ) as exc:  # a bug here must reach the consumer, not crash the run
+            self._failure = exc
+
+    async def _run_piece(self, slot: _Slot) -> None:
+        async with slot.send:
+            stream = None
+            try:
+                stream = self._stream_piece(slot.piece.text)
+                async for pcm in stream:
+                    slot.started_audio.set()
+                    await slot.send.send(pcm)
+            except trio.BrokenResourceError:
+                return  # the consumer has gone; nobody wants the rest
+            except Exception as exc:
+                slot.error = exc
+            finally:
+                slot.started_audio.set()
+                aclose = getattr(stream, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+
+    async def audio(self) -> AsyncGenerator[bytes, None]:
+        """The pieces' audio in order. Holds no nursery or cancel scope across its yields."""
+        async with self._order_receive:
+            async for slot in self._order_receive:
+                async with slot.receive:
+                    async for pcm in slot.receive:
+                        yield pcm
+                if slot.error is not None:
+                    slot.error.add_note(f"while synthesizing {slot.piece.describe()}")
+                    raise slot.error
+                self._in_flight.release()
+        if self._failure is not None:
+            raise self._failure
+
+
+@asynccontextmanager
+async def open_ordered_stream(
+    texts: Sequence[str],
+    stream_piece: StreamPiece,
+    *,
+    prefetch: int = DEFAULT_PREFETCH,
+    max_buffered_chunks: int = DEFAULT_MAX_BUFFERED_CHUNKS,
+) -> AsyncIterator[AsyncIterator[bytes]]:
+    """``async with open_ordered_stream(pieces, fn) as audio: async for pcm in audio: ...``
+
+    Leaving the block cancels whatever is still being synthesized.
+    """
+    pipeline = _Pipeline(texts, stream_piece, prefetch, max_buffered_chunks)
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(pipeline.produce)
+            audio = pipeline.audio()
+            try:
+                yield audio
+            finally:
+                # Shielded so that a Cancelled from this checkpoint cannot replace the
+                # exception leaving the caller's block; closing channels never blocks.
+                with trio.CancelScope(shield=True):
+                    await audio.aclose()
+                nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        # The producer raises nothing but Cancelled, which its own scope absorbs, so a group
+        # here wraps the one exception from the caller's block: show it as itself.
+        if len(group.exceptions) != 1:
+            raise
+        only = group.exceptions[0]
+        raise only from only.__cause__
+
+
+async def ordered_stream(
+    texts: Sequence[str],
+    stream_piece: StreamPiece,
+    *,
+    prefetch: int = DEFAULT_PREFETCH,
+    max_buffered_chunks: int = DEFAULT_MAX_BUFFERED_CHUNKS,
+) -> AsyncGenerator[bytes, None]:
+    """The same ordered audio as a plain async iterator (see the module docstring)."""
+    pipeline = _Pipeline(texts, stream_piece, prefetch, max_buffered_chunks)
+    producer_scope = trio.CancelScope()
+    producer_done = trio.Event()
+
+    async def run_producer() -> None:
+        try:
+            with producer_scope:
+                await pipeline.produce()
+        finally:
+            producer_done.set()
+
+    # The caller's context, so context variables (and tracing) carry into the pieces' requests.
+    trio.lowlevel.spawn_system_task(
+        run_producer,
+        name="orpheus long-text producer",
+        context=contextvars.copy_context(),
+    )
+    audio = pipeline.audio()
+    try:
+        async for pcm in audio:
+            yield pcm
+    finally:
+        producer_scope.cancel()
+        with trio.CancelScope(shield=True):
+            await audio.aclose()
+            await producer_done.wait()

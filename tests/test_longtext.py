@@ -1,0 +1,236 @@
+"""The ordered, bounded-prefetch pipeline for long text, on scripted fake piece streams."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
+from dataclasses import dataclass, field
+
+import pytest
+import trio
+import trio.testing
+
+from orpheus_trio.errors import ServiceError
+from orpheus_trio.longtext import open_ordered_stream, ordered_stream
+
+
+@dataclass
+class Script:
+    """Per piece text: the chunks it yields, seconds before each, and an optional failure at the end."""
+
+    chunks: list[bytes]
+    delay_s: float = 0.0
+    fail: Exception | None = None
+    gate: trio.Event | None = None  # waited for after the first chunk
+
+
+@dataclass
+class FakeEngine:
+    scripts: dict[str, Script]
+    requested: dict[str, float] = field(default_factory=dict)
+    finished: dict[str, float] = field(default_factory=dict)
+    closed: list[str] = field(default_factory=list)
+    produced: dict[str, int] = field(default_factory=dict)
+    running: int = 0
+    max_running: int = 0
+    on_request: Callable[[str], None] | None = None
+
+    async def stream_piece(self, text: str) -> AsyncIterator[bytes]:
+        self.requested[text] = trio.current_time()
+        if self.on_request:
+            self.on_request(text)
+        self.running += 1
+        self.max_running = max(self.max_running, self.running)
+        script = self.scripts[text]
+        try:
+            for i, chunk in enumerate(script.chunks):
+                await trio.sleep(script.delay_s)
+                self.produced[text] = self.produced.get(text, 0) + 1
+                yield chunk
+                if i == 0 and script.gate is not None:
+                    await script.gate.wait()
+            if script.fail is not None:
+                raise script.fail
+            self.finished[text] = trio.current_time()
+        finally:
+            self.running -= 1
+            self.closed.append(text)
+
+
+def pcm(tag: int, n: int = 4) -> bytes:
+    return bytes([tag, 0]) * n
+
+
+async def consume_cm(texts: list[str], engine: FakeEngine, **kw: int) -> list[bytes]:
+    async with open_ordered_stream(texts, engine.stream_piece, **kw) as audio:
+        return [chunk async for chunk in audio]
+
+
+async def consume_iter(texts: list[str], engine: FakeEngine, **kw: int) -> list[bytes]:
+    async with aclosing(ordered_stream(texts, engine.stream_piece, **kw)) as audio:
+        return [chunk async for chunk in audio]
+
+
+Consume = Callable[..., Awaitable[list[bytes]]]
+BOTH = pytest.mark.parametrize(
+    "consume", [consume_cm, consume_iter], ids=["context", "iterator"]
+)
+
+
+@BOTH
+async def test_audio_is_yielded_in_piece_order_when_later_pieces_finish_first(
+    consume: Consume, autojump_clock: trio.testing.MockClock
+) -> None:
+    engine = FakeEngine(
+        {
+            "a": Script([pcm(1), pcm(2), pcm(3)], delay_s=1.0),
+            "b": Script([pcm(4), pcm(5)], delay_s=0.01),
+            "c": Script([pcm(6)], delay_s=0.5),
+        }
+    )
+    chunks = await consume(["a", "b", "c"], engine)
+    assert chunks == [pcm(i) for i in range(1, 7)]
+    assert engine.finished["b"] < engine.finished["a"]
+
+
+@BOTH
+async def test_second_piece_is_requested_before_the_first_finishes(
+    consume: Consume, autojump_clock: trio.testing.MockClock
+) -> None:
+    second_requested = trio.Event()
+    engine = FakeEngine(
+        {
+            "first": Script([pcm(1), pcm(2)], delay_s=1.0, gate=second_requested),
+            "second": Script([pcm(3)]),
+        },
+        on_request=lambda text: second_requested.set() if text == "second" else None,
+    )
+    # Without prefetch the first piece would wait for the second forever: the deadline would fire.
+    with trio.fail_after(60):
+        chunks = await consume(["first", "second"], engine)
+    assert chunks == [pcm(1), pcm(2), pcm(3)]
+    # Requested the moment the first piece produced audio, not at t=0 and not after it finished.
+    assert engine.requested["second"] == pytest.approx(engine.requested["first"] + 1.0)
+    assert engine.requested["second"] < engine.finished["first"]
+
+
+async def test_without_prefetch_pieces_run_one_after_another(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    engine = FakeEngine(
+        {t: Script([pcm(i)] * 3, delay_s=1.0) for i, t in enumerate("abc")}
+    )
+    chunks = await consume_cm(list("abc"), engine, prefetch=0)
+    assert chunks == [pcm(0)] * 3 + [pcm(1)] * 3 + [pcm(2)] * 3
+    assert engine.max_running == 1
+    assert engine.requested["b"] >= engine.finished["a"]
+
+
+@BOTH
+async def test_prefetch_bounds_the_pieces_in_flight(
+    consume: Consume, autojump_clock: trio.testing.MockClock
+) -> None:
+    engine = FakeEngine({str(i): Script([pcm(i)] * 4, delay_s=0.25) for i in range(8)})
+    chunks = await consume([str(i) for i in range(8)], engine, prefetch=2)
+    assert chunks == [pcm(i) for i in range(8) for _ in range(4)]
+    assert engine.max_running == 3
+
+
+async def test_prefetched_piece_is_paused_by_its_buffer_bound(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    engine = FakeEngine(
+        {"slow": Script([pcm(1)] * 5, delay_s=10.0), "fast": Script([pcm(2)] * 50)}
+    )
+    seen_while_slow: list[int] = []
+    async with open_ordered_stream(
+        ["slow", "fast"], engine.stream_piece, max_buffered_chunks=3
+    ) as audio:
+        async for chunk in audio:
+            if chunk == pcm(1):
+                seen_while_slow.append(engine.produced.get("fast", 0))
+    # 3 buffered plus 1 waiting in send: the prefetched stream stopped there until its turn came.
+    assert max(seen_while_slow) == 4
+    assert engine.produced["fast"] == 50
+
+
+@BOTH
+async def test_failing_piece_raises_its_own_error_naming_the_piece_after_earlier_audio(
+    consume: Consume, autojump_clock: trio.testing.MockClock
+) -> None:
+    failure = ServiceError("engine_error", "model fell over")
+    engine = FakeEngine(
+        {
+            "one.": Script([pcm(1)], delay_s=1),
+            "two.": Script([pcm(2)], delay_s=1),
+            "three is broken.": Script([pcm(3)], delay_s=1, fail=failure),
+            "four.": Script([pcm(4)], delay_s=100),
+        }
+    )
+    received: list[bytes] = []
+
+    async def run() -> None:
+        async with open_ordered_stream(
+            list(engine.scripts), engine.stream_piece
+        ) as audio:
+            async for chunk in audio:
+                received.append(chunk)
+
+    if consume is consume_cm:
+        with pytest.raises(ServiceError) as info:
+            await run()
+    else:
+        with pytest.raises(ServiceError) as info:
+            async with aclosing(
+                ordered_stream(list(engine.scripts), engine.stream_piece)
+            ) as it:
+                async for chunk in it:
+                    received.append(chunk)
+    assert info.value is failure
+    assert (
+        "while synthesizing piece 3 of 4 ('three is broken.')" in info.value.__notes__
+    )
+    # Everything before the failing piece was delivered, including its own audio up to the failure.
+    assert received == [pcm(1), pcm(2), pcm(3)]
+    # The piece after it was started (prefetch) and then cancelled, never finished.
+    assert "four." in engine.closed and "four." not in engine.finished
+
+
+@BOTH
+async def test_leaving_early_cancels_and_closes_every_piece_in_flight(
+    consume: Consume, autojump_clock: trio.testing.MockClock
+) -> None:
+    engine = FakeEngine({t: Script([pcm(1)] * 100, delay_s=0.1) for t in "xyz"})
+    if consume is consume_cm:
+        async with open_ordered_stream(list("xyz"), engine.stream_piece) as audio:
+            async for _ in audio:
+                break
+    else:
+        async with aclosing(ordered_stream(list("xyz"), engine.stream_piece)) as it:
+            async for _ in it:
+                break
+    await trio.testing.wait_all_tasks_blocked()
+    assert engine.running == 0
+    assert sorted(engine.closed) == sorted(engine.requested) and engine.finished == {}
+
+
+async def test_exception_in_the_callers_block_comes_out_as_itself() -> None:
+    engine = FakeEngine({"a": Script([pcm(1)])})
+    with pytest.raises(KeyError, match="mine"):
+        async with open_ordered_stream(["a"], engine.stream_piece) as audio:
+            async for _ in audio:
+                raise KeyError("mine")
+
+
+async def test_no_pieces_no_audio_and_bad_settings_are_refused() -> None:
+    assert await consume_cm([], FakeEngine({})) == []
+    assert await consume_iter([], FakeEngine({})) == []
+    with pytest.raises(ValueError, match="prefetch must be >= 0"):
+        async with open_ordered_stream(["a"], FakeEngine({}).stream_piece, prefetch=-1):
+            pass
+    with pytest.raises(ValueError, match="max_buffered_chunks"):
+        async with aclosing(
+            ordered_stream(["a"], FakeEngine({}).stream_piece, max_buffered_chunks=0)
+        ) as it:
+            async for _ in it:
+                pass
