@@ -1,0 +1,122 @@
+"""One decoder, many streams: gather windows for a few ms, decode them in one batch.
+
+A Trio task collects decode requests from every stream until ``max_batch``
+have arrived or ``max_wait_ms`` has passed since the first, groups them by
+window shape (a batch needs equal lengths; in steady state every stream's
+windows have the same shape), runs each group as one batched decode in a
+worker thread, and hands each stream its own samples back. Batching changes
+nothing in the audio: each window's output equals decoding it alone.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Self
+
+import numpy as np
+import numpy.typing as npt
+import trio
+
+from .snac_decoder import SnacDecoder
+from .stream_decode import Audio, DecodeWindow
+
+__all__ = ["BatchingDecoder"]
+
+
+@dataclass(eq=False)
+class _Request:
+    window: DecodeWindow
+    done: trio.Event = field(default_factory=trio.Event)
+    audio: Audio | None = None
+    error: BaseException | None = None
+
+
+class BatchingDecoder:
+    """Trio service batching :class:`DecodeWindow` decodes across streams.
+
+    ``async with BatchingDecoder(decoder) as batcher:`` then, from any task,
+    ``audio = await batcher.decode_window(window)`` (or pass ``batcher`` to
+    :func:`~orpheus_trio.local.stream_decode.pcm_from_tokens`).
+    """
+
+    def __init__(self, decoder: SnacDecoder, *, max_batch: int = 16, max_wait_ms: float = 2.0) -> None:
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        if not (max_wait_ms >= 0 and math.isfinite(max_wait_ms)):
+            raise ValueError(f"max_wait_ms must be a finite number >= 0, got {max_wait_ms}")
+        self._decoder = decoder
+        self.max_batch = max_batch
+        self.max_wait_s = max_wait_ms / 1000
+        self.batches_run = 0
+        self.windows_decoded = 0
+        self._send, self._receive = trio.open_memory_channel[_Request](math.inf)
+        self._stack: AsyncExitStack | None = None
+
+    @property
+    def decoder(self) -> SnacDecoder:
+        return self._decoder
+
+    async def __aenter__(self) -> Self:
+        if self._stack is not None:
+            raise RuntimeError("BatchingDecoder is already running")
+        async with AsyncExitStack() as stack:
+            nursery = await stack.enter_async_context(trio.open_nursery())
+            nursery.start_soon(self._serve)
+            stack.callback(nursery.cancel_scope.cancel)
+            self._stack = stack.pop_all()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        stack, self._stack = self._stack, None
+        assert stack is not None
+        return await stack.__aexit__(exc_type, exc, tb)
+
+    async def decode_window(self, window: DecodeWindow) -> Audio:
+        """The new samples of ``window`` (its kept centre), decoded in some batch."""
+        if self._stack is None:
+            raise RuntimeError("use BatchingDecoder inside 'async with'")
+        request = _Request(window)
+        self._send.send_nowait(request)
+        await request.done.wait()
+        if request.error is not None:
+            raise request.error
+        assert request.audio is not None
+        return request.audio
+
+    async def _serve(self) -> None:
+        while True:
+            batch = [await self._receive.receive()]
+            with trio.move_on_after(self.max_wait_s):
+                while len(batch) < self.max_batch:
+                    batch.append(await self._receive.receive())
+            groups: dict[tuple[int, int, int], list[_Request]] = {}
+            for request in batch:
+                groups.setdefault(request.window.shape_key, []).append(request)
+            for group in groups.values():
+                await self._run(group)
+
+    async def _run(self, group: list[_Request]) -> None:
+        first = group[0].window
+        frames: npt.NDArray[np.int64] = np.stack([r.window.frames for r in group])
+        try:
+            audio = await trio.to_thread.run_sync(
+                self._decoder.decode_batch, frames, first.latent_start, first.latent_stop
+            )
+        except Exception as exc:
+            for request in group:
+                request.error = exc
+                request.done.set()
+            return
+        self.batches_run += 1
+        self.windows_decoded += len(group)
+        for request, row in zip(group, audio, strict=True):
+            request.audio = request.window.keep(row)
+            request.done.set()
