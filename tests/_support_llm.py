@@ -130,3 +130,11 @@ def scripted_model_dir(frames: int = 4, loop: bool = False) -> Path:
 def random_model_dir() -> Path:
     """A saved model with random weights (random tokens, practically never a stop)."""
     return save_tiny_orpheus(_scratch() / "random")
+
+
+@cache
+def snac_dir() -> Path:
+    """The shared random-init 24 kHz SNAC (safetensors form), saved once per session."""
+    from _support_snac import save_random_snac
+
+    return save_random_snac(_scratch() / "snac")[1]

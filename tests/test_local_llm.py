@@ -23,7 +23,7 @@ from orpheus_trio.local.llm import (
     END_OF_SPEECH,
     PROMPT_SUFFIX,
     START_OF_HUMAN,
-    InvalidSamplingParam,
+    InvalidParameter,
     OrpheusLM,
     SamplingParams,
 )
@@ -116,7 +116,7 @@ def test_sampling_params_accept_valid_values() -> None:
 def test_sampling_params_reject_bad_values_naming_the_key(
     params: dict[str, object], key: str, message: str
 ) -> None:
-    with pytest.raises(InvalidSamplingParam, match=message) as info:
+    with pytest.raises(InvalidParameter, match=message) as info:
         SamplingParams.from_params(params)
     assert info.value.key == key
     assert str(info.value).startswith(f"{key}: ")
@@ -131,7 +131,7 @@ def test_low_repetition_penalty_is_accepted_with_a_warning() -> None:
 def test_max_tokens_beyond_the_context_is_rejected_before_generating() -> None:
     lm = scripted_lm()
     prompt = lm.prompt_ids("hello")
-    with pytest.raises(InvalidSamplingParam, match="does not fit: the prompt takes 7 of the model's 4096 positions, leaving 4089"):
+    with pytest.raises(InvalidParameter, match="does not fit: the prompt takes 7 of the model's 4096 positions, leaving 4089"):
         lm.generate(prompt, SamplingParams(max_tokens=4090))
 
 

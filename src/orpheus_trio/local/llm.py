@@ -38,7 +38,7 @@ __all__ = [
     "START_OF_HUMAN",
     "START_OF_SPEECH",
     "FinishReason",
-    "InvalidSamplingParam",
+    "InvalidParameter",
     "OrpheusLM",
     "SamplingParams",
 ]
@@ -61,8 +61,8 @@ MIN_STABLE_REPETITION_PENALTY = 1.1
 FinishReason = Literal["stop", "length", "cancelled"]
 
 
-class InvalidSamplingParam(ValueError):
-    """A sampling parameter has a bad type or value, or is not one this model knows."""
+class InvalidParameter(ValueError):
+    """A request parameter (sampling, voice) has a bad type or value, or is unknown."""
 
     def __init__(self, key: str, message: str) -> None:
         self.key = key
@@ -72,18 +72,18 @@ class InvalidSamplingParam(ValueError):
 
 def _number(key: str, value: object, low: float, high: float, *, low_open: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InvalidSamplingParam(key, f"must be a number, got {type(value).__name__}")
+        raise InvalidParameter(key, f"must be a number, got {type(value).__name__}")
     if not math.isfinite(value) or value > high or value < low or (low_open and value == low):
         bound = "(" if low_open else "["
-        raise InvalidSamplingParam(key, f"must be in {bound}{low:g}, {high:g}], got {value!r}")
+        raise InvalidParameter(key, f"must be in {bound}{low:g}, {high:g}], got {value!r}")
     return float(value)
 
 
 def _integer(key: str, value: object, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidSamplingParam(key, f"must be an integer, got {type(value).__name__}")
+        raise InvalidParameter(key, f"must be an integer, got {type(value).__name__}")
     if not low <= value <= high:
-        raise InvalidSamplingParam(key, f"must be in [{low}, {high}], got {value!r}")
+        raise InvalidParameter(key, f"must be in [{low}, {high}], got {value!r}")
     return value
 
 
@@ -107,13 +107,13 @@ class SamplingParams:
     def from_params(cls, params: Mapping[str, Any]) -> SamplingParams:
         """Validate request parameters (types, ranges, known keys) into sampling parameters.
 
-        Raises :class:`InvalidSamplingParam` naming the first bad key. A
+        Raises :class:`InvalidParameter` naming the first bad key. A
         repetition penalty below 1.1 is accepted with a ``UserWarning``.
         """
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(params) - known)
         if unknown:
-            raise InvalidSamplingParam(
+            raise InvalidParameter(
                 unknown[0], f"unknown parameter (known: {', '.join(sorted(known))})"
             )
         values: dict[str, Any] = {}
@@ -222,10 +222,10 @@ class OrpheusLM:
         return [START_OF_HUMAN, *ids, *PROMPT_SUFFIX]
 
     def check_fits(self, prompt_length: int, params: SamplingParams) -> None:
-        """Raise :class:`InvalidSamplingParam` when prompt + ``max_tokens`` exceed the context."""
+        """Raise :class:`InvalidParameter` when prompt + ``max_tokens`` exceed the context."""
         if self.context_length is not None and prompt_length + params.max_tokens > self.context_length:
             room = self.context_length - prompt_length
-            raise InvalidSamplingParam(
+            raise InvalidParameter(
                 "max_tokens",
                 f"{params.max_tokens} does not fit: the prompt takes {prompt_length} of the "
                 f"model's {self.context_length} positions, leaving {max(room, 0)}",

@@ -1,0 +1,319 @@
+"""On-box synthesis: the Orpheus LLM's tokens fed straight into the SNAC decoder.
+
+text -> :meth:`OrpheusLM.prompt_ids` -> tokens generated on a worker thread
+(:class:`~.generation.ThreadedGenerator`) -> :class:`~.tokens.FrameAssembler`
+(7 tokens per frame, positions checked) -> :class:`~.stream_decode.StreamPlanner`
+windows -> SNAC decode (a worker thread, or a shared ``BatchingDecoder``) ->
+s16le PCM pieces, streamed as soon as the decoder's look-ahead allows.
+
+:class:`LocalSynthesizer` has the client's surface (``stream``, ``synthesize``,
+``open_stream``, ``close``, ``async with``) with no server in between. A reply
+cut short by ``max_tokens`` is never passed off as complete: the stream's
+``finish_reason`` is ``"length"``, ``truncated`` is true, a
+:class:`TruncatedSpeechWarning` is issued, and the server engine says so in a
+``metrics`` frame.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from collections.abc import AsyncGenerator, AsyncIterator, Collection, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import trio
+
+from ..errors import DeadlineExceeded
+from .generation import ThreadedGenerator
+from .llm import FinishReason, InvalidParameter, OrpheusLM, SamplingParams
+from .snac_decoder import SnacDecoder, float_to_pcm16
+from .stream_decode import Audio, DecodeWindow, StreamPlanner, WindowDecoder
+from .tokens import FrameAssembler, OnInvalid
+
+__all__ = [
+    "DEFAULT_VOICES",
+    "LocalAudioStream",
+    "LocalSynthesizer",
+    "TruncatedSpeechWarning",
+]
+
+logger = logging.getLogger(__name__)
+
+#: The voices of the Orpheus fine-tuned checkpoints.
+DEFAULT_VOICES = ("tara", "leah", "jess", "leo", "dan", "mia", "zac", "zoe")
+
+
+class TruncatedSpeechWarning(UserWarning):
+    """The model hit ``max_tokens`` before it finished speaking: the audio stops early."""
+
+
+class LocalAudioStream:
+    """One utterance being synthesized: ``async for pcm in stream`` yields PCM bytes.
+
+    After the stream ends: ``finish_reason`` (``"stop"``, ``"length"``, or
+    ``"cancelled"`` when closed early), ``truncated``, ``tokens`` generated,
+    ``frames`` and ``samples`` decoded, ``ttfb_s`` (time to first audio).
+    """
+
+    def __init__(
+        self,
+        synthesizer: LocalSynthesizer,
+        prompt_ids: list[int],
+        params: SamplingParams,
+        *,
+        deadline: float,
+    ) -> None:
+        lm = synthesizer.lm
+        self._tokens: ThreadedGenerator[int, FinishReason] = ThreadedGenerator(
+            lambda: lm.generate(prompt_ids, params), name="orpheus-llm"
+        )
+        self._synthesizer = synthesizer
+        self._deadline = deadline
+        self._started = trio.current_time()
+        self._pcm = self._decode()
+        self._closed = False
+        self.prompt_tokens = len(prompt_ids)
+        self.finish_reason: FinishReason | None = None
+        self.frames = 0
+        self.samples = 0
+        self.dropped_tokens = 0
+        self.ttfb_s: float | None = None
+        self.elapsed_s: float | None = None
+
+    @property
+    def tokens(self) -> int:
+        """Tokens generated so far (the stop token not counted)."""
+        return self._tokens.items
+
+    @property
+    def truncated(self) -> bool:
+        """Whether ``max_tokens`` cut the reply short."""
+        return self.finish_reason == "length"
+
+    def __aiter__(self) -> LocalAudioStream:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._closed:
+            raise StopAsyncIteration
+        try:
+            with trio.fail_at(self._deadline):
+                pcm = await self._pcm.__anext__()
+        except StopAsyncIteration:
+            await self.aclose()
+            raise
+        except trio.TooSlowError:
+            await self.aclose()
+            raise DeadlineExceeded(
+                f"local synthesis deadline passed after {self.samples} samples"
+            ) from None
+        except BaseException:
+            await self.aclose()
+            raise
+        if self.ttfb_s is None:
+            self.ttfb_s = trio.current_time() - self._started
+        self.samples += len(pcm) // 2
+        return pcm
+
+    async def aclose(self) -> None:
+        """Stop generation and decoding now (idempotent); waits for the worker thread."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await self._pcm.aclose()
+        finally:
+            await self._tokens.aclose()
+            self.elapsed_s = trio.current_time() - self._started
+            if self.finish_reason is None:
+                self.finish_reason = self._tokens.result or "cancelled"
+
+    async def __aenter__(self) -> LocalAudioStream:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def _decode(self) -> AsyncGenerator[bytes, None]:
+        decoder = self._synthesizer.decoder
+        assembler = FrameAssembler(on_invalid=self._synthesizer.on_invalid)
+        planner = StreamPlanner.for_decoder(
+            self._synthesizer.snac,
+            first_hop=self._synthesizer.first_hop,
+            max_hop=self._synthesizer.max_hop,
+        )
+        async for token in self._tokens:
+            frames = assembler.feed_id(token)
+            if len(frames):
+                planner.push(frames)
+                while (window := planner.next_window()) is not None:
+                    yield await self._decode_window(decoder, window)
+        reason = self._tokens.result
+        if reason == "length":
+            # The cut may fall inside a frame: keep the whole frames, say what was dropped.
+            self.dropped_tokens = assembler.pending_tokens
+            message = (
+                f"max_tokens ({self._tokens.items}) reached before end of speech: "
+                "the audio is cut short"
+            )
+            logger.warning(message)
+            warnings.warn(message, TruncatedSpeechWarning, stacklevel=2)
+        else:
+            assembler.close()  # a reply that stopped inside a frame is an error here
+        self.dropped_tokens += assembler.dropped_tokens
+        self.finish_reason = reason
+        planner.finish()
+        while (window := planner.next_window()) is not None:
+            yield await self._decode_window(decoder, window)
+
+    async def _decode_window(
+        self, decoder: SnacDecoder | WindowDecoder, window: DecodeWindow
+    ) -> bytes:
+        audio: Audio
+        if isinstance(decoder, SnacDecoder):
+            batch = await trio.to_thread.run_sync(
+                decoder.decode_batch, window.frames[None], window.latent_start, window.latent_stop
+            )
+            audio = window.keep(batch[0])
+        else:
+            audio = await decoder.decode_window(window)
+        self.frames += len(audio) // self._synthesizer.snac.frame_samples
+        return float_to_pcm16(audio)
+
+
+class LocalSynthesizer:
+    """Orpheus speech made on this machine, with the client's ``stream``/``synthesize`` API.
+
+    ``lm``: the loaded :class:`OrpheusLM`. ``decoder``: a :class:`SnacDecoder`
+    (windows decoded in worker threads) or a running ``BatchingDecoder`` shared
+    by many streams. ``voices``: names accepted (``None``: any name); a request
+    without a voice speaks the text alone. ``defaults``: sampling parameters
+    applied to every request (request parameters win). ``on_invalid``: what a
+    token out of place does (``"error"`` raises, ``"resync"`` drops its frame).
+    """
+
+    def __init__(
+        self,
+        lm: OrpheusLM,
+        decoder: SnacDecoder | WindowDecoder,
+        *,
+        voices: Collection[str] | None = DEFAULT_VOICES,
+        defaults: Mapping[str, Any] | None = None,
+        timeout_s: float | None = None,
+        on_invalid: OnInvalid = "error",
+        first_hop: int = 1,
+        max_hop: int = 16,
+    ) -> None:
+        snac = decoder if isinstance(decoder, SnacDecoder) else getattr(decoder, "decoder", None)
+        if not isinstance(snac, SnacDecoder):
+            raise TypeError("decoder must be a SnacDecoder or a BatchingDecoder wrapping one")
+        if timeout_s is not None and not (timeout_s > 0 and math.isfinite(timeout_s)):
+            raise ValueError(f"timeout_s must be a positive number or None, got {timeout_s!r}")
+        self.lm = lm
+        self.decoder = decoder
+        self.snac = snac
+        self.voices = tuple(voices) if voices is not None else None
+        self.defaults = dict(defaults or {})
+        SamplingParams.from_params(self.defaults)  # fail at construction, not per request
+        self.timeout_s = timeout_s
+        self.on_invalid: OnInvalid = on_invalid
+        self.first_hop = first_hop
+        self.max_hop = max_hop
+
+    @classmethod
+    def load(
+        cls,
+        model: str | Path,
+        snac: str | Path,
+        *,
+        device: str | None = None,
+        tokenizer: str | Path | None = None,
+        dtype: str | None = None,
+        local_files_only: bool = False,
+        **options: Any,
+    ) -> LocalSynthesizer:
+        """Load the Orpheus checkpoint ``model`` and the SNAC checkpoint ``snac``
+        (local directories or hub ids) onto ``device`` (CUDA when present, else CPU).
+        ``options`` are :class:`LocalSynthesizer` keyword arguments. Blocks while loading.
+        """
+        lm = OrpheusLM.load(
+            model, tokenizer=tokenizer, device=device, dtype=dtype, local_files_only=local_files_only
+        )
+        decoder = SnacDecoder.from_pretrained(snac, device=lm.device)
+        return cls(lm, decoder, **options)
+
+    def validate(self, voice: str | None, params: Mapping[str, Any]) -> SamplingParams:
+        """Check a voice and request parameters (defaults applied); raises :class:`InvalidParameter`."""
+        if voice is not None and self.voices is not None and voice not in self.voices:
+            raise InvalidParameter(
+                "voice", f"unknown voice {voice!r} (known: {', '.join(self.voices)})"
+            )
+        return SamplingParams.from_params({**self.defaults, **params})
+
+    def open(
+        self, text: str, voice: str | None = None, *, timeout_s: float | None = None, **params: Any
+    ) -> LocalAudioStream:
+        """Start one utterance; iterate the returned stream and close it (``async with``).
+
+        Bad input raises here, before any work: :class:`InvalidParameter` for a
+        parameter or voice, ``ValueError`` for empty text.
+        """
+        sampling = self.validate(voice, params)
+        limit = timeout_s if timeout_s is not None else self.timeout_s
+        if limit is not None and (
+            isinstance(limit, bool)
+            or not isinstance(limit, int | float)
+            or not (limit > 0 and math.isfinite(limit))
+        ):
+            raise InvalidParameter("timeout_s", f"must be a positive number, got {limit!r}")
+        prompt = self.lm.prompt_ids(text, voice)
+        self.lm.check_fits(len(prompt), sampling)
+        deadline = trio.current_time() + limit if limit is not None else math.inf
+        return LocalAudioStream(self, prompt, sampling, deadline=deadline)
+
+    @asynccontextmanager
+    async def open_stream(
+        self, text: str, voice: str | None = None, *, timeout_s: float | None = None, **params: Any
+    ) -> AsyncIterator[LocalAudioStream]:
+        """Like the client's ``open_stream``: the utterance's stream, closed on exit."""
+        audio = self.open(text, voice, timeout_s=timeout_s, **params)
+        try:
+            yield audio
+        finally:
+            await audio.aclose()
+
+    async def stream(
+        self, text: str, voice: str | None = None, *, timeout_s: float | None = None, **params: Any
+    ) -> AsyncIterator[bytes]:
+        """Yield the speech for ``text`` as PCM chunks (s16le mono 24 kHz, even length)."""
+        async with self.open_stream(text, voice, timeout_s=timeout_s, **params) as audio:
+            async for pcm in audio:
+                yield pcm
+
+    async def synthesize(
+        self, text: str, voice: str | None = None, *, timeout_s: float | None = None, **params: Any
+    ) -> bytes:
+        """The whole speech for ``text`` as one PCM buffer."""
+        async with self.open_stream(text, voice, timeout_s=timeout_s, **params) as audio:
+            return b"".join([pcm async for pcm in audio])
+
+    async def close(self) -> None:
+        """Nothing is held between requests; here for symmetry with the client."""
+
+    async def aclose(self) -> None:
+        await self.close()
+
+    async def __aenter__(self) -> LocalSynthesizer:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()

@@ -1,0 +1,162 @@
+"""On-box synthesis end to end: text -> LLM tokens -> SNAC codes -> PCM, on CPU."""
+
+from __future__ import annotations
+
+from functools import cache
+
+import numpy as np
+import pytest
+import trio
+from _support_llm import frame_codes, random_model_dir, scripted_model_dir, snac_dir
+
+from orpheus_trio.errors import DeadlineExceeded
+from orpheus_trio.local.batching import BatchingDecoder
+from orpheus_trio.local.llm import InvalidParameter, OrpheusLM
+from orpheus_trio.local.synthesizer import LocalSynthesizer, TruncatedSpeechWarning
+from orpheus_trio.local.tokens import FRAME_SAMPLES, InvalidAudioToken
+
+FRAMES = 6
+
+
+@cache
+def synth() -> LocalSynthesizer:
+    return LocalSynthesizer.load(scripted_model_dir(FRAMES), snac_dir(), device="cpu")
+
+
+@cache
+def looping_synth() -> LocalSynthesizer:
+    return LocalSynthesizer.load(scripted_model_dir(2, loop=True), snac_dir(), device="cpu")
+
+
+def expected_pcm(frames: int) -> np.ndarray:
+    """The whole-utterance decode of the scripted codes, as int16 samples."""
+    codes = np.array([frame_codes(f) for f in range(frames)], dtype=np.int64)
+    return np.frombuffer(synth().snac.decode_pcm(codes), dtype=np.int16)
+
+
+def assert_same_audio(pcm: bytes, reference: np.ndarray) -> None:
+    samples = np.frombuffer(pcm, dtype=np.int16)
+    assert samples.shape == reference.shape
+    # Streaming windows equal the whole decode up to float rounding (one LSB).
+    assert np.max(np.abs(samples.astype(np.int32) - reference)) <= 1
+    assert np.any(reference != 0)
+
+
+async def test_text_becomes_the_scripted_speech_and_stop_token_ends_it() -> None:
+    pieces = []
+    async with synth().open_stream("hello world", voice="tara") as audio:
+        async for pcm in audio:
+            assert len(pcm) % 2 == 0 and pcm
+            pieces.append(pcm)
+    assert len(pieces) > 1  # streamed, not one blob at the end
+    assert audio.finish_reason == "stop" and not audio.truncated
+    assert audio.tokens == FRAMES * 7
+    assert audio.frames == FRAMES
+    assert audio.samples == FRAMES * FRAME_SAMPLES
+    assert audio.ttfb_s is not None and 0 < audio.ttfb_s <= audio.elapsed_s  # type: ignore[operator]
+    assert_same_audio(b"".join(pieces), expected_pcm(FRAMES))
+
+
+async def test_synthesize_and_stream_give_the_same_audio() -> None:
+    whole = await synth().synthesize("the quick fox")
+    streamed = b"".join([pcm async for pcm in synth().stream("the quick fox", voice="zoe")])
+    assert whole == streamed
+    assert_same_audio(whole, expected_pcm(FRAMES))
+
+
+async def test_a_shared_batching_decoder_gives_the_same_audio() -> None:
+    base = synth()
+    async with BatchingDecoder(base.snac) as batcher:
+        batched = LocalSynthesizer(base.lm, batcher)
+        async with trio.open_nursery() as nursery:
+            results: list[bytes] = []
+
+            async def one() -> None:
+                results.append(await batched.synthesize("hello"))
+
+            for _ in range(3):
+                nursery.start_soon(one)
+    assert len(results) == 3
+    for pcm in results:
+        assert_same_audio(pcm, expected_pcm(FRAMES))
+
+
+async def test_reply_cut_by_max_tokens_is_flagged_and_keeps_whole_frames() -> None:
+    with pytest.warns(TruncatedSpeechWarning, match=r"max_tokens \(17\) reached"):
+        async with synth().open_stream("hello", max_tokens=17) as audio:
+            pcm = b"".join([piece async for piece in audio])
+    assert audio.finish_reason == "length" and audio.truncated
+    assert audio.tokens == 17
+    assert audio.frames == 2 and audio.dropped_tokens == 3
+    reference = np.frombuffer(
+        synth().snac.decode_pcm(np.array([frame_codes(0), frame_codes(1)])), dtype=np.int16
+    )
+    assert_same_audio(pcm, reference)
+
+
+async def test_closing_early_stops_generation() -> None:
+    audio = looping_synth().open("hello", max_tokens=4000)
+    first = await audio.__anext__()
+    assert first
+    await audio.aclose()
+    assert audio.finish_reason == "cancelled"
+    tokens = audio.tokens
+    assert tokens < 4000
+    await trio.sleep(0.2)
+    assert audio.tokens == tokens
+    with pytest.raises(StopAsyncIteration):
+        await audio.__anext__()
+
+
+async def test_cancelling_the_consumer_stops_generation() -> None:
+    received = 0
+    with trio.move_on_after(1.0) as scope:
+        async with looping_synth().open_stream("hello", max_tokens=4000) as audio:
+            async for _ in audio:
+                received += 1
+    assert scope.cancelled_caught and received > 0
+    assert audio.finish_reason == "cancelled"
+    tokens = audio.tokens
+    await trio.sleep(0.2)
+    assert audio.tokens == tokens < 4000
+
+
+async def test_deadline_ends_the_stream_with_deadline_exceeded() -> None:
+    chunks = 0
+    with pytest.raises(DeadlineExceeded, match="local synthesis deadline passed"):
+        async for _ in looping_synth().stream("hello", timeout_s=0.5, max_tokens=4000):
+            chunks += 1
+    assert chunks > 0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"voice": "bob"}, InvalidParameter, r"voice: unknown voice 'bob' \(known: tara, leah"),
+        ({"temperature": -1}, InvalidParameter, r"temperature: must be in \[0, 2\]"),
+        ({"top_k": "5"}, InvalidParameter, "top_k: must be an integer, got str"),
+        ({"pitch": 3}, InvalidParameter, "pitch: unknown parameter"),
+        ({"timeout_s": 0}, InvalidParameter, "timeout_s: must be a positive number"),
+        ({"max_tokens": 5000}, InvalidParameter, "max_tokens: 5000 does not fit"),
+        ({"text": ""}, ValueError, "text must be a non-empty string"),
+    ],
+)
+async def test_bad_requests_are_rejected_before_any_work(
+    kwargs: dict[str, object], error: type[Exception], message: str
+) -> None:
+    text = kwargs.pop("text", "hello")
+    with pytest.raises(error, match=message):
+        synth().open(text, **kwargs)  # type: ignore[arg-type]
+
+
+def test_bad_defaults_fail_at_construction() -> None:
+    with pytest.raises(InvalidParameter, match="top_p"):
+        LocalSynthesizer(synth().lm, synth().snac, defaults={"top_p": 2})
+
+
+async def test_tokens_out_of_place_raise_a_clear_error() -> None:
+    # A random model's first token is practically never a position-0 audio token.
+    lm = OrpheusLM.load(random_model_dir(), device="cpu")
+    random_synth = LocalSynthesizer(lm, synth().snac)
+    with pytest.raises(InvalidAudioToken, match=r"token 0 .*frame 0 position 0"):
+        await random_synth.synthesize("hello", max_tokens=50, seed=0)
