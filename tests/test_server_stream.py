@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import json
+
 import httpx
+import pytest
 import trio
 from _support_server import StartServer, audio_of, parse_frames
 
-from orpheus_trio.server.engines.synthetic import SyntheticEngine, expected_stream
+from orpheus_trio.server.engines.synthetic import (
+    MALFORMED_LINE,
+    ScheduledFault,
+    SyntheticEngine,
+    expected_stream,
+)
 
 
 async def test_stream_carries_exact_pcm_and_matching_eos(
@@ -94,3 +102,137 @@ async def test_server_defaults_apply_and_request_params_win(
     assert audio_of(parse_frames(override.content)) == expected_stream(
         "d", None, {"chunks": 3, "seed": 3}
     )
+
+
+async def test_cut_after_drops_the_connection_without_a_closing_frame(
+    start_server: StartServer,
+) -> None:
+    server = await start_server()
+    received = bytearray()
+    async with httpx.AsyncClient(base_url=server.base_url) as client:
+        with pytest.raises(httpx.RemoteProtocolError, match="incomplete chunked read"):
+            async with client.stream(
+                "POST",
+                "/v1/tts/stream",
+                json={"text": "cut", "chunks": 5, "cut_after": 2},
+            ) as response:
+                assert response.status_code == 200
+                async for data in response.aiter_raw():
+                    received += data
+    frames = parse_frames(bytes(received))
+    assert [f["type"] for f in frames] == ["metrics", "chunk", "chunk"]
+    assert audio_of(frames) == expected_stream("cut", None, {"chunks": 5})[:2]
+
+
+async def test_malformed_after_writes_a_non_json_line_then_continues(
+    start_server: StartServer,
+) -> None:
+    server = await start_server()
+    async with httpx.AsyncClient(base_url=server.base_url) as client:
+        response = await client.post(
+            "/v1/tts/stream", json={"text": "m", "chunks": 3, "malformed_after": 1}
+        )
+    lines = response.content.splitlines()
+    bad = [line for line in lines if not _is_json(line)]
+    assert bad == [MALFORMED_LINE.rstrip(b"\n")]
+    # The bad line sits after the first chunk.
+    assert json.loads(lines[1])["seq"] == 0 and lines[2] == bad[0]
+
+
+def _is_json(line: bytes) -> bool:
+    try:
+        json.loads(line)
+    except ValueError:
+        return False
+    return True
+
+
+async def test_error_after_ends_with_in_band_error_frame(
+    start_server: StartServer,
+) -> None:
+    server = await start_server()
+    async with httpx.AsyncClient(base_url=server.base_url) as client:
+        response = await client.post(
+            "/v1/tts/stream",
+            json={
+                "text": "e",
+                "chunks": 4,
+                "error_after": 2,
+                "error_code": "engine_error",
+            },
+        )
+        at_start = await client.post(
+            "/v1/tts/stream", json={"text": "e", "error_after": 0}
+        )
+    assert response.status_code == 200
+    frames = parse_frames(response.content)
+    assert [f["type"] for f in frames] == ["metrics", "chunk", "chunk", "error"]
+    assert frames[-1]["code"] == "engine_error"
+    assert at_start.status_code == 200
+    assert [f["type"] for f in parse_frames(at_start.content)] == ["metrics", "error"]
+
+
+async def test_fail_status_answers_before_streaming_with_json_error(
+    start_server: StartServer,
+) -> None:
+    server = await start_server()
+    async with httpx.AsyncClient(base_url=server.base_url) as client:
+        unavailable = await client.post(
+            "/v1/tts/stream", json={"text": "f", "fail_status": 503, "retry_after_s": 2}
+        )
+        internal = await client.post(
+            "/v1/tts/stream",
+            json={"text": "f", "fail_status": 500, "fail_code": "boom"},
+        )
+    assert unavailable.status_code == 503
+    assert unavailable.json()["error"]["code"] == "unavailable"
+    assert unavailable.headers["retry-after"] == "2"
+    assert internal.status_code == 500
+    assert internal.json() == {
+        "error": {"code": "boom", "message": "scripted failure (500)"}
+    }
+
+
+async def test_stall_delays_the_chunks_after_it(start_server: StartServer) -> None:
+    server = await start_server()
+    arrivals: list[float] = []
+    async with httpx.AsyncClient(base_url=server.base_url) as client:
+        start = trio.current_time()
+        async with client.stream(
+            "POST",
+            "/v1/tts/stream",
+            json={"text": "s", "chunks": 3, "stall_s": 0.4, "stall_after": 1},
+        ) as response:
+            async for line in response.aiter_lines():
+                if line and json.loads(line)["type"] == "chunk":
+                    arrivals.append(trio.current_time() - start)
+    assert len(arrivals) == 3
+    assert arrivals[0] < 0.3
+    assert arrivals[1] >= 0.4
+
+
+async def test_every_nth_request_gets_the_scheduled_fault(
+    start_server: StartServer,
+) -> None:
+    engine = SyntheticEngine(faults=[ScheduledFault({"fail_status": 503}, every=3)])
+    server = await start_server(engine)
+    async with httpx.AsyncClient(base_url=server.base_url) as client:
+        statuses = [
+            (
+                await client.post("/v1/tts/stream", json={"text": "n", "chunks": 1})
+            ).status_code
+            for _ in range(6)
+        ]
+    assert statuses == [200, 200, 503, 200, 200, 503]
+
+
+async def test_overrun_ignores_the_deadline(start_server: StartServer) -> None:
+    server = await start_server()
+    params = {"chunks": 4, "chunk_samples": 2400, "rtf": 1.0, "overrun": True}  # 0.3 s
+    async with httpx.AsyncClient(base_url=server.base_url) as client:
+        response = await client.post(
+            "/v1/tts/stream", json={"text": "o", "timeout_s": 0.1, **params}
+        )
+    frames = parse_frames(response.content)
+    assert frames[-1]["type"] == "eos"
+    assert audio_of(frames) == expected_stream("o", None, params)

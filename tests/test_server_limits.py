@@ -1,0 +1,233 @@
+"""Admission, deadlines, client disconnects and draining, end to end over 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import trio
+from _support_server import StartServer, parse_frames
+from prometheus_client.parser import text_string_to_metric_families
+
+from orpheus_trio.server.engines.synthetic import SyntheticEngine
+
+SLOW = {"chunks": 4, "chunk_samples": 2400, "rtf": 1.0}  # 0.3 s of pacing
+
+
+async def gauge(client: httpx.AsyncClient, base_url: str, name: str) -> float:
+    text = (await client.get(base_url + "/metrics")).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name:
+                return sample.value
+    raise AssertionError(f"{name} not exported")
+
+
+async def wait_until_gauge(
+    client: httpx.AsyncClient, base_url: str, name: str, value: float
+) -> None:
+    with trio.fail_after(3):
+        while await gauge(client, base_url, name) != value:
+            await trio.sleep(0.01)
+
+
+async def test_past_the_queue_requests_get_429_with_retry_after(
+    start_server: StartServer,
+) -> None:
+    server = await start_server(max_concurrency=1, max_queue=1)
+    results: dict[str, httpx.Response] = {}
+    async with httpx.AsyncClient(base_url=server.base_url) as client:
+
+        async def post(name: str, body: dict[str, Any]) -> None:
+            results[name] = await client.post("/v1/tts/stream", json=body)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(post, "running", {"text": "a", **SLOW})
+            await wait_until_gauge(client, server.base_url, "orpheus_inflight", 1)
+            nursery.start_soon(post, "queued", {"text": "b", **SLOW})
+            await wait_until_gauge(client, server.base_url, "orpheus_queue_depth", 1)
+            await post("rejected", {"text": "c", "chunks": 1})
+            system = (await client.get("/v1/system")).json()
+    assert (system["inflight"], system["queue_depth"], system["capacity"]) == (1, 1, 1)
+    rejected = results["rejected"]
+    assert rejected.status_code == 429
+    assert rejected.json()["error"]["code"] == "overloaded"
+    assert int(rejected.headers["retry-after"]) >= 1
+    assert results["running"].headers["x-queue-depth"] == "1"
+    assert results["queued"].headers["x-queue-depth"] == "2"
+    # Both admitted streams completed; the queued one started after the first.
+    for name in ("running", "queued"):
+        assert parse_frames(results[name].content)[-1] == {
+            "type": "eos",
+            "chunks": 4,
+            "samples": 9600,
+        }
+
+
+async def test_metrics_frames_carry_queue_hints(start_server: StartServer) -> None:
+    server = await start_server(max_concurrency=2, max_queue=4)
+    async with httpx.AsyncClient(base_url=server.base_url) as client:
+        response = await client.post(
+            "/v1/tts/stream", json={"text": "hint", "chunks": 2}
+        )
+    first, *_, last_metrics, eos = parse_frames(response.content)
+    assert first == {"type": "metrics", "queue_depth": 0, "inflight": 1, "capacity": 2}
+    assert last_metrics["type"] == "metrics" and last_metrics["ttfb_ms"] >= 0
+    assert eos["type"] == "eos"
+
+
+async def test_deadline_ends_the_stream_with_in_band_error(
+    start_server: StartServer,
+) -> None:
+    server = await start_server()
+    start = trio.current_time()
+    async with httpx.AsyncClient(base_url=server.base_url) as client:
+        response = await client.post(
+            "/v1/tts/stream",
+            json={
+                "text": "late",
+                "chunks": 20,
+                "chunk_samples": 2400,
+                "rtf": 1.0,
+                "timeout_s": 0.35,
+            },
+        )
+    elapsed = trio.current_time() - start
+    frames = parse_frames(response.content)
+    assert response.status_code == 200
+    assert frames[-1]["type"] == "error" and frames[-1]["code"] == "deadline_exceeded"
+    chunks = [f for f in frames if f["type"] == "chunk"]
+    assert 2 <= len(chunks) <= 5
+    assert 0.3 <= elapsed < 1.5
+
+
+async def test_default_deadline_applies_and_timeout_s_is_capped(
+    start_server: StartServer,
+) -> None:
+    server = await start_server(default_timeout_s=0.2, max_timeout_s=0.3)
+    async with httpx.AsyncClient(base_url=server.base_url) as client:
+        by_default = await client.post(
+            "/v1/tts/stream", json={"text": "d", "ttfb_ms": 2000}
+        )
+        capped = await client.post(
+            "/v1/tts/stream", json={"text": "d", "ttfb_ms": 2000, "timeout_s": 100}
+        )
+    for response in (by_default, capped):
+        frames = parse_frames(response.content)
+        assert [f["type"] for f in frames] == ["metrics", "error"]
+        assert frames[-1]["code"] == "deadline_exceeded"
+
+
+async def test_deadline_counts_time_spent_in_the_queue(
+    start_server: StartServer,
+) -> None:
+    server = await start_server(max_concurrency=1, max_queue=1)
+    async with httpx.AsyncClient(base_url=server.base_url) as client:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(
+                lambda: client.post(
+                    "/v1/tts/stream", json={"text": "hog", "ttfb_ms": 600}
+                )
+            )
+            await wait_until_gauge(client, server.base_url, "orpheus_inflight", 1)
+            queued = await client.post(
+                "/v1/tts/stream", json={"text": "q", "chunks": 1, "timeout_s": 0.2}
+            )
+    assert parse_frames(queued.content)[-1]["code"] == "deadline_exceeded"
+
+
+async def test_client_disconnect_cancels_the_engine_within_a_second(
+    start_server: StartServer,
+) -> None:
+    engine = SyntheticEngine()
+    server = await start_server(engine)
+    async with httpx.AsyncClient(base_url=server.base_url) as client:
+        async with client.stream(
+            "POST",
+            "/v1/tts/stream",
+            json={"text": "long", "chunks": 1000, "chunk_samples": 2400, "rtf": 1.0},
+        ) as response:
+            async for line in response.aiter_lines():
+                if json.loads(line)["type"] == "chunk":
+                    break
+            assert await gauge(client, server.base_url, "orpheus_inflight") == 1
+        # Leaving the block closes the connection mid-stream.
+        left_at = trio.current_time()
+        with trio.fail_after(1):
+            while engine.requests_cancelled == 0:
+                await trio.sleep(0.005)
+        assert trio.current_time() - left_at < 1
+        await wait_until_gauge(client, server.base_url, "orpheus_inflight", 0)
+
+
+async def test_client_disconnect_while_queued_frees_the_slot(
+    start_server: StartServer,
+) -> None:
+    server = await start_server(max_concurrency=1, max_queue=1)
+    async with httpx.AsyncClient(base_url=server.base_url) as client:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(
+                lambda: client.post(
+                    "/v1/tts/stream", json={"text": "hog", "ttfb_ms": 800}
+                )
+            )
+            await wait_until_gauge(client, server.base_url, "orpheus_inflight", 1)
+            with trio.move_on_after(0.2):
+                await client.post("/v1/tts/stream", json={"text": "gone", "chunks": 1})
+            await wait_until_gauge(client, server.base_url, "orpheus_queue_depth", 0)
+            # The freed queue slot admits the next request instead of 429.
+            again = await client.post(
+                "/v1/tts/stream", json={"text": "next", "chunks": 1}
+            )
+    assert again.status_code == 200
+
+
+async def test_draining_refuses_new_requests_while_in_flight_streams_finish(
+    start_server: StartServer,
+) -> None:
+    server = await start_server(drain_grace_s=5)
+    async with httpx.AsyncClient(base_url=server.base_url) as client:
+        async with client.stream(
+            "POST", "/v1/tts/stream", json={"text": "finish me", **SLOW}
+        ) as in_flight:
+            lines = in_flight.aiter_lines()
+            assert json.loads(await lines.__anext__())["type"] == "metrics"
+            server.drain.set()
+            refused = await client.post(
+                "/v1/tts/stream", json={"text": "new", "chunks": 1}
+            )
+            system = (await client.get("/v1/system")).json()
+            rest = [json.loads(line) async for line in lines if line]
+        assert refused.status_code == 503
+        assert refused.json()["error"]["code"] == "draining"
+        assert system["draining"] is True
+        assert rest[-1] == {"type": "eos", "chunks": 4, "samples": 9600}
+    with trio.fail_after(3):
+        await server.stopped.wait()
+
+
+async def test_streams_past_the_drain_grace_are_cut(start_server: StartServer) -> None:
+    server = await start_server(drain_grace_s=0.2)
+    async with httpx.AsyncClient(base_url=server.base_url) as client:
+        async with trio.open_nursery() as nursery:
+
+            async def endless() -> None:
+                try:
+                    await client.post(
+                        "/v1/tts/stream",
+                        json={
+                            "text": "x",
+                            "chunks": 1000,
+                            "chunk_samples": 2400,
+                            "rtf": 1.0,
+                        },
+                    )
+                except httpx.RemoteProtocolError:
+                    pass  # cut mid-stream: what a client sees at shutdown
+
+            nursery.start_soon(endless)
+            await wait_until_gauge(client, server.base_url, "orpheus_inflight", 1)
+            server.drain.set()
+            with trio.fail_after(4):
+                await server.stopped.wait()
