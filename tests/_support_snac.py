@@ -7,11 +7,19 @@ makes it slow-ish to build on CPU) and saved in both checkpoint formats.
 
 from __future__ import annotations
 
+import atexit
 import json
+import shutil
+import tempfile
+from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
+
+if TYPE_CHECKING:
+    from orpheus_trio.local.snac_decoder import SnacDecoder
 
 SNAC_24KHZ_CONFIG: dict[str, object] = {
     "sampling_rate": 24000,
@@ -46,6 +54,23 @@ def save_random_snac(directory: Path, *, seed: int = 0) -> tuple[Path, Path]:
     torch.save(state, bin_dir / "pytorch_model.bin")
     save_file(state, str(st_dir / "model.safetensors"))
     return bin_dir, st_dir
+
+
+@cache
+def shared_snac_dirs() -> tuple[Path, Path]:
+    """The session's saved random SNAC: ``(bin_dir, safetensors_dir)``, built once."""
+    root = Path(tempfile.mkdtemp(prefix="orpheus-trio-snac-"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    return save_random_snac(root)
+
+
+@cache
+def shared_decoder() -> SnacDecoder:
+    """The saved random SNAC loaded through ``SnacDecoder.from_pretrained``, noise off
+    (deterministic). Shared: tests must not change its settings."""
+    from orpheus_trio.local.snac_decoder import SnacDecoder
+
+    return SnacDecoder.from_pretrained(shared_snac_dirs()[0], noise=False)
 
 
 def random_frames(n: int, *, seed: int) -> npt.NDArray[np.int64]:

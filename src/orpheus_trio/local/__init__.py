@@ -12,7 +12,12 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .batching import BatchingDecoder
     from .snac_decoder import SnacDecoder, UnsupportedSnacConfig, float_to_pcm16
-    from .stream_decode import DecodeWindow, StreamingDecoder, StreamPlanner, pcm_from_tokens
+    from .stream_decode import (
+        DecodeWindow,
+        StreamingDecoder,
+        StreamPlanner,
+        pcm_from_tokens,
+    )
     from .tokens import (
         FrameAssembler,
         IncompleteFrame,
@@ -41,7 +46,23 @@ _EXPORTS = {
     "token_ids_from_codes": "tokens",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "BatchingDecoder",
+    "DecodeWindow",
+    "FrameAssembler",
+    "IncompleteFrame",
+    "InvalidAudioToken",
+    "SnacDecoder",
+    "StreamPlanner",
+    "StreamingDecoder",
+    "UnsupportedSnacConfig",
+    "codes_from_token_ids",
+    "deinterleave",
+    "float_to_pcm16",
+    "parse_custom_tokens",
+    "pcm_from_tokens",
+    "token_ids_from_codes",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -110,7 +110,7 @@ class BatchingDecoder:
             audio = await trio.to_thread.run_sync(
                 self._decoder.decode_batch, frames, first.latent_start, first.latent_stop
             )
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - every waiting stream gets the decode's error
             for request in group:
                 request.error = exc
                 request.done.set()

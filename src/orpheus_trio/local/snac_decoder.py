@@ -38,8 +38,8 @@ class UnsupportedSnacConfig(ValueError):
 
 
 def float_to_pcm16(audio: npt.NDArray[np.float32]) -> bytes:
-    """Float audio in [-1, 1] to signed 16-bit little-endian PCM bytes."""
-    scaled = np.clip(np.rint(audio * 32767.0), -32768, 32767)
+    """Float audio to signed 16-bit little-endian PCM bytes (clipped to +-1, symmetric)."""
+    scaled = np.rint(np.clip(audio, -1.0, 1.0) * 32767.0)
     pcm: bytes = scaled.astype("<i2").tobytes()
     return pcm
 
@@ -88,7 +88,7 @@ class SnacDecoder:
             )
         self.device = torch.device(device)
         self.dtype = dtype
-        self.sample_rate = int(getattr(model, "sampling_rate"))
+        self.sample_rate = int(model.sampling_rate)
         self.samples_per_latent = math.prod(int(r) for r in model.decoder_rates)
         self.latents_per_frame = ORPHEUS_VQ_STRIDES[0]
         self.frame_samples = self.samples_per_latent * self.latents_per_frame
