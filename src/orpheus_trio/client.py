@@ -223,6 +223,8 @@ class AudioStream:
         if self._response is None:
             raise RuntimeError("the audio stream is closed")
         try:
+            if self._deadline == math.inf:
+                return await self._response.receive()  # no deadline: spare a cancel scope per read
             with trio.fail_at(self._deadline):
                 return await self._response.receive()
         except trio.TooSlowError:

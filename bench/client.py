@@ -1,0 +1,227 @@
+"""Client overhead benchmark: CPU per streamed request and chunks/s, three clients side by side.
+
+A fast local server (the synthetic engine at full speed, in a separate
+process so only the client's CPU is measured) streams 5 s of audio per
+request: 59 chunks of 2048 samples, about 325 KB of NDJSON. Each client
+streams it sequentially and 32 at a time:
+
+- ``raw-trio``: a raw Trio socket client, HTTP/1.1 keep-alive, undoes chunked
+  encoding and splits lines, decodes nothing: the floor.
+- ``naive-httpx``: what a user writes by hand: ``httpx.AsyncClient.stream``,
+  ``aiter_lines``, ``json.loads``, ``base64.b64decode``.
+- ``orpheus-trio``: ``OrpheusTTS.stream`` (routing, hedging armed, frame
+  decoding and checks).
+
+    .venv/bin/python bench/client.py [--quick] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+import trio
+
+from orpheus_trio import OrpheusTTS
+
+TEXT = "The quick brown fox jumps over the lazy dog, again and again."
+PARAMS = {"chunks": 59, "chunk_samples": 2048}
+REQUEST_BODY = json.dumps({"text": TEXT, "voice": None, **PARAMS}).encode()
+
+SERVER_CODE = """
+import sys, trio
+from orpheus_trio.server import ServerConfig, serve
+from orpheus_trio.server.engines.synthetic import SyntheticEngine
+async def main():
+    async with trio.open_nursery() as nursery:
+        url = await nursery.start(serve, SyntheticEngine(), ServerConfig(host="127.0.0.1", port=0, max_concurrency=64, max_queue=256))
+        print(url, flush=True)
+trio.run(main)
+"""
+
+StreamOnce = Callable[[], Awaitable[int]]  # streams one request, returns chunks received
+
+
+class RawTrioClient:
+    """HTTP/1.1 over a kept-alive trio socket; counts NDJSON lines; no decoding."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.stream: trio.SocketStream | None = None
+        self.request = (
+            f"POST /v1/tts/stream HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+            f"Accept: application/x-ndjson\r\nContent-Length: {len(REQUEST_BODY)}\r\n\r\n"
+        ).encode() + REQUEST_BODY
+
+    async def once(self) -> int:
+        if self.stream is None:
+            self.stream = await trio.open_tcp_stream(self.host, self.port)
+        stream = self.stream
+        await stream.send_all(self.request)
+        buf = bytearray()
+        while b"\r\n\r\n" not in buf:
+            buf += await stream.receive_some(65536)
+        head, _, rest = bytes(buf).partition(b"\r\n\r\n")
+        if not head.startswith(b"HTTP/1.1 200"):
+            raise RuntimeError(head.decode(errors="replace"))
+        buf = bytearray(rest)
+        lines, pos, body_tail = 0, 0, b""
+        while True:
+            # one chunked-encoding piece: size line, data, CRLF
+            while (eol := buf.find(b"\r\n", pos)) < 0:
+                buf += await stream.receive_some(65536)
+            size = int(buf[pos:eol].split(b";")[0], 16)
+            start = eol + 2
+            while len(buf) < start + size + 2:
+                buf += await stream.receive_some(65536)
+            if size == 0:
+                del buf[: start + 2]
+                return lines
+            data = body_tail + bytes(buf[start : start + size])
+            lines += data.count(b"\n")
+            body_tail = data[data.rfind(b"\n") + 1 :]
+            pos = start + size + 2
+            if pos > 1 << 20:
+                del buf[:pos]
+                pos = 0
+
+    async def aclose(self) -> None:
+        if self.stream is not None:
+            await self.stream.aclose()
+
+
+Maker = Callable[[], Awaitable[tuple[StreamOnce, Callable[[], Awaitable[None]]]]]
+
+
+async def measure(makers: dict[str, Maker], requests: int, concurrency: int, rounds: int) -> dict[str, dict[str, float]]:
+    """CPU ms per request and chunks/s per client; each task has its own client.
+
+    The clients take turns in ``rounds`` rounds, so a noisy neighbour on the
+    machine hits them all alike.
+    """
+    workers = {name: [await make() for _ in range(concurrency)] for name, make in makers.items()}
+    for pool in workers.values():
+        for once, _ in pool:
+            await once()  # warm-up: connect
+    per_round = max(1, requests // (concurrency * rounds))
+    totals = {name: {"cpu": 0.0, "wall": 0.0, "chunks": 0, "requests": 0} for name in makers}
+    for _ in range(rounds):
+        for name, pool in workers.items():
+            chunks = 0
+
+            async def run(once: StreamOnce) -> None:
+                nonlocal chunks
+                for _ in range(per_round):
+                    received = await once()
+                    chunks += received
+
+            cpu0, wall0 = time.process_time(), time.perf_counter()
+            async with trio.open_nursery() as nursery:
+                for once, _ in pool:
+                    nursery.start_soon(run, once)
+            total = totals[name]
+            total["cpu"] += time.process_time() - cpu0
+            total["wall"] += time.perf_counter() - wall0
+            total["chunks"] += chunks
+            total["requests"] += per_round * concurrency
+    for pool in workers.values():
+        for _, close in pool:
+            await close()
+    return {
+        name: {
+            "requests": t["requests"],
+            "cpu_ms_per_request": 1000 * t["cpu"] / t["requests"],
+            "chunks_per_s": t["chunks"] / t["wall"],
+        }
+        for name, t in totals.items()
+    }
+
+
+def clients(url: str) -> dict[str, Maker]:
+    host, port = url.removeprefix("http://").split(":")
+
+    async def raw() -> tuple[StreamOnce, Callable[[], Awaitable[None]]]:
+        client = RawTrioClient(host, int(port))
+        return client.once, client.aclose
+
+    async def naive() -> tuple[StreamOnce, Callable[[], Awaitable[None]]]:
+        client = httpx.AsyncClient(timeout=30)
+
+        async def once() -> int:
+            n = 0
+            async with client.stream("POST", url + "/v1/tts/stream", content=REQUEST_BODY,
+                                     headers={"Content-Type": "application/json"}) as response:
+                response.raise_for_status()
+                async for line in response.aiter_lines():
+                    if line:
+                        frame = json.loads(line)
+                        if frame["type"] == "chunk":
+                            base64.b64decode(frame["audio"])
+                            n += 1
+            return n
+
+        return once, client.aclose
+
+    async def orpheus() -> tuple[StreamOnce, Callable[[], Awaitable[None]]]:
+        tts = OrpheusTTS(url)
+
+        async def once() -> int:
+            n = 0
+            async for _ in tts.stream(TEXT, **PARAMS):
+                n += 1
+            return n
+
+        return once, tts.close
+
+    return {"raw-trio": raw, "naive-httpx": naive, "orpheus-trio": orpheus}
+
+
+async def main_async(url: str, args: argparse.Namespace) -> list[dict[str, Any]]:
+    rows = []
+    for mode, requests, concurrency in (("sequential", args.sequential, 1), ("32 concurrent", args.concurrent, 32)):
+        results = await measure(clients(url), requests, concurrency, args.rounds)
+        for name, result in results.items():
+            rows.append({"client": name, "mode": mode, **result})
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer requests (< 30 s)")
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    args = parser.parse_args(argv)
+    args.sequential = 60 if args.quick else 600
+    args.concurrent = 192 if args.quick else 1280
+    args.rounds = 3 if args.quick else 10
+    server = subprocess.Popen([sys.executable, "-c", SERVER_CODE], stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None
+        url = server.stdout.readline().strip()
+        if not url.startswith("http://"):
+            raise SystemExit("the benchmark server did not start")
+        rows = trio.run(main_async, url, args)
+    finally:
+        server.terminate()
+        server.wait(10)
+    floor = {r["mode"]: r["cpu_ms_per_request"] for r in rows if r["client"] == "raw-trio"}
+    print("5 s of audio per request (59 chunks, ~325 KB NDJSON); server in a separate process")
+    print(f"{'client':<14}{'mode':<15}{'CPU ms/req':>11}{'x floor':>9}{'chunks/s':>11}")
+    for r in rows:
+        r["x_floor"] = r["cpu_ms_per_request"] / floor[r["mode"]]
+        print(f"{r['client']:<14}{r['mode']:<15}{r['cpu_ms_per_request']:>11.3f}{r['x_floor']:>9.2f}"
+              f"{r['chunks_per_s']:>11.0f}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"audio_s_per_request": 59 * 2048 / 24000, "rows": rows}, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
