@@ -1,0 +1,126 @@
+"""The ``orpheus`` engine: real Orpheus speech from a local LLM + SNAC decoder.
+
+``orpheus-trio serve --engine orpheus --model PATH --snac PATH [--device cuda]
+[--voices tara,leah,...]``. Request parameters: ``temperature``, ``top_p``,
+``top_k``, ``repetition_penalty``, ``max_tokens``, ``seed`` (see
+:class:`~orpheus_trio.local.llm.SamplingParams`); anything else is rejected
+with 400 ``invalid_param`` naming the key. A request without a voice gets the
+first configured voice.
+
+After the audio, one ``metrics`` frame reports ``finish_reason`` (``"stop"``
+or ``"length"``), ``truncated`` (true when ``max_tokens`` cut the reply),
+``tokens`` generated, ``frames`` decoded and ``dropped_tokens`` (the partial
+frame a cut left, or frames dropped by ``on_invalid="resync"``); the server's
+own closing metrics (``ttfb_ms``, ``rtf``, ...) follow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from collections.abc import AsyncGenerator, Sequence
+from pathlib import Path
+from typing import Any
+
+from ...local.llm import InvalidParameter
+from ...local.synthesizer import DEFAULT_VOICES, LocalSynthesizer
+from ...local.tokens import IncompleteFrame, InvalidAudioToken
+from ..engine import EngineError, Hints, InvalidParam, Piece
+
+__all__ = ["OrpheusEngine", "add_arguments", "from_args"]
+
+class OrpheusEngine:
+    """Serves a :class:`LocalSynthesizer`; its ``voices`` are the engine's (the first is the default)."""
+
+    name = "orpheus"
+
+    def __init__(self, synthesizer: LocalSynthesizer) -> None:
+        if not synthesizer.voices:
+            raise ValueError("the orpheus engine needs a synthesizer with a list of voices")
+        self.synthesizer = synthesizer
+        self._voices = list(synthesizer.voices)
+
+    @classmethod
+    def load(
+        cls,
+        model: str | Path,
+        snac: str | Path,
+        *,
+        device: str | None = None,
+        voices: Sequence[str] = DEFAULT_VOICES,
+        **options: Any,
+    ) -> OrpheusEngine:
+        """Load both checkpoints (blocking); ``options`` go to :meth:`LocalSynthesizer.load`."""
+        return cls(LocalSynthesizer.load(model, snac, device=device, voices=voices, **options))
+
+    def voices(self) -> list[str]:
+        return list(self._voices)
+
+    def validate(self, voice: str | None, params: dict[str, Any]) -> dict[str, Any]:
+        sampling_params = {k: v for k, v in params.items() if k != "timeout_s"}
+        try:
+            sampling = self.synthesizer.validate(voice, sampling_params)
+        except InvalidParameter as error:
+            raise InvalidParam(error.key, error.message) from None
+        return {**dataclasses.asdict(sampling), "timeout_s": params.get("timeout_s")}
+
+    async def synthesize(
+        self, text: str, voice: str | None, params: dict[str, Any]
+    ) -> AsyncGenerator[Piece, None]:
+        sampling = {k: v for k, v in params.items() if k != "timeout_s"}
+        try:
+            # The server enforces the deadline; the stream only needs the sampling parameters.
+            audio = self.synthesizer.open(text, voice or self._voices[0], **sampling)
+        except InvalidParameter as error:
+            raise EngineError("invalid_param", str(error), status=400) from None
+        except ValueError as error:
+            raise EngineError("invalid_request", str(error), status=400) from None
+        async with audio:
+            try:
+                async for pcm in audio:
+                    yield pcm
+            except (InvalidAudioToken, IncompleteFrame) as error:
+                raise EngineError("engine_error", f"the model produced bad audio tokens: {error}") from None
+        yield Hints(
+            {
+                "finish_reason": audio.finish_reason,
+                "truncated": audio.truncated,
+                "tokens": audio.tokens,
+                "frames": audio.frames,
+                "dropped_tokens": audio.dropped_tokens,
+            }
+        )
+
+    async def aclose(self) -> None:
+        await self.synthesizer.aclose()
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``serve`` options the ``orpheus`` engine reads."""
+    group = parser.add_argument_group("orpheus engine (--engine orpheus)")
+    group.add_argument("--model", help="Orpheus checkpoint: local directory or hub id")
+    group.add_argument("--snac", help="SNAC 24 kHz checkpoint: local directory or hub id")
+    group.add_argument("--tokenizer", help="tokenizer, if not the model's own")
+    group.add_argument("--device", help="torch device (default: cuda when present, else cpu)")
+    group.add_argument("--dtype", help="model dtype (default: bfloat16 on cuda, float32 on cpu)")
+    group.add_argument(
+        "--voices",
+        default=",".join(DEFAULT_VOICES),
+        help="comma-separated voice names; the first is the default (default: %(default)s)",
+    )
+
+
+def from_args(args: argparse.Namespace) -> OrpheusEngine:
+    """Build the engine from ``serve`` arguments; ``ValueError`` names what is missing."""
+    missing = [flag for flag, value in (("--model", args.model), ("--snac", args.snac)) if not value]
+    if missing:
+        raise ValueError(f"--engine orpheus needs {' and '.join(missing)}")
+    voices = [v.strip() for v in args.voices.split(",") if v.strip()]
+    return OrpheusEngine.load(
+        args.model,
+        args.snac,
+        device=args.device,
+        tokenizer=args.tokenizer,
+        dtype=args.dtype,
+        voices=voices,
+    )
