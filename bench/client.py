@@ -46,7 +46,9 @@ async def main():
 trio.run(main)
 """
 
-StreamOnce = Callable[[], Awaitable[int]]  # streams one request, returns chunks received
+StreamOnce = Callable[
+    [], Awaitable[int]
+]  # streams one request, returns chunks received
 
 
 class RawTrioClient:
@@ -100,18 +102,25 @@ class RawTrioClient:
 Maker = Callable[[], Awaitable[tuple[StreamOnce, Callable[[], Awaitable[None]]]]]
 
 
-async def measure(makers: dict[str, Maker], requests: int, concurrency: int, rounds: int) -> dict[str, dict[str, float]]:
+async def measure(
+    makers: dict[str, Maker], requests: int, concurrency: int, rounds: int
+) -> dict[str, dict[str, float]]:
     """CPU ms per request and chunks/s per client; each task has its own client.
 
     The clients take turns in ``rounds`` rounds, so a noisy neighbour on the
     machine hits them all alike.
     """
-    workers = {name: [await make() for _ in range(concurrency)] for name, make in makers.items()}
+    workers = {
+        name: [await make() for _ in range(concurrency)]
+        for name, make in makers.items()
+    }
     for pool in workers.values():
         for once, _ in pool:
             await once()  # warm-up: connect
     per_round = max(1, requests // (concurrency * rounds))
-    totals = {name: {"cpu": 0.0, "wall": 0.0, "chunks": 0, "requests": 0} for name in makers}
+    totals = {
+        name: {"cpu": 0.0, "wall": 0.0, "chunks": 0, "requests": 0} for name in makers
+    }
     for _ in range(rounds):
         for name, pool in workers.items():
             chunks = 0
@@ -156,8 +165,12 @@ def clients(url: str) -> dict[str, Maker]:
 
         async def once() -> int:
             n = 0
-            async with client.stream("POST", url + "/v1/tts/stream", content=REQUEST_BODY,
-                                     headers={"Content-Type": "application/json"}) as response:
+            async with client.stream(
+                "POST",
+                url + "/v1/tts/stream",
+                content=REQUEST_BODY,
+                headers={"Content-Type": "application/json"},
+            ) as response:
                 response.raise_for_status()
                 async for line in response.aiter_lines():
                     if line:
@@ -185,7 +198,10 @@ def clients(url: str) -> dict[str, Maker]:
 
 async def main_async(url: str, args: argparse.Namespace) -> list[dict[str, Any]]:
     rows = []
-    for mode, requests, concurrency in (("sequential", args.sequential, 1), ("32 concurrent", args.concurrent, 32)):
+    for mode, requests, concurrency in (
+        ("sequential", args.sequential, 1),
+        ("32 concurrent", args.concurrent, 32),
+    ):
         results = await measure(clients(url), requests, concurrency, args.rounds)
         for name, result in results.items():
             rows.append({"client": name, "mode": mode, **result})
@@ -193,14 +209,18 @@ async def main_async(url: str, args: argparse.Namespace) -> list[dict[str, Any]]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="fewer requests (< 30 s)")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     args = parser.parse_args(argv)
     args.sequential = 60 if args.quick else 600
     args.concurrent = 192 if args.quick else 1280
     args.rounds = 3 if args.quick else 10
-    server = subprocess.Popen([sys.executable, "-c", SERVER_CODE], stdout=subprocess.PIPE, text=True)
+    server = subprocess.Popen(
+        [sys.executable, "-c", SERVER_CODE], stdout=subprocess.PIPE, text=True
+    )
     try:
         assert server.stdout is not None
         url = server.stdout.readline().strip()
@@ -210,16 +230,24 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         server.terminate()
         server.wait(10)
-    floor = {r["mode"]: r["cpu_ms_per_request"] for r in rows if r["client"] == "raw-trio"}
-    print("5 s of audio per request (59 chunks, ~325 KB NDJSON); server in a separate process")
+    floor = {
+        r["mode"]: r["cpu_ms_per_request"] for r in rows if r["client"] == "raw-trio"
+    }
+    print(
+        "5 s of audio per request (59 chunks, ~325 KB NDJSON); server in a separate process"
+    )
     print(f"{'client':<14}{'mode':<15}{'CPU ms/req':>11}{'x floor':>9}{'chunks/s':>11}")
     for r in rows:
         r["x_floor"] = r["cpu_ms_per_request"] / floor[r["mode"]]
-        print(f"{r['client']:<14}{r['mode']:<15}{r['cpu_ms_per_request']:>11.3f}{r['x_floor']:>9.2f}"
-              f"{r['chunks_per_s']:>11.0f}")
+        print(
+            f"{r['client']:<14}{r['mode']:<15}{r['cpu_ms_per_request']:>11.3f}{r['x_floor']:>9.2f}"
+            f"{r['chunks_per_s']:>11.0f}"
+        )
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"audio_s_per_request": 59 * 2048 / 24000, "rows": rows}, f, indent=2)
+            json.dump(
+                {"audio_s_per_request": 59 * 2048 / 24000, "rows": rows}, f, indent=2
+            )
     return 0
 
 

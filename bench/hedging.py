@@ -26,13 +26,20 @@ from orpheus_trio.server import ServerConfig, serve
 from orpheus_trio.server.engines.synthetic import ScheduledFault, SyntheticEngine
 
 
-async def run_mode(urls: list[str], hedge_ms: float | None, requests: int, concurrency: int) -> dict[str, Any]:
+async def run_mode(
+    urls: list[str], hedge_ms: float | None, requests: int, concurrency: int
+) -> dict[str, Any]:
     ttfbs: list[float] = []
     limiter = trio.CapacityLimiter(concurrency)
     async with OrpheusTTS(urls, hedge_ttfb_ms=hedge_ms) as tts:
 
         async def one(i: int) -> None:
-            async with limiter, tts.open_stream(f"bench request {i}.", chunks=2, chunk_samples=480) as audio:
+            async with (
+                limiter,
+                tts.open_stream(
+                    f"bench request {i}.", chunks=2, chunk_samples=480
+                ) as audio,
+            ):
                 async for _ in audio:
                     pass
                 ttfbs.append(audio.ttfb_s)
@@ -60,12 +67,18 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         for worker in range(4):
             engine = SyntheticEngine(
                 defaults={"ttfb_ms": args.ttfb_ms},
-                faults=[ScheduledFault({"ttfb_ms": slow_ms}, fraction=0.05, seed=worker)],
+                faults=[
+                    ScheduledFault({"ttfb_ms": slow_ms}, fraction=0.05, seed=worker)
+                ],
             )
-            config = ServerConfig(host="127.0.0.1", port=0, max_concurrency=64, max_queue=256)
+            config = ServerConfig(
+                host="127.0.0.1", port=0, max_concurrency=64, max_queue=256
+            )
             urls.append(await nursery.start(serve, engine, config))
         for hedge_ms in (None, args.hedge_ms):
-            results.append(await run_mode(urls, hedge_ms, args.requests, args.concurrency))
+            results.append(
+                await run_mode(urls, hedge_ms, args.requests, args.concurrency)
+            )
         nursery.cancel_scope.cancel()
     off, on = results
     return {
@@ -85,24 +98,36 @@ def print_table(report: dict[str, Any]) -> None:
         f"4 workers, first chunk {report['ttfb_ms']} ms, 5% of requests {report['slow_ttfb_ms']} ms, "
         f"concurrency {report['concurrency']}"
     )
-    print(f"{'hedging':<14}{'requests':>9}{'p50 ms':>9}{'p99 ms':>9}{'p99.9 ms':>10}{'extra %':>9}")
+    print(
+        f"{'hedging':<14}{'requests':>9}{'p50 ms':>9}{'p99 ms':>9}{'p99.9 ms':>10}{'extra %':>9}"
+    )
     for m in report["modes"]:
         print(
             f"{m['hedging']:<14}{m['requests']:>9}{m['p50_ms']:>9.1f}{m['p99_ms']:>9.1f}"
             f"{m['p999_ms']:>10.1f}{m['extra_pct']:>9.1f}"
         )
     verdict = "met" if report["targets_met"] else "NOT met"
-    print(f"p99 on/off = {report['p99_ratio_on_off']:.2f} (target <= 0.40), extra <= 10%: targets {verdict}")
+    print(
+        f"p99 on/off = {report['p99_ratio_on_off']:.2f} (target <= 0.40), extra <= 10%: targets {verdict}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="fewer requests (< 30 s)")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
-    parser.add_argument("--requests", type=int, help="requests per mode (default 2000, quick 600)")
+    parser.add_argument(
+        "--requests", type=int, help="requests per mode (default 2000, quick 600)"
+    )
     parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--ttfb-ms", type=float, default=50.0, help="normal time to first chunk")
-    parser.add_argument("--hedge-ms", type=float, default=100.0, help="hedge_ttfb_ms when hedging is on")
+    parser.add_argument(
+        "--ttfb-ms", type=float, default=50.0, help="normal time to first chunk"
+    )
+    parser.add_argument(
+        "--hedge-ms", type=float, default=100.0, help="hedge_ttfb_ms when hedging is on"
+    )
     args = parser.parse_args(argv)
     if args.requests is None:
         args.requests = 600 if args.quick else 2000

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import trio
+import trio.lowlevel
 
 from orpheus_trio.frames import encode_chunk, encode_eos, encode_error, encode_metrics
 from orpheus_trio.transport import StreamRequest
@@ -32,9 +33,19 @@ def pcm(tag: int, n_bytes: int = 8) -> bytes:
     return bytes([tag]) * n_bytes
 
 
-def speech(tag: int, *, first_after: float, chunks: int = 3, gap: float = 0.01, n_bytes: int = 8) -> Script:
+def speech(
+    tag: int,
+    *,
+    first_after: float,
+    chunks: int = 3,
+    gap: float = 0.01,
+    n_bytes: int = 8,
+) -> Script:
     """A good stream whose first chunk arrives ``first_after`` s after the request, all bytes ``tag``."""
-    pieces = [(first_after if seq == 0 else gap, encode_chunk(seq, pcm(tag + seq, n_bytes))) for seq in range(chunks)]
+    pieces = [
+        (first_after if seq == 0 else gap, encode_chunk(seq, pcm(tag + seq, n_bytes)))
+        for seq in range(chunks)
+    ]
     pieces.append((0.0, encode_eos(chunks, chunks * n_bytes // 2)))
     return Script(body=pieces)
 
@@ -43,7 +54,14 @@ def expected_audio(tag: int, *, chunks: int = 3, n_bytes: int = 8) -> bytes:
     return b"".join(pcm(tag + seq, n_bytes) for seq in range(chunks))
 
 
-def status(code: int, error_code: str, message: str = "nope", *, after: float = 0.0, **headers: str) -> Script:
+def status(
+    code: int,
+    error_code: str,
+    message: str = "nope",
+    *,
+    after: float = 0.0,
+    **headers: str,
+) -> Script:
     body = json.dumps({"error": {"code": error_code, "message": message}}).encode()
     return Script(headers_after=after, status=code, headers=headers, body=[(0.0, body)])
 
@@ -75,7 +93,7 @@ class FakeResponse:
             self._next += 1
             self.bytes_sent += len(data)
             return data
-        await trio.sleep(0)
+        await trio.lowlevel.checkpoint()
         if self.script.body_error is not None:
             raise self.script.body_error
         return b""
@@ -83,7 +101,7 @@ class FakeResponse:
     async def aclose(self) -> None:
         if self.closed_at is None:
             self.closed_at = trio.current_time()
-        await trio.sleep(0)
+        await trio.lowlevel.checkpoint()
 
 
 @dataclass
@@ -117,7 +135,9 @@ class FakeTransport:
         if script.fail is not None:
             raise script.fail
         headers = {k.lower(): v for k, v in script.headers.items()}
-        started.response = FakeResponse(request.endpoint, script, script.status, headers)
+        started.response = FakeResponse(
+            request.endpoint, script, script.status, headers
+        )
         return started.response
 
     async def aclose(self) -> None:
@@ -136,7 +156,9 @@ def in_order(*scripts: Script) -> Callable[[str, int], Script]:
     return lambda endpoint, n: scripts[min(n, len(scripts) - 1)]
 
 
-def per_endpoint(scripts: Mapping[str, Sequence[Script]]) -> Callable[[str, int], Script]:
+def per_endpoint(
+    scripts: Mapping[str, Sequence[Script]],
+) -> Callable[[str, int], Script]:
     """Each endpoint follows its own list of scripts in turn; its last repeats."""
     used: dict[str, int] = {}
 

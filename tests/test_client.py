@@ -10,7 +10,15 @@ import httpx
 import pytest
 import trio
 import trio.testing
-from _support_client import FakeTransport, Script, expected_audio, in_order, metrics, speech, status
+from _support_client import (
+    FakeTransport,
+    Script,
+    expected_audio,
+    in_order,
+    metrics,
+    speech,
+    status,
+)
 
 from orpheus_trio import EndpointSnapshot, HTTPStatusError, OrpheusTTS
 from orpheus_trio.frames import encode_chunk, encode_eos
@@ -19,7 +27,9 @@ A, B = "http://a:1", "http://b:1"
 SECRET = "sk-very-secret-key"
 
 
-async def test_request_shape_auth_and_params(autojump_clock: trio.testing.MockClock) -> None:
+async def test_request_shape_auth_and_params(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     fake = FakeTransport(in_order(speech(1, first_after=0.0)))
     tts = OrpheusTTS(A + "/", SECRET, transport=fake)
     await tts.synthesize("Hello", "tara", temperature=0.5, seed=3)
@@ -28,17 +38,32 @@ async def test_request_shape_auth_and_params(autojump_clock: trio.testing.MockCl
     headers = started.request.headers
     assert headers["Authorization"] == f"Bearer {SECRET}"
     assert headers["Accept"] == "application/x-ndjson"
-    assert started.body == {"text": "Hello", "voice": "tara", "temperature": 0.5, "seed": 3}
+    assert started.body == {
+        "text": "Hello",
+        "voice": "tara",
+        "temperature": 0.5,
+        "seed": 3,
+    }
 
 
-async def test_no_authorization_without_key(autojump_clock: trio.testing.MockClock) -> None:
+async def test_no_authorization_without_key(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     fake = FakeTransport(in_order(speech(1, first_after=0.0)))
     await OrpheusTTS(A, transport=fake).synthesize("Hello")
     assert "Authorization" not in fake.started[0].request.headers
 
 
-async def test_each_hedged_attempt_has_its_own_request_id(autojump_clock: trio.testing.MockClock) -> None:
-    fake = FakeTransport(in_order(speech(1, first_after=2.0), speech(2, first_after=2.0), speech(3, first_after=0.1)))
+async def test_each_hedged_attempt_has_its_own_request_id(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    fake = FakeTransport(
+        in_order(
+            speech(1, first_after=2.0),
+            speech(2, first_after=2.0),
+            speech(3, first_after=0.1),
+        )
+    )
     async with OrpheusTTS([A, B], transport=fake).open_stream("hi") as audio:
         ids = [s.request.headers["X-Request-Id"] for s in fake.started]
         assert len(set(ids)) == 3
@@ -46,7 +71,9 @@ async def test_each_hedged_attempt_has_its_own_request_id(autojump_clock: trio.t
         assert audio.attempts == 3
 
 
-async def test_api_key_never_in_repr_or_error_messages(autojump_clock: trio.testing.MockClock) -> None:
+async def test_api_key_never_in_repr_or_error_messages(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     fake = FakeTransport(in_order(status(401, "unauthorized", "bad key")))
     tts = OrpheusTTS(A, SECRET, transport=fake)
     assert SECRET not in repr(tts) and SECRET not in str(vars(tts))
@@ -57,7 +84,9 @@ async def test_api_key_never_in_repr_or_error_messages(autojump_clock: trio.test
     assert SECRET not in repr(fake.started[0].request)
 
 
-async def test_open_stream_exit_closes_http_stream_at_once(autojump_clock: trio.testing.MockClock) -> None:
+async def test_open_stream_exit_closes_http_stream_at_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     fake = FakeTransport(in_order(speech(1, first_after=0.1, chunks=50)))
     tts = OrpheusTTS(A, transport=fake)
     async with tts.open_stream("hi") as audio:
@@ -70,7 +99,9 @@ async def test_open_stream_exit_closes_http_stream_at_once(autojump_clock: trio.
     assert tts.endpoints()[0].in_flight == 0
 
 
-async def test_breaking_out_of_stream_with_aclosing_closes_it(autojump_clock: trio.testing.MockClock) -> None:
+async def test_breaking_out_of_stream_with_aclosing_closes_it(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     fake = FakeTransport(in_order(speech(1, first_after=0.1, chunks=50)))
     async with aclosing(OrpheusTTS(A, transport=fake).stream("hi")) as chunks:
         async for _ in chunks:
@@ -79,8 +110,14 @@ async def test_breaking_out_of_stream_with_aclosing_closes_it(autojump_clock: tr
     assert response is not None and response.closed_at is not None
 
 
-async def test_metrics_and_header_queue_hints_feed_routing(autojump_clock: trio.testing.MockClock) -> None:
-    body = [(0.0, metrics(queue_depth=7)), (0.2, encode_chunk(0, b"ab")), (0.0, encode_eos(1, 1))]
+async def test_metrics_and_header_queue_hints_feed_routing(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    body = [
+        (0.0, metrics(queue_depth=7)),
+        (0.2, encode_chunk(0, b"ab")),
+        (0.0, encode_eos(1, 1)),
+    ]
     fake = FakeTransport(in_order(Script(headers={"X-Queue-Depth": "3"}, body=body)))
     tts = OrpheusTTS(A, transport=fake)
     assert await tts.synthesize("hi") == b"ab"
@@ -90,23 +127,37 @@ async def test_metrics_and_header_queue_hints_feed_routing(autojump_clock: trio.
     assert snap.queue_hint == pytest.approx(hint)
     assert snap.latency_estimate_s == pytest.approx(0.2)
     assert snap.score == pytest.approx(0.2 * (1 + hint))
-    assert (snap.in_flight, snap.breaker_state, snap.breaker_retry_in_s) == (0, "closed", 0.0)
+    assert (snap.in_flight, snap.breaker_state, snap.breaker_retry_in_s) == (
+        0,
+        "closed",
+        0.0,
+    )
     assert (snap.attempts, snap.wins, snap.failures) == (1, 1, 0)
 
 
-async def test_zero_chunk_stream_is_empty_audio(autojump_clock: trio.testing.MockClock) -> None:
+async def test_zero_chunk_stream_is_empty_audio(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     fake = FakeTransport(in_order(Script(body=[(0.1, encode_eos(0, 0))])))
     assert await OrpheusTTS(A, transport=fake).synthesize("hi") == b""
 
 
-async def test_empty_chunks_are_not_yielded_and_every_chunk_is_even(autojump_clock: trio.testing.MockClock) -> None:
-    body = [(0.0, encode_chunk(0, b"")), (0.0, encode_chunk(1, b"abcd")), (0.0, encode_eos(2, 2))]
+async def test_empty_chunks_are_not_yielded_and_every_chunk_is_even(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    body = [
+        (0.0, encode_chunk(0, b"")),
+        (0.0, encode_chunk(1, b"abcd")),
+        (0.0, encode_eos(2, 2)),
+    ]
     fake = FakeTransport(in_order(Script(body=body)))
     got = [pcm async for pcm in OrpheusTTS(A, transport=fake).stream("hi")]
     assert got == [b"abcd"]
 
 
-async def test_bad_input_is_rejected_clearly(autojump_clock: trio.testing.MockClock) -> None:
+async def test_bad_input_is_rejected_clearly(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     fake = FakeTransport(in_order(speech(1, first_after=0.0)))
     tts = OrpheusTTS(A, transport=fake)
     with pytest.raises(ValueError, match="text"):
@@ -126,7 +177,9 @@ async def test_bad_input_is_rejected_clearly(autojump_clock: trio.testing.MockCl
         OrpheusTTS(A, hedge_ttfb_ms=-5)
 
 
-async def test_close_and_context_manager(autojump_clock: trio.testing.MockClock) -> None:
+async def test_close_and_context_manager(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     fake = FakeTransport(in_order(speech(1, first_after=0.0)))
     async with OrpheusTTS(A, transport=fake) as tts:
         await tts.synthesize("hi")
@@ -135,10 +188,14 @@ async def test_close_and_context_manager(autojump_clock: trio.testing.MockClock)
         await tts.synthesize("hi")
 
 
-async def test_network_errors_keep_httpx_types(autojump_clock: trio.testing.MockClock) -> None:
+async def test_network_errors_keep_httpx_types(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     fake = FakeTransport(in_order(Script(fail=httpx.ConnectError("refused"))))
     tts = OrpheusTTS([A, B], transport=fake, rng=random.Random(0))
     with pytest.raises(httpx.ConnectError) as caught:
         await tts.synthesize("hi")
     assert isinstance(caught.value.__cause__, ExceptionGroup)
-    assert len(caught.value.__cause__.exceptions) == 3  # first + two failovers (max_attempts=3)
+    assert (
+        len(caught.value.__cause__.exceptions) == 3
+    )  # first + two failovers (max_attempts=3)

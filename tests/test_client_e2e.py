@@ -10,15 +10,26 @@ import pytest
 import trio
 from _support_server import StartServer
 
-from orpheus_trio import DeadlineExceeded, HTTPStatusError, IncompleteStreamError, OrpheusTTS, ServiceError
+from orpheus_trio import (
+    DeadlineExceeded,
+    HTTPStatusError,
+    IncompleteStreamError,
+    OrpheusTTS,
+    ServiceError,
+)
 from orpheus_trio.server.engines.synthetic import SyntheticEngine, expected_stream
 
 TEXT = "Hello from the synthetic engine."
 PARAMS: dict[str, Any] = {"chunk_samples": 480, "seed": 1}
 
 
-async def workers(start_server: StartServer, n: int, **engine_defaults: Any) -> list[str]:
-    return [(await start_server(SyntheticEngine(defaults=engine_defaults))).base_url for _ in range(n)]
+async def workers(
+    start_server: StartServer, n: int, **engine_defaults: Any
+) -> list[str]:
+    return [
+        (await start_server(SyntheticEngine(defaults=engine_defaults))).base_url
+        for _ in range(n)
+    ]
 
 
 def closed_port_url() -> str:
@@ -28,7 +39,9 @@ def closed_port_url() -> str:
     return f"http://127.0.0.1:{port}"
 
 
-async def test_every_byte_from_several_workers_concurrently(start_server: StartServer) -> None:
+async def test_every_byte_from_several_workers_concurrently(
+    start_server: StartServer,
+) -> None:
     urls = await workers(start_server, 3)
     expected = {i: expected_stream(f"{TEXT} {i}", "leo", PARAMS) for i in range(24)}
     got: dict[int, list[bytes]] = {}
@@ -49,7 +62,9 @@ async def test_every_byte_from_several_workers_concurrently(start_server: StartS
     assert all(s.in_flight == 0 and s.latency_estimate_s is not None for s in snapshots)
 
 
-async def test_hedge_beats_slow_worker_with_identical_bytes(start_server: StartServer) -> None:
+async def test_hedge_beats_slow_worker_with_identical_bytes(
+    start_server: StartServer,
+) -> None:
     slow = await start_server(SyntheticEngine(defaults={"ttfb_ms": 3000}))
     fast = await start_server(SyntheticEngine())
     async with OrpheusTTS([slow.base_url, fast.base_url], hedge_ttfb_ms=100) as tts:
@@ -70,7 +85,9 @@ async def test_failover_from_dead_endpoint(start_server: StartServer) -> None:
     (good,) = await workers(start_server, 1)
     async with OrpheusTTS([closed_port_url(), good], hedge_ttfb_ms=None) as tts:
         for _ in range(3):
-            assert await tts.synthesize(TEXT, **PARAMS) == b"".join(expected_stream(TEXT, None, PARAMS))
+            assert await tts.synthesize(TEXT, **PARAMS) == b"".join(
+                expected_stream(TEXT, None, PARAMS)
+            )
 
 
 async def test_unreachable_only_endpoint_raises_connect_error() -> None:
@@ -91,14 +108,18 @@ async def test_invalid_param_raises_without_failover(start_server: StartServer) 
 async def test_auth(start_server: StartServer) -> None:
     server = await start_server(api_keys=("k1",))
     async with OrpheusTTS(server.base_url, "k1") as tts:
-        assert await tts.synthesize(TEXT, **PARAMS) == b"".join(expected_stream(TEXT, None, PARAMS))
+        assert await tts.synthesize(TEXT, **PARAMS) == b"".join(
+            expected_stream(TEXT, None, PARAMS)
+        )
     async with OrpheusTTS(server.base_url, "wrong") as tts:
         with pytest.raises(HTTPStatusError) as caught:
             await tts.synthesize(TEXT)
         assert caught.value.status_code == 401 and "wrong" not in str(caught.value)
 
 
-async def test_cut_connection_after_audio_raises_incomplete(start_server: StartServer) -> None:
+async def test_cut_connection_after_audio_raises_incomplete(
+    start_server: StartServer,
+) -> None:
     (url,) = await workers(start_server, 1)
     expected = expected_stream(TEXT, None, PARAMS)
     got = []
@@ -122,5 +143,7 @@ async def test_client_deadline_mid_stream(start_server: StartServer) -> None:
     async with OrpheusTTS(url) as tts:
         t0 = trio.current_time()
         with pytest.raises(DeadlineExceeded):
-            await tts.synthesize(TEXT, timeout_s=0.3, stall_s=5, stall_after=1, **PARAMS)
+            await tts.synthesize(
+                TEXT, timeout_s=0.3, stall_s=5, stall_after=1, **PARAMS
+            )
         assert trio.current_time() - t0 < 1.5

@@ -8,11 +8,6 @@ import httpx
 import pytest
 import trio
 import trio.testing
-
-from orpheus_trio import CircuitOpenError, DeadlineExceeded, HTTPStatusError, IncompleteStreamError, OrpheusTTS
-from orpheus_trio.errors import ProtocolError, ServiceError
-from orpheus_trio.frames import encode_chunk
-
 from _support_client import (
     FakeTransport,
     Script,
@@ -24,10 +19,22 @@ from _support_client import (
     status,
 )
 
+from orpheus_trio import (
+    CircuitOpenError,
+    DeadlineExceeded,
+    HTTPStatusError,
+    IncompleteStreamError,
+    OrpheusTTS,
+)
+from orpheus_trio.errors import ProtocolError, ServiceError
+from orpheus_trio.frames import encode_chunk
+
 A, B, C = "http://a:1", "http://b:1", "http://c:1"
 
 
-def client(transport: FakeTransport, urls: list[str] | None = None, **options: object) -> OrpheusTTS:
+def client(
+    transport: FakeTransport, urls: list[str] | None = None, **options: object
+) -> OrpheusTTS:
     options.setdefault("rng", random.Random(0))
     return OrpheusTTS(urls or [A, B], hedge_ttfb_ms=400, transport=transport, **options)  # type: ignore[arg-type]
 
@@ -36,8 +43,12 @@ def relative(times: list[float], t0: float) -> list[float]:
     return [round(t - t0, 9) for t in times]
 
 
-async def test_backup_starts_exactly_at_hedge_delay_and_wins(autojump_clock: trio.testing.MockClock) -> None:
-    fake = FakeTransport(in_order(speech(1, first_after=1.0), speech(100, first_after=0.05)))
+async def test_backup_starts_exactly_at_hedge_delay_and_wins(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    fake = FakeTransport(
+        in_order(speech(1, first_after=1.0), speech(100, first_after=0.05))
+    )
     tts = client(fake)
     t0 = trio.current_time()
     async with tts.open_stream("hello") as audio:
@@ -52,8 +63,12 @@ async def test_backup_starts_exactly_at_hedge_delay_and_wins(autojump_clock: tri
     assert loser.bytes_sent == 0
 
 
-async def test_single_endpoint_is_hedged_against_itself(autojump_clock: trio.testing.MockClock) -> None:
-    fake = FakeTransport(in_order(speech(1, first_after=5.0), speech(50, first_after=0.1)))
+async def test_single_endpoint_is_hedged_against_itself(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    fake = FakeTransport(
+        in_order(speech(1, first_after=5.0), speech(50, first_after=0.1))
+    )
     t0 = trio.current_time()
     got = await client(fake, [A]).synthesize("hi")
     assert [s.endpoint for s in fake.started] == [A, A]
@@ -61,9 +76,14 @@ async def test_single_endpoint_is_hedged_against_itself(autojump_clock: trio.tes
     assert got == expected_audio(50)
 
 
-async def test_failure_before_first_byte_starts_next_attempt_at_once(autojump_clock: trio.testing.MockClock) -> None:
+async def test_failure_before_first_byte_starts_next_attempt_at_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     fake = FakeTransport(
-        in_order(Script(headers_after=0.1, fail=httpx.ConnectError("refused")), speech(7, first_after=0.05))
+        in_order(
+            Script(headers_after=0.1, fail=httpx.ConnectError("refused")),
+            speech(7, first_after=0.05),
+        )
     )
     t0 = trio.current_time()
     got = await client(fake).synthesize("hi")
@@ -72,14 +92,20 @@ async def test_failure_before_first_byte_starts_next_attempt_at_once(autojump_cl
 
 
 @pytest.mark.parametrize("code", [429, 500, 502, 503, 504])
-async def test_retryable_status_fails_over_at_once(autojump_clock: trio.testing.MockClock, code: int) -> None:
-    fake = FakeTransport(in_order(status(code, "busy", after=0.2), speech(9, first_after=0.05)))
+async def test_retryable_status_fails_over_at_once(
+    autojump_clock: trio.testing.MockClock, code: int
+) -> None:
+    fake = FakeTransport(
+        in_order(status(code, "busy", after=0.2), speech(9, first_after=0.05))
+    )
     t0 = trio.current_time()
     assert await client(fake).synthesize("hi") == expected_audio(9)
     assert relative(fake.start_times, t0) == [0.0, 0.2]
 
 
-async def test_cut_before_first_chunk_fails_over(autojump_clock: trio.testing.MockClock) -> None:
+async def test_cut_before_first_chunk_fails_over(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     cut = Script(body=[(0.1, b'{"type":"metrics","queue_depth":1}\n')])
     fake = FakeTransport(in_order(cut, speech(3, first_after=0.05)))
     t0 = trio.current_time()
@@ -87,7 +113,10 @@ async def test_cut_before_first_chunk_fails_over(autojump_clock: trio.testing.Mo
     assert relative(fake.start_times, t0) == [0.0, 0.1]
 
 
-@pytest.mark.parametrize(("code", "error_code"), [(400, "invalid_param"), (401, "unauthorized"), (413, "text_too_long")])
+@pytest.mark.parametrize(
+    ("code", "error_code"),
+    [(400, "invalid_param"), (401, "unauthorized"), (413, "text_too_long")],
+)
 async def test_client_errors_raise_without_failover(
     autojump_clock: trio.testing.MockClock, code: int, error_code: str
 ) -> None:
@@ -97,21 +126,36 @@ async def test_client_errors_raise_without_failover(
     assert len(fake.started) == 1
     error = caught.value
     assert isinstance(error, httpx.HTTPStatusError)
-    assert (error.status_code, error.code, error.message) == (code, error_code, "bad temperature")
+    assert (error.status_code, error.code, error.message) == (
+        code,
+        error_code,
+        "bad temperature",
+    )
     assert error.response.status_code == code
 
 
-async def test_fatal_error_cancels_the_hedge_and_closes_it(autojump_clock: trio.testing.MockClock) -> None:
-    fake = FakeTransport(in_order(Script(headers_after=0.1, body=[(5.0, b"")]), status(401, "unauthorized", after=0.2)))
+async def test_fatal_error_cancels_the_hedge_and_closes_it(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    fake = FakeTransport(
+        in_order(
+            Script(headers_after=0.1, body=[(5.0, b"")]),
+            status(401, "unauthorized", after=0.2),
+        )
+    )
     with pytest.raises(HTTPStatusError, match="unauthorized"):
         await client(fake).synthesize("hi")
     first = fake.started[0].response
     assert first is not None and first.closed_at is not None
 
 
-async def test_loser_that_gets_audio_later_is_closed_and_silent(autojump_clock: trio.testing.MockClock) -> None:
+async def test_loser_that_gets_audio_later_is_closed_and_silent(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     # A answers first (0.5), after B (the hedge at 0.4) started but before B's audio at 0.6.
-    fake = FakeTransport(in_order(speech(1, first_after=0.5), speech(100, first_after=0.2)))
+    fake = FakeTransport(
+        in_order(speech(1, first_after=0.5), speech(100, first_after=0.2))
+    )
     tts = client(fake)
     got = await tts.synthesize("hi")
     assert got == expected_audio(1)
@@ -120,8 +164,12 @@ async def test_loser_that_gets_audio_later_is_closed_and_silent(autojump_clock: 
     assert [e.in_flight for e in tts.endpoints()] == [0, 0]
 
 
-async def test_simultaneous_first_chunks_yield_one_attempt_only(autojump_clock: trio.testing.MockClock) -> None:
-    fake = FakeTransport(in_order(speech(1, first_after=0.6), speech(100, first_after=0.2)))
+async def test_simultaneous_first_chunks_yield_one_attempt_only(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    fake = FakeTransport(
+        in_order(speech(1, first_after=0.6), speech(100, first_after=0.2))
+    )
     got = await client(fake).synthesize("hi")
     assert got in (expected_audio(1), expected_audio(100))
     responses = fake.responses()
@@ -141,15 +189,21 @@ async def test_budget_stops_hedging(autojump_clock: trio.testing.MockClock) -> N
     assert relative(fake.start_times[2:], t0) == [0.0]
 
 
-async def test_hedging_off_keeps_failover(autojump_clock: trio.testing.MockClock) -> None:
-    fake = FakeTransport(in_order(status(503, "draining", after=0.7), speech(4, first_after=2.0)))
+async def test_hedging_off_keeps_failover(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    fake = FakeTransport(
+        in_order(status(503, "draining", after=0.7), speech(4, first_after=2.0))
+    )
     t0 = trio.current_time()
     tts = OrpheusTTS([A, B], hedge_ttfb_ms=None, transport=fake, rng=random.Random(0))
     assert await tts.synthesize("hi") == expected_audio(4)
     assert relative(fake.start_times, t0) == [0.0, 0.7]
 
 
-async def test_all_attempts_fail_raises_most_relevant_from_group(autojump_clock: trio.testing.MockClock) -> None:
+async def test_all_attempts_fail_raises_most_relevant_from_group(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     fake = FakeTransport(
         in_order(
             Script(fail=httpx.ConnectError("refused")),
@@ -162,18 +216,28 @@ async def test_all_attempts_fail_raises_most_relevant_from_group(autojump_clock:
     assert caught.value.status_code == 503
     group = caught.value.__cause__
     assert isinstance(group, ExceptionGroup)
-    assert [type(e) for e in group.exceptions] == [httpx.ConnectError, HTTPStatusError, httpx.ReadTimeout]
+    assert [type(e) for e in group.exceptions] == [
+        httpx.ConnectError,
+        HTTPStatusError,
+        httpx.ReadTimeout,
+    ]
     assert len(fake.started) == 3
 
 
-async def test_single_failed_attempt_raises_its_own_error(autojump_clock: trio.testing.MockClock) -> None:
+async def test_single_failed_attempt_raises_its_own_error(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     fake = FakeTransport(in_order(Script(fail=httpx.ConnectError("refused"))))
     with pytest.raises(httpx.ConnectError):
         await client(fake, [A], max_attempts=1).synthesize("hi")
 
 
-async def test_no_retry_after_first_chunk(autojump_clock: trio.testing.MockClock) -> None:
-    cut = Script(body=[(0.1, encode_chunk(0, b"\x01\x02"))], body_error=httpx.ReadError("reset"))
+async def test_no_retry_after_first_chunk(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    cut = Script(
+        body=[(0.1, encode_chunk(0, b"\x01\x02"))], body_error=httpx.ReadError("reset")
+    )
     fake = FakeTransport(in_order(cut))
     received: list[bytes] = []
     with pytest.raises(IncompleteStreamError) as caught:
@@ -186,7 +250,9 @@ async def test_no_retry_after_first_chunk(autojump_clock: trio.testing.MockClock
     assert len(fake.started) == 1
 
 
-async def test_body_ending_without_eos_after_audio_raises_incomplete(autojump_clock: trio.testing.MockClock) -> None:
+async def test_body_ending_without_eos_after_audio_raises_incomplete(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     fake = FakeTransport(in_order(Script(body=[(0.1, encode_chunk(0, b"ab"))])))
     received = []
     with pytest.raises(IncompleteStreamError):
@@ -195,32 +261,54 @@ async def test_body_ending_without_eos_after_audio_raises_incomplete(autojump_cl
     assert received == [b"ab"]
 
 
-async def test_protocol_error_mid_stream_raises_without_retry(autojump_clock: trio.testing.MockClock) -> None:
-    fake = FakeTransport(in_order(Script(body=[(0.1, encode_chunk(0, b"ab")), (0.1, encode_chunk(5, b"cd"))])))
+async def test_protocol_error_mid_stream_raises_without_retry(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    fake = FakeTransport(
+        in_order(
+            Script(body=[(0.1, encode_chunk(0, b"ab")), (0.1, encode_chunk(5, b"cd"))])
+        )
+    )
     with pytest.raises(ProtocolError, match="line 2"):
         await client(fake).synthesize("hi")
     assert len(fake.started) == 1
 
 
 async def test_in_band_errors(autojump_clock: trio.testing.MockClock) -> None:
-    late = Script(body=[(0.1, encode_chunk(0, b"ab")), *in_band_error("engine_error", "gpu fell over").body])
+    late = Script(
+        body=[
+            (0.1, encode_chunk(0, b"ab")),
+            *in_band_error("engine_error", "gpu fell over").body,
+        ]
+    )
     with pytest.raises(ServiceError) as caught:
         await client(FakeTransport(in_order(late))).synthesize("hi")
-    assert (caught.value.code, caught.value.message) == ("engine_error", "gpu fell over")
+    assert (caught.value.code, caught.value.message) == (
+        "engine_error",
+        "gpu fell over",
+    )
 
     with pytest.raises(DeadlineExceeded) as deadline:
-        await client(FakeTransport(in_order(in_band_error("deadline_exceeded")))).synthesize("hi")
+        await client(
+            FakeTransport(in_order(in_band_error("deadline_exceeded")))
+        ).synthesize("hi")
     assert isinstance(deadline.value, trio.TooSlowError)
 
 
-async def test_in_band_engine_error_before_audio_fails_over(autojump_clock: trio.testing.MockClock) -> None:
-    fake = FakeTransport(in_order(in_band_error("engine_error", after=0.1), speech(5, first_after=0.1)))
+async def test_in_band_engine_error_before_audio_fails_over(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    fake = FakeTransport(
+        in_order(in_band_error("engine_error", after=0.1), speech(5, first_after=0.1))
+    )
     t0 = trio.current_time()
     assert await client(fake).synthesize("hi") == expected_audio(5)
     assert relative(fake.start_times, t0) == [0.0, 0.1]
 
 
-async def test_client_deadline_before_audio(autojump_clock: trio.testing.MockClock) -> None:
+async def test_client_deadline_before_audio(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     fake = FakeTransport(lambda endpoint, n: speech(n, first_after=10.0))
     t0 = trio.current_time()
     with pytest.raises(DeadlineExceeded) as caught:
@@ -232,8 +320,14 @@ async def test_client_deadline_before_audio(autojump_clock: trio.testing.MockClo
     assert all(r.closed_at is not None for r in fake.responses())
 
 
-async def test_client_deadline_mid_stream(autojump_clock: trio.testing.MockClock) -> None:
-    fake = FakeTransport(in_order(Script(body=[(0.1, encode_chunk(0, b"ab")), (9.0, encode_chunk(1, b"cd"))])))
+async def test_client_deadline_mid_stream(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    fake = FakeTransport(
+        in_order(
+            Script(body=[(0.1, encode_chunk(0, b"ab")), (9.0, encode_chunk(1, b"cd"))])
+        )
+    )
     received = []
     t0 = trio.current_time()
     with pytest.raises(DeadlineExceeded):
@@ -241,18 +335,29 @@ async def test_client_deadline_mid_stream(autojump_clock: trio.testing.MockClock
             received.append(pcm)
     assert received == [b"ab"]
     assert trio.current_time() - t0 == pytest.approx(2.0)
-    assert fake.started[0].response is not None and fake.started[0].response.closed_at is not None
+    assert (
+        fake.started[0].response is not None
+        and fake.started[0].response.closed_at is not None
+    )
 
 
-async def test_breaker_opens_then_half_open_probe_closes(autojump_clock: trio.testing.MockClock) -> None:
-    fake = FakeTransport(per_endpoint({A: [status(500, "internal")] * 5 + [speech(1, first_after=0.1)]}))
-    tts = OrpheusTTS(A, hedge_ttfb_ms=None, max_attempts=1, transport=fake, rng=random.Random(0))
+async def test_breaker_opens_then_half_open_probe_closes(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    fake = FakeTransport(
+        per_endpoint({A: [status(500, "internal")] * 5 + [speech(1, first_after=0.1)]})
+    )
+    tts = OrpheusTTS(
+        A, hedge_ttfb_ms=None, max_attempts=1, transport=fake, rng=random.Random(0)
+    )
     for _ in range(5):
         with pytest.raises(HTTPStatusError):
             await tts.synthesize("hi")
     (snapshot,) = tts.endpoints()
     assert snapshot.breaker_state == "open" and snapshot.failures == 5
-    with pytest.raises(CircuitOpenError, match="Circuit open for endpoint http://a:1") as caught:
+    with pytest.raises(
+        CircuitOpenError, match="Circuit open for endpoint http://a:1"
+    ) as caught:
         await tts.synthesize("hi")
     assert isinstance(caught.value, RuntimeError)
     assert len(fake.started) == 5  # nothing was sent
@@ -263,7 +368,9 @@ async def test_breaker_opens_then_half_open_probe_closes(autojump_clock: trio.te
     assert tts.endpoints()[0].breaker_state == "closed"
 
 
-async def test_busy_statuses_do_not_trip_the_breaker(autojump_clock: trio.testing.MockClock) -> None:
+async def test_busy_statuses_do_not_trip_the_breaker(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     fake = FakeTransport(in_order(status(429, "overloaded", **{"Retry-After": "2"})))
     tts = OrpheusTTS(A, hedge_ttfb_ms=None, max_attempts=1, transport=fake)
     for _ in range(6):
@@ -273,15 +380,26 @@ async def test_busy_statuses_do_not_trip_the_breaker(autojump_clock: trio.testin
     assert tts.endpoints()[0].breaker_state == "closed"
 
 
-async def test_open_endpoint_is_skipped_for_healthy_one(autojump_clock: trio.testing.MockClock) -> None:
-    fake = FakeTransport(per_endpoint({A: [Script(fail=httpx.ConnectError("down"))], B: [speech(2, first_after=0.1)]}))
+async def test_open_endpoint_is_skipped_for_healthy_one(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    fake = FakeTransport(
+        per_endpoint(
+            {
+                A: [Script(fail=httpx.ConnectError("down"))],
+                B: [speech(2, first_after=0.1)],
+            }
+        )
+    )
     tts = client(fake, breaker_failures=1, hedge_budget_min=100)
     for _ in range(3):
         assert await tts.synthesize("hi") == expected_audio(2)
     assert [s.endpoint for s in fake.started].count(A) == 1
 
 
-async def test_caller_cancellation_closes_every_attempt(autojump_clock: trio.testing.MockClock) -> None:
+async def test_caller_cancellation_closes_every_attempt(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     fake = FakeTransport(lambda endpoint, n: speech(n, first_after=10.0))
     tts = client(fake)
     with trio.move_on_after(1.0):

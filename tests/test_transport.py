@@ -20,7 +20,9 @@ PARAMS = {"chunk_samples": 480, "chunks": 4}
 def request(base_url: str, text: str = "Hi there.", **extra: object) -> StreamRequest:
     body = json.dumps({"text": text, **PARAMS, **extra}).encode()
     headers = {"Content-Type": "application/json", "Authorization": "Bearer secret-key"}
-    return StreamRequest(endpoint=base_url, path="/v1/tts/stream", headers=headers, body=body)
+    return StreamRequest(
+        endpoint=base_url, path="/v1/tts/stream", headers=headers, body=body
+    )
 
 
 async def read_all(transport: HttpxTransport, req: StreamRequest) -> tuple[int, bytes]:
@@ -49,7 +51,9 @@ async def test_streams_status_headers_and_body(start_server: StartServer) -> Non
     await transport.aclose()
 
 
-async def test_one_pooled_client_per_endpoint_reuses_its_connection(start_server: StartServer) -> None:
+async def test_one_pooled_client_per_endpoint_reuses_its_connection(
+    start_server: StartServer,
+) -> None:
     a, b = await start_server(), await start_server()
     transport = HttpxTransport(max_connections_per_endpoint=2)
     for _ in range(3):
@@ -67,15 +71,21 @@ async def test_one_pooled_client_per_endpoint_reuses_its_connection(start_server
 
 async def test_error_status_body_is_readable(start_server: StartServer) -> None:
     server = await start_server()
-    status, body = await read_all(HttpxTransport(), request(server.base_url, temperature="x"))
+    status, body = await read_all(
+        HttpxTransport(), request(server.base_url, temperature="x")
+    )
     assert status == 400
     assert json.loads(body)["error"]["code"] == "invalid_param"
 
 
-async def test_closing_mid_stream_cancels_on_the_server(start_server: StartServer) -> None:
+async def test_closing_mid_stream_cancels_on_the_server(
+    start_server: StartServer,
+) -> None:
     server = await start_server()
     transport = HttpxTransport()
-    response = await transport.open_stream(request(server.base_url, stall_s=30, stall_after=1))
+    response = await transport.open_stream(
+        request(server.base_url, stall_s=30, stall_after=1)
+    )
     assert await response.receive()
     await response.aclose()
     with trio.fail_after(5):

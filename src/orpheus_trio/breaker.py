@@ -44,7 +44,9 @@ class CircuitBreaker:
         rng: RandomSource | None = None,
     ) -> None:
         if failure_threshold < 1:
-            raise ValueError(f"failure_threshold must be >= 1, got {failure_threshold!r}")
+            raise ValueError(
+                f"failure_threshold must be >= 1, got {failure_threshold!r}"
+            )
         if not 0 < base_cooldown_s <= max_cooldown_s:
             raise ValueError("need 0 < base_cooldown_s <= max_cooldown_s")
         if not 0.0 <= jitter < 1.0:

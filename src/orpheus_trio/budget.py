@@ -18,7 +18,9 @@ __all__ = ["RetryBudget"]
 class RetryBudget:
     """Allow at most ``ratio`` extra attempts per request over a sliding window, plus a floor."""
 
-    def __init__(self, ratio: float = 0.1, *, window_s: float = 10.0, min_extra: int = 3) -> None:
+    def __init__(
+        self, ratio: float = 0.1, *, window_s: float = 10.0, min_extra: int = 3
+    ) -> None:
         if not 0.0 <= ratio <= 1.0:
             raise ValueError(f"ratio must be within [0, 1], got {ratio!r}")
         if not window_s > 0:

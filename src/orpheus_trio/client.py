@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 from urllib.parse import urlsplit
 
 import httpx
@@ -31,11 +31,18 @@ from .errors import (
     DeadlineExceeded,
     HTTPStatusError,
     IncompleteStreamError,
-    OrpheusError,
     ProtocolError,
     ServiceError,
 )
-from .frames import DEFAULT_MAX_LINE_BYTES, Chunk, EndOfStream, ErrorFrame, Frame, FrameDecoder, Metrics
+from .frames import (
+    DEFAULT_MAX_LINE_BYTES,
+    Chunk,
+    EndOfStream,
+    ErrorFrame,
+    Frame,
+    FrameDecoder,
+    Metrics,
+)
 from .hedge import Reason, race
 from .routing import Router
 from .transport import (
@@ -48,13 +55,15 @@ from .transport import (
     Transport,
 )
 
-__all__ = ["OrpheusTTS", "AudioStream", "EndpointSnapshot"]
+__all__ = ["AudioStream", "EndpointSnapshot", "OrpheusTTS"]
 
 STREAM_PATH = "/v1/tts/stream"
 #: Longest error body read from a non-2xx answer.
 MAX_ERROR_BODY_BYTES = 64 * 1024
 #: In-band error codes after which another endpoint may do better (before any audio).
-RETRYABLE_SERVICE_CODES = frozenset({"engine_error", "internal", "cancelled", "unavailable"})
+RETRYABLE_SERVICE_CODES = frozenset(
+    {"engine_error", "internal", "cancelled", "unavailable"}
+)
 #: Statuses that say "busy" rather than "broken": fail over, but do not trip the breaker.
 BUSY_STATUS = frozenset({429, 503})
 
@@ -134,7 +143,9 @@ def _normalize_urls(base_urls: str | Sequence[str]) -> tuple[str, ...]:
             raise TypeError(f"endpoint URLs must be str, got {type(url).__name__}")
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError(f"endpoint URL must be http(s)://host[:port][/path], got {url!r}")
+            raise ValueError(
+                f"endpoint URL must be http(s)://host[:port][/path], got {url!r}"
+            )
         normalized.append(url.rstrip("/"))
     if len(set(normalized)) != len(normalized):
         raise ValueError("endpoint URLs must be distinct")
@@ -145,7 +156,9 @@ def _positive_or_none(name: str, value: float | None) -> float | None:
     if value is None:
         return None
     if not (isinstance(value, (int, float)) and value > 0 and math.isfinite(value)):
-        raise ValueError(f"{name} must be a positive number of seconds or None, got {value!r}")
+        raise ValueError(
+            f"{name} must be a positive number of seconds or None, got {value!r}"
+        )
     return float(value)
 
 
@@ -154,7 +167,7 @@ async def _close_quietly(response: ResponseStream, limit_s: float) -> None:
     with trio.move_on_after(limit_s, shield=True):
         try:
             await response.aclose()
-        except Exception:
+        except (httpx.HTTPError, OSError, trio.BrokenResourceError):
             pass  # closing a broken response may fail; the connection is dropped either way
 
 
@@ -166,7 +179,9 @@ class AudioStream:
     attempts the race started.
     """
 
-    def __init__(self, client: OrpheusTTS, opened: _Opened, *, call: _Call, attempts: int) -> None:
+    def __init__(
+        self, client: OrpheusTTS, opened: _Opened, *, call: _Call, attempts: int
+    ) -> None:
         self.endpoint = opened.endpoint
         self.request_id = opened.request_id
         self.ttfb_s = opened.first_audio_at - call.started
@@ -180,7 +195,9 @@ class AudioStream:
         self._finished = False
 
     def __repr__(self) -> str:
-        return f"AudioStream(endpoint={self.endpoint!r}, request_id={self.request_id!r})"
+        return (
+            f"AudioStream(endpoint={self.endpoint!r}, request_id={self.request_id!r})"
+        )
 
     def __aiter__(self) -> AudioStream:
         return self
@@ -203,7 +220,9 @@ class AudioStream:
         except BaseException as error:
             await self.aclose(failed=_counts_against_endpoint(error))
             raise
-        await self.aclose()  # the body was read to its end: the connection goes back to the pool
+        await (
+            self.aclose()
+        )  # the body was read to its end: the connection goes back to the pool
         raise StopAsyncIteration
 
     def _handle(self, frame: Frame) -> bytes | None:
@@ -224,18 +243,22 @@ class AudioStream:
             raise RuntimeError("the audio stream is closed")
         try:
             if self._deadline == math.inf:
-                return await self._response.receive()  # no deadline: spare a cancel scope per read
+                return (
+                    await self._response.receive()
+                )  # no deadline: spare a cancel scope per read
             with trio.fail_at(self._deadline):
                 return await self._response.receive()
         except trio.TooSlowError:
             raise DeadlineExceeded(
-                f"client deadline passed after {self._chunks} chunks", endpoint=self.endpoint
+                f"client deadline passed after {self._chunks} chunks",
+                endpoint=self.endpoint,
             ) from None
         except IncompleteStreamError:
             raise
         except (httpx.ReadError, httpx.RemoteProtocolError) as error:
             raise IncompleteStreamError(
-                f"connection to {self.endpoint} broke mid-stream: {error}", chunks_received=self._chunks
+                f"connection to {self.endpoint} broke mid-stream: {error}",
+                chunks_received=self._chunks,
             ) from error
 
     async def aclose(self, *, failed: bool = False) -> None:
@@ -272,8 +295,12 @@ class _Plan:
         if now >= self._call.deadline:
             return None
         allowed = client._allowed(now)
-        endpoint = client._router.choose(now, allowed=allowed, exclude=self.tried, spread=False)
-        if endpoint is None:  # every allowed endpoint was tried: go again (a gateway re-routes)
+        endpoint = client._router.choose(
+            now, allowed=allowed, exclude=self.tried, spread=False
+        )
+        if (
+            endpoint is None
+        ):  # every allowed endpoint was tried: go again (a gateway re-routes)
             endpoint = client._router.choose(now, allowed=allowed, spread=False)
         if endpoint is None or not client._budget.try_spend(now):
             return None
@@ -328,10 +355,16 @@ class OrpheusTTS:
         rng: random.Random | None = None,
     ) -> None:
         self.base_urls = _normalize_urls(base_urls)
-        if api_key is not None and (not isinstance(api_key, str) or not api_key or "\n" in api_key):
+        if api_key is not None and (
+            not isinstance(api_key, str) or not api_key or "\n" in api_key
+        ):
             raise ValueError("api_key must be a non-empty single-line string or None")
-        if hedge_ttfb_ms is not None and (hedge_ttfb_ms < 0 or not math.isfinite(hedge_ttfb_ms)):
-            raise ValueError(f"hedge_ttfb_ms must be >= 0 or None, got {hedge_ttfb_ms!r}")
+        if hedge_ttfb_ms is not None and (
+            hedge_ttfb_ms < 0 or not math.isfinite(hedge_ttfb_ms)
+        ):
+            raise ValueError(
+                f"hedge_ttfb_ms must be >= 0 or None, got {hedge_ttfb_ms!r}"
+            )
         if max_attempts < 1:
             raise ValueError(f"max_attempts must be >= 1, got {max_attempts!r}")
         self.hedge_delay_s = hedge_ttfb_ms / 1000.0 if hedge_ttfb_ms else None
@@ -342,7 +375,11 @@ class OrpheusTTS:
         self._api_key = _Secret(api_key) if api_key is not None else None
         rng = rng if rng is not None else random.Random()
         self._router = Router(self.base_urls, rng=rng)
-        self._budget = RetryBudget(hedge_budget_ratio, window_s=hedge_budget_window_s, min_extra=hedge_budget_min)
+        self._budget = RetryBudget(
+            hedge_budget_ratio,
+            window_s=hedge_budget_window_s,
+            min_extra=hedge_budget_min,
+        )
         self._breakers = {
             url: CircuitBreaker(
                 failure_threshold=breaker_failures,
@@ -362,7 +399,9 @@ class OrpheusTTS:
         self._closed = False
 
     def __repr__(self) -> str:
-        return f"OrpheusTTS({list(self.base_urls)!r}, hedge_ttfb_ms={self._hedge_ms()!r})"
+        return (
+            f"OrpheusTTS({list(self.base_urls)!r}, hedge_ttfb_ms={self._hedge_ms()!r})"
+        )
 
     def _hedge_ms(self) -> float | None:
         return None if self.hedge_delay_s is None else self.hedge_delay_s * 1000.0
@@ -370,7 +409,12 @@ class OrpheusTTS:
     # -- public API ---------------------------------------------------------
 
     async def stream(
-        self, text: str, voice: str | None = None, *, timeout_s: float | None = None, **params: Any
+        self,
+        text: str,
+        voice: str | None = None,
+        *,
+        timeout_s: float | None = None,
+        **params: Any,
     ) -> AsyncIterator[bytes]:
         """Yield the speech for ``text`` as raw PCM chunks (s16le mono 24 kHz, even length).
 
@@ -379,20 +423,34 @@ class OrpheusTTS:
         stream at once; an abandoned generator closes it when collected.
         """
         # Long text (issue 5) will be split here and each piece streamed, in order, via open_stream.
-        async with self.open_stream(text, voice, timeout_s=timeout_s, **params) as audio:
+        async with self.open_stream(
+            text, voice, timeout_s=timeout_s, **params
+        ) as audio:
             async for pcm in audio:
                 yield pcm
 
     async def synthesize(
-        self, text: str, voice: str | None = None, *, timeout_s: float | None = None, **params: Any
+        self,
+        text: str,
+        voice: str | None = None,
+        *,
+        timeout_s: float | None = None,
+        **params: Any,
     ) -> bytes:
         """The whole speech for ``text`` as one PCM buffer."""
-        async with self.open_stream(text, voice, timeout_s=timeout_s, **params) as audio:
+        async with self.open_stream(
+            text, voice, timeout_s=timeout_s, **params
+        ) as audio:
             return b"".join([pcm async for pcm in audio])
 
     @asynccontextmanager
     async def open_stream(
-        self, text: str, voice: str | None = None, *, timeout_s: float | None = None, **params: Any
+        self,
+        text: str,
+        voice: str | None = None,
+        *,
+        timeout_s: float | None = None,
+        **params: Any,
     ) -> AsyncIterator[AudioStream]:
         """Race to the first audio; give the winner's :class:`AudioStream`, closed on exit."""
         call = self._make_call(text, voice, timeout_s, params)
@@ -431,7 +489,7 @@ class OrpheusTTS:
         if self._owns_transport:
             await self._transport.aclose()
 
-    async def __aenter__(self) -> OrpheusTTS:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -445,7 +503,13 @@ class OrpheusTTS:
         except RuntimeError:
             return 0.0  # outside trio: ages read as of the start of the trio clock
 
-    def _make_call(self, text: str, voice: str | None, timeout_s: float | None, params: dict[str, Any]) -> _Call:
+    def _make_call(
+        self,
+        text: str,
+        voice: str | None,
+        timeout_s: float | None,
+        params: dict[str, Any],
+    ) -> _Call:
         if self._closed:
             raise RuntimeError("OrpheusTTS client is closed")
         if not isinstance(text, str) or not text.strip():
@@ -470,9 +534,15 @@ class OrpheusTTS:
             raise CircuitOpenError(list(self.base_urls), retry_in_s=retry_in)
         plan = _Plan(self, call, first)
         with trio.move_on_at(call.deadline) as deadline_scope:
-            opened = await race(lambda: self._attempt(call, first), plan, hedge_delay_s=self.hedge_delay_s)
+            opened = await race(
+                lambda: self._attempt(call, first),
+                plan,
+                hedge_delay_s=self.hedge_delay_s,
+            )
         if deadline_scope.cancelled_caught:
-            raise DeadlineExceeded(f"no audio within the client deadline ({len(plan.tried)} attempts)")
+            raise DeadlineExceeded(
+                f"no audio within the client deadline ({len(plan.tried)} attempts)"
+            )
         self._counts[opened.endpoint].wins += 1
         return AudioStream(self, opened, call=call, attempts=len(plan.tried))
 
@@ -488,7 +558,12 @@ class OrpheusTTS:
         }
         if self._api_key is not None:
             headers["Authorization"] = f"Bearer {self._api_key.value}"
-        return StreamRequest(endpoint=endpoint, path=STREAM_PATH, headers=headers, body=json.dumps(body).encode())
+        return StreamRequest(
+            endpoint=endpoint,
+            path=STREAM_PATH,
+            headers=headers,
+            body=json.dumps(body).encode(),
+        )
 
     async def _attempt(self, call: _Call, endpoint: str) -> _Opened:
         """One attempt: open the stream and read up to its first audio."""
@@ -499,7 +574,9 @@ class OrpheusTTS:
         self._counts[endpoint].attempts += 1
         response: ResponseStream | None = None
         try:
-            response = await self._transport.open_stream(self._request(call, endpoint, request_id))
+            response = await self._transport.open_stream(
+                self._request(call, endpoint, request_id)
+            )
             self._observe_queue_header(endpoint, response.headers)
             if response.status != 200:
                 raise await _status_error(response, endpoint, request_id)
@@ -509,14 +586,18 @@ class OrpheusTTS:
                 data = await response.receive()
                 if not data:
                     decoder.close()  # raises: eos or error would have ended this loop already
-                    raise IncompleteStreamError(f"stream from {endpoint} ended before any audio")
+                    raise IncompleteStreamError(
+                        f"stream from {endpoint} ended before any audio"
+                    )
                 frames = decoder.feed(data)
                 for index, frame in enumerate(frames):
                     if isinstance(frame, (Chunk, EndOfStream)):
                         now = trio.current_time()
                         self._router.observe_ttfb(endpoint, now - started, now)
                         self._breakers[endpoint].on_success(now)
-                        return _Opened(endpoint, request_id, response, decoder, frames[index:], now)
+                        return _Opened(
+                            endpoint, request_id, response, decoder, frames[index:], now
+                        )
                     if isinstance(frame, Metrics):
                         self._observe_metrics(endpoint, frame)
                     elif isinstance(frame, ErrorFrame):
@@ -549,7 +630,9 @@ class OrpheusTTS:
     def _observe_metrics(self, endpoint: str, frame: Metrics) -> None:
         depth = frame.values.get("queue_depth")
         if isinstance(depth, (int, float)) and not isinstance(depth, bool):
-            self._router.observe_queue_depth(endpoint, float(depth), trio.current_time())
+            self._router.observe_queue_depth(
+                endpoint, float(depth), trio.current_time()
+            )
 
     def _release(self, endpoint: str, *, failed: bool) -> None:
         """The winner's stream ended."""
@@ -562,7 +645,10 @@ class OrpheusTTS:
 def _counts_against_endpoint(error: BaseException) -> bool:
     """Whether ``error`` says the endpoint is unhealthy (feeds its breaker)."""
     if isinstance(error, HTTPStatusError):
-        return error.status_code in RETRYABLE_STATUS and error.status_code not in BUSY_STATUS
+        return (
+            error.status_code in RETRYABLE_STATUS
+            and error.status_code not in BUSY_STATUS
+        )
     if isinstance(error, DeadlineExceeded):
         return False
     if isinstance(error, ServiceError):
@@ -572,7 +658,9 @@ def _counts_against_endpoint(error: BaseException) -> bool:
     return isinstance(error, (httpx.TransportError, ProtocolError))
 
 
-async def _status_error(response: ResponseStream, endpoint: str, request_id: str) -> HTTPStatusError:
+async def _status_error(
+    response: ResponseStream, endpoint: str, request_id: str
+) -> HTTPStatusError:
     """Read a non-2xx answer's JSON error body into an :class:`HTTPStatusError`."""
     body = bytearray()
     with trio.move_on_after(5.0):
@@ -581,7 +669,10 @@ async def _status_error(response: ResponseStream, endpoint: str, request_id: str
             if not data:
                 break
             body += data
-    code, message = f"http_{response.status}", bytes(body[:200]).decode("utf-8", "replace").strip()
+    code, message = (
+        f"http_{response.status}",
+        bytes(body[:200]).decode("utf-8", "replace").strip(),
+    )
     try:
         error = json.loads(bytes(body))["error"]
         code, message = str(error["code"]), str(error.get("message", ""))
@@ -595,7 +686,10 @@ async def _status_error(response: ResponseStream, endpoint: str, request_id: str
     url = endpoint + STREAM_PATH
     request = httpx.Request("POST", url, headers={"X-Request-Id": request_id})
     http_response = httpx.Response(
-        response.status, headers=list(response.headers.items()), content=bytes(body), request=request
+        response.status,
+        headers=list(response.headers.items()),
+        content=bytes(body),
+        request=request,
     )
     return HTTPStatusError(
         status_code=response.status,

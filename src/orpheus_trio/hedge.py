@@ -26,7 +26,7 @@ import trio
 
 from .errors import HTTPStatusError, OrpheusError
 
-__all__ = ["race", "RacePlan", "Reason", "most_relevant_error"]
+__all__ = ["RacePlan", "Reason", "most_relevant_error", "race"]
 
 W = TypeVar("W")
 
@@ -76,17 +76,21 @@ def most_relevant_error(errors: Sequence[Exception]) -> Exception:
     return best
 
 
-async def race(first: Callable[[], Awaitable[W]], plan: RacePlan[W], *, hedge_delay_s: float | None) -> W:
+async def race(
+    first: Callable[[], Awaitable[W]], plan: RacePlan[W], *, hedge_delay_s: float | None
+) -> W:
     """Run ``first``, hedge and fail over as ``plan`` allows; return the first result."""
     hedge_after = hedge_delay_s if hedge_delay_s else math.inf
     errors: list[Exception] = []
     won: list[W] = []
     fatal: list[Exception] = []
 
-    async def run(attempt: Callable[[], Awaitable[W]], failed: trio.Event, nursery: trio.Nursery) -> None:
+    async def run(
+        attempt: Callable[[], Awaitable[W]], failed: trio.Event, nursery: trio.Nursery
+    ) -> None:
         try:
             result = await attempt()
-        except Exception as error:
+        except Exception as error:  # noqa: BLE001 - every failure is recorded; the plan classifies it
             errors.append(error)
             if not plan.is_retryable(error) and not fatal:
                 fatal.append(error)
@@ -111,7 +115,9 @@ async def race(first: Callable[[], Awaitable[W]], plan: RacePlan[W], *, hedge_de
                     attempt = plan.next_attempt("hedge")
                     if attempt is not None:
                         continue
-                    await failed.wait()  # no hedge allowed: a failure may still earn a failover
+                    await (
+                        failed.wait()
+                    )  # no hedge allowed: a failure may still earn a failover
                 attempt = plan.next_attempt("failover")
     except BaseException:
         if won:  # cancelled from outside right after a win: do not leak the winner

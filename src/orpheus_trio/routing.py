@@ -23,7 +23,7 @@ import random
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 
-__all__ = ["Router", "DEFAULT_COLD_LATENCY_S"]
+__all__ = ["DEFAULT_COLD_LATENCY_S", "Router"]
 
 #: Latency assumed for a busy cold endpoint when no endpoint has a sample yet.
 DEFAULT_COLD_LATENCY_S = 0.1
@@ -82,7 +82,9 @@ class Router:
             stats.latency_s = stats.latency_s * keep + ttfb_s * (1.0 - keep)
         stats.latency_at = now
 
-    def observe_no_audio_after(self, endpoint: str, waited_s: float, now: float) -> None:
+    def observe_no_audio_after(
+        self, endpoint: str, waited_s: float, now: float
+    ) -> None:
         """An attempt was abandoned after ``waited_s`` without audio: its TTFB is at least that.
 
         Only raises the estimate (a censored sample says nothing about fast answers).
@@ -125,7 +127,9 @@ class Router:
         if latency is None:
             if stats.in_flight == 0:
                 return 0.0
-            warm = [s.latency_s for s in self._stats.values() if s.latency_s is not None]
+            warm = [
+                s.latency_s for s in self._stats.values() if s.latency_s is not None
+            ]
             latency = min(warm) if warm else DEFAULT_COLD_LATENCY_S
         return latency * (1.0 + stats.in_flight + self.queue_hint(endpoint, now))
 
@@ -148,7 +152,9 @@ class Router:
         candidates = [e for e in pool if e not in exclude]
         if not candidates:
             return None
-        idle_cold = [e for e in candidates if self.is_cold(e) and self.in_flight(e) == 0]
+        idle_cold = [
+            e for e in candidates if self.is_cold(e) and self.in_flight(e) == 0
+        ]
         if idle_cold:
             return idle_cold[0] if not spread else self._rng.choice(idle_cold)
         if spread and len(candidates) > 2:

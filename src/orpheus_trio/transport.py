@@ -20,14 +20,14 @@ from typing import Protocol
 import httpx
 
 __all__ = [
-    "StreamRequest",
-    "ResponseStream",
-    "Transport",
-    "HttpxTransport",
-    "HttpxResponseStream",
     "DEFAULT_CONNECT_TIMEOUT_S",
-    "DEFAULT_READ_TIMEOUT_S",
     "DEFAULT_MAX_CONNECTIONS_PER_ENDPOINT",
+    "DEFAULT_READ_TIMEOUT_S",
+    "HttpxResponseStream",
+    "HttpxTransport",
+    "ResponseStream",
+    "StreamRequest",
+    "Transport",
 ]
 
 DEFAULT_CONNECT_TIMEOUT_S = 5.0
@@ -143,14 +143,19 @@ class HttpxTransport:
         if client is None:
             if self._closed:
                 raise RuntimeError("transport is closed")
-            client = httpx.AsyncClient(timeout=self._timeout, limits=self._limits, verify=self._verify)
+            client = httpx.AsyncClient(
+                timeout=self._timeout, limits=self._limits, verify=self._verify
+            )
             self._clients[endpoint] = client
         return client
 
     async def open_stream(self, request: StreamRequest) -> ResponseStream:
         client = self._client(request.endpoint)
         http_request = client.build_request(
-            request.method, request.url, headers=dict(request.headers), content=request.body
+            request.method,
+            request.url,
+            headers=dict(request.headers),
+            content=request.body,
         )
         response = await client.send(http_request, stream=True)
         return HttpxResponseStream(response)
