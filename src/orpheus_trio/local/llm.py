@@ -13,6 +13,9 @@ speech) or at one of the model's EOS ids; the stop token is not yielded.
 :class:`OrpheusLM` generates on the calling thread (a manual sampling loop over
 the KV cache, one token per step) so that the caller decides when to stop:
 it simply stops pulling. :mod:`.generation` runs it on a worker thread for Trio.
+
+torch and transformers are imported when a model is loaded, not with this
+module, so the CLI and the server's other engines start without them.
 """
 
 from __future__ import annotations
@@ -24,11 +27,13 @@ import warnings
 from collections.abc import Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
+    "DEFAULT_VOICES",
     "END_OF_HUMAN",
     "END_OF_SPEECH",
     "END_OF_TEXT",
@@ -52,6 +57,9 @@ START_OF_AI = 128261
 START_OF_SPEECH = 128257
 END_OF_SPEECH = 128258
 PROMPT_SUFFIX = (END_OF_TEXT, END_OF_HUMAN, START_OF_AI, START_OF_SPEECH)
+
+#: The voices of the Orpheus fine-tuned checkpoints.
+DEFAULT_VOICES = ("tara", "leah", "jess", "leo", "dan", "mia", "zac", "zoe")
 
 #: Below this Orpheus tends to loop or babble; allowed, with a warning.
 MIN_STABLE_REPETITION_PENALTY = 1.1
@@ -142,7 +150,17 @@ class SamplingParams:
 
 
 def _default_device() -> str:
+    import torch
+
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _looks_like_missing_path(where: str | Path) -> bool:
+    """A path that is not there (hub ids are ``owner/name``, never absolute or ``./``)."""
+    text = str(where)
+    path = Path(text).expanduser()
+    explicit = isinstance(where, Path) or path.is_absolute() or text.startswith((".", "~"))
+    return explicit and not path.exists()
 
 
 class OrpheusLM:
@@ -153,6 +171,8 @@ class OrpheusLM:
     """
 
     def __init__(self, model: Any, tokenizer: Any, *, device: str) -> None:
+        import torch
+
         self.model = model
         self.tokenizer = tokenizer
         self.device = torch.device(device)
@@ -182,8 +202,12 @@ class OrpheusLM:
         to bfloat16 on CUDA and float32 elsewhere. ``tokenizer`` defaults to
         ``model``.
         """
+        import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        for what, where in (("model", model), ("tokenizer", tokenizer)):
+            if where is not None and _looks_like_missing_path(where):
+                raise FileNotFoundError(f"Orpheus {what} directory {str(where)!r} does not exist")
         device = device or _default_device()
         if dtype is None:
             dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
@@ -245,6 +269,7 @@ class OrpheusLM:
     def _generate(
         self, prompt_ids: list[int], params: SamplingParams
     ) -> Generator[int, None, FinishReason]:
+        import torch
         from transformers import DynamicCache
         from transformers.generation.logits_process import (
             LogitsProcessorList,

@@ -29,7 +29,7 @@ import trio
 
 from ..errors import DeadlineExceeded
 from .generation import ThreadedGenerator
-from .llm import FinishReason, InvalidParameter, OrpheusLM, SamplingParams
+from .llm import DEFAULT_VOICES, FinishReason, InvalidParameter, OrpheusLM, SamplingParams
 from .snac_decoder import SnacDecoder, float_to_pcm16
 from .stream_decode import Audio, DecodeWindow, StreamPlanner, WindowDecoder
 from .tokens import FrameAssembler, OnInvalid
@@ -42,10 +42,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-#: The voices of the Orpheus fine-tuned checkpoints.
-DEFAULT_VOICES = ("tara", "leah", "jess", "leo", "dan", "mia", "zac", "zoe")
-
 
 class TruncatedSpeechWarning(UserWarning):
     """The model hit ``max_tokens`` before it finished speaking: the audio stops early."""

@@ -16,25 +16,37 @@ import trio
 
 from .config import ServerConfig
 from .engine import Engine
+from .engines.orpheus import add_arguments as add_orpheus_arguments
 from .run import serve
 
 __all__ = ["ENGINES", "register", "run"]
 
 
-def _espeak() -> Engine:
+def _espeak(args: argparse.Namespace) -> Engine:
     from .engines.espeak import EspeakEngine
 
     return EspeakEngine()
 
 
-def _synthetic() -> Engine:
+def _synthetic(args: argparse.Namespace) -> Engine:
     from .engines.synthetic import SyntheticEngine
 
     return SyntheticEngine()
 
 
-#: Engine name -> factory; imported lazily so an engine's heavy deps load only when chosen.
-ENGINES: dict[str, Callable[[], Engine]] = {"espeak": _espeak, "synthetic": _synthetic}
+def _orpheus(args: argparse.Namespace) -> Engine:
+    from .engines.orpheus import from_args
+
+    return from_args(args)
+
+
+#: Engine name -> factory (given the parsed arguments); imported lazily so an
+#: engine's heavy deps load only when chosen.
+ENGINES: dict[str, Callable[[argparse.Namespace], Engine]] = {
+    "espeak": _espeak,
+    "orpheus": _orpheus,
+    "synthetic": _synthetic,
+}
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -71,6 +83,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"]
     )
+    add_orpheus_arguments(parser)
     parser.set_defaults(run=run)
 
 
@@ -94,7 +107,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"orpheus-trio serve: {error}", file=sys.stderr)
         return 2
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(message)s")
-    engine = ENGINES[args.engine]()
+    try:
+        engine = ENGINES[args.engine](args)
+    except (ValueError, OSError) as error:
+        print(f"orpheus-trio serve: {error}", file=sys.stderr)
+        return 2
     try:
         trio.run(_serve_until_signalled, engine, config)
     finally:

@@ -20,12 +20,15 @@ import argparse
 import dataclasses
 from collections.abc import AsyncGenerator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ...local.llm import InvalidParameter
-from ...local.synthesizer import DEFAULT_VOICES, LocalSynthesizer
+from ...local.llm import DEFAULT_VOICES, InvalidParameter
 from ...local.tokens import IncompleteFrame, InvalidAudioToken
 from ..engine import EngineError, Hints, InvalidParam, Piece
+
+if TYPE_CHECKING:
+    # torch loads with the synthesizer, only when the engine is built.
+    from ...local.synthesizer import LocalSynthesizer
 
 __all__ = ["OrpheusEngine", "add_arguments", "from_args"]
 
@@ -51,6 +54,8 @@ class OrpheusEngine:
         **options: Any,
     ) -> OrpheusEngine:
         """Load both checkpoints (blocking); ``options`` go to :meth:`LocalSynthesizer.load`."""
+        from ...local.synthesizer import LocalSynthesizer
+
         return cls(LocalSynthesizer.load(model, snac, device=device, voices=voices, **options))
 
     def voices(self) -> list[str]:
