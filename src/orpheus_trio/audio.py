@@ -29,12 +29,12 @@ __all__ = [
     "read_wav",
     "save_wav_stream",
     "temporary_path",
+    "wav_header",
 ]
 
 SAMPLE_RATE = 24_000
 #: The RIFF size fields when the final size is unknown (a pipe): the largest value, as sox and ffmpeg write.
 _UNKNOWN_SIZE = 0xFFFFFFFF
-_HEADER_BYTES = 44
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +135,32 @@ def temporary_path(final: Path) -> Path:
     return final.with_name(f".{final.name}.{os.getpid()}.part")
 
 
+def wav_header(fmt: AudioFormat = ORPHEUS_FORMAT, data_bytes: int | None = None) -> bytes:
+    """The 44-byte header of an integer-PCM WAV file; ``None``: length unknown (streaming)."""
+    if data_bytes is None:
+        data_size = riff_size = _UNKNOWN_SIZE
+    else:
+        data_size, riff_size = data_bytes, 36 + data_bytes
+    return (
+        b"RIFF"
+        + struct.pack("<I", riff_size)
+        + b"WAVE"
+        + struct.pack(
+            "<4sIHHIIHH",
+            b"fmt ",
+            16,
+            1,  # integer PCM
+            fmt.channels,
+            fmt.sample_rate,
+            fmt.sample_rate * fmt.frame_bytes,
+            fmt.frame_bytes,
+            8 * fmt.sample_width,
+        )
+        + b"data"
+        + struct.pack("<I", data_size)
+    )
+
+
 class WavWriter:
     """Writes a WAV header, then PCM as it arrives; fixes the sizes on close when it can seek.
 
@@ -152,29 +178,7 @@ class WavWriter:
             self._seekable = False
         self._start = file.tell() if self._seekable else 0
         self._closed = False
-        file.write(self._header(_UNKNOWN_SIZE))
-
-    def _header(self, data_bytes: int) -> bytes:
-        fmt = self.format
-        riff_size = _UNKNOWN_SIZE if data_bytes == _UNKNOWN_SIZE else 36 + data_bytes
-        return (
-            b"RIFF"
-            + struct.pack("<I", riff_size)
-            + b"WAVE"
-            + struct.pack(
-                "<4sIHHIIHH",
-                b"fmt ",
-                16,
-                1,  # integer PCM
-                fmt.channels,
-                fmt.sample_rate,
-                fmt.sample_rate * fmt.frame_bytes,
-                fmt.frame_bytes,
-                8 * fmt.sample_width,
-            )
-            + b"data"
-            + struct.pack("<I", data_bytes)
-        )
+        file.write(wav_header(fmt))
 
     def write(self, pcm: bytes) -> None:
         if self._closed:
@@ -200,7 +204,7 @@ class WavWriter:
         if self._seekable:
             end = self._file.tell()
             self._file.seek(self._start)
-            self._file.write(self._header(self.data_bytes))
+            self._file.write(wav_header(self.format, self.data_bytes))
             self._file.seek(end)
         self._file.flush()
 
@@ -268,4 +272,9 @@ async def save_wav_stream(
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    finally:
+        # A generator left mid-way (a write failed) is closed now, not when collected.
+        aclose = getattr(stream, "aclose", None)
+        if aclose is not None:
+            await aclose()
     return writer.duration_s

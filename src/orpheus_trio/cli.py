@@ -9,17 +9,30 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
+from .commands.batch import register as register_batch
+from .commands.options import EXIT_CODES
+from .commands.speak import register as register_speak
+from .commands.system import register as register_system
 from .server.command import register as register_serve
 
 #: Each registers one sub-command and sets ``run`` (args -> exit code) as its default.
 Registrar = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
-REGISTRARS: list[Registrar] = [register_serve]
+#: In ``--help`` order. A gateway command registers here the same way, next to ``serve``.
+REGISTRARS: list[Registrar] = [
+    register_speak,
+    register_batch,
+    register_system,
+    register_serve,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="orpheus-trio",
-        description="Stream Orpheus text-to-speech: speak, batch, serve.",
+        description="Stream Orpheus text-to-speech: speak, batch, system, serve. "
+        "Run 'orpheus-trio COMMAND --help' for a command's options.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for register in REGISTRARS:
@@ -30,7 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     run: Callable[[argparse.Namespace], int] = args.run
-    return run(args)
+    try:
+        return run(args)
+    except KeyboardInterrupt:
+        print("orpheus-trio: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

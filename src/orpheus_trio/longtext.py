@@ -152,7 +152,8 @@ class _Pipeline:
                     async for pcm in slot.receive:
                         yield pcm
                 if slot.error is not None:
-                    slot.error.add_note(f"while synthesizing {slot.piece.describe()}")
+                    if slot.piece.count > 1:
+                        slot.error.add_note(f"while synthesizing {slot.piece.describe()}")
                     raise slot.error
                 self._in_flight.release()
         if self._failure is not None:

@@ -1,0 +1,221 @@
+"""Flags shared by the client commands: where to connect, which voice, engine parameters.
+
+Environment: ``ORPHEUS_URLS`` (comma-separated) when no ``--url`` is given,
+``ORPHEUS_KEY`` when no ``--api-key`` is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from ..batch import describe_error
+from ..textsplit import SPLIT_MODES
+
+__all__ = [
+    "EXIT_CODES",
+    "EXIT_FAILED",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "ConnectionSettings",
+    "UsageError",
+    "add_connection_options",
+    "add_voice_options",
+    "connection_settings",
+    "engine_params",
+    "http_url",
+    "parse_param",
+    "report_failure",
+]
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_CODES = """exit codes:
+  0  success
+  1  the work failed (a request, a batch item, an unreachable service)
+  2  bad usage (unknown flag, bad value, malformed input file)"""
+
+
+class UsageError(ValueError):
+    """A bad flag value or input found after argument parsing: exit code 2."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionSettings:
+    """Where to send requests; no URLs means the embedded espeak server."""
+
+    urls: tuple[str, ...]
+    api_key: str | None
+    hedge_ttfb_ms: float | None
+    timeout_s: float | None
+
+
+def http_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise argparse.ArgumentTypeError(
+            f"expected http(s)://host[:port], got {value!r}"
+        )
+    return value
+
+
+def _float(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {value!r}") from None
+    if not math.isfinite(number):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {value!r}")
+    return number
+
+
+def positive_float(value: str) -> float:
+    number = _float(value)
+    if number <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value!r}")
+    return number
+
+
+def non_negative_float(value: str) -> float:
+    number = _float(value)
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value!r}")
+    return number
+
+
+def positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected an integer, got {value!r}"
+        ) from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value!r}")
+    return number
+
+
+def non_negative_int(value: str) -> int:
+    return 0 if value.strip() == "0" else positive_int(value)
+
+
+def parse_value(text: str) -> Any:
+    """``--param`` values: JSON when it parses (numbers, true/false, null, "quoted", [..], {..}), else the string."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return text
+    if isinstance(value, float) and not math.isfinite(value):
+        return text
+    return value
+
+
+def parse_param(spec: str) -> tuple[str, Any]:
+    key, sep, value = spec.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected key=value, got {spec!r}")
+    return key, parse_value(value.strip())
+
+
+def add_connection_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "connection (default: an embedded espeak server on 127.0.0.1)"
+    )
+    group.add_argument(
+        "--url", action="append", dest="urls", type=http_url, default=[], metavar="URL",
+        help="service base URL, repeatable (several workers are raced and failed over); "
+        "default: $ORPHEUS_URLS (comma-separated), else the embedded server",
+    )  # fmt: skip
+    group.add_argument(
+        "--api-key", metavar="KEY", help="sent as a Bearer token; default: $ORPHEUS_KEY"
+    )
+    group.add_argument(
+        "--hedge-ms", type=non_negative_float, default=None, metavar="MS",
+        help="start a backup attempt when no audio came after MS milliseconds (0: off; default 400, "
+        "off for the embedded server)",
+    )  # fmt: skip
+    group.add_argument(
+        "--timeout-s", type=positive_float, default=None, metavar="S",
+        help="deadline per request (per piece of long text), also sent to the server",
+    )  # fmt: skip
+
+
+def add_voice_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("voice and engine parameters")
+    group.add_argument(
+        "--voice", help="voice name (the service lists them: orpheus-trio system)"
+    )
+    group.add_argument("--temperature", type=_float, help="sampling temperature")
+    group.add_argument(
+        "--top-p", type=float, dest="top_p", help="nucleus sampling threshold"
+    )
+    group.add_argument(
+        "--max-tokens",
+        type=positive_int,
+        dest="max_tokens",
+        help="most audio tokens per request",
+    )
+    group.add_argument(
+        "--param", action="append", type=parse_param, default=[], metavar="KEY=VALUE", dest="params",
+        help="any engine parameter, repeatable; VALUE is read as JSON when it parses "
+        "(3, 0.5, true, null, \"text\"), else as a string",
+    )  # fmt: skip
+    group.add_argument(
+        "--split", choices=SPLIT_MODES, default="auto",
+        help="long text: auto = split above 400 characters, sentences = always, never = one request",
+    )  # fmt: skip
+    group.add_argument(
+        "--prefetch", type=non_negative_int, default=1, metavar="N",
+        help="long text: pieces synthesized ahead of the one being received (default 1)",
+    )  # fmt: skip
+
+
+def engine_params(args: argparse.Namespace) -> dict[str, Any]:
+    """The request's engine parameters: the named flags, then every ``--param`` (later wins)."""
+    params: dict[str, Any] = {}
+    for key in ("temperature", "top_p", "max_tokens"):
+        value = getattr(args, key)
+        if value is not None:
+            params[key] = value
+    for key, value in args.params:
+        if key in ("text", "voice"):
+            raise UsageError(
+                f"--param {key}=... is not an engine parameter; use the {key} argument"
+            )
+        params[key] = value
+    return params
+
+
+def connection_settings(args: argparse.Namespace) -> ConnectionSettings:
+    urls: list[str] = list(args.urls)
+    if not urls:
+        for url in os.environ.get("ORPHEUS_URLS", "").split(","):
+            if url.strip():
+                try:
+                    urls.append(http_url(url.strip()))
+                except argparse.ArgumentTypeError as error:
+                    raise UsageError(f"ORPHEUS_URLS: {error}") from None
+    api_key = (
+        args.api_key
+        if args.api_key is not None
+        else os.environ.get("ORPHEUS_KEY") or None
+    )
+    hedge: float | None = args.hedge_ms
+    if hedge is None:
+        hedge = (
+            400.0 if urls else None
+        )  # a hedge to the same in-process engine cannot be faster
+    return ConnectionSettings(tuple(urls), api_key, hedge or None, args.timeout_s)
+
+
+def report_failure(command: str, error: BaseException) -> int:
+    """Print the failure on stderr; the exit code that goes with it."""
+    code = EXIT_USAGE if isinstance(error, UsageError) else EXIT_FAILED
+    print(f"orpheus-trio {command}: error: {describe_error(error)}", file=sys.stderr)
+    return code

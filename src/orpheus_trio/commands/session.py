@@ -1,0 +1,138 @@
+"""A client session for a command: remote services, or the embedded espeak server.
+
+With no URL, the reference server runs in-process with the espeak engine on
+127.0.0.1, port 0, and the command talks to it over real HTTP through the full
+client stack (routing, breaker, frames decoder), exactly as it would to a
+remote service. Leaving the session closes the client, then stops the server.
+
+:func:`speech` streams text through a session, split into pieces when long
+(``textsplit`` + ``longtext``), noting which endpoint served each piece.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from ..client import OrpheusTTS
+from ..longtext import ordered_stream
+from ..textsplit import SplitMode, split_for_synthesis
+from .options import ConnectionSettings
+
+if TYPE_CHECKING:
+    from ..server.engine import Engine
+
+__all__ = [
+    "EmbeddedServerUnavailable",
+    "PieceServed",
+    "Session",
+    "open_session",
+    "speech",
+]
+
+
+class EmbeddedServerUnavailable(RuntimeError):
+    """The embedded espeak server could not start (missing extra, espeak-ng failed to load)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PieceServed:
+    endpoint: str
+    request_id: str
+    ttfb_s: float
+
+
+@dataclass(slots=True)
+class Session:
+    client: OrpheusTTS
+    embedded: bool
+    #: Filled by :func:`speech`, in piece order of arrival.
+    served: list[PieceServed] = field(default_factory=list)
+
+    @property
+    def base_urls(self) -> tuple[str, ...]:
+        return self.client.base_urls
+
+
+def _load_espeak() -> Engine:
+    hint = "pass --url to use a running service, or install the server extra: pip install 'orpheus-trio[server]'"
+    try:
+        from ..server.engines.espeak import EspeakEngine
+    except ImportError as error:
+        raise EmbeddedServerUnavailable(
+            f"the embedded server needs {error.name or error}; {hint}"
+        ) from error
+    try:
+        return EspeakEngine()
+    except (OSError, RuntimeError) as error:
+        raise EmbeddedServerUnavailable(
+            f"espeak-ng could not be loaded ({error}); {hint}"
+        ) from error
+
+
+@asynccontextmanager
+async def open_session(settings: ConnectionSettings) -> AsyncIterator[Session]:
+    """A connected client; the embedded server runs for as long as the session when no URL is set."""
+    if settings.urls:
+        async with _client(settings.urls, settings) as client:
+            yield Session(client, embedded=False)
+        return
+    from ..server import ServerConfig, serve
+
+    engine = _load_espeak()
+    try:
+        async with trio.open_nursery() as nursery:
+            base_url: str = await nursery.start(
+                serve, engine, ServerConfig(host="127.0.0.1", port=0)
+            )
+            try:
+                async with _client((base_url,), settings) as client:
+                    yield Session(client, embedded=True)
+            finally:
+                nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        # The server task ends only by our cancel, so a group wraps the one error from the
+        # command itself (or a server that failed to start): show it as itself.
+        if len(group.exceptions) != 1:
+            raise
+        only = group.exceptions[0]
+        raise only from only.__cause__
+    finally:
+        with trio.CancelScope(shield=True):
+            await engine.aclose()
+
+
+def _client(urls: tuple[str, ...], settings: ConnectionSettings) -> OrpheusTTS:
+    return OrpheusTTS(
+        urls,
+        settings.api_key,
+        hedge_ttfb_ms=settings.hedge_ttfb_ms,
+        timeout_s=settings.timeout_s,
+    )
+
+
+def speech(
+    session: Session,
+    text: str,
+    voice: str | None,
+    params: dict[str, Any],
+    *,
+    split: SplitMode = "auto",
+    prefetch: int = 1,
+) -> AsyncGenerator[bytes, None]:
+    """PCM for ``text``, long text split and prefetched; each piece's winner is noted in ``session.served``."""
+    pieces = split_for_synthesis(text, split)
+
+    async def stream_piece(piece: str) -> AsyncIterator[bytes]:
+        async with session.client.open_stream(piece, voice, **params) as audio:
+            session.served.append(
+                PieceServed(audio.endpoint, audio.request_id, audio.ttfb_s)
+            )
+            async for pcm in audio:
+                yield pcm
+
+    return ordered_stream(pieces, stream_piece, prefetch=prefetch)

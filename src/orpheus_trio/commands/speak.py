@@ -1,0 +1,240 @@
+"""``orpheus-trio speak "text" -o out.wav``: one text to one WAV (or raw PCM) file, or to stdout.
+
+Reports on stderr the time to first audio, the audio duration and the
+endpoint(s) that served it. A file is written under a temporary name and
+renamed at the end, so a failed run leaves nothing under the final name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable
+from contextlib import aclosing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import httpx
+import trio
+
+from ..audio import ORPHEUS_FORMAT, WavWriter, temporary_path, wav_header
+from ..errors import OrpheusError
+from .options import (
+    EXIT_CODES,
+    EXIT_OK,
+    ConnectionSettings,
+    UsageError,
+    add_connection_options,
+    add_voice_options,
+    connection_settings,
+    engine_params,
+    report_failure,
+)
+from .session import EmbeddedServerUnavailable, PieceServed, open_session, speech
+
+__all__ = ["register", "run"]
+
+#: Failures that end a command with exit code 1 and a one-line message (not a traceback).
+COMMAND_ERRORS = (
+    OrpheusError,
+    httpx.HTTPError,
+    OSError,
+    EmbeddedServerUnavailable,
+    UsageError,
+    ValueError,
+)
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "speak",
+        help="say one text into a WAV file (or stdout)",
+        description="Synthesize TEXT and write it to a file or standard output. With no --url "
+        "(and no $ORPHEUS_URLS) an embedded espeak server is started on 127.0.0.1 for the run.",
+        epilog='examples:\n  orpheus-trio speak "Hello from Orpheus." -o hello.wav\n'
+        "  orpheus-trio speak - -o - --format pcm < story.txt | aplay -f S16_LE -r 24000 -c 1\n"
+        '  orpheus-trio speak "Hi" -o hi.wav --url http://gpu1:8000 --url http://gpu2:8000\n\n'
+        + EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "text", help='the text to say; "-" reads it from standard input'
+    )
+    parser.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        metavar="PATH",
+        help='file to write, or "-" for standard output',
+    )
+    parser.add_argument(
+        "--format", choices=["wav", "pcm"], default=None,
+        help="wav (default for files) or pcm: raw s16le mono 24 kHz (default for stdout)",
+    )  # fmt: skip
+    add_connection_options(parser)
+    add_voice_options(parser)
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", help="no report on stderr"
+    )
+    parser.set_defaults(run=run)
+
+
+@dataclass(frozen=True, slots=True)
+class SpeakResult:
+    audio_s: float
+    first_audio_s: float | None
+    total_s: float
+    session_embedded: bool
+    served: list[PieceServed]
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        text = sys.stdin.read() if args.text == "-" else args.text
+        if not text.strip():
+            raise UsageError("the text is empty")
+        settings = connection_settings(args)
+        params = engine_params(args)
+        fmt = args.format or ("pcm" if args.output == "-" else "wav")
+        result = trio.run(_speak, args, text, settings, params, fmt)
+    except COMMAND_ERRORS as error:
+        return report_failure("speak", error)
+    if not args.quiet:
+        _report(result, args.output, fmt)
+    return EXIT_OK
+
+
+async def _speak(
+    args: argparse.Namespace,
+    text: str,
+    settings: ConnectionSettings,
+    params: dict[str, Any],
+    fmt: str,
+) -> SpeakResult:
+    async with open_session(settings) as session:
+        started = trio.current_time()
+        first_audio: float | None = None
+        sink = (
+            _StdoutSink(fmt)
+            if args.output == "-"
+            else _FileSink(Path(args.output), fmt)
+        )
+        try:
+            audio_stream = speech(
+                session,
+                text,
+                args.voice,
+                params,
+                split=args.split,
+                prefetch=args.prefetch,
+            )
+            async with aclosing(audio_stream) as audio:
+                async for pcm in audio:
+                    if first_audio is None:
+                        first_audio = trio.current_time() - started
+                    await sink.write(pcm)
+            await sink.finish()
+        finally:
+            sink.abort()
+        return SpeakResult(
+            audio_s=sink.data_bytes
+            / ORPHEUS_FORMAT.frame_bytes
+            / ORPHEUS_FORMAT.sample_rate,
+            first_audio_s=first_audio,
+            total_s=trio.current_time() - started,
+            session_embedded=session.embedded,
+            served=list(session.served),
+        )
+
+
+class _FileSink:
+    """Writes to a temporary name beside the target; ``finish`` renames it into place."""
+
+    def __init__(self, path: Path, fmt: str) -> None:
+        if not path.parent.is_dir():
+            raise FileNotFoundError(f"cannot write {path}: no folder {path.parent}")
+        self._final = path
+        self._tmp = temporary_path(path)
+        self._file: BinaryIO | None = open(self._tmp, "wb")  # noqa: SIM115 (closed by finish/abort)
+        self._wav = WavWriter(self._file) if fmt == "wav" else None
+        self.data_bytes = 0
+
+    async def write(self, pcm: bytes) -> None:
+        assert self._file is not None
+        if self._wav is not None:
+            self._wav.write(pcm)
+        else:
+            self._file.write(pcm)
+        self.data_bytes += len(pcm)
+
+    async def finish(self) -> None:
+        assert self._file is not None
+        if self._wav is not None:
+            self._wav.close()
+        self._file.close()
+        self._file = None
+        os.replace(self._tmp, self._final)
+
+    def abort(self) -> None:
+        """After ``finish`` this does nothing; before, it removes the partial file."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+            self._tmp.unlink(missing_ok=True)
+
+
+class _StdoutSink:
+    """Writes to standard output from a worker thread, so a slow reader (a player) never blocks Trio."""
+
+    def __init__(self, fmt: str) -> None:
+        self._out = sys.stdout.buffer
+        self._pending_header = wav_header(ORPHEUS_FORMAT) if fmt == "wav" else b""
+        self.data_bytes = 0
+
+    async def _send(self, data: bytes) -> None:
+        write: Callable[[bytes], object] = self._out.write
+        await trio.to_thread.run_sync(write, data)
+
+    async def write(self, pcm: bytes) -> None:
+        if len(pcm) % ORPHEUS_FORMAT.frame_bytes:
+            raise ValueError(f"chunk of {len(pcm)} bytes is not whole 16-bit samples")
+        await self._send(self._pending_header + pcm)
+        self._pending_header = b""
+        self.data_bytes += len(pcm)
+
+    async def finish(self) -> None:
+        if (
+            self._pending_header
+        ):  # no audio at all: still a valid (empty, unknown-length) WAV
+            await self._send(self._pending_header)
+        await trio.to_thread.run_sync(self._out.flush)
+
+    def abort(self) -> None:
+        return None
+
+
+def _report(result: SpeakResult, output: str, fmt: str) -> None:
+    where = "standard output" if output == "-" else output
+    lines = [
+        f"wrote {where}: {result.audio_s:.2f} s of audio ({fmt}, 24000 Hz, mono, 16-bit)"
+    ]
+    if result.first_audio_s is not None:
+        speed = result.audio_s / result.total_s if result.total_s > 0 else 0.0
+        lines.append(
+            f"time to first audio {result.first_audio_s:.3f} s, total {result.total_s:.2f} s "
+            f"({speed:.1f}x real time)"
+        )
+    endpoints = sorted({piece.endpoint for piece in result.served})
+    label = " (embedded espeak server)" if result.session_embedded else ""
+    pieces = f", {len(result.served)} pieces" if len(result.served) > 1 else ""
+    if endpoints:
+        request = (
+            f", request {result.served[0].request_id}"
+            if len(result.served) == 1
+            else ""
+        )
+        lines.append(f"endpoint {', '.join(endpoints)}{label}{pieces}{request}")
+    for line in lines:
+        print(f"orpheus-trio: {line}", file=sys.stderr)

@@ -1,0 +1,94 @@
+"""``orpheus-trio system [URL]``: print a service's ``GET /v1/system`` (engine, voices, load, limits)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+import httpx
+import trio
+
+from .options import (
+    EXIT_CODES,
+    EXIT_OK,
+    ConnectionSettings,
+    connection_settings,
+    http_url,
+    positive_float,
+    report_failure,
+)
+from .session import EmbeddedServerUnavailable, open_session
+
+__all__ = ["register", "run"]
+
+
+class SystemQueryFailed(RuntimeError):
+    """The service answered, but not with a 200 and a JSON object."""
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "system",
+        help="print a service's /v1/system",
+        description="Print GET URL/v1/system as JSON: engine, voices, queue depth, capacity, limits. "
+        "Without URL: the first of $ORPHEUS_URLS, else an embedded espeak server.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "url",
+        nargs="?",
+        type=http_url,
+        help="service base URL, e.g. http://127.0.0.1:8000",
+    )
+    parser.add_argument(
+        "--api-key", metavar="KEY", help="sent as a Bearer token; default: $ORPHEUS_KEY"
+    )
+    parser.add_argument(
+        "--timeout-s", type=positive_float, default=10.0, metavar="S", help="default 10"
+    )
+    parser.set_defaults(run=run, urls=[], hedge_ms=None)
+
+
+def run(args: argparse.Namespace) -> int:
+    timeout_s: float = args.timeout_s
+    args.timeout_s = None  # the request timeout below, not a synthesis deadline
+    if args.url:
+        args.urls = [args.url]
+    try:
+        settings = connection_settings(args)
+        info = trio.run(_query, settings, timeout_s)
+    except (
+        httpx.HTTPError,
+        SystemQueryFailed,
+        EmbeddedServerUnavailable,
+        ValueError,
+    ) as error:
+        return report_failure("system", error)
+    print(json.dumps(info, indent=2, sort_keys=True))
+    return EXIT_OK
+
+
+async def _query(settings: ConnectionSettings, timeout_s: float) -> dict[str, Any]:
+    async with open_session(settings) as session:
+        url = session.base_urls[0] + "/v1/system"
+        headers = (
+            {"Authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
+        )
+        async with httpx.AsyncClient(timeout=timeout_s) as http:
+            response = await http.get(url, headers=headers)
+    if response.status_code != 200:
+        raise SystemQueryFailed(
+            f"GET {url}: {response.status_code} {response.text[:300].strip()}"
+        )
+    try:
+        info = response.json()
+    except ValueError:
+        info = None
+    if not isinstance(info, dict):
+        raise SystemQueryFailed(
+            f"GET {url}: expected a JSON object, got {response.text[:100]!r}"
+        )
+    return info
