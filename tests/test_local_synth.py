@@ -160,3 +160,16 @@ async def test_tokens_out_of_place_raise_a_clear_error() -> None:
     random_synth = LocalSynthesizer(lm, synth().snac)
     with pytest.raises(InvalidAudioToken, match=r"token 0 .*frame 0 position 0"):
         await random_synth.synthesize("hello", max_tokens=50, seed=0)
+
+
+async def test_orpheus_tts_local_gives_the_client_api_without_a_server() -> None:
+    from orpheus_trio.client import OrpheusTTS
+
+    async with OrpheusTTS.local(scripted_model_dir(FRAMES), snac_dir(), device="cpu") as tts:
+        assert isinstance(tts, LocalSynthesizer)
+        streamed = b"".join([pcm async for pcm in tts.stream("hello", voice="tara")])
+        async with tts.open_stream("hello", temperature=0.9, top_k=20) as audio:
+            opened = b"".join([pcm async for pcm in audio])
+        whole = await tts.synthesize("hello")
+    assert streamed == opened == whole
+    assert_same_audio(whole, expected_pcm(FRAMES))

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 from urllib.parse import urlsplit
 
 import httpx
@@ -54,6 +55,9 @@ from .transport import (
     StreamRequest,
     Transport,
 )
+
+if TYPE_CHECKING:
+    from .local.synthesizer import LocalSynthesizer
 
 __all__ = ["AudioStream", "EndpointSnapshot", "OrpheusTTS"]
 
@@ -407,6 +411,24 @@ class OrpheusTTS:
         return None if self.hedge_delay_s is None else self.hedge_delay_s * 1000.0
 
     # -- public API ---------------------------------------------------------
+
+    @staticmethod
+    def local(
+        model: str | os.PathLike[str],
+        snac: str | os.PathLike[str],
+        *,
+        device: str | None = None,
+        **options: Any,
+    ) -> LocalSynthesizer:
+        """On-box synthesis with no server: the same ``stream`` / ``synthesize`` /
+        ``open_stream`` API, from a local Orpheus checkpoint and SNAC decoder.
+
+        Loads both (blocking); needs the ``local`` extra. ``options``: see
+        :class:`~orpheus_trio.local.synthesizer.LocalSynthesizer`.
+        """
+        from .local.synthesizer import LocalSynthesizer
+
+        return LocalSynthesizer.load(model, snac, device=device, **options)
 
     async def stream(
         self,

@@ -23,6 +23,7 @@ from __future__ import annotations
 import inspect
 import logging
 import math
+import os
 import warnings
 from collections.abc import Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
@@ -155,11 +156,11 @@ def _default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _looks_like_missing_path(where: str | Path) -> bool:
+def _looks_like_missing_path(where: str | os.PathLike[str]) -> bool:
     """A path that is not there (hub ids are ``owner/name``, never absolute or ``./``)."""
     text = str(where)
     path = Path(text).expanduser()
-    explicit = isinstance(where, Path) or path.is_absolute() or text.startswith((".", "~"))
+    explicit = isinstance(where, os.PathLike) or path.is_absolute() or text.startswith((".", "~"))
     return explicit and not path.exists()
 
 
@@ -189,9 +190,9 @@ class OrpheusLM:
     @classmethod
     def load(
         cls,
-        model: str | Path,
+        model: str | os.PathLike[str],
         *,
-        tokenizer: str | Path | None = None,
+        tokenizer: str | os.PathLike[str] | None = None,
         device: str | None = None,
         dtype: str | torch.dtype | None = None,
         local_files_only: bool = False,

@@ -18,18 +18,24 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import warnings
 from collections.abc import AsyncGenerator, AsyncIterator, Collection, Mapping
 from contextlib import asynccontextmanager
-from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 import trio
 
 from ..errors import DeadlineExceeded
 from .generation import ThreadedGenerator
-from .llm import DEFAULT_VOICES, FinishReason, InvalidParameter, OrpheusLM, SamplingParams
+from .llm import (
+    DEFAULT_VOICES,
+    FinishReason,
+    InvalidParameter,
+    OrpheusLM,
+    SamplingParams,
+)
 from .snac_decoder import SnacDecoder, float_to_pcm16
 from .stream_decode import Audio, DecodeWindow, StreamPlanner, WindowDecoder
 from .tokens import FrameAssembler, OnInvalid
@@ -128,7 +134,7 @@ class LocalAudioStream:
             if self.finish_reason is None:
                 self.finish_reason = self._tokens.result or "cancelled"
 
-    async def __aenter__(self) -> LocalAudioStream:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(
@@ -228,11 +234,11 @@ class LocalSynthesizer:
     @classmethod
     def load(
         cls,
-        model: str | Path,
-        snac: str | Path,
+        model: str | os.PathLike[str],
+        snac: str | os.PathLike[str],
         *,
         device: str | None = None,
-        tokenizer: str | Path | None = None,
+        tokenizer: str | os.PathLike[str] | None = None,
         dtype: str | None = None,
         local_files_only: bool = False,
         **options: Any,
@@ -308,7 +314,7 @@ class LocalSynthesizer:
     async def aclose(self) -> None:
         await self.close()
 
-    async def __aenter__(self) -> LocalSynthesizer:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 from collections.abc import AsyncGenerator, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ...local.llm import DEFAULT_VOICES, InvalidParameter
@@ -46,8 +46,8 @@ class OrpheusEngine:
     @classmethod
     def load(
         cls,
-        model: str | Path,
-        snac: str | Path,
+        model: str | os.PathLike[str],
+        snac: str | os.PathLike[str],
         *,
         device: str | None = None,
         voices: Sequence[str] = DEFAULT_VOICES,
