@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import re
+import signal
+import subprocess
+import sys
+import time
 from functools import cache
 from typing import Any
 
@@ -166,3 +170,54 @@ async def test_the_client_library_speaks_to_the_orpheus_engine(start_server: Sta
     async with OrpheusTTS(server.base_url) as tts:
         pcm = await tts.synthesize("hello", voice="zoe", top_k=50, seed=3)
     assert_same_audio(pcm, FRAMES)
+
+
+def _read_base_url(process: subprocess.Popen[str], limit_s: float) -> str:
+    assert process.stderr is not None
+    give_up = time.monotonic() + limit_s
+    seen = []
+    while time.monotonic() < give_up:
+        line = process.stderr.readline()
+        if not line:
+            break
+        seen.append(line)
+        found = re.search(r"orpheus engine on (http://\S+)", line)
+        if found:
+            return found.group(1)
+    raise AssertionError(f"server did not start: {''.join(seen)[-2000:]}")
+
+
+@pytest.mark.slow
+def test_serve_command_runs_the_orpheus_engine() -> None:
+    command = [
+        sys.executable, "-m", "orpheus_trio", "serve", "--engine", "orpheus",
+        "--model", str(scripted_model_dir(FRAMES)), "--snac", str(snac_dir()),
+        "--device", "cpu", "--voices", "zoe,tara", "--host", "127.0.0.1", "--port", "0",
+    ]  # fmt: skip
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    try:
+        base_url = _read_base_url(process, limit_s=120)
+        with httpx.Client(base_url=base_url, timeout=30) as client:
+            system = client.get("/v1/system").json()
+            response = client.post("/v1/tts/stream", json={"text": "hello"})
+        assert system["engine"] == "orpheus" and system["voices"] == ["zoe", "tara"]
+        frames = parse_frames(response.content)
+        assert frames[-1]["type"] == "eos"
+        assert_same_audio(b"".join(audio_of(frames)), FRAMES)
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=30) == 0
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_serve_command_needs_model_and_snac_for_orpheus() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "orpheus_trio", "serve", "--engine", "orpheus", "--snac", "x"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "--engine orpheus needs --model" in result.stderr
