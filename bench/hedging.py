@@ -123,10 +123,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument(
-        "--ttfb-ms", type=float, default=50.0, help="normal time to first chunk"
+        "--ttfb-ms", type=float, default=100.0, help="normal time to first chunk"
     )
     parser.add_argument(
-        "--hedge-ms", type=float, default=100.0, help="hedge_ttfb_ms when hedging is on"
+        "--hedge-ms", type=float, default=200.0, help="hedge_ttfb_ms when hedging is on"
     )
     args = parser.parse_args(argv)
     if args.requests is None:
