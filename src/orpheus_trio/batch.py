@@ -106,11 +106,11 @@ def _parse_json_line(
     line: str, number: int, voice: str | None, params: dict[str, Any]
 ) -> tuple[str, str | None, dict[str, Any], str | None]:
     try:
-        obj = json.loads(line)
+        obj: dict[str, Any] = json.loads(
+            line
+        )  # a line starting with "{" is an object or invalid
     except ValueError as error:
         raise BatchInputError(f"line {number}: not valid JSON: {error}") from None
-    if not isinstance(obj, dict):
-        raise BatchInputError(f"line {number}: expected a JSON object")
     unknown = sorted(set(obj) - _JSON_KEYS)
     if unknown:
         raise BatchInputError(
@@ -255,6 +255,7 @@ async def run_batch(
             for item in todo:
                 await send.send(item)
     _remove_stale_temporaries(out_dir, items)
+    report.written.sort(key=lambda item: item.line)
     report.failed.sort(key=lambda failure: failure.item.line)
     return report
 
