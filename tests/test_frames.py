@@ -525,3 +525,11 @@ def test_trailing_cr_may_wait_for_its_newline_at_the_limit(decoder_cls: Any) -> 
 def test_max_line_bytes_must_be_a_positive_integer(decoder_cls: Any, bad: Any) -> None:
     with pytest.raises(ValueError, match="max_line_bytes must be a positive integer"):
         decoder_cls(max_line_bytes=bad)
+
+
+@pytest.mark.parametrize("bad", [5, "text", None])
+def test_feeding_something_that_is_not_bytes_is_a_type_error(
+    decoder_cls: Any, bad: Any
+) -> None:
+    with pytest.raises(TypeError):
+        decoder_cls().feed(bad)

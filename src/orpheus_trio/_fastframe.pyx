@@ -110,7 +110,7 @@ cdef class FastFrameDecoder:
         if self._closed:
             raise RuntimeError("feed() called after close()")
         if type(data) is not bytes:
-            data = bytes(data)
+            data = bytes(memoryview(data))  # any buffer, but not bytes(5)
         frames = []
         try:
             self._feed(<bytes>data, frames)

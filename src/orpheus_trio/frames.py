@@ -321,7 +321,9 @@ class PythonFrameDecoder:
             raise RuntimeError("feed() called after close()")
         frames: list[Frame] = []
         try:
-            self._feed(data if isinstance(data, bytes) else bytes(data), frames)
+            self._feed(
+                data if isinstance(data, bytes) else bytes(memoryview(data)), frames
+            )
         except ProtocolError as exc:
             self._failure = exc
             raise
