@@ -230,7 +230,7 @@ async def test_batch_command_writes_exact_audio_lists_failures_and_resumes(
         "\n".join(json.dumps(item) for item in items) + "\nPlain fourth.\n"
     )
     out = tmp_path / "out"
-    args = [
+    args: list[str | Path] = [
         "batch",
         source,
         "--out-dir",

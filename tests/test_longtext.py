@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 import trio
 import trio.testing
+from _support_server import StartServer
 
+from orpheus_trio.client import OrpheusTTS
 from orpheus_trio.errors import ServiceError
 from orpheus_trio.longtext import open_ordered_stream, ordered_stream
+from orpheus_trio.server.engines.synthetic import SyntheticEngine, expected_stream
 
 
 @dataclass
@@ -34,8 +38,14 @@ class FakeEngine:
     running: int = 0
     max_running: int = 0
     on_request: Callable[[str], None] | None = None
+    stream: Callable[[str], AsyncIterator[bytes]] | None = None
 
     async def stream_piece(self, text: str) -> AsyncIterator[bytes]:
+        if self.stream is not None:
+            async with aclosing(self.stream(text)) as real:  # type: ignore[type-var]
+                async for pcm in real:
+                    yield pcm
+            return
         self.requested[text] = trio.current_time()
         if self.on_request:
             self.on_request(text)
@@ -234,3 +244,55 @@ async def test_no_pieces_no_audio_and_bad_settings_are_refused() -> None:
         ) as it:
             async for _ in it:
                 pass
+
+
+# -- end to end: the real client against the reference server's synthetic engine ---------------
+
+
+@dataclass
+class RecordingEngine(SyntheticEngine):
+    """The synthetic engine, noting when each text's synthesis starts and ends."""
+
+    log: list[tuple[str, str, float]] = field(default_factory=list)
+
+    def synthesize(
+        self, text: str, voice: str | None, params: dict[str, Any]
+    ) -> AsyncGenerator[Any, None]:
+        return self._recorded(text, super().synthesize(text, voice, params))
+
+    async def _recorded(
+        self, text: str, inner: AsyncGenerator[Any, None]
+    ) -> AsyncGenerator[Any, None]:
+        self.log.append(("start", text, trio.current_time()))
+        async with aclosing(inner):
+            async for piece in inner:
+                yield piece
+        self.log.append(("end", text, trio.current_time()))
+
+
+@BOTH
+async def test_long_text_through_the_client_is_byte_exact_in_order_and_prefetched(
+    consume: Consume, start_server: StartServer
+) -> None:
+    engine = RecordingEngine()
+    server = await start_server(engine)
+    texts = ["Piece one is the longest here.", "Piece two.", "Piece three, the last."]
+    params = {
+        "chunk_samples": 2400,
+        "rtf": 0.5,
+    }  # 50 ms per chunk: each piece takes a while
+    async with OrpheusTTS(server.base_url) as client:
+        chunks = await consume(
+            texts,
+            FakeEngine({}, stream=lambda text: client.stream(text, None, **params)),
+        )
+    assert b"".join(chunks) == b"".join(
+        b"".join(expected_stream(t, None, params)) for t in texts
+    )
+    start = {text: at for kind, text, at in engine.log if kind == "start"}
+    end = {text: at for kind, text, at in engine.log if kind == "end"}
+    assert (
+        start[texts[1]] < end[texts[0]]
+    )  # the second piece was synthesized while the first streamed
+    # Bounded: with prefetch 1 the third piece waits until the first has been consumed.
+    assert start[texts[2]] > end[texts[0]]
