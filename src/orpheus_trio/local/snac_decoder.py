@@ -60,6 +60,19 @@ class _SwitchableNoise(nn.Module):
         return out
 
 
+class _Snake(nn.Module):
+    """SNAC's Snake activation, ``x + sin(alpha*x)^2 / alpha``, with the
+    reciprocal precomputed and fewer passes over the activations."""
+
+    def __init__(self, alpha: torch.Tensor) -> None:
+        super().__init__()
+        self.alpha = nn.Parameter(alpha.detach().clone(), requires_grad=False)
+        self.inverse_alpha = nn.Parameter((alpha.detach() + 1e-9).reciprocal(), requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.addcmul(x, self.inverse_alpha, torch.sin(x * self.alpha).square_())
+
+
 class SnacDecoder:
     """Decodes Orpheus code frames (``(n, 7)`` arrays, see :mod:`.tokens`) to audio.
 
@@ -96,6 +109,7 @@ class SnacDecoder:
         decoder: nn.Module = model.decoder
         _fold_weight_norm(decoder)
         self._noise_blocks = _make_noise_switchable(decoder)
+        _replace_snakes(decoder)
         #: Latent steps before / after its own that can change an output sample.
         self.context_latents = _receptive_field(decoder, self.samples_per_latent)
         with torch.inference_mode():
@@ -257,6 +271,16 @@ def _make_noise_switchable(decoder: nn.Module) -> list[_SwitchableNoise]:
                     sub[index] = block
                     blocks.append(block)
     return blocks
+
+
+def _replace_snakes(decoder: nn.Module) -> None:
+    from snac.layers import Snake1d
+
+    for sub in list(decoder.modules()):
+        if isinstance(sub, nn.Sequential):
+            for index, child in enumerate(sub):
+                if isinstance(child, Snake1d):
+                    sub[index] = _Snake(child.alpha)
 
 
 def _code_table(quantizer: Any) -> torch.Tensor:
