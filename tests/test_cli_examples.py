@@ -1,0 +1,61 @@
+"""The examples run as users run them (``python examples/X.py``) on the embedded default server."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import trio
+from _support_cli import clean_env
+
+from orpheus_trio.audio import read_wav
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+async def run_example(name: str, *args: str, cwd: Path) -> str:
+    done = await trio.run_process(
+        [sys.executable, str(EXAMPLES / name), *args],
+        cwd=cwd,
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
+        env=clean_env(),
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    return done.stdout.decode()
+
+
+async def test_save_to_wav_example(tmp_path: Path) -> None:
+    out = await run_example(
+        "save_to_wav.py", "Saved by the example.", "x.wav", cwd=tmp_path
+    )
+    clip = read_wav(tmp_path / "x.wav")
+    assert (
+        clip.format.sample_rate == 24_000
+        and clip.duration_s > 0.8
+        and clip.rms() > 0.02
+    )
+    assert "x.wav:" in out and "24000 Hz" in out
+
+
+async def test_concurrent_example_writes_each_line_and_the_joined_file(
+    tmp_path: Path,
+) -> None:
+    out = await run_example("concurrent.py", "out", cwd=tmp_path)
+    clips = [read_wav(tmp_path / "out" / f"{i:02d}.wav") for i in range(6)]
+    assert all(clip.duration_s > 0.4 and clip.rms() > 0.02 for clip in clips)
+    joined = read_wav(tmp_path / "out" / "all.wav")
+    assert joined.duration_s == pytest.approx(
+        sum(c.duration_s for c in clips) + 5 * 0.3, abs=1e-3
+    )
+    assert joined.pcm.startswith(clips[0].pcm) and joined.pcm.endswith(clips[-1].pcm)
+    assert "everything, in order" in out
+
+
+async def test_long_text_example(tmp_path: Path) -> None:
+    out = await run_example("long_text.py", cwd=tmp_path)
+    clip = read_wav(tmp_path / "long.wav")
+    assert clip.duration_s > 20 and clip.rms() > 0.02
+    assert "4 pieces" in out and "first audio after" in out
