@@ -40,7 +40,7 @@ cdef Py_ssize_t _AUDIO_KEY_LEN = 10
 cdef int _MAX_SEQ_DIGITS = 18
 
 
-cdef void _bind():
+cdef int _bind() except -1:
     global _bound, _Chunk, _EndOfStream, _ErrorFrame, _parse_line
     global _too_long_error, _seq_error, _totals_error, _after_end_error, _incomplete_error
     global _check_max_line_bytes
@@ -57,6 +57,7 @@ cdef void _bind():
     _incomplete_error = frames._incomplete_error
     _check_max_line_bytes = frames._check_max_line_bytes
     _bound = True
+    return 0
 
 
 cdef inline bint _is_blank_byte(char c) noexcept nogil:
