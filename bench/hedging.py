@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--requests", type=int, help="requests per mode (default 2000, quick 600)"
     )
-    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument(
         "--ttfb-ms", type=float, default=100.0, help="normal time to first chunk"
     )
