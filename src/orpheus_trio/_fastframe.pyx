@@ -36,6 +36,8 @@ cdef const char* _CHUNK_HEAD = b'{"type":"chunk","seq":'
 cdef Py_ssize_t _CHUNK_HEAD_LEN = 22
 cdef const char* _AUDIO_KEY = b',"audio":"'
 cdef Py_ssize_t _AUDIO_KEY_LEN = 10
+# A pending-line buffer grown past this by one long line is released afterwards.
+cdef Py_ssize_t _KEEP_BUFFER_BYTES = 1 << 20
 # seq values up to 18 digits fit a long long; longer ones take the exact path.
 cdef int _MAX_SEQ_DIGITS = 18
 
@@ -69,7 +71,8 @@ cdef class FastFrameDecoder:
 
     cdef readonly object max_line_bytes
     cdef Py_ssize_t _limit
-    cdef bytearray _pending  # the unterminated line so far
+    cdef bytearray _pending  # holds the unterminated line so far in its first _held bytes
+    cdef Py_ssize_t _held
     cdef Py_ssize_t _lines  # lines completed (terminated) so far
     cdef long long _chunks
     cdef long long _samples
@@ -85,6 +88,7 @@ cdef class FastFrameDecoder:
         # A limit beyond the address space is no limit at all.
         self._limit = min(max_line_bytes, (<Py_ssize_t>1) << 62)
         self._pending = bytearray()
+        self._held = 0
         self._lines = 0
         self._chunks = 0
         self._samples = 0
@@ -129,7 +133,7 @@ cdef class FastFrameDecoder:
         cdef const char* p = PyByteArray_AS_STRING(self._pending)
         cdef Py_ssize_t i
         pending_line = None
-        for i in range(PyByteArray_GET_SIZE(self._pending)):
+        for i in range(self._held):
             if not _is_blank_byte(p[i]):
                 pending_line = self._lines + 1
                 break
@@ -148,7 +152,7 @@ cdef class FastFrameDecoder:
         cdef bint ends_cr
         if self._finished:
             return self._check_trailing(base, 0, size)
-        held = PyByteArray_GET_SIZE(self._pending)
+        held = self._held
         if held:
             hit = <const char*>memchr(base, c'\n', size)
             if hit == NULL:
@@ -159,10 +163,12 @@ cdef class FastFrameDecoder:
             else:
                 ends_cr = PyByteArray_AS_STRING(self._pending)[held - 1] == c'\r'
             self._check_length(held + newline, ends_cr, self._lines + 1)
-            PyByteArray_Resize(self._pending, held + newline)
+            self._reserve(held + newline)
             memcpy(PyByteArray_AS_STRING(self._pending) + held, base, newline)
             self._line(PyByteArray_AS_STRING(self._pending), 0, held + newline, frames)
-            PyByteArray_Resize(self._pending, 0)
+            self._held = 0
+            if PyByteArray_GET_SIZE(self._pending) > _KEEP_BUFFER_BYTES:
+                PyByteArray_Resize(self._pending, 0)
             start = newline + 1
         while not self._finished:
             hit = <const char*>memchr(base + start, c'\n', size - start)
@@ -183,10 +189,17 @@ cdef class FastFrameDecoder:
         """Keep the unterminated tail, refusing to grow past the line limit."""
         if start == size:
             return 0
-        cdef Py_ssize_t held = PyByteArray_GET_SIZE(self._pending)
+        cdef Py_ssize_t held = self._held
         self._check_length(held + size - start, base[size - 1] == c'\r', self._lines + 1)
-        PyByteArray_Resize(self._pending, held + size - start)
+        self._reserve(held + size - start)
         memcpy(PyByteArray_AS_STRING(self._pending) + held, base + start, size - start)
+        self._held = held + size - start
+        return 0
+
+    cdef int _reserve(self, Py_ssize_t size) except -1:
+        # The buffer is reused line after line; growing it is the only reallocation.
+        if PyByteArray_GET_SIZE(self._pending) < size:
+            PyByteArray_Resize(self._pending, size)
         return 0
 
     cdef int _line(self, const char* base, Py_ssize_t start, Py_ssize_t end, list frames) except -1:
