@@ -28,6 +28,7 @@ from orpheus_trio import (
 )
 from orpheus_trio.errors import ProtocolError, ServiceError
 from orpheus_trio.frames import encode_chunk
+from orpheus_trio.hedge import race
 
 A, B, C = "http://a:1", "http://b:1", "http://c:1"
 
@@ -407,3 +408,72 @@ async def test_caller_cancellation_closes_every_attempt(
     assert len(fake.started) == 3
     assert all(r.closed_at is not None for r in fake.responses())
     assert [e.in_flight for e in tts.endpoints()] == [0, 0]
+
+
+async def test_simultaneous_requests_spread_over_cold_endpoints(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    fake = FakeTransport(lambda endpoint, n: speech(n, first_after=0.1))
+    tts = client(fake, [A, B, C])
+    async with trio.open_nursery() as nursery:
+        for _ in range(3):
+            nursery.start_soon(tts.synthesize, "hi")
+    assert sorted(s.endpoint for s in fake.started) == [A, B, C]
+
+
+async def test_half_open_probe_is_taken_by_one_request_only(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    fake = FakeTransport(
+        per_endpoint(
+            {A: [Script(fail=httpx.ConnectError("down")), speech(1, first_after=0.5)]}
+        )
+    )
+    tts = OrpheusTTS(
+        A,
+        hedge_ttfb_ms=None,
+        max_attempts=1,
+        breaker_failures=1,
+        transport=fake,
+        rng=random.Random(0),
+    )
+    with pytest.raises(httpx.ConnectError):
+        await tts.synthesize("hi")
+    await trio.sleep(tts.endpoints()[0].breaker_retry_in_s)
+    outcomes: list[str] = []
+
+    async def one() -> None:
+        try:
+            await tts.synthesize("hi")
+            outcomes.append("audio")
+        except CircuitOpenError:
+            outcomes.append("open")
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(3):
+            nursery.start_soon(one)
+    assert sorted(outcomes) == ["audio", "open", "open"]
+    assert len(fake.started) == 2
+
+
+class BrokenPlan:
+    """A plan whose policy raises: the error must surface bare, not in a group."""
+
+    def next_attempt(self, reason: str) -> None:
+        raise KeyError("policy bug")
+
+    def is_retryable(self, error: Exception) -> bool:
+        return True
+
+    async def discard(self, result: object) -> None:
+        raise AssertionError("nothing to discard")
+
+
+async def test_race_surfaces_a_policy_error_bare(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async def attempt() -> None:
+        raise httpx.ConnectError("refused")
+
+    with pytest.raises(KeyError, match="policy bug"):
+        await race(attempt, BrokenPlan(), hedge_delay_s=0.4)  # type: ignore[arg-type]

@@ -302,13 +302,13 @@ class _Plan:
         endpoint = client._router.choose(
             now, allowed=allowed, exclude=self.tried, spread=False
         )
-        if (
-            endpoint is None
-        ):  # every allowed endpoint was tried: go again (a gateway re-routes)
+        if endpoint is None:
+            # Every allowed endpoint was tried: go again (a gateway routes it elsewhere).
             endpoint = client._router.choose(now, allowed=allowed, spread=False)
         if endpoint is None or not client._budget.try_spend(now):
             return None
         self.tried.append(endpoint)
+        client._reserve(endpoint, now)
         return lambda: client._attempt(self._call, endpoint)
 
     def is_retryable(self, error: Exception) -> bool:
@@ -554,6 +554,7 @@ class OrpheusTTS:
         if first is None:
             retry_in = min(b.retry_in_s(now) for b in self._breakers.values())
             raise CircuitOpenError(list(self.base_urls), retry_in_s=retry_in)
+        self._reserve(first, now)
         plan = _Plan(self, call, first)
         with trio.move_on_at(call.deadline) as deadline_scope:
             opened = await race(
@@ -587,13 +588,21 @@ class OrpheusTTS:
             body=json.dumps(body).encode(),
         )
 
+    def _reserve(self, endpoint: str, now: float) -> None:
+        """Count an attempt against ``endpoint`` as soon as it is chosen.
+
+        Done at choice time, not when the attempt task runs, so that requests
+        started in the same instant see each other (no herding onto one cold
+        endpoint) and only one of them takes a half-open breaker's probe.
+        """
+        self._router.on_start(endpoint)
+        self._breakers[endpoint].on_attempt(now)
+        self._counts[endpoint].attempts += 1
+
     async def _attempt(self, call: _Call, endpoint: str) -> _Opened:
-        """One attempt: open the stream and read up to its first audio."""
+        """One attempt (already reserved): open the stream and read up to its first audio."""
         request_id = uuid.uuid4().hex
         started = trio.current_time()
-        self._router.on_start(endpoint)
-        self._breakers[endpoint].on_attempt(started)
-        self._counts[endpoint].attempts += 1
         response: ResponseStream | None = None
         try:
             response = await self._transport.open_stream(

@@ -119,10 +119,14 @@ async def race(
                         failed.wait()
                     )  # no hedge allowed: a failure may still earn a failover
                 attempt = plan.next_attempt("failover")
-    except BaseException:
+    except BaseException as error:
         if won:  # cancelled from outside right after a win: do not leak the winner
             with trio.CancelScope(shield=True):
                 await plan.discard(won[0])
+        if isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+            raise error.exceptions[
+                0
+            ]  # users see single exceptions, not the nursery's wrapper
         raise
 
     if won:
