@@ -6,6 +6,7 @@ python examples/long_text.py [FILE] [out.wav]
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import trio
 from _service import open_tts
@@ -50,5 +51,5 @@ async def main(text: str, path: str) -> None:
 
 
 if __name__ == "__main__":
-    source = open(sys.argv[1]).read() if len(sys.argv) > 1 else STORY
+    source = Path(sys.argv[1]).read_text() if len(sys.argv) > 1 else STORY
     trio.run(main, source, sys.argv[2] if len(sys.argv) > 2 else "long.wav")

@@ -43,7 +43,7 @@ async def test_save_to_wav_example(tmp_path: Path) -> None:
 async def test_concurrent_example_writes_each_line_and_the_joined_file(
     tmp_path: Path,
 ) -> None:
-    out = await run_example("concurrent.py", "out", cwd=tmp_path)
+    out = await run_example("concurrent_synthesis.py", "out", cwd=tmp_path)
     clips = [read_wav(tmp_path / "out" / f"{i:02d}.wav") for i in range(6)]
     assert all(clip.duration_s > 0.4 and clip.rms() > 0.02 for clip in clips)
     joined = read_wav(tmp_path / "out" / "all.wav")

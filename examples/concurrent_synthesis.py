@@ -1,6 +1,6 @@
 """Many texts at once with a bound on requests in flight (a trio.CapacityLimiter).
 
-python examples/concurrent.py [OUT_DIR]
+python examples/concurrent_synthesis.py [OUT_DIR]
 """
 
 from __future__ import annotations
@@ -38,10 +38,9 @@ async def say(
 async def main(out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     limiter = trio.CapacityLimiter(3)
-    async with open_tts() as tts:
-        async with trio.open_nursery() as nursery:
-            for index, text in enumerate(LINES):
-                nursery.start_soon(say, tts, limiter, index, text, out_dir)
+    async with open_tts() as tts, trio.open_nursery() as nursery:
+        for index, text in enumerate(LINES):
+            nursery.start_soon(say, tts, limiter, index, text, out_dir)
     # Join the clips in order, with a short pause between them (formats are checked).
     clips = [read_wav(out_dir / f"{i:02d}.wav") for i in range(len(LINES))]
     concatenate(clips, gap_s=0.3).save_wav(out_dir / "all.wav")
