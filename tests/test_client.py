@@ -199,3 +199,12 @@ async def test_network_errors_keep_httpx_types(
     assert (
         len(caught.value.__cause__.exceptions) == 3
     )  # first + two failovers (max_attempts=3)
+
+
+def test_endpoints_snapshot_readable_outside_trio() -> None:
+    fake = FakeTransport(in_order(speech(1, first_after=0.1)))
+    tts = OrpheusTTS(A, transport=fake)
+    trio.run(tts.synthesize, "hi", clock=trio.testing.MockClock(autojump_threshold=0))
+    (snap,) = tts.endpoints()
+    assert snap.latency_estimate_s == pytest.approx(0.1)
+    assert (snap.wins, snap.in_flight, snap.breaker_state) == (1, 0, "closed")

@@ -401,6 +401,7 @@ class OrpheusTTS:
             max_connections_per_endpoint=max_connections_per_endpoint,
         )
         self._closed = False
+        self._last_seen = 0.0
 
     def __repr__(self) -> str:
         return (
@@ -523,7 +524,7 @@ class OrpheusTTS:
         try:
             return trio.current_time()
         except RuntimeError:
-            return 0.0  # outside trio: ages read as of the start of the trio clock
+            return self._last_seen  # outside trio: the state as of the last request
 
     def _make_call(
         self,
@@ -539,7 +540,7 @@ class OrpheusTTS:
         if voice is not None and not isinstance(voice, str):
             raise TypeError(f"voice must be a str or None, got {type(voice).__name__}")
         timeout = _positive_or_none("timeout_s", timeout_s) or self.timeout_s
-        now = trio.current_time()
+        now = self._last_seen = trio.current_time()
         deadline = now + timeout if timeout is not None else math.inf
         body: dict[str, Any] = {"text": text, "voice": voice, **params}
         return _Call(body=body, started=now, deadline=deadline)
