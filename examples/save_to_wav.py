@@ -25,8 +25,5 @@ async def main(text: str, path: str) -> None:
 
 
 if __name__ == "__main__":
-    trio.run(
-        main,
-        *(sys.argv[1:2] or ["Hello from Orpheus."]),
-        *(sys.argv[2:3] or ["hello.wav"]),
-    )
+    text = sys.argv[1] if len(sys.argv) > 1 else "Hello from Orpheus."
+    trio.run(main, text, sys.argv[2] if len(sys.argv) > 2 else "hello.wav")
