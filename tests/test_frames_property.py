@@ -46,7 +46,9 @@ NASTY = st.binary(min_size=1, max_size=6) | st.lists(
     max_size=6,
 ).map(bytes)
 
-pcm_strategy = st.binary(max_size=48).map(lambda b: b[: len(b) // 2 * 2])
+pcm_strategy = st.binary(max_size=48).map(lambda b: b[: len(b) // 2 * 2]) | st.integers(
+    250, 3000
+).map(lambda samples: bytes(i % 251 for i in range(2 * samples)))
 text_strategy = st.text(
     alphabet=st.sampled_from('ab{}[]":,\\/ \u00e9\u2028'), max_size=8
 )

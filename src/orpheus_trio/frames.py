@@ -288,6 +288,7 @@ class PythonFrameDecoder:
     unless ``eos`` or ``error`` arrived. It is strict about the last line: one
     without its ``\\n`` counts as cut off, even if it parses, because ``close``
     returns no frames and accepting it silently could swallow an ``error`` frame.
+    Closing again repeats the outcome; ``feed`` after ``close`` is a ``RuntimeError``.
     """
 
     def __init__(self, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> None:
