@@ -222,11 +222,10 @@ class AudioStream:
                     self._decoder.close()  # raises IncompleteStreamError unless eos/error arrived
                     self._finished = True
         except BaseException as error:
-            await self.aclose(failed=_counts_against_endpoint(error))
+            await self._close(failed=_counts_against_endpoint(error))
             raise
-        await (
-            self.aclose()
-        )  # the body was read to its end: the connection goes back to the pool
+        # The body was read to its end: the connection goes back to the pool.
+        await self._close(failed=False)
         raise StopAsyncIteration
 
     def _handle(self, frame: Frame) -> bytes | None:
@@ -246,10 +245,8 @@ class AudioStream:
         if self._response is None:
             raise RuntimeError("the audio stream is closed")
         try:
-            if self._deadline == math.inf:
-                return (
-                    await self._response.receive()
-                )  # no deadline: spare a cancel scope per read
+            if self._deadline == math.inf:  # no deadline: spare a cancel scope per read
+                return await self._response.receive()
             with trio.fail_at(self._deadline):
                 return await self._response.receive()
         except trio.TooSlowError:
@@ -265,8 +262,11 @@ class AudioStream:
                 chunks_received=self._chunks,
             ) from error
 
-    async def aclose(self, *, failed: bool = False) -> None:
+    async def aclose(self) -> None:
         """Close the HTTP stream now (idempotent); the rest of the audio is dropped."""
+        await self._close(failed=False)
+
+    async def _close(self, *, failed: bool) -> None:
         response = self._response
         if response is None:
             return
