@@ -108,23 +108,21 @@ class _Pipeline:
 
     async def produce(self) -> None:
         """Start each piece in order as prefetch allows. Raises nothing but ``Cancelled``."""
-        try:
-            async with self._order_send, trio.open_nursery() as nursery:
-                previous: _Slot | None = None
-                for piece in self._pieces:
-                    await self._in_flight.acquire()
-                    if previous is not None:
-                        await previous.started_audio.wait()
-                    slot = _Slot(piece, self._max_buffered_chunks)
-                    nursery.start_soon(
-                        self._run_piece, slot, name=f"orpheus {piece.describe()}"
-                    )
-                    await self._order_send.send(slot)
-                    previous = slot
-        except (
-            Exception
-        ) as exc:  # a bug here must reach the consumer, not crash the run
-            self._failure = exc
+        async with self._order_send:
+            try:
+                async with trio.open_nursery() as nursery:
+                    previous: _Slot | None = None
+                    for piece in self._pieces:
+                        await self._in_flight.acquire()
+                        if previous is not None:
+                            await previous.started_audio.wait()
+                        slot = _Slot(piece, self._max_buffered_chunks)
+                        name = f"orpheus {piece.describe()}"
+                        nursery.start_soon(self._run_piece, slot, name=name)
+                        await self._order_send.send(slot)
+                        previous = slot
+            except Exception as exc:  # a bug here must reach the consumer, not crash the run
+                self._failure = exc
 
     async def _run_piece(self, slot: _Slot) -> None:
         async with slot.send:
