@@ -9,6 +9,7 @@ from collections.abc import Generator
 from functools import cache
 
 import pytest
+import torch
 import trio
 from _support_llm import (
     BOS_ID,
@@ -26,6 +27,7 @@ from orpheus_trio.local.llm import (
     InvalidParameter,
     OrpheusLM,
     SamplingParams,
+    sample_token,
 )
 
 
@@ -275,3 +277,43 @@ async def test_closing_before_the_first_item_never_starts_the_thread() -> None:
     with pytest.raises(StopAsyncIteration):
         await tokens.__anext__()
     assert started == []
+
+
+# --- the sampler ----------------------------------------------------------------------
+
+
+def draws(logits: list[float] | torch.Tensor, params: SamplingParams, n: int = 300) -> set[int]:
+    row = torch.as_tensor(logits, dtype=torch.float32)
+    rng = torch.Generator().manual_seed(0)
+    return {sample_token(row.clone(), torch.empty(0, dtype=torch.long), params, rng) for _ in range(n)}
+
+
+def test_greedy_takes_the_best_token_after_the_repetition_penalty() -> None:
+    logits = torch.tensor([2.0, 1.5, -1.0, -1.2])
+    params = SamplingParams(temperature=0.0, repetition_penalty=2.0)
+    # token 0: 2 / 2 = 1 < 1.5; token 2: -1 * 2 = -2 < -1.2
+    assert sample_token(logits.clone(), torch.tensor([0, 2, 0]), params) == 1
+    assert sample_token(logits.clone(), torch.tensor([], dtype=torch.long), params) == 0
+
+
+def test_top_p_keeps_the_smallest_set_reaching_p() -> None:
+    probs = torch.tensor([0.5, 0.3, 0.15, 0.05])
+    params = SamplingParams(temperature=1.0, top_p=0.7)
+    assert draws(probs.log(), params) == {0, 1}
+    assert draws(probs.log(), SamplingParams(temperature=1.0, top_p=1.0)) == {0, 1, 2, 3}
+
+
+def test_top_p_beyond_the_first_window_sorts_the_whole_vocabulary() -> None:
+    logits = torch.linspace(0.0, -1.0, 2000)  # mild slope: 256 best tokens hold ~16% of the mass
+    params = SamplingParams(temperature=1.0, top_p=0.5)
+    probs = torch.softmax(logits, 0)
+    kept = int(((torch.cumsum(probs, 0) - probs) < 0.5).sum())
+    seen = draws(logits, params, n=3000)
+    assert max(seen) < kept
+    assert max(seen) > 256  # the fallback ran: tokens past the first window were drawn
+
+
+def test_top_k_limits_the_candidates() -> None:
+    logits = [0.0, 0.1, 0.2, 0.3, 0.4]
+    assert draws(logits, SamplingParams(temperature=1.0, top_p=1.0, top_k=2)) == {3, 4}
+    assert draws(logits, SamplingParams(temperature=1.0, top_p=0.01, top_k=2)) == {4}

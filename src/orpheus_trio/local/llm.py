@@ -21,7 +21,6 @@ module, so the CLI and the server's other engines start without them.
 from __future__ import annotations
 
 import inspect
-import logging
 import math
 import os
 import warnings
@@ -47,9 +46,8 @@ __all__ = [
     "InvalidParameter",
     "OrpheusLM",
     "SamplingParams",
+    "sample_token",
 ]
-
-logger = logging.getLogger(__name__)
 
 START_OF_HUMAN = 128259
 END_OF_TEXT = 128009
@@ -145,7 +143,6 @@ class SamplingParams:
                 f"repetition_penalty {sampling.repetition_penalty:g} is below "
                 f"{MIN_STABLE_REPETITION_PENALTY:g}: Orpheus often loops or babbles there"
             )
-            logger.warning(message)
             warnings.warn(message, UserWarning, stacklevel=2)
         return sampling
 
@@ -272,28 +269,10 @@ class OrpheusLM:
     ) -> Generator[int, None, FinishReason]:
         import torch
         from transformers import DynamicCache
-        from transformers.generation.logits_process import (
-            LogitsProcessorList,
-            RepetitionPenaltyLogitsProcessor,
-            TemperatureLogitsWarper,
-            TopKLogitsWarper,
-            TopPLogitsWarper,
-        )
 
-        greedy = params.temperature == 0.0
-        processors: Any = LogitsProcessorList()
-        if params.repetition_penalty != 1.0:
-            processors.append(RepetitionPenaltyLogitsProcessor(params.repetition_penalty))
-        if not greedy:
-            processors.append(TemperatureLogitsWarper(params.temperature))
-            if params.top_k > 0:
-                processors.append(TopKLogitsWarper(params.top_k))
-            if params.top_p < 1.0:
-                processors.append(TopPLogitsWarper(params.top_p))
         rng: torch.Generator | None = None
         if params.seed is not None:
             rng = torch.Generator(device=self.device).manual_seed(params.seed)
-
         # Prompt and output ids in one preallocated row: the repetition penalty sees both.
         seen = torch.empty(
             (1, len(prompt_ids) + params.max_tokens), dtype=torch.long, device=self.device
@@ -307,13 +286,7 @@ class OrpheusLM:
                 out = self.model(
                     input_ids=step_input, **{self._cache_arg: cache}, **self._extra_args
                 )
-                scores = processors(seen[:, :length], out.logits[:, -1, :].float())
-                if greedy:
-                    chosen = scores.argmax(dim=-1, keepdim=True)
-                else:
-                    probs = torch.softmax(scores, dim=-1)
-                    chosen = torch.multinomial(probs, num_samples=1, generator=rng)
-                token = int(chosen.item())
+                token = sample_token(out.logits[0, -1, :], seen[0, :length], params, rng)
                 if token in self.stop_ids:
                     return "stop"
                 seen[0, length] = token
@@ -321,3 +294,54 @@ class OrpheusLM:
                 step_input = seen[:, length - 1 : length]
                 yield token
         return "length"
+
+
+#: Top-p first looks for the nucleus among this many best tokens, and sorts the
+#: whole vocabulary only when they hold less than ``top_p`` of the mass.
+_NUCLEUS_WINDOW = 256
+
+
+def sample_token(
+    logits: torch.Tensor,
+    previous: torch.Tensor,
+    params: SamplingParams,
+    rng: torch.Generator | None = None,
+) -> int:
+    """Draw the next token from one row of ``logits`` (which it may overwrite).
+
+    In order, as transformers does it: repetition penalty over ``previous``
+    ids (positive logits divided, negative multiplied), then temperature
+    (0: greedy), top-k, top-p (the smallest set of best tokens whose
+    probability reaches ``top_p``). Sampling draws among the surviving
+    candidates only, which keeps a step cheap with a 150k-token vocabulary.
+    """
+    import torch
+
+    scores = logits.float()  # modified in place below: callers pass a row they discard
+    if params.repetition_penalty != 1.0 and previous.numel():
+        picked = scores[previous]
+        penalty = params.repetition_penalty
+        scores[previous] = torch.where(picked < 0, picked * penalty, picked / penalty)
+    if params.temperature == 0.0:
+        return int(scores.argmax())
+    scores.div_(params.temperature)
+    values: torch.Tensor | None = None
+    ids: torch.Tensor | None = None
+    if 0 < params.top_k < scores.numel():
+        values, ids = torch.topk(scores, params.top_k)
+    if params.top_p < 1.0:
+        if values is not None and ids is not None:
+            total = torch.logsumexp(values, dim=0)  # top-p acts on the top-k distribution
+        else:
+            total = torch.logsumexp(scores, dim=0)
+            values, ids = torch.topk(scores, min(_NUCLEUS_WINDOW, scores.numel()))
+            if float(torch.exp(values - total).sum()) < params.top_p:
+                values, ids = torch.sort(scores, descending=True)
+        probs = torch.exp(values - total)
+        before = torch.cumsum(probs, dim=0) - probs  # mass of the better tokens
+        keep = before < params.top_p
+        values, ids = values[keep], ids[keep]
+    if values is None or ids is None:
+        return int(torch.multinomial(torch.softmax(scores, dim=0), 1, generator=rng))
+    choice = torch.multinomial(torch.softmax(values, dim=0), 1, generator=rng)
+    return int(ids[choice])

@@ -16,7 +16,6 @@ cut short by ``max_tokens`` is never passed off as complete: the stream's
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 import warnings
@@ -46,8 +45,6 @@ __all__ = [
     "LocalSynthesizer",
     "TruncatedSpeechWarning",
 ]
-
-logger = logging.getLogger(__name__)
 
 class TruncatedSpeechWarning(UserWarning):
     """The model hit ``max_tokens`` before it finished speaking: the audio stops early."""
@@ -167,7 +164,6 @@ class LocalAudioStream:
                 f"max_tokens ({self._tokens.items}) reached before end of speech: "
                 "the audio is cut short"
             )
-            logger.warning(message)
             warnings.warn(message, TruncatedSpeechWarning, stacklevel=2)
         else:
             assembler.close()  # a reply that stopped inside a frame is an error here
