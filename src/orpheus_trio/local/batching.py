@@ -37,12 +37,19 @@ class _Request:
 class BatchingDecoder:
     """Trio service batching :class:`DecodeWindow` decodes across streams.
 
+    ``max_batch`` defaults to 64 windows on CUDA and 4 on CPU.
     ``async with BatchingDecoder(decoder) as batcher:`` then, from any task,
     ``audio = await batcher.decode_window(window)`` (or pass ``batcher`` to
     :func:`~orpheus_trio.local.stream_decode.pcm_from_tokens`).
     """
 
-    def __init__(self, decoder: SnacDecoder, *, max_batch: int = 16, max_wait_ms: float = 2.0) -> None:
+    def __init__(
+        self, decoder: SnacDecoder, *, max_batch: int | None = None, max_wait_ms: float = 2.0
+    ) -> None:
+        if max_batch is None:
+            # A CPU's two-ish cores are already busy inside one window and big
+            # batches only spill the caches; a GPU wants many windows at once.
+            max_batch = 64 if decoder.device.type == "cuda" else 4
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         if not (max_wait_ms >= 0 and math.isfinite(max_wait_ms)):

@@ -12,10 +12,10 @@ ends, as the whole decode does.
 Look-ahead: a frame is emitted once the 3 frames after it have arrived (12
 latent steps >= 10), so the first audio comes after 4 frames; at the end of
 the stream :meth:`StreamPlanner.finish` releases the rest. Hop policy: the
-first window emits ``first_hop`` frames, and each later window waits for at
-most as many new frames as have been emitted so far (never more than
-``max_hop``): latency stays low at the start, while the buffer the listener
-already holds pays for bigger, cheaper windows later.
+first window emits ``first_hop`` frames; each later window emits up to twice
+as many frames as have been emitted so far, capped at ``max_hop`` (1, 2, 6,
+16, 16, ...): the first audio comes as early as possible, and the audio the
+listener already holds pays for bigger windows, which waste less on context.
 """
 
 from __future__ import annotations
@@ -134,11 +134,11 @@ class StreamPlanner:
         available = ready - self.frames_emitted
         if available <= 0:
             return None
-        hop = min(max(self.frames_emitted, self.first_hop), self.max_hop)
+        hop = min(max(2 * self.frames_emitted, self.first_hop), self.max_hop)
         if available < hop and not self.finished:
             return None
         start = self.frames_emitted
-        stop = start + min(available, self.max_hop)
+        stop = start + min(available, self.max_hop if self.finished else hop)
         lpf = self.latents_per_frame
         latent_lo = max(start * lpf - self.left_latents, 0)
         latent_hi = min(stop * lpf + self.right_latents, self.frames_received * lpf)
