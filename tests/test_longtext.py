@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field
@@ -15,7 +16,13 @@ from _support_server import StartServer
 from orpheus_trio.client import OrpheusTTS
 from orpheus_trio.errors import ServiceError
 from orpheus_trio.longtext import open_ordered_stream, ordered_stream
-from orpheus_trio.server.engines.synthetic import SyntheticEngine, expected_stream
+from orpheus_trio.server.engines.synthetic import (
+    ScheduledFault,
+    SyntheticEngine,
+    expected_pcm,
+    expected_stream,
+)
+from orpheus_trio.textsplit import split_text
 
 
 @dataclass
@@ -296,3 +303,65 @@ async def test_long_text_through_the_client_is_byte_exact_in_order_and_prefetche
     )  # the second piece was synthesized while the first streamed
     # Bounded: with prefetch 1 the third piece waits until the first has been consumed.
     assert start[texts[2]] > end[texts[0]]
+
+
+# -- OrpheusTTS.stream(): long text goes through this pipeline ---------------------------------
+
+# Active once client.stream() takes split= (the hook-up of issue 5, applied by the lead).
+needs_client_hookup = pytest.mark.skipif(
+    "split" not in inspect.signature(OrpheusTTS.stream).parameters,
+    reason="OrpheusTTS.stream() does not split long text yet",
+)
+
+
+@needs_client_hookup
+async def test_client_stream_splits_long_text_into_ordered_pieces(
+    start_server: StartServer,
+) -> None:
+    engine = RecordingEngine()
+    server = await start_server(engine)
+    text = "\n\n".join(
+        f"Paragraph {i} has a sentence. And another one follows it. " * 3
+        for i in range(3)
+    )
+    params: dict[str, Any] = {"chunk_samples": 1200}
+    async with OrpheusTTS(server.base_url) as client:
+        split = b"".join([pcm async for pcm in client.stream(text, **params)])
+        short = b"".join([pcm async for pcm in client.stream("Short text.", **params)])
+        whole = b"".join(
+            [pcm async for pcm in client.stream(text, split="never", **params)]
+        )
+    pieces = split_text(text)
+    assert len(text) > 400 and len(pieces) == 3
+    assert split == b"".join(b"".join(expected_stream(p, None, params)) for p in pieces)
+    assert short == b"".join(expected_stream("Short text.", None, params))
+    assert whole == b"".join(expected_stream(text, None, params))
+    assert [t for kind, t, _ in engine.log if kind == "start"] == [
+        *pieces,
+        "Short text.",
+        text,
+    ]
+
+
+@needs_client_hookup
+async def test_client_stream_names_the_failing_piece(start_server: StartServer) -> None:
+    # Every second request ends with an in-band error after its first chunk: here, piece 2.
+    engine = SyntheticEngine(faults=[ScheduledFault({"error_after": 1}, every=2)])
+    server = await start_server(engine)
+    one, two, three = (
+        f"{name} " + "la " * 50 + "end." for name in ("One", "Two", "Three")
+    )
+    params: dict[str, Any] = {"chunk_samples": 1200}
+    received = bytearray()
+    async with OrpheusTTS(server.base_url) as client:
+        with pytest.raises(ServiceError) as info:
+            async for pcm in client.stream(f"{one} {two} {three}", **params):
+                received += pcm
+    assert info.value.code == "engine_error"
+    assert (
+        "while synthesizing piece 2 of 3 ('Two la la la la la la la la la la la la ...')"
+        in info.value.__notes__
+    )
+    assert bytes(received) == b"".join(
+        expected_stream(one, None, params)
+    ) + expected_pcm(two, None, 0, params)
