@@ -90,10 +90,16 @@ async def one_stream(synth: LocalSynthesizer, tokens: int) -> tuple[float, float
             if first is None:
                 first = trio.current_time() - started
             samples += len(pcm) // 2
-    return (first if first is not None else float("nan")), trio.current_time() - started, samples
+    return (
+        (first if first is not None else float("nan")),
+        trio.current_time() - started,
+        samples,
+    )
 
 
-async def pipeline(synth: LocalSynthesizer, streams: int, tokens: int) -> tuple[list[float], float, float, int]:
+async def pipeline(
+    synth: LocalSynthesizer, streams: int, tokens: int
+) -> tuple[list[float], float, float, int]:
     results: list[tuple[float, float, int]] = []
 
     async def run() -> None:
@@ -124,28 +130,48 @@ def device_description(device: str) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="short run (< 30 s)")
     parser.add_argument("--json", type=Path, help="write the results here")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--model", help="Orpheus checkpoint (default: the tiny test model)")
-    parser.add_argument("--snac", help="SNAC checkpoint (default: random-init 24 kHz SNAC)")
-    parser.add_argument("--tokens", type=int, help="tokens per utterance (multiple of 7)")
+    parser.add_argument(
+        "--device", default="cuda" if torch.cuda.is_available() else "cpu"
+    )
+    parser.add_argument(
+        "--model", help="Orpheus checkpoint (default: the tiny test model)"
+    )
+    parser.add_argument(
+        "--snac", help="SNAC checkpoint (default: random-init 24 kHz SNAC)"
+    )
+    parser.add_argument(
+        "--tokens", type=int, help="tokens per utterance (multiple of 7)"
+    )
     parser.add_argument("--streams", help="comma-separated concurrent stream counts")
-    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
+    parser.add_argument(
+        "--threads", type=int, help="torch intra-op threads (default: torch's)"
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     if (args.model is None) != (args.snac is None):
         parser.error("--model and --snac go together")
     tokens = args.tokens or (7 * 24 if args.quick else 7 * 120)  # ~2 s / ~10 s of audio
-    streams = [int(s) for s in (args.streams or ("1,2" if args.quick else "1,4")).split(",")]
-    warnings.simplefilter("ignore", TruncatedSpeechWarning)  # the looping model is cut on purpose
+    streams = [
+        int(s) for s in (args.streams or ("1,2" if args.quick else "1,4")).split(",")
+    ]
+    warnings.simplefilter(
+        "ignore", TruncatedSpeechWarning
+    )  # the looping model is cut on purpose
 
     with tempfile.TemporaryDirectory(prefix="bench-local-") as scratch:
-        model, snac = (args.model, args.snac) if args.model else build_tiny(Path(scratch))
+        model, snac = (
+            (args.model, args.snac) if args.model else build_tiny(Path(scratch))
+        )
         synth = LocalSynthesizer.load(model, snac, device=args.device)
-        llm_rate = statistics.median(llm_tokens_per_s(synth.lm, tokens) for _ in range(1 if args.quick else 3))
+        llm_rate = statistics.median(
+            llm_tokens_per_s(synth.lm, tokens) for _ in range(1 if args.quick else 3)
+        )
         rows = []
         trio.run(one_stream, synth, 14)  # warm-up: first-call allocations, thread start
         for count in streams:
@@ -180,7 +206,9 @@ def main() -> int:
             json.dumps(
                 {
                     "bench": "local",
-                    "when": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+                    "when": datetime.datetime.now(datetime.UTC).isoformat(
+                        timespec="seconds"
+                    ),
                     "device": device,
                     "quick": args.quick,
                     "rows": [asdict(r) for r in rows],

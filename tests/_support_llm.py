@@ -29,7 +29,21 @@ AUDIO_BASE = 128266
 CODEBOOK_SIZE = 4096
 VOCAB_SIZE = AUDIO_BASE + 7 * CODEBOOK_SIZE + 2  # 156940
 HIDDEN = 64
-WORDS = ["hello", "world", "the", "quick", "brown", "fox", "tara", "leah", "zoe", "dan", ":", ",", "."]
+WORDS = [
+    "hello",
+    "world",
+    "the",
+    "quick",
+    "brown",
+    "fox",
+    "tara",
+    "leah",
+    "zoe",
+    "dan",
+    ":",
+    ",",
+    ".",
+]
 BOS_ID = 1
 # Large enough that sampling at any allowed temperature picks the scripted token.
 SCRIPT_GAIN = 60.0
@@ -47,7 +61,9 @@ def frame_codes(frame: int) -> list[int]:
 
 def audio_script(frames: int) -> list[int]:
     """Token ids for ``frames`` whole frames, every token distinct."""
-    return [audio_token(p, c) for f in range(frames) for p, c in enumerate(frame_codes(f))]
+    return [
+        audio_token(p, c) for f in range(frames) for p, c in enumerate(frame_codes(f))
+    ]
 
 
 def save_tokenizer(path: Path) -> None:
@@ -61,12 +77,18 @@ def save_tokenizer(path: Path) -> None:
     core.post_processor = processors.TemplateProcessing(
         single="<s> $A", special_tokens=[("<s>", BOS_ID)]
     )
-    wrapped = PreTrainedTokenizerFast(tokenizer_object=core, unk_token="[UNK]", bos_token="<s>")
+    wrapped = PreTrainedTokenizerFast(
+        tokenizer_object=core, unk_token="[UNK]", bos_token="<s>"
+    )
     wrapped.save_pretrained(path)
 
 
 def save_tiny_orpheus(
-    path: Path, *, script: Sequence[int] | None = None, loop: bool = False, seed: int = 0
+    path: Path,
+    *,
+    script: Sequence[int] | None = None,
+    loop: bool = False,
+    seed: int = 0,
 ) -> Path:
     """Build, steer (when ``script`` is given) and save a tiny Orpheus model + tokenizer."""
     from transformers import LlamaConfig, LlamaForCausalLM

@@ -46,7 +46,9 @@ def scripted_engine() -> OrpheusEngine:
 
 
 def looping_engine() -> tuple[OrpheusEngine, RecordingSynthesizer]:
-    base = LocalSynthesizer.load(scripted_model_dir(2, loop=True), snac_dir(), device="cpu")
+    base = LocalSynthesizer.load(
+        scripted_model_dir(2, loop=True), snac_dir(), device="cpu"
+    )
     recording = RecordingSynthesizer(base.lm, base.snac)
     recording.opened = []
     return OrpheusEngine(recording), recording
@@ -54,7 +56,9 @@ def looping_engine() -> tuple[OrpheusEngine, RecordingSynthesizer]:
 
 def expected_samples(frames: int) -> np.ndarray:
     codes = np.array([frame_codes(f) for f in range(frames)], dtype=np.int64)
-    return np.frombuffer(scripted_engine().synthesizer.snac.decode_pcm(codes), dtype=np.int16)
+    return np.frombuffer(
+        scripted_engine().synthesizer.snac.decode_pcm(codes), dtype=np.int16
+    )
 
 
 def assert_same_audio(pcm: bytes, frames: int) -> None:
@@ -71,7 +75,8 @@ async def test_server_streams_the_model_speech_with_a_closing_metrics_frame(
     async with httpx.AsyncClient(base_url=server.base_url) as client:
         system = (await client.get("/v1/system")).json()
         response = await client.post(
-            "/v1/tts/stream", json={"text": "hello world", "voice": "leah", "temperature": 0.7}
+            "/v1/tts/stream",
+            json={"text": "hello world", "voice": "leah", "temperature": 0.7},
         )
     assert system["engine"] == "orpheus"
     assert system["voices"] == list(DEFAULT_VOICES)
@@ -84,19 +89,32 @@ async def test_server_streams_the_model_speech_with_a_closing_metrics_frame(
     assert len(metrics) == 1
     assert metrics[0]["finish_reason"] == "stop" and metrics[0]["truncated"] is False
     assert metrics[0]["tokens"] == FRAMES * 7 and metrics[0]["frames"] == FRAMES
-    assert frames.index(metrics[0]) > max(i for i, f in enumerate(frames) if f["type"] == "chunk")
-    assert frames[-1] == {"type": "eos", "chunks": len(chunks), "samples": FRAMES * FRAME_SAMPLES}
+    assert frames.index(metrics[0]) > max(
+        i for i, f in enumerate(frames) if f["type"] == "chunk"
+    )
+    assert frames[-1] == {
+        "type": "eos",
+        "chunks": len(chunks),
+        "samples": FRAMES * FRAME_SAMPLES,
+    }
 
 
-async def test_reply_cut_by_max_tokens_says_so_before_eos(start_server: StartServer) -> None:
+async def test_reply_cut_by_max_tokens_says_so_before_eos(
+    start_server: StartServer,
+) -> None:
     server = await start_server(engine=scripted_engine())
     async with httpx.AsyncClient(base_url=server.base_url) as client:
         with pytest.warns(UserWarning, match="max_tokens"):
-            response = await client.post("/v1/tts/stream", json={"text": "hi", "max_tokens": 15})
+            response = await client.post(
+                "/v1/tts/stream", json={"text": "hi", "max_tokens": 15}
+            )
     frames = parse_frames(response.content)
     (engine_metrics,) = [f for f in frames if "finish_reason" in f]
     assert engine_metrics["type"] == "metrics"
-    assert engine_metrics["finish_reason"] == "length" and engine_metrics["truncated"] is True
+    assert (
+        engine_metrics["finish_reason"] == "length"
+        and engine_metrics["truncated"] is True
+    )
     assert engine_metrics["tokens"] == 15 and engine_metrics["dropped_tokens"] == 1
     assert frames[-1]["type"] == "eos" and frames[-1]["samples"] == 2 * FRAME_SAMPLES
 
@@ -128,7 +146,9 @@ async def test_max_tokens_beyond_context_is_a_400_before_streaming(
 ) -> None:
     server = await start_server(engine=scripted_engine())
     async with httpx.AsyncClient(base_url=server.base_url) as client:
-        response = await client.post("/v1/tts/stream", json={"text": "hello", "max_tokens": 9000})
+        response = await client.post(
+            "/v1/tts/stream", json={"text": "hello", "max_tokens": 9000}
+        )
     assert response.status_code == 400
     assert "does not fit" in response.json()["error"]["message"]
 
@@ -136,9 +156,12 @@ async def test_max_tokens_beyond_context_is_a_400_before_streaming(
 async def test_client_disconnect_stops_generation(start_server: StartServer) -> None:
     engine, recording = looping_engine()
     server = await start_server(engine=engine)
-    async with httpx.AsyncClient(base_url=server.base_url) as client, client.stream(
-        "POST", "/v1/tts/stream", json={"text": "hello", "max_tokens": 4000}
-    ) as response:
+    async with (
+        httpx.AsyncClient(base_url=server.base_url) as client,
+        client.stream(
+            "POST", "/v1/tts/stream", json={"text": "hello", "max_tokens": 4000}
+        ) as response,
+    ):
         async for line in response.aiter_lines():
             if '"chunk"' in line:
                 break
@@ -157,7 +180,8 @@ async def test_server_deadline_stops_generation(start_server: StartServer) -> No
     server = await start_server(engine=engine)
     async with httpx.AsyncClient(base_url=server.base_url) as client:
         response = await client.post(
-            "/v1/tts/stream", json={"text": "hello", "max_tokens": 4000, "timeout_s": 0.5}
+            "/v1/tts/stream",
+            json={"text": "hello", "max_tokens": 4000, "timeout_s": 0.5},
         )
     frames = parse_frames(response.content)
     assert frames[-1]["type"] == "error" and frames[-1]["code"] == "deadline_exceeded"
@@ -165,7 +189,9 @@ async def test_server_deadline_stops_generation(start_server: StartServer) -> No
     assert audio.finish_reason == "cancelled" and audio.tokens < 4000
 
 
-async def test_the_client_library_speaks_to_the_orpheus_engine(start_server: StartServer) -> None:
+async def test_the_client_library_speaks_to_the_orpheus_engine(
+    start_server: StartServer,
+) -> None:
     server = await start_server(engine=scripted_engine())
     async with OrpheusTTS(server.base_url) as tts:
         pcm = await tts.synthesize("hello", voice="zoe", top_k=50, seed=3)
@@ -213,7 +239,16 @@ def test_serve_command_runs_the_orpheus_engine() -> None:
 
 def test_serve_command_needs_model_and_snac_for_orpheus() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "orpheus_trio", "serve", "--engine", "orpheus", "--snac", "x"],
+        [
+            sys.executable,
+            "-m",
+            "orpheus_trio",
+            "serve",
+            "--engine",
+            "orpheus",
+            "--snac",
+            "x",
+        ],
         capture_output=True,
         text=True,
         timeout=60,

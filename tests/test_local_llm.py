@@ -71,7 +71,14 @@ def test_prompt_wraps_voice_and_text_in_orpheus_markers() -> None:
 
 def test_prompt_without_voice_is_the_text_alone_with_one_bos() -> None:
     ids = scripted_lm().prompt_ids("the quick fox")
-    assert ids == [START_OF_HUMAN, BOS_ID, word_id("the"), word_id("quick"), word_id("fox"), *PROMPT_SUFFIX]
+    assert ids == [
+        START_OF_HUMAN,
+        BOS_ID,
+        word_id("the"),
+        word_id("quick"),
+        word_id("fox"),
+        *PROMPT_SUFFIX,
+    ]
     assert ids.count(BOS_ID) == 1
 
 
@@ -86,13 +93,24 @@ def test_prompt_rejects_empty_text(text: object) -> None:
 
 def test_sampling_defaults_follow_reference_engine() -> None:
     params = SamplingParams.from_params({})
-    assert (params.temperature, params.top_p, params.repetition_penalty) == (0.6, 0.8, 1.3)
+    assert (params.temperature, params.top_p, params.repetition_penalty) == (
+        0.6,
+        0.8,
+        1.3,
+    )
     assert params.max_tokens >= 1200
 
 
 def test_sampling_params_accept_valid_values() -> None:
     params = SamplingParams.from_params(
-        {"temperature": 0, "top_p": 1, "top_k": 40, "repetition_penalty": 1.5, "max_tokens": 7, "seed": 3}
+        {
+            "temperature": 0,
+            "top_p": 1,
+            "top_k": 40,
+            "repetition_penalty": 1.5,
+            "max_tokens": 7,
+            "seed": 3,
+        }
     )
     assert params == SamplingParams(0.0, 1.0, 40, 1.5, 7, 3)
 
@@ -110,9 +128,17 @@ def test_sampling_params_accept_valid_values() -> None:
         ({"top_k": -1}, "top_k", "got -1"),
         ({"max_tokens": 0}, "max_tokens", r"must be in \[1, "),
         ({"max_tokens": "100"}, "max_tokens", "must be an integer, got str"),
-        ({"repetition_penalty": 0.9}, "repetition_penalty", r"must be in \[1, 3\], got 0.9"),
+        (
+            {"repetition_penalty": 0.9},
+            "repetition_penalty",
+            r"must be in \[1, 3\], got 0.9",
+        ),
         ({"seed": -5}, "seed", "got -5"),
-        ({"speed": 2, "temperature": 0.5}, "speed", "unknown parameter .known: max_tokens, "),
+        (
+            {"speed": 2, "temperature": 0.5},
+            "speed",
+            "unknown parameter .known: max_tokens, ",
+        ),
     ],
 )
 def test_sampling_params_reject_bad_values_naming_the_key(
@@ -133,7 +159,10 @@ def test_low_repetition_penalty_is_accepted_with_a_warning() -> None:
 def test_max_tokens_beyond_the_context_is_rejected_before_generating() -> None:
     lm = scripted_lm()
     prompt = lm.prompt_ids("hello")
-    with pytest.raises(InvalidParameter, match="does not fit: the prompt takes 7 of the model's 4096 positions, leaving 4089"):
+    with pytest.raises(
+        InvalidParameter,
+        match="does not fit: the prompt takes 7 of the model's 4096 positions, leaving 4089",
+    ):
         lm.generate(prompt, SamplingParams(max_tokens=4090))
 
 
@@ -149,7 +178,9 @@ def test_loading_from_a_saved_directory_gives_a_cpu_model_with_stop_ids() -> Non
 
 def test_generation_yields_the_model_reply_and_stops_at_end_of_speech() -> None:
     lm = scripted_lm()
-    tokens, reason = run_to_end(lm.generate(lm.prompt_ids("hello", "tara"), SamplingParams(seed=0)))
+    tokens, reason = run_to_end(
+        lm.generate(lm.prompt_ids("hello", "tara"), SamplingParams(seed=0))
+    )
     assert tokens == audio_script(4)
     assert reason == "stop"
     assert END_OF_SPEECH not in tokens
@@ -157,7 +188,9 @@ def test_generation_yields_the_model_reply_and_stops_at_end_of_speech() -> None:
 
 def test_generation_cut_by_max_tokens_says_length() -> None:
     lm = scripted_lm()
-    tokens, reason = run_to_end(lm.generate(lm.prompt_ids("hello"), SamplingParams(max_tokens=10)))
+    tokens, reason = run_to_end(
+        lm.generate(lm.prompt_ids("hello"), SamplingParams(max_tokens=10))
+    )
     assert tokens == audio_script(4)[:10]
     assert reason == "length"
 
@@ -167,7 +200,9 @@ def test_same_seed_gives_same_tokens_and_other_seed_differs() -> None:
     prompt = lm.prompt_ids("hello world")
 
     def sample(seed: int) -> list[int]:
-        return run_to_end(lm.generate(prompt, SamplingParams(max_tokens=12, seed=seed, top_p=1.0)))[0]
+        return run_to_end(
+            lm.generate(prompt, SamplingParams(max_tokens=12, seed=seed, top_p=1.0))
+        )[0]
 
     assert sample(1) == sample(1)
     assert sample(1) != sample(2)
@@ -178,7 +213,10 @@ def test_greedy_decoding_is_deterministic_without_seed() -> None:
     lm = random_lm()
     prompt = lm.prompt_ids("fox")
     params = SamplingParams(temperature=0.0, max_tokens=8)
-    assert run_to_end(lm.generate(prompt, params))[0] == run_to_end(lm.generate(prompt, params))[0]
+    assert (
+        run_to_end(lm.generate(prompt, params))[0]
+        == run_to_end(lm.generate(prompt, params))[0]
+    )
 
 
 # --- thread -> Trio streaming ------------------------------------------------------------
@@ -204,7 +242,9 @@ class CountingGeneration:
 
 async def test_tokens_stream_into_trio_and_result_says_stop() -> None:
     lm = scripted_lm()
-    async with ThreadedGenerator(lambda: lm.generate(lm.prompt_ids("hi"), SamplingParams())) as tokens:
+    async with ThreadedGenerator(
+        lambda: lm.generate(lm.prompt_ids("hi"), SamplingParams())
+    ) as tokens:
         received = [t async for t in tokens]
         assert tokens.finished
         assert tokens.result == "stop"
@@ -282,10 +322,15 @@ async def test_closing_before_the_first_item_never_starts_the_thread() -> None:
 # --- the sampler ----------------------------------------------------------------------
 
 
-def draws(logits: list[float] | torch.Tensor, params: SamplingParams, n: int = 300) -> set[int]:
+def draws(
+    logits: list[float] | torch.Tensor, params: SamplingParams, n: int = 300
+) -> set[int]:
     row = torch.as_tensor(logits, dtype=torch.float32)
     rng = torch.Generator().manual_seed(0)
-    return {sample_token(row.clone(), torch.empty(0, dtype=torch.long), params, rng) for _ in range(n)}
+    return {
+        sample_token(row.clone(), torch.empty(0, dtype=torch.long), params, rng)
+        for _ in range(n)
+    }
 
 
 def test_greedy_takes_the_best_token_after_the_repetition_penalty() -> None:
@@ -300,11 +345,18 @@ def test_top_p_keeps_the_smallest_set_reaching_p() -> None:
     probs = torch.tensor([0.5, 0.3, 0.15, 0.05])
     params = SamplingParams(temperature=1.0, top_p=0.7)
     assert draws(probs.log(), params) == {0, 1}
-    assert draws(probs.log(), SamplingParams(temperature=1.0, top_p=1.0)) == {0, 1, 2, 3}
+    assert draws(probs.log(), SamplingParams(temperature=1.0, top_p=1.0)) == {
+        0,
+        1,
+        2,
+        3,
+    }
 
 
 def test_top_p_beyond_the_first_window_sorts_the_whole_vocabulary() -> None:
-    logits = torch.linspace(0.0, -1.0, 2000)  # mild slope: 256 best tokens hold ~16% of the mass
+    logits = torch.linspace(
+        0.0, -1.0, 2000
+    )  # mild slope: 256 best tokens hold ~16% of the mass
     params = SamplingParams(temperature=1.0, top_p=0.5)
     probs = torch.softmax(logits, 0)
     kept = int(((torch.cumsum(probs, 0) - probs) < 0.5).sum())

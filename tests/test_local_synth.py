@@ -25,7 +25,9 @@ def synth() -> LocalSynthesizer:
 
 @cache
 def looping_synth() -> LocalSynthesizer:
-    return LocalSynthesizer.load(scripted_model_dir(2, loop=True), snac_dir(), device="cpu")
+    return LocalSynthesizer.load(
+        scripted_model_dir(2, loop=True), snac_dir(), device="cpu"
+    )
 
 
 def expected_pcm(frames: int) -> np.ndarray:
@@ -59,7 +61,9 @@ async def test_text_becomes_the_scripted_speech_and_stop_token_ends_it() -> None
 
 async def test_synthesize_and_stream_give_the_same_audio() -> None:
     whole = await synth().synthesize("the quick fox")
-    streamed = b"".join([pcm async for pcm in synth().stream("the quick fox", voice="zoe")])
+    streamed = b"".join(
+        [pcm async for pcm in synth().stream("the quick fox", voice="zoe")]
+    )
     assert whole == streamed
     assert_same_audio(whole, expected_pcm(FRAMES))
 
@@ -89,7 +93,8 @@ async def test_reply_cut_by_max_tokens_is_flagged_and_keeps_whole_frames() -> No
     assert audio.tokens == 17
     assert audio.frames == 2 and audio.dropped_tokens == 3
     reference = np.frombuffer(
-        synth().snac.decode_pcm(np.array([frame_codes(0), frame_codes(1)])), dtype=np.int16
+        synth().snac.decode_pcm(np.array([frame_codes(0), frame_codes(1)])),
+        dtype=np.int16,
     )
     assert_same_audio(pcm, reference)
 
@@ -132,7 +137,11 @@ async def test_deadline_ends_the_stream_with_deadline_exceeded() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "error", "message"),
     [
-        ({"voice": "bob"}, InvalidParameter, r"voice: unknown voice 'bob' \(known: tara, leah"),
+        (
+            {"voice": "bob"},
+            InvalidParameter,
+            r"voice: unknown voice 'bob' \(known: tara, leah",
+        ),
         ({"temperature": -1}, InvalidParameter, r"temperature: must be in \[0, 2\]"),
         ({"top_k": "5"}, InvalidParameter, "top_k: must be an integer, got str"),
         ({"pitch": 3}, InvalidParameter, "pitch: unknown parameter"),
@@ -165,7 +174,9 @@ async def test_tokens_out_of_place_raise_a_clear_error() -> None:
 async def test_orpheus_tts_local_gives_the_client_api_without_a_server() -> None:
     from orpheus_trio.client import OrpheusTTS
 
-    async with OrpheusTTS.local(scripted_model_dir(FRAMES), snac_dir(), device="cpu") as tts:
+    async with OrpheusTTS.local(
+        scripted_model_dir(FRAMES), snac_dir(), device="cpu"
+    ) as tts:
         assert isinstance(tts, LocalSynthesizer)
         streamed = b"".join([pcm async for pcm in tts.stream("hello", voice="tara")])
         async with tts.open_stream("hello", temperature=0.9, top_k=20) as audio:

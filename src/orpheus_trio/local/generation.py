@@ -24,7 +24,12 @@ __all__ = ["ThreadedGenerator"]
 T = TypeVar("T")
 R = TypeVar("R")
 
-_CONSUMER_GONE = (trio.BrokenResourceError, trio.ClosedResourceError, trio.RunFinishedError, trio.Cancelled)
+_CONSUMER_GONE = (
+    trio.BrokenResourceError,
+    trio.ClosedResourceError,
+    trio.RunFinishedError,
+    trio.Cancelled,
+)
 
 
 class ThreadedGenerator(Generic[T, R]):

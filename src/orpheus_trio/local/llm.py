@@ -77,12 +77,21 @@ class InvalidParameter(ValueError):
         super().__init__(f"{key}: {message}")
 
 
-def _number(key: str, value: object, low: float, high: float, *, low_open: bool = False) -> float:
+def _number(
+    key: str, value: object, low: float, high: float, *, low_open: bool = False
+) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidParameter(key, f"must be a number, got {type(value).__name__}")
-    if not math.isfinite(value) or value > high or value < low or (low_open and value == low):
+    if (
+        not math.isfinite(value)
+        or value > high
+        or value < low
+        or (low_open and value == low)
+    ):
         bound = "(" if low_open else "["
-        raise InvalidParameter(key, f"must be in {bound}{low:g}, {high:g}], got {value!r}")
+        raise InvalidParameter(
+            key, f"must be in {bound}{low:g}, {high:g}], got {value!r}"
+        )
     return float(value)
 
 
@@ -136,7 +145,9 @@ class SamplingParams:
             elif key == "max_tokens":
                 values[key] = _integer(key, value, 1, 1_000_000)
             elif key == "seed":
-                values[key] = None if value is None else _integer(key, value, 0, 2**63 - 1)
+                values[key] = (
+                    None if value is None else _integer(key, value, 0, 2**63 - 1)
+                )
         sampling = cls(**values)
         if sampling.repetition_penalty < MIN_STABLE_REPETITION_PENALTY:
             message = (
@@ -157,7 +168,11 @@ def _looks_like_missing_path(where: str | os.PathLike[str]) -> bool:
     """A path that is not there (hub ids are ``owner/name``, never absolute or ``./``)."""
     text = str(where)
     path = Path(text).expanduser()
-    explicit = isinstance(where, os.PathLike) or path.is_absolute() or text.startswith((".", "~"))
+    explicit = (
+        isinstance(where, os.PathLike)
+        or path.is_absolute()
+        or text.startswith((".", "~"))
+    )
     return explicit and not path.exists()
 
 
@@ -175,14 +190,18 @@ class OrpheusLM:
         self.tokenizer = tokenizer
         self.device = torch.device(device)
         self.vocab_size = int(model.config.vocab_size)
-        self.context_length = int(getattr(model.config, "max_position_embeddings", 0)) or None
+        self.context_length = (
+            int(getattr(model.config, "max_position_embeddings", 0)) or None
+        )
         self.stop_ids = frozenset({END_OF_SPEECH, *self._eos_ids()})
         # transformers 5 renamed the cache argument; older releases only know the old name.
         accepted = inspect.signature(model.forward).parameters
         self._cache_arg = "cache" if "cache" in accepted else "past_key_values"
         self._extra_args: dict[str, Any] = {"use_cache": True}
         if "logits_to_keep" in accepted:
-            self._extra_args["logits_to_keep"] = 1  # the prefill needs the last row only
+            self._extra_args["logits_to_keep"] = (
+                1  # the prefill needs the last row only
+            )
 
     @classmethod
     def load(
@@ -205,7 +224,9 @@ class OrpheusLM:
 
         for what, where in (("model", model), ("tokenizer", tokenizer)):
             if where is not None and _looks_like_missing_path(where):
-                raise FileNotFoundError(f"Orpheus {what} directory {str(where)!r} does not exist")
+                raise FileNotFoundError(
+                    f"Orpheus {what} directory {str(where)!r} does not exist"
+                )
         device = device or _default_device()
         if dtype is None:
             dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
@@ -217,13 +238,17 @@ class OrpheusLM:
         lm.to(device)
         lm.eval()
         tok: Any = AutoTokenizer.from_pretrained(
-            str(tokenizer if tokenizer is not None else model), local_files_only=local_files_only
+            str(tokenizer if tokenizer is not None else model),
+            local_files_only=local_files_only,
         )
         return cls(lm, tok, device=device)
 
     def _eos_ids(self) -> Iterable[int]:
         found: set[int] = set()
-        for source in (self.model.config, getattr(self.model, "generation_config", None)):
+        for source in (
+            self.model.config,
+            getattr(self.model, "generation_config", None),
+        ):
             eos = getattr(source, "eos_token_id", None)
             if isinstance(eos, int):
                 found.add(eos)
@@ -245,7 +270,10 @@ class OrpheusLM:
 
     def check_fits(self, prompt_length: int, params: SamplingParams) -> None:
         """Raise :class:`InvalidParameter` when prompt + ``max_tokens`` exceed the context."""
-        if self.context_length is not None and prompt_length + params.max_tokens > self.context_length:
+        if (
+            self.context_length is not None
+            and prompt_length + params.max_tokens > self.context_length
+        ):
             room = self.context_length - prompt_length
             raise InvalidParameter(
                 "max_tokens",
@@ -275,7 +303,9 @@ class OrpheusLM:
             rng = torch.Generator(device=self.device).manual_seed(params.seed)
         # Prompt and output ids in one preallocated row: the repetition penalty sees both.
         seen = torch.empty(
-            (1, len(prompt_ids) + params.max_tokens), dtype=torch.long, device=self.device
+            (1, len(prompt_ids) + params.max_tokens),
+            dtype=torch.long,
+            device=self.device,
         )
         seen[0, : len(prompt_ids)] = torch.tensor(prompt_ids, dtype=torch.long)
         length = len(prompt_ids)
@@ -286,7 +316,9 @@ class OrpheusLM:
                 out = self.model(
                     input_ids=step_input, **{self._cache_arg: cache}, **self._extra_args
                 )
-                token = sample_token(out.logits[0, -1, :], seen[0, :length], params, rng)
+                token = sample_token(
+                    out.logits[0, -1, :], seen[0, :length], params, rng
+                )
                 if token in self.stop_ids:
                     return "stop"
                 seen[0, length] = token
@@ -331,7 +363,9 @@ def sample_token(
         values, ids = torch.topk(scores, params.top_k)
     if params.top_p < 1.0:
         if values is not None and ids is not None:
-            total = torch.logsumexp(values, dim=0)  # top-p acts on the top-k distribution
+            total = torch.logsumexp(
+                values, dim=0
+            )  # top-p acts on the top-k distribution
         else:
             total = torch.logsumexp(scores, dim=0)
             values, ids = torch.topk(scores, min(_NUCLEUS_WINDOW, scores.numel()))

@@ -46,6 +46,7 @@ __all__ = [
     "TruncatedSpeechWarning",
 ]
 
+
 class TruncatedSpeechWarning(UserWarning):
     """The model hit ``max_tokens`` before it finished speaking: the audio stops early."""
 
@@ -179,7 +180,10 @@ class LocalAudioStream:
         audio: Audio
         if isinstance(decoder, SnacDecoder):
             batch = await trio.to_thread.run_sync(
-                decoder.decode_batch, window.frames[None], window.latent_start, window.latent_stop
+                decoder.decode_batch,
+                window.frames[None],
+                window.latent_start,
+                window.latent_stop,
             )
             audio = window.keep(batch[0])
         else:
@@ -211,17 +215,27 @@ class LocalSynthesizer:
         first_hop: int = 1,
         max_hop: int = 16,
     ) -> None:
-        snac = decoder if isinstance(decoder, SnacDecoder) else getattr(decoder, "decoder", None)
+        snac = (
+            decoder
+            if isinstance(decoder, SnacDecoder)
+            else getattr(decoder, "decoder", None)
+        )
         if not isinstance(snac, SnacDecoder):
-            raise TypeError("decoder must be a SnacDecoder or a BatchingDecoder wrapping one")
+            raise TypeError(
+                "decoder must be a SnacDecoder or a BatchingDecoder wrapping one"
+            )
         if timeout_s is not None and not (timeout_s > 0 and math.isfinite(timeout_s)):
-            raise ValueError(f"timeout_s must be a positive number or None, got {timeout_s!r}")
+            raise ValueError(
+                f"timeout_s must be a positive number or None, got {timeout_s!r}"
+            )
         self.lm = lm
         self.decoder = decoder
         self.snac = snac
         self.voices = tuple(voices) if voices is not None else None
         self.defaults = dict(defaults or {})
-        SamplingParams.from_params(self.defaults)  # fail at construction, not per request
+        SamplingParams.from_params(
+            self.defaults
+        )  # fail at construction, not per request
         self.timeout_s = timeout_s
         self.on_invalid: OnInvalid = on_invalid
         self.first_hop = first_hop
@@ -244,7 +258,11 @@ class LocalSynthesizer:
         ``options`` are :class:`LocalSynthesizer` keyword arguments. Blocks while loading.
         """
         lm = OrpheusLM.load(
-            model, tokenizer=tokenizer, device=device, dtype=dtype, local_files_only=local_files_only
+            model,
+            tokenizer=tokenizer,
+            device=device,
+            dtype=dtype,
+            local_files_only=local_files_only,
         )
         decoder = SnacDecoder.from_pretrained(snac, device=lm.device)
         return cls(lm, decoder, **options)
@@ -258,7 +276,12 @@ class LocalSynthesizer:
         return SamplingParams.from_params({**self.defaults, **params})
 
     def open(
-        self, text: str, voice: str | None = None, *, timeout_s: float | None = None, **params: Any
+        self,
+        text: str,
+        voice: str | None = None,
+        *,
+        timeout_s: float | None = None,
+        **params: Any,
     ) -> LocalAudioStream:
         """Start one utterance; iterate the returned stream and close it (``async with``).
 
@@ -272,7 +295,9 @@ class LocalSynthesizer:
             or not isinstance(limit, int | float)
             or not (limit > 0 and math.isfinite(limit))
         ):
-            raise InvalidParameter("timeout_s", f"must be a positive number, got {limit!r}")
+            raise InvalidParameter(
+                "timeout_s", f"must be a positive number, got {limit!r}"
+            )
         prompt = self.lm.prompt_ids(text, voice)
         self.lm.check_fits(len(prompt), sampling)
         deadline = trio.current_time() + limit if limit is not None else math.inf
@@ -280,7 +305,12 @@ class LocalSynthesizer:
 
     @asynccontextmanager
     async def open_stream(
-        self, text: str, voice: str | None = None, *, timeout_s: float | None = None, **params: Any
+        self,
+        text: str,
+        voice: str | None = None,
+        *,
+        timeout_s: float | None = None,
+        **params: Any,
     ) -> AsyncIterator[LocalAudioStream]:
         """Like the client's ``open_stream``: the utterance's stream, closed on exit."""
         audio = self.open(text, voice, timeout_s=timeout_s, **params)
@@ -290,18 +320,32 @@ class LocalSynthesizer:
             await audio.aclose()
 
     async def stream(
-        self, text: str, voice: str | None = None, *, timeout_s: float | None = None, **params: Any
+        self,
+        text: str,
+        voice: str | None = None,
+        *,
+        timeout_s: float | None = None,
+        **params: Any,
     ) -> AsyncIterator[bytes]:
         """Yield the speech for ``text`` as PCM chunks (s16le mono 24 kHz, even length)."""
-        async with self.open_stream(text, voice, timeout_s=timeout_s, **params) as audio:
+        async with self.open_stream(
+            text, voice, timeout_s=timeout_s, **params
+        ) as audio:
             async for pcm in audio:
                 yield pcm
 
     async def synthesize(
-        self, text: str, voice: str | None = None, *, timeout_s: float | None = None, **params: Any
+        self,
+        text: str,
+        voice: str | None = None,
+        *,
+        timeout_s: float | None = None,
+        **params: Any,
     ) -> bytes:
         """The whole speech for ``text`` as one PCM buffer."""
-        async with self.open_stream(text, voice, timeout_s=timeout_s, **params) as audio:
+        async with self.open_stream(
+            text, voice, timeout_s=timeout_s, **params
+        ) as audio:
             return b"".join([pcm async for pcm in audio])
 
     async def close(self) -> None:

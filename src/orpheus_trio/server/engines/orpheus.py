@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
 __all__ = ["OrpheusEngine", "add_arguments", "from_args"]
 
+
 class OrpheusEngine:
     """Serves a :class:`LocalSynthesizer`; its ``voices`` are the engine's (the first is the default)."""
 
@@ -39,7 +40,9 @@ class OrpheusEngine:
 
     def __init__(self, synthesizer: LocalSynthesizer) -> None:
         if not synthesizer.voices:
-            raise ValueError("the orpheus engine needs a synthesizer with a list of voices")
+            raise ValueError(
+                "the orpheus engine needs a synthesizer with a list of voices"
+            )
         self.synthesizer = synthesizer
         self._voices = list(synthesizer.voices)
 
@@ -56,7 +59,9 @@ class OrpheusEngine:
         """Load both checkpoints (blocking); ``options`` go to :meth:`LocalSynthesizer.load`."""
         from ...local.synthesizer import LocalSynthesizer
 
-        return cls(LocalSynthesizer.load(model, snac, device=device, voices=voices, **options))
+        return cls(
+            LocalSynthesizer.load(model, snac, device=device, voices=voices, **options)
+        )
 
     def voices(self) -> list[str]:
         return list(self._voices)
@@ -85,7 +90,9 @@ class OrpheusEngine:
                 async for pcm in audio:
                     yield pcm
             except (InvalidAudioToken, IncompleteFrame) as error:
-                raise EngineError("engine_error", f"the model produced bad audio tokens: {error}") from None
+                raise EngineError(
+                    "engine_error", f"the model produced bad audio tokens: {error}"
+                ) from None
         yield Hints(
             {
                 "finish_reason": audio.finish_reason,
@@ -104,10 +111,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``serve`` options the ``orpheus`` engine reads."""
     group = parser.add_argument_group("orpheus engine (--engine orpheus)")
     group.add_argument("--model", help="Orpheus checkpoint: local directory or hub id")
-    group.add_argument("--snac", help="SNAC 24 kHz checkpoint: local directory or hub id")
+    group.add_argument(
+        "--snac", help="SNAC 24 kHz checkpoint: local directory or hub id"
+    )
     group.add_argument("--tokenizer", help="tokenizer, if not the model's own")
-    group.add_argument("--device", help="torch device (default: cuda when present, else cpu)")
-    group.add_argument("--dtype", help="model dtype (default: bfloat16 on cuda, float32 on cpu)")
+    group.add_argument(
+        "--device", help="torch device (default: cuda when present, else cpu)"
+    )
+    group.add_argument(
+        "--dtype", help="model dtype (default: bfloat16 on cuda, float32 on cpu)"
+    )
     group.add_argument(
         "--voices",
         default=",".join(DEFAULT_VOICES),
@@ -117,7 +130,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def from_args(args: argparse.Namespace) -> OrpheusEngine:
     """Build the engine from ``serve`` arguments; ``ValueError`` names what is missing."""
-    missing = [flag for flag, value in (("--model", args.model), ("--snac", args.snac)) if not value]
+    missing = [
+        flag
+        for flag, value in (("--model", args.model), ("--snac", args.snac))
+        if not value
+    ]
     if missing:
         raise ValueError(f"--engine orpheus needs {' and '.join(missing)}")
     voices = [v.strip() for v in args.voices.split(",") if v.strip()]
