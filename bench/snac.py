@@ -224,11 +224,15 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     decoder.decode(np.zeros((8, 7), dtype=np.int64))  # warm-up
     reference_convert(reference_model, [1] * 28, device)
 
-    max_batch = args.max_batch or (64 if device.type == "cuda" else 4)
     convert = functools.partial(reference_convert, reference_model, device=device)
     runs: list[Run] = []
     for streams in args.streams:
-        async with BatchingDecoder(decoder, max_batch=max_batch, max_wait_ms=args.max_wait_ms) as batcher:
+        async with BatchingDecoder(
+            decoder,
+            max_batch=args.max_batch,
+            max_wait_ms=args.max_wait_ms,
+            max_batch_latents=args.max_batch_latents,
+        ) as batcher:
             ours = functools.partial(our_stream, batcher)
             runs.append(await measure("ours", streams, args.budget, args.frames, ours))
         print_run(runs[-1])
@@ -246,7 +250,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "budget_s": args.budget,
         "cpu_count": os.cpu_count(),
         "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
-        "max_batch": max_batch,
+        "max_batch": args.max_batch,
+        "max_batch_latents": batcher.max_batch_latents,
         "runs": [{k: v for k, v in asdict(r).items() if k != "ttfa_s"} for r in runs],
         "speedup": {
             str(s): ratio(runs, s) for s in args.streams
@@ -290,7 +295,8 @@ def main() -> int:
     parser.add_argument("--streams", type=int, nargs="+", default=[1, 8, 32, 128])
     parser.add_argument("--budget", type=float, help="seconds per configuration")
     parser.add_argument("--frames", type=int, default=2000, help="frames per stream (default: more than fit)")
-    parser.add_argument("--max-batch", type=int, default=0)
+    parser.add_argument("--max-batch", type=int, default=64, help="windows gathered at once")
+    parser.add_argument("--max-batch-latents", type=int, help="cap per decode call (default: library's)")
     parser.add_argument("--max-wait-ms", type=float, default=2.0)
     parser.add_argument("--snr-frames", type=int, default=24)
     args = parser.parse_args()
@@ -301,6 +307,7 @@ def main() -> int:
     result = trio.run(main_async, args)
     print(
         f"device: {result['device']}, dtype {result['dtype']}, max_batch {result['max_batch']}, "
+        f"max_batch_latents {result['max_batch_latents']}, "
         f"1-min load average before/after {result['load_average_1min']} on {result['cpu_count']} cores"
     )
     for streams, speedup in result["speedup"].items():

@@ -211,7 +211,8 @@ async def test_batched_streams_equal_one_by_one_decoding() -> None:
         stream.flush()
         alone.append(pcm_of(stream.pop_audio()))
     results: dict[int, bytes] = {}
-    async with BatchingDecoder(decoder, max_batch=8, max_wait_ms=20) as batcher:
+    big = 10_000  # no latent cap: exercise real multi-window batches on CPU too
+    async with BatchingDecoder(decoder, max_batch=8, max_wait_ms=20, max_batch_latents=big) as batcher:
 
         async def one(i: int) -> None:
             tokens = aiter_of(token_ids_from_codes(utterances[i]))
@@ -249,6 +250,18 @@ async def test_batcher_groups_windows_by_shape() -> None:
         np.testing.assert_allclose(audio, w.keep(alone), atol=1e-5)
 
 
+async def test_batcher_caps_latents_per_decode_call() -> None:
+    p = planner()
+    p.push(random_frames(4, seed=1))
+    window = drain(p)[0]  # 14 latent steps
+    async with BatchingDecoder(
+        shared_decoder(), max_batch=8, max_wait_ms=50, max_batch_latents=30
+    ) as batcher, trio.open_nursery() as nursery:
+        for _ in range(4):
+            nursery.start_soon(batcher.decode_window, window)
+    assert (batcher.windows_decoded, batcher.batches_run) == (4, 2)  # 2 windows of 14 per call
+
+
 async def test_batcher_sends_a_decode_error_to_the_caller_and_keeps_serving() -> None:
     bad = DecodeWindow(random_frames(1, seed=0), 0, 9, 0, 10, 0)  # latent range past the frames
     good = drain_one_window()
@@ -279,5 +292,7 @@ async def test_batcher_misuse_is_rejected() -> None:
         await batcher.decode_window(drain_one_window())
     with pytest.raises(ValueError, match="max_batch"):
         BatchingDecoder(shared_decoder(), max_batch=0)
+    with pytest.raises(ValueError, match="max_batch_latents"):
+        BatchingDecoder(shared_decoder(), max_batch_latents=0)
     with pytest.raises(ValueError, match="max_wait_ms"):
         BatchingDecoder(shared_decoder(), max_wait_ms=float("nan"))

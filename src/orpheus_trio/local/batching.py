@@ -23,7 +23,10 @@ import trio
 from .snac_decoder import SnacDecoder
 from .stream_decode import Audio, DecodeWindow
 
-__all__ = ["BatchingDecoder"]
+__all__ = ["CPU_BATCH_LATENTS", "BatchingDecoder"]
+
+#: Default cap on the latent steps (windows x length) of one decode call on CPU.
+CPU_BATCH_LATENTS = 96
 
 
 @dataclass(eq=False)
@@ -37,21 +40,33 @@ class _Request:
 class BatchingDecoder:
     """Trio service batching :class:`DecodeWindow` decodes across streams.
 
-    ``max_batch`` defaults to 64 windows on CUDA and 4 on CPU.
+    ``max_batch`` caps the windows gathered at once; ``max_batch_latents``
+    caps one decode call's windows x latent steps (default: no cap on CUDA,
+    :data:`CPU_BATCH_LATENTS` on CPU, where bigger calls only spill caches).
     ``async with BatchingDecoder(decoder) as batcher:`` then, from any task,
     ``audio = await batcher.decode_window(window)`` (or pass ``batcher`` to
     :func:`~orpheus_trio.local.stream_decode.pcm_from_tokens`).
     """
 
     def __init__(
-        self, decoder: SnacDecoder, *, max_batch: int | None = None, max_wait_ms: float = 2.0
+        self,
+        decoder: SnacDecoder,
+        *,
+        max_batch: int = 64,
+        max_wait_ms: float = 2.0,
+        max_batch_latents: int | None = None,
     ) -> None:
-        if max_batch is None:
-            # A CPU's two-ish cores are already busy inside one window and big
-            # batches only spill the caches; a GPU wants many windows at once.
-            max_batch = 64 if decoder.device.type == "cuda" else 4
+        on_cuda = decoder.device.type == "cuda"
+        if max_batch_latents is None:
+            # On a CPU the cost per latent step is flat up to ~100 steps per
+            # call, then grows steeply as activations spill the caches; a GPU
+            # wants as many windows at once as it can get.
+            max_batch_latents = 1 << 30 if on_cuda else CPU_BATCH_LATENTS
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        if max_batch_latents < 1:
+            raise ValueError(f"max_batch_latents must be >= 1, got {max_batch_latents}")
+        self.max_batch_latents = max_batch_latents
         if not (max_wait_ms >= 0 and math.isfinite(max_wait_ms)):
             raise ValueError(f"max_wait_ms must be a finite number >= 0, got {max_wait_ms}")
         self._decoder = decoder
@@ -108,7 +123,10 @@ class BatchingDecoder:
             for request in batch:
                 groups.setdefault(request.window.shape_key, []).append(request)
             for group in groups.values():
-                await self._run(group)
+                window = group[0].window
+                per_call = max(1, self.max_batch_latents // (window.latent_stop - window.latent_start))
+                for first in range(0, len(group), per_call):
+                    await self._run(group[first : first + per_call])
 
     async def _run(self, group: list[_Request]) -> None:
         first = group[0].window
