@@ -26,7 +26,7 @@ from orpheus_trio.local.synthesizer import (
 from orpheus_trio.local.tokens import FRAME_SAMPLES
 from orpheus_trio.server.engines.orpheus import OrpheusEngine
 
-FRAMES = 5
+FRAMES = 6
 
 
 class RecordingSynthesizer(LocalSynthesizer):

@@ -30,10 +30,13 @@ from orpheus_trio.local.llm import (
     sample_token,
 )
 
+# The same scripted model as the synthesis tests use, so a test run builds it once.
+SCRIPT_FRAMES = 6
+
 
 @cache
 def scripted_lm() -> OrpheusLM:
-    return OrpheusLM.load(scripted_model_dir(frames=4), device="cpu")
+    return OrpheusLM.load(scripted_model_dir(SCRIPT_FRAMES), device="cpu")
 
 
 @cache
@@ -181,7 +184,7 @@ def test_generation_yields_the_model_reply_and_stops_at_end_of_speech() -> None:
     tokens, reason = run_to_end(
         lm.generate(lm.prompt_ids("hello", "tara"), SamplingParams(seed=0))
     )
-    assert tokens == audio_script(4)
+    assert tokens == audio_script(SCRIPT_FRAMES)
     assert reason == "stop"
     assert END_OF_SPEECH not in tokens
 
@@ -191,7 +194,7 @@ def test_generation_cut_by_max_tokens_says_length() -> None:
     tokens, reason = run_to_end(
         lm.generate(lm.prompt_ids("hello"), SamplingParams(max_tokens=10))
     )
-    assert tokens == audio_script(4)[:10]
+    assert tokens == audio_script(SCRIPT_FRAMES)[:10]
     assert reason == "length"
 
 
@@ -249,7 +252,7 @@ async def test_tokens_stream_into_trio_and_result_says_stop() -> None:
         assert tokens.finished
         assert tokens.result == "stop"
         assert not tokens.stopped_early
-    assert received == audio_script(4)
+    assert received == audio_script(SCRIPT_FRAMES)
 
 
 async def test_closing_the_stream_stops_generation_promptly() -> None:

@@ -6,6 +6,7 @@ from functools import cache
 
 import numpy as np
 import pytest
+import torch
 import trio
 from _support_llm import frame_codes, random_model_dir, scripted_model_dir, snac_dir
 
@@ -184,3 +185,14 @@ async def test_orpheus_tts_local_gives_the_client_api_without_a_server() -> None
         whole = await tts.synthesize("hello")
     assert streamed == opened == whole
     assert_same_audio(whole, expected_pcm(FRAMES))
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+async def test_the_pipeline_runs_on_cuda() -> None:
+    cuda = LocalSynthesizer.load(scripted_model_dir(FRAMES), snac_dir(), device="cuda")
+    assert cuda.lm.device.type == "cuda"
+    async with cuda.open_stream("hello", voice="tara") as audio:
+        pcm = b"".join([piece async for piece in audio])
+    assert audio.finish_reason == "stop" and audio.tokens == FRAMES * 7
+    assert len(pcm) == FRAMES * FRAME_SAMPLES * 2
