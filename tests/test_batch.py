@@ -185,13 +185,11 @@ def test_progress_display_redraws_in_place_on_a_terminal_and_throttles_plain_out
 ):
     plain = io.StringIO()
     display = ProgressDisplay(BatchProgress(total=3, started=0.0), plain)
-    for now in (
-        0.1,
-        0.5,
-        1.2,
-        1.3,
-    ):  # throttled to one line a second, the last one always shown
-        display.progress.item_finished(1.0) if now != 1.2 else None
+    # Shown: the first update; at 0.5 s too soon; at 1.2 s (no new item) a second has passed;
+    # at 1.3 s too soon, but the last item is always shown.
+    for now, finished_an_item in ((0.1, True), (0.5, True), (1.2, False), (1.3, True)):
+        if finished_an_item:
+            display.progress.item_finished(1.0)
         display.show(now)
     lines = plain.getvalue().splitlines()
     assert [line.split("  ")[1] for line in lines] == [
