@@ -5,7 +5,10 @@
 
 Both algorithms decode the same token streams, which arrive as fast as the
 decoder takes them (decode-bound: an infinitely fast LLM), for 1, 8, 32 and
-128 concurrent streams; each configuration runs for a fixed wall-clock budget.
+128 concurrent streams. Each stream decodes utterances of ``--frames`` frames
+(default 36, about 3 s: a sentence) back to back, so start-up and end of
+utterance count as they do in use; each configuration runs for a fixed
+wall-clock budget.
 
 - ours: ``pcm_from_tokens`` per stream, all streams sharing one
   ``BatchingDecoder`` (exact-context windows, hops ramping up to 16 frames).
@@ -170,7 +173,8 @@ async def measure(
             samples += n
             first.setdefault(index, trio.current_time() - t0)
 
-        await start_stream(random_ids(n_frames, seed=index), on_chunk)
+        for utterance in range(1_000_000):  # back to back until the budget ends
+            await start_stream(random_ids(n_frames, seed=index * 1_000_000 + utterance), on_chunk)
 
     with trio.move_on_after(budget_s):
         async with trio.open_nursery() as nursery:
@@ -294,14 +298,14 @@ def main() -> int:
     parser.add_argument("--snac", help="a SNAC checkpoint directory (default: random-init 24 kHz)")
     parser.add_argument("--streams", type=int, nargs="+", default=[1, 8, 32, 128])
     parser.add_argument("--budget", type=float, help="seconds per configuration")
-    parser.add_argument("--frames", type=int, default=2000, help="frames per stream (default: more than fit)")
+    parser.add_argument("--frames", type=int, default=36, help="frames per utterance (default 36, ~3 s)")
     parser.add_argument("--max-batch", type=int, default=64, help="windows gathered at once")
     parser.add_argument("--max-batch-latents", type=int, help="cap per decode call (default: library's)")
     parser.add_argument("--max-wait-ms", type=float, default=2.0)
     parser.add_argument("--snr-frames", type=int, default=24)
     args = parser.parse_args()
     if args.budget is None:
-        args.budget = 1.5 if args.quick else 10.0
+        args.budget = 2.0 if args.quick else 10.0
     torch.set_num_threads(args.threads)
     print(f"{'algorithm':>10} {'streams':>7} {'audio_s':>9} {'wall_s':>7} {'x_rt':>9} {'ttfa_p50':>10} {'ttfa_max':>10} {'heard':>9}")
     result = trio.run(main_async, args)
