@@ -272,3 +272,31 @@ async def test_clear_error_when_espeak_cannot_load(tmp_path: Path) -> None:
         and "Traceback" not in err
     )
     assert list(tmp_path.iterdir()) == []
+
+
+async def test_output_to_a_folder_fails_cleanly(tmp_path: Path) -> None:
+    done = await orpheus_trio("speak", "Hi.", "-o", tmp_path)
+    assert done.returncode == 1 and "it is a folder" in done.stderr.decode()
+    assert list(tmp_path.iterdir()) == []
+
+
+async def test_audio_is_not_written_to_a_terminal() -> None:
+    import os
+    import pty
+
+    import trio
+
+    leader, follower = pty.openpty()
+    try:
+        done = await trio.run_process(
+            [sys.executable, "-m", "orpheus_trio", "speak", "Hi.", "-o", "-"],
+            stdout=follower,
+            capture_stderr=True,
+            check=False,
+            env=clean_env(),
+        )
+    finally:
+        os.close(follower)
+        os.close(leader)
+    assert done.returncode == 2
+    assert "standard output is a terminal" in done.stderr.decode()

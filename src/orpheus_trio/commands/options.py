@@ -216,6 +216,8 @@ def connection_settings(args: argparse.Namespace) -> ConnectionSettings:
 
 def report_failure(command: str, error: BaseException) -> int:
     """Print the failure on stderr; the exit code that goes with it."""
-    code = EXIT_USAGE if isinstance(error, UsageError) else EXIT_FAILED
+    if isinstance(error, UsageError):
+        print(f"orpheus-trio {command}: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
     print(f"orpheus-trio {command}: error: {describe_error(error)}", file=sys.stderr)
-    return code
+    return EXIT_FAILED

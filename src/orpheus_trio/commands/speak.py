@@ -98,6 +98,10 @@ def run(args: argparse.Namespace) -> int:
         settings = connection_settings(args)
         params = engine_params(args)
         fmt = args.format or ("pcm" if args.output == "-" else "wav")
+        if args.output == "-" and sys.stdout.isatty():
+            raise UsageError(
+                "standard output is a terminal: redirect it (> file, | player) or use -o FILE"
+            )
         result = trio.run(_speak, args, text, settings, params, fmt)
     except COMMAND_ERRORS as error:
         return report_failure("speak", error)
@@ -155,14 +159,16 @@ class _FileSink:
     def __init__(self, path: Path, fmt: str) -> None:
         if not path.parent.is_dir():
             raise FileNotFoundError(f"cannot write {path}: no folder {path.parent}")
+        if path.is_dir():
+            raise IsADirectoryError(f"cannot write {path}: it is a folder")
         self._final = path
         self._tmp = temporary_path(path)
-        self._file: BinaryIO | None = open(self._tmp, "wb")  # noqa: SIM115 (closed by finish/abort)
+        self._file: BinaryIO = open(self._tmp, "wb")  # noqa: SIM115 (closed by finish/abort)
         self._wav = WavWriter(self._file) if fmt == "wav" else None
+        self._renamed = False
         self.data_bytes = 0
 
     async def write(self, pcm: bytes) -> None:
-        assert self._file is not None
         if self._wav is not None:
             self._wav.write(pcm)
         else:
@@ -170,18 +176,16 @@ class _FileSink:
         self.data_bytes += len(pcm)
 
     async def finish(self) -> None:
-        assert self._file is not None
         if self._wav is not None:
             self._wav.close()
         self._file.close()
-        self._file = None
         os.replace(self._tmp, self._final)
+        self._renamed = True
 
     def abort(self) -> None:
-        """After ``finish`` this does nothing; before, it removes the partial file."""
-        if self._file is not None:
+        """Unless ``finish`` renamed the file into place, remove the partial file."""
+        if not self._renamed:
             self._file.close()
-            self._file = None
             self._tmp.unlink(missing_ok=True)
 
 
