@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import io
+import json
+import os
+import pty
 import struct
 import sys
 import wave
 from pathlib import Path
 
 import pytest
+import trio
 from _support_cli import clean_env, orpheus_trio
 from _support_server import StartServer
 
@@ -230,8 +234,6 @@ async def test_system_prints_the_services_system_json(
     server = await start_server()
     done = await orpheus_trio("system", server.base_url)
     assert done.returncode == 0, done.stderr.decode()
-    import json
-
     info = json.loads(done.stdout)
     assert (
         info["engine"] == "synthetic"
@@ -255,8 +257,6 @@ async def test_clear_error_when_espeak_cannot_load(tmp_path: Path) -> None:
         "from orpheus_trio.cli import main\n"
         f"sys.exit(main(['speak', 'Hello.', '-o', {str(tmp_path / 'h.wav')!r}]))\n"
     )
-    import trio
-
     done = await trio.run_process(
         [sys.executable, "-c", code],
         capture_stdout=True,
@@ -281,11 +281,6 @@ async def test_output_to_a_folder_fails_cleanly(tmp_path: Path) -> None:
 
 
 async def test_audio_is_not_written_to_a_terminal() -> None:
-    import os
-    import pty
-
-    import trio
-
     leader, follower = pty.openpty()
     try:
         done = await trio.run_process(
