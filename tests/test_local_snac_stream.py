@@ -286,6 +286,20 @@ async def test_batcher_waits_at_most_max_wait_for_company() -> None:
     assert 0.03 <= elapsed < 5
 
 
+async def test_a_cancelled_stream_leaves_the_batcher_serving_others() -> None:
+    decoder = shared_decoder()
+    frames = random_frames(6, seed=15)
+    window = drain_one_window()
+    async with BatchingDecoder(decoder, max_wait_ms=50) as batcher:
+        # The batch gathers for 50 ms, so this caller is cancelled while its window waits.
+        with trio.move_on_after(0.01) as scope:
+            await batcher.decode_window(window)
+        assert scope.cancelled_caught
+        pcm = await collect(pcm_from_tokens(aiter_of(token_ids_from_codes(frames)), batcher))
+    got = np.frombuffer(pcm, "<i2").astype(np.int32)
+    assert np.abs(got - pcm_of(decoder.decode(frames))).max() <= 1
+
+
 async def test_batcher_misuse_is_rejected() -> None:
     batcher = BatchingDecoder(shared_decoder())
     with pytest.raises(RuntimeError, match="async with"):

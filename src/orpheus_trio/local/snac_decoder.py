@@ -88,7 +88,7 @@ class SnacDecoder:
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
         noise: bool = False,
-        compile: bool = False,
+        compile: bool | str = False,
     ) -> None:
         strides = [int(s) for s in getattr(model, "vq_strides", [])]
         if strides != ORPHEUS_VQ_STRIDES:
@@ -119,7 +119,10 @@ class SnacDecoder:
         self._tables = [t.to(device=self.device, dtype=dtype) for t in self._tables]
         self._run: Callable[[torch.Tensor], torch.Tensor] = self._decoder
         if compile:
-            mode = "reduce-overhead" if self.device.type == "cuda" else "default"
+            # One compiled graph per window shape; steady-state windows share one.
+            # "reduce-overhead" (CUDA graphs) is opt-in: decode calls come from
+            # worker threads, and CUDA graph trees are kept per thread.
+            mode = "default" if compile is True else str(compile)
             self._run = torch.compile(self._decoder, mode=mode, dynamic=False)
         self.noise = noise
 
@@ -131,13 +134,16 @@ class SnacDecoder:
         device: str | torch.device = "cpu",
         dtype: torch.dtype | str = torch.float32,
         noise: bool = False,
-        compile: bool = False,
+        compile: bool | str = False,
     ) -> SnacDecoder:
         """Load a SNAC checkpoint: a local directory with ``config.json`` and
         ``model.safetensors`` or ``pytorch_model.bin``, or a hub id (needs
         ``huggingface_hub`` and network access).
 
         ``dtype`` may be a torch dtype or ``"float32"``, ``"float16"``, ``"bfloat16"``.
+        ``compile``: ``True`` for ``torch.compile`` (meant for CUDA; every new
+        window shape compiles once), or a ``torch.compile`` mode such as
+        ``"reduce-overhead"`` (CUDA graphs).
         """
         import snac
 
