@@ -140,6 +140,17 @@ def test_loading_errors_are_specific(tmp_path: Path) -> None:
         SnacDecoder.from_pretrained(shared_snac_dirs()[0], dtype="float8")
 
 
+def test_unreachable_hub_id_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import huggingface_hub.constants
+
+    # Offline mode with an empty cache: resolved without touching the network.
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="from the hub") as info:
+        SnacDecoder.from_pretrained("nobody/no-such-snac")
+    assert info.value.__cause__ is not None
+
+
 def test_checkpoints_orpheus_cannot_use_are_rejected() -> None:
     import snac
 
@@ -148,6 +159,14 @@ def test_checkpoints_orpheus_cannot_use_are_rejected() -> None:
         SnacDecoder(snac.SNAC(**dict(tiny, vq_strides=[8, 4, 2, 1])))
     with pytest.raises(UnsupportedSnacConfig, match="attn_window_size"):
         SnacDecoder(snac.SNAC(**dict(tiny, attn_window_size=4)))
+
+
+@pytest.mark.slow
+def test_compiled_decode_matches_eager_on_cpu() -> None:
+    # The CUDA compile path, exercised on CPU (about 20 s to compile one shape).
+    decoder = SnacDecoder.from_pretrained(shared_snac_dirs()[0], compile=True)
+    frames = random_frames(1, seed=10)
+    assert snr_db(shared_decoder().decode(frames), decoder.decode(frames)) > 100
 
 
 @needs_cuda

@@ -244,16 +244,19 @@ def _resolve_files(path_or_repo: str | os.PathLike[str]) -> tuple[Path, Path]:
         raise FileNotFoundError(f"SNAC checkpoint {repo!r} is not a directory (nor a hub id owner/name)")
     try:
         from huggingface_hub import hf_hub_download
-        from huggingface_hub.errors import EntryNotFoundError
+        from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
     except ImportError as exc:
         raise FileNotFoundError(
-            f"{path_or_repo!r} is not a local directory and huggingface_hub is not installed"
+            f"{repo!r} is not a local directory and huggingface_hub is not installed"
         ) from exc
-    config_file = Path(hf_hub_download(repo_id=repo, filename="config.json"))
     try:
-        weights = Path(hf_hub_download(repo_id=repo, filename="model.safetensors"))
-    except EntryNotFoundError:
-        weights = Path(hf_hub_download(repo_id=repo, filename="pytorch_model.bin"))
+        config_file = Path(hf_hub_download(repo_id=repo, filename="config.json"))
+        try:
+            weights = Path(hf_hub_download(repo_id=repo, filename="model.safetensors"))
+        except (EntryNotFoundError, LocalEntryNotFoundError):
+            weights = Path(hf_hub_download(repo_id=repo, filename="pytorch_model.bin"))
+    except Exception as exc:  # noqa: BLE001 - the hub has many error types; one clear one here
+        raise FileNotFoundError(f"could not get SNAC checkpoint {repo!r} from the hub: {exc}") from exc
     return config_file, weights
 
 
