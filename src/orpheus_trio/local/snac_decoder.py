@@ -255,7 +255,7 @@ def _resolve_files(path_or_repo: str | os.PathLike[str]) -> tuple[Path, Path]:
             weights = Path(hf_hub_download(repo_id=repo, filename="model.safetensors"))
         except (EntryNotFoundError, LocalEntryNotFoundError):
             weights = Path(hf_hub_download(repo_id=repo, filename="pytorch_model.bin"))
-    except Exception as exc:  # noqa: BLE001 - the hub has many error types; one clear one here
+    except Exception as exc:  # the hub has many error types; users get one clear one
         raise FileNotFoundError(f"could not get SNAC checkpoint {repo!r} from the hub: {exc}") from exc
     return config_file, weights
 
