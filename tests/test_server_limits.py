@@ -123,17 +123,17 @@ async def test_deadline_counts_time_spent_in_the_queue(
     start_server: StartServer,
 ) -> None:
     server = await start_server(max_concurrency=1, max_queue=1)
-    async with httpx.AsyncClient(base_url=server.base_url) as client:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(
-                lambda: client.post(
-                    "/v1/tts/stream", json={"text": "hog", "ttfb_ms": 600}
-                )
-            )
-            await wait_until_gauge(client, server.base_url, "orpheus_inflight", 1)
-            queued = await client.post(
-                "/v1/tts/stream", json={"text": "q", "chunks": 1, "timeout_s": 0.2}
-            )
+    async with (
+        httpx.AsyncClient(base_url=server.base_url) as client,
+        trio.open_nursery() as nursery,
+    ):
+        nursery.start_soon(
+            lambda: client.post("/v1/tts/stream", json={"text": "hog", "ttfb_ms": 600})
+        )
+        await wait_until_gauge(client, server.base_url, "orpheus_inflight", 1)
+        queued = await client.post(
+            "/v1/tts/stream", json={"text": "q", "chunks": 1, "timeout_s": 0.2}
+        )
     assert parse_frames(queued.content)[-1]["code"] == "deadline_exceeded"
 
 
@@ -165,21 +165,19 @@ async def test_client_disconnect_while_queued_frees_the_slot(
     start_server: StartServer,
 ) -> None:
     server = await start_server(max_concurrency=1, max_queue=1)
-    async with httpx.AsyncClient(base_url=server.base_url) as client:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(
-                lambda: client.post(
-                    "/v1/tts/stream", json={"text": "hog", "ttfb_ms": 800}
-                )
-            )
-            await wait_until_gauge(client, server.base_url, "orpheus_inflight", 1)
-            with trio.move_on_after(0.2):
-                await client.post("/v1/tts/stream", json={"text": "gone", "chunks": 1})
-            await wait_until_gauge(client, server.base_url, "orpheus_queue_depth", 0)
-            # The freed queue slot admits the next request instead of 429.
-            again = await client.post(
-                "/v1/tts/stream", json={"text": "next", "chunks": 1}
-            )
+    async with (
+        httpx.AsyncClient(base_url=server.base_url) as client,
+        trio.open_nursery() as nursery,
+    ):
+        nursery.start_soon(
+            lambda: client.post("/v1/tts/stream", json={"text": "hog", "ttfb_ms": 800})
+        )
+        await wait_until_gauge(client, server.base_url, "orpheus_inflight", 1)
+        with trio.move_on_after(0.2):
+            await client.post("/v1/tts/stream", json={"text": "gone", "chunks": 1})
+        await wait_until_gauge(client, server.base_url, "orpheus_queue_depth", 0)
+        # The freed queue slot admits the next request instead of 429.
+        again = await client.post("/v1/tts/stream", json={"text": "next", "chunks": 1})
     assert again.status_code == 200
 
 
@@ -209,25 +207,27 @@ async def test_draining_refuses_new_requests_while_in_flight_streams_finish(
 
 async def test_streams_past_the_drain_grace_are_cut(start_server: StartServer) -> None:
     server = await start_server(drain_grace_s=0.2)
-    async with httpx.AsyncClient(base_url=server.base_url) as client:
-        async with trio.open_nursery() as nursery:
+    async with (
+        httpx.AsyncClient(base_url=server.base_url) as client,
+        trio.open_nursery() as nursery,
+    ):
 
-            async def endless() -> None:
-                try:
-                    await client.post(
-                        "/v1/tts/stream",
-                        json={
-                            "text": "x",
-                            "chunks": 1000,
-                            "chunk_samples": 2400,
-                            "rtf": 1.0,
-                        },
-                    )
-                except httpx.RemoteProtocolError:
-                    pass  # cut mid-stream: what a client sees at shutdown
+        async def endless() -> None:
+            try:
+                await client.post(
+                    "/v1/tts/stream",
+                    json={
+                        "text": "x",
+                        "chunks": 1000,
+                        "chunk_samples": 2400,
+                        "rtf": 1.0,
+                    },
+                )
+            except httpx.RemoteProtocolError:
+                pass  # cut mid-stream: what a client sees at shutdown
 
-            nursery.start_soon(endless)
-            await wait_until_gauge(client, server.base_url, "orpheus_inflight", 1)
-            server.drain.set()
-            with trio.fail_after(4):
-                await server.stopped.wait()
+        nursery.start_soon(endless)
+        await wait_until_gauge(client, server.base_url, "orpheus_inflight", 1)
+        server.drain.set()
+        with trio.fail_after(4):
+            await server.stopped.wait()

@@ -73,6 +73,7 @@ class _Espeak:
 
     lock = threading.Lock()
     _instance: _Espeak | None = None
+    _starting = threading.Lock()
 
     def __init__(self) -> None:
         lib = ctypes.CDLL(espeakng_loader.get_library_path())
@@ -104,7 +105,7 @@ class _Espeak:
 
     @classmethod
     def get(cls) -> _Espeak:
-        with cls.lock:
+        with cls._starting:
             if cls._instance is None:
                 cls._instance = cls()
             return cls._instance

@@ -1,0 +1,58 @@
+"""``orpheus-trio serve`` as a real process: port 0, serving, draining on SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+
+import httpx
+import pytest
+import trio
+
+
+async def start_cli(*args: str) -> tuple[trio.Process, str]:
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "orpheus_trio", "serve", "--port", "0", *args],
+        stderr=subprocess.PIPE,
+    )
+    assert process.stderr is not None
+    seen = b""
+    with trio.fail_after(20):
+        while (match := re.search(rb"engine on (http://[0-9.:]+)", seen)) is None:
+            data = await process.stderr.receive_some()
+            assert data, f"server exited early: {seen.decode()}"
+            seen += data
+    return process, match.group(1).decode()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+async def test_signal_drains_in_flight_streams_then_exits_cleanly(signum: int) -> None:
+    process, base_url = await start_cli("--engine", "synthetic", "--drain-grace-s", "5")
+    try:
+        async with httpx.AsyncClient(base_url=base_url) as client:
+            body = {"text": "drain", "chunks": 4, "chunk_samples": 2400, "rtf": 1.0}
+            async with client.stream("POST", "/v1/tts/stream", json=body) as response:
+                lines = response.aiter_lines()
+                assert json.loads(await lines.__anext__())["type"] == "metrics"
+                process.send_signal(signum)
+                rest = [json.loads(line) async for line in lines if line]
+        assert rest[-1] == {"type": "eos", "chunks": 4, "samples": 9600}
+        with trio.fail_after(10):
+            assert await process.wait() == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def test_bad_settings_exit_with_usage_error() -> None:
+    result = await trio.run_process(
+        [sys.executable, "-m", "orpheus_trio", "serve", "--max-concurrency", "0"],
+        capture_stderr=True,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert b"max_concurrency must be > 0" in result.stderr
