@@ -77,6 +77,28 @@ def test_windows_never_exceed_the_hop_even_when_many_frames_wait() -> None:
     assert [(w.keep_stop - w.keep_start) // FRAME for w in drain(p)] == [11]  # ... or finish()
 
 
+def test_low_water_releases_ready_frames_before_a_full_hop() -> None:
+    frame_s = 2048 / 24000
+    p = planner()
+    p.push(random_frames(4, seed=0))
+    assert drain_at(p, 0.0) == [1]  # playback starts at t=0 with one frame (85 ms)
+    p.push(random_frames(1, seed=1))
+    assert p.next_window() is None  # no clock: wait for a full hop of 2
+    assert drain_at(p, 0.01) == [1]  # 75 ms left < 250 ms low water: send what is ready
+    p.push(random_frames(20, seed=2))
+    assert drain_at(p, 0.02) == [4, 12]  # hops still double (2 * emitted) when frames wait
+    p.push(random_frames(2, seed=3))
+    assert drain_at(p, 0.03) == []  # 18 frames (1.5 s) out: wait for a full hop of 16
+    assert drain_at(p, 18 * frame_s - 0.2) == [6]  # 0.2 s left: send the 6 ready frames
+
+
+def drain_at(p: StreamPlanner, now: float) -> list[int]:
+    emitted = []
+    while (w := p.next_window(now)) is not None:
+        emitted.append((w.keep_stop - w.keep_start) // FRAME)
+    return emitted
+
+
 def test_short_utterance_is_released_by_finish() -> None:
     p = planner()
     p.push(random_frames(2, seed=0))

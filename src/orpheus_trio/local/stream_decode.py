@@ -16,6 +16,10 @@ first window emits ``first_hop`` frames; each later window emits up to twice
 as many frames as have been emitted so far, capped at ``max_hop`` (1, 2, 6,
 16, 16, ...): the first audio comes as early as possible, and the audio the
 listener already holds pays for bigger windows, which waste less on context.
+Given the time (``next_window(now)``), the planner also tracks how much audio
+the listener has left, and when that falls under ``low_water_s`` it releases
+whatever frames are ready instead of waiting for a full hop, so a slow token
+source costs window efficiency, not gaps.
 """
 
 from __future__ import annotations
@@ -85,6 +89,8 @@ class StreamPlanner:
         samples_per_latent: int = 512,
         first_hop: int = 1,
         max_hop: int = 16,
+        sample_rate: int = 24000,
+        low_water_s: float = 0.25,
     ) -> None:
         if not 1 <= first_hop <= max_hop:
             raise ValueError(f"need 1 <= first_hop <= max_hop, got {first_hop}, {max_hop}")
@@ -93,6 +99,8 @@ class StreamPlanner:
         self.samples_per_latent = samples_per_latent
         self.first_hop = first_hop
         self.max_hop = max_hop
+        self.frame_s = latents_per_frame * samples_per_latent / sample_rate
+        self.low_water_s = low_water_s
         #: Frames that must follow a frame before it can be emitted.
         self.lookahead_frames = -(-self.right_latents // latents_per_frame)
         self.frames_received = 0
@@ -100,6 +108,7 @@ class StreamPlanner:
         self.finished = False
         self._buffer = np.zeros((0, TOKENS_PER_FRAME), dtype=np.int64)
         self._buffer_start = 0  # utterance index of _buffer[0]
+        self._playback_start: float | None = None  # when the first audio went out
 
     @classmethod
     def for_decoder(cls, decoder: SnacDecoder, *, first_hop: int = 1, max_hop: int = 16) -> StreamPlanner:
@@ -107,6 +116,7 @@ class StreamPlanner:
             context_latents=decoder.context_latents,
             latents_per_frame=decoder.latents_per_frame,
             samples_per_latent=decoder.samples_per_latent,
+            sample_rate=decoder.sample_rate,
             first_hop=first_hop,
             max_hop=max_hop,
         )
@@ -128,14 +138,19 @@ class StreamPlanner:
         """Finished and every frame emitted."""
         return self.finished and self.frames_emitted == self.frames_received
 
-    def next_window(self) -> DecodeWindow | None:
-        """The next window to decode, or ``None`` until more frames (or finish) arrive."""
+    def next_window(self, now: float | None = None) -> DecodeWindow | None:
+        """The next window to decode, or ``None`` until more frames (or finish) arrive.
+
+        ``now`` (seconds, any monotonic clock) enables the low-water rule; the
+        first window's ``now`` is taken as the start of playback.
+        """
         ready = self.frames_received if self.finished else self.frames_received - self.lookahead_frames
         available = ready - self.frames_emitted
         if available <= 0:
             return None
         hop = min(max(2 * self.frames_emitted, self.first_hop), self.max_hop)
-        if available < hop and not self.finished:
+        needed = 1 if self._running_dry(now) else hop
+        if available < needed and not self.finished:
             return None
         start = self.frames_emitted
         stop = start + min(available, self.max_hop if self.finished else hop)
@@ -155,8 +170,16 @@ class StreamPlanner:
             first_frame=start,
         )
         self.frames_emitted = stop
+        if self._playback_start is None:
+            self._playback_start = now
         self._forget_before(max(stop * lpf - self.left_latents, 0) // lpf)
         return window
+
+    def _running_dry(self, now: float | None) -> bool:
+        if now is None or self._playback_start is None:
+            return False
+        audio_left = self._playback_start + self.frames_emitted * self.frame_s - now
+        return audio_left < self.low_water_s
 
     def _forget_before(self, frame: int) -> None:
         if frame > self._buffer_start:
@@ -225,7 +248,7 @@ async def pcm_from_tokens(
         frames = assembler.feed_text(token) if isinstance(token, str) else assembler.feed_id(token)
         if len(frames):
             planner.push(frames)
-            while (window := planner.next_window()) is not None:
+            while (window := planner.next_window(trio.current_time())) is not None:
                 yield float_to_pcm16(await _decode(decoder, window))
     assembler.close()
     planner.finish()
