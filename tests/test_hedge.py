@@ -477,3 +477,20 @@ async def test_race_surfaces_a_policy_error_bare(
 
     with pytest.raises(KeyError, match="policy bug"):
         await race(attempt, BrokenPlan(), hedge_delay_s=0.4)  # type: ignore[arg-type]
+
+
+async def test_each_hedge_waits_its_own_delay_up_to_max_attempts(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    fake = FakeTransport(
+        in_order(
+            speech(1, first_after=5.0),
+            speech(2, first_after=5.0),
+            speech(3, first_after=0.3),
+        )
+    )
+    t0 = trio.current_time()
+    assert await client(fake, [A, B, C]).synthesize("hi") == expected_audio(3)
+    assert relative(fake.start_times, t0) == [0.0, 0.4, 0.8]
+    assert len({s.endpoint for s in fake.started}) == 3
+    assert all(r.closed_at == pytest.approx(t0 + 1.1) for r in fake.responses()[:2])
