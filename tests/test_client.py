@@ -196,9 +196,8 @@ async def test_network_errors_keep_httpx_types(
     with pytest.raises(httpx.ConnectError) as caught:
         await tts.synthesize("hi")
     assert isinstance(caught.value.__cause__, ExceptionGroup)
-    assert (
-        len(caught.value.__cause__.exceptions) == 3
-    )  # first + two failovers (max_attempts=3)
+    # the first attempt and two failovers (max_attempts=3)
+    assert len(caught.value.__cause__.exceptions) == 3
 
 
 def test_endpoints_snapshot_readable_outside_trio() -> None:

@@ -90,7 +90,7 @@ async def race(
     ) -> None:
         try:
             result = await attempt()
-        except Exception as error:  # noqa: BLE001 - every failure is recorded; the plan classifies it
+        except Exception as error:  # noqa: BLE001 - the plan classifies every failure
             errors.append(error)
             if not plan.is_retryable(error) and not fatal:
                 fatal.append(error)
@@ -115,18 +115,16 @@ async def race(
                     attempt = plan.next_attempt("hedge")
                     if attempt is not None:
                         continue
-                    await (
-                        failed.wait()
-                    )  # no hedge allowed: a failure may still earn a failover
+                    # No hedge allowed: a failure may still earn a failover.
+                    await failed.wait()
                 attempt = plan.next_attempt("failover")
     except BaseException as error:
         if won:  # cancelled from outside right after a win: do not leak the winner
             with trio.CancelScope(shield=True):
                 await plan.discard(won[0])
         if isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
-            raise error.exceptions[
-                0
-            ]  # users see single exceptions, not the nursery's wrapper
+            # Users see single exceptions, not the nursery's wrapper.
+            raise error.exceptions[0]
         raise
 
     if won:
