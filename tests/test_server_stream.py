@@ -9,6 +9,8 @@ import pytest
 import trio
 from _support_server import StartServer, audio_of, parse_frames
 
+from orpheus_trio.errors import ProtocolError
+from orpheus_trio.frames import Chunk, EndOfStream, ErrorFrame, FrameDecoder
 from orpheus_trio.server.engines.synthetic import (
     MALFORMED_LINE,
     ScheduledFault,
@@ -236,3 +238,32 @@ async def test_overrun_ignores_the_deadline(start_server: StartServer) -> None:
     frames = parse_frames(response.content)
     assert frames[-1]["type"] == "eos"
     assert audio_of(frames) == expected_stream("o", None, params)
+
+
+async def test_the_library_frame_decoder_accepts_every_stream_shape(
+    start_server: StartServer,
+) -> None:
+    """The server's output is what the client's decoder expects, eos checks included."""
+    server = await start_server()
+    params = {"chunks": 7, "chunk_samples": 1000}
+    async with httpx.AsyncClient(base_url=server.base_url) as client:
+        ok = await client.post("/v1/tts/stream", json={"text": "dec", **params})
+        failed = await client.post(
+            "/v1/tts/stream", json={"text": "dec", "chunks": 3, "error_after": 2}
+        )
+        malformed = await client.post(
+            "/v1/tts/stream", json={"text": "dec", "chunks": 3, "malformed_after": 1}
+        )
+    decoder = FrameDecoder()
+    frames = decoder.feed(ok.content)
+    decoder.close()
+    assert [f.pcm for f in frames if isinstance(f, Chunk)] == expected_stream(
+        "dec", None, params
+    )
+    assert frames[-1] == EndOfStream(chunks=7, samples=7000)
+    decoder = FrameDecoder()
+    assert isinstance(decoder.feed(failed.content)[-1], ErrorFrame)
+    decoder.close()
+    with pytest.raises(ProtocolError) as error:
+        FrameDecoder().feed(malformed.content)
+    assert error.value.line == 3

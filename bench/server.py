@@ -1,0 +1,208 @@
+"""Reference server benchmark: throughput and CPU per audio second; espeak RTF and first chunk.
+
+The server runs in its own process (``orpheus-trio serve``), so its CPU time is
+measured alone (psutil) while this process drives the load with a lean raw
+HTTP/1.1 client (no JSON or base64 decoding: we measure the server, not a client).
+
+- synthetic engine at full speed (rtf 0), 2.5 s of audio per request
+  (25 chunks of 2400 samples), 1 and 32 requests at a time:
+  streams/s, audio seconds/s, server CPU ms per audio second, median first chunk.
+- espeak engine, one paragraph at a time: real-time factor (wall time / audio
+  time) and time to first chunk.
+
+    .venv/bin/python bench/server.py [--quick] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import trio
+import trio.lowlevel
+
+SYNTHETIC_BODY = {"text": "Benchmark text.", "chunks": 25, "chunk_samples": 2400}
+ESPEAK_TEXT = (
+    "The reference server streams speech sentence by sentence. "
+    "Each sentence is synthesized by espeak and resampled to twenty four kilohertz. "
+    "The first chunk should arrive long before the whole paragraph is done. "
+    "That is what makes the demo feel immediate."
+)
+
+
+class ServerProcess:
+    """``orpheus-trio serve`` on a free port, in a child process."""
+
+    def __init__(self, engine: str) -> None:
+        self.popen = subprocess.Popen(
+            [
+                sys.executable, "-m", "orpheus_trio", "serve", "--port", "0",
+                "--engine", engine, "--max-concurrency", "64", "--max-queue", "256",
+                "--log-level", "WARNING",
+            ],
+            stderr=subprocess.PIPE,
+        )  # fmt: skip
+        assert self.popen.stderr is not None
+        seen = ""
+        while (match := re.search(r"engine on http://([0-9.]+):(\d+)", seen)) is None:
+            line = self.popen.stderr.readline().decode()
+            if not line:
+                raise RuntimeError(f"server did not start: {seen}")
+            seen += line
+        self.host, self.port = match.group(1), int(match.group(2))
+        self.process = psutil.Process(self.popen.pid)
+
+    def cpu_s(self) -> float:
+        times = self.process.cpu_times()
+        return float(times.user + times.system)
+
+    def stop(self) -> None:
+        self.popen.kill()
+        self.popen.wait()
+
+
+class RawClient:
+    """One kept-alive HTTP/1.1 connection; reads a chunked NDJSON body to its end."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.stream: trio.SocketStream | None = None
+
+    async def post(self, body: dict[str, Any]) -> tuple[float, int]:
+        """Stream one request; return (seconds to first chunk, samples received)."""
+        payload = json.dumps(body).encode()
+        request = (
+            b"POST /v1/tts/stream HTTP/1.1\r\nHost: bench\r\n"
+            b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+        ) % (len(payload), payload)
+        if self.stream is None:
+            self.stream = await trio.open_tcp_stream(self.host, self.port)
+        start = time.perf_counter()
+        await self.stream.send_all(request)
+        buffer = bytearray()
+        first_chunk_s: float | None = None
+        while True:
+            data = await self.stream.receive_some(1 << 16)
+            if not data:
+                raise RuntimeError("server closed the connection")
+            buffer += data
+            if first_chunk_s is None and b'"type":"chunk"' in buffer:
+                first_chunk_s = time.perf_counter() - start
+            # The body ends with the eos line and the terminating zero-length chunk.
+            end = buffer.find(b"\r\n0\r\n\r\n")
+            if end >= 0 and b'"type":"eos"' in buffer:
+                break
+        if b" 200 " not in buffer[:16]:
+            raise RuntimeError(bytes(buffer[:200]).decode(errors="replace"))
+        eos = re.search(rb'"type":"eos","chunks":\d+,"samples":(\d+)', buffer)
+        assert eos is not None and first_chunk_s is not None
+        return first_chunk_s, int(eos.group(1))
+
+
+async def drive(
+    server: ServerProcess, body: dict[str, Any], concurrency: int, total: int
+) -> dict[str, Any]:
+    first_chunks: list[float] = []
+    samples = 0
+    remaining = total
+
+    async def worker() -> None:
+        nonlocal samples, remaining
+        client = RawClient(server.host, server.port)
+        while remaining > 0:
+            remaining -= 1
+            first, got = await client.post(body)
+            first_chunks.append(first)
+            samples += got
+
+    await trio.lowlevel.checkpoint()
+    cpu_before, wall_before = server.cpu_s(), time.perf_counter()
+    async with trio.open_nursery() as nursery:
+        for _ in range(concurrency):
+            nursery.start_soon(worker)
+    wall = time.perf_counter() - wall_before
+    cpu = server.cpu_s() - cpu_before
+    audio_s = samples / 24_000
+    return {
+        "concurrency": concurrency,
+        "streams": total,
+        "streams_per_s": round(total / wall, 1),
+        "audio_s_per_s": round(audio_s / wall, 1),
+        "server_cpu_ms_per_audio_s": round(1000 * cpu / audio_s, 3),
+        "first_chunk_ms_p50": round(1000 * statistics.median(first_chunks), 2),
+    }
+
+
+async def espeak_runs(server: ServerProcess, runs: int) -> dict[str, Any]:
+    client = RawClient(server.host, server.port)
+    rtfs, firsts = [], []
+    for _ in range(runs):
+        start = time.perf_counter()
+        first, samples = await client.post({"text": ESPEAK_TEXT})
+        rtfs.append((time.perf_counter() - start) / (samples / 24_000))
+        firsts.append(first)
+    return {
+        "runs": runs,
+        "audio_s": round(samples / 24_000, 2),
+        "rtf_median": round(statistics.median(rtfs), 4),
+        "first_chunk_ms_median": round(1000 * statistics.median(firsts), 2),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer streams (< 30 s)")
+    parser.add_argument(
+        "--json", type=Path, metavar="PATH", help="also write results as JSON"
+    )
+    args = parser.parse_args()
+    scale = 1 if args.quick else 5
+    results: dict[str, Any] = {"synthetic": []}
+
+    server = ServerProcess("synthetic")
+    try:
+        trio.run(drive, server, SYNTHETIC_BODY, 1, 10)  # warm up
+        for concurrency, total in ((1, 100 * scale), (32, 320 * scale)):
+            results["synthetic"].append(
+                trio.run(drive, server, SYNTHETIC_BODY, concurrency, total)
+            )
+    finally:
+        server.stop()
+    server = ServerProcess("espeak")
+    try:
+        trio.run(espeak_runs, server, 1)  # warm up
+        results["espeak"] = trio.run(espeak_runs, server, 5 * scale)
+    finally:
+        server.stop()
+
+    print("synthetic engine, full speed, 2.5 s of audio per stream")
+    print(
+        f"{'concurrent':>10} {'streams':>8} {'streams/s':>10} {'audio s/s':>10} {'CPU ms/audio s':>15} {'first chunk p50':>16}"
+    )
+    for row in results["synthetic"]:
+        print(
+            f"{row['concurrency']:>10} {row['streams']:>8} {row['streams_per_s']:>10} "
+            f"{row['audio_s_per_s']:>10} {row['server_cpu_ms_per_audio_s']:>15} "
+            f"{row['first_chunk_ms_p50']:>13} ms"
+        )
+    e = results["espeak"]
+    print(
+        f"\nespeak engine, {e['audio_s']} s paragraph x {e['runs']}: RTF {e['rtf_median']} "
+        f"(median), first chunk {e['first_chunk_ms_median']} ms (median)"
+    )
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
