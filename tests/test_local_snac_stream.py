@@ -77,19 +77,32 @@ def test_windows_never_exceed_the_hop_even_when_many_frames_wait() -> None:
     assert [(w.keep_stop - w.keep_start) // FRAME for w in drain(p)] == [11]  # ... or finish()
 
 
-def test_low_water_releases_ready_frames_before_a_full_hop() -> None:
+def test_low_water_releases_ready_frames_when_the_source_is_slow() -> None:
     frame_s = 2048 / 24000
     p = planner()
     p.push(random_frames(4, seed=0))
     assert drain_at(p, 0.0) == [1]  # playback starts at t=0 with one frame (85 ms)
-    p.push(random_frames(1, seed=1))
+    p.push(random_frames(1, seed=1))  # 80 ms later: a source barely faster than real time
     assert p.next_window() is None  # no clock: wait for a full hop of 2
-    assert drain_at(p, 0.01) == [1]  # 75 ms left < 250 ms low water: send what is ready
+    assert drain_at(p, 0.08) == [1]  # the next frame is ~80 ms away, 5 ms of audio left
     p.push(random_frames(20, seed=2))
-    assert drain_at(p, 0.02) == [4, 12]  # hops still double (2 * emitted) when frames wait
+    assert drain_at(p, 0.09) == [4, 12]  # frames plentiful: hops keep doubling
     p.push(random_frames(2, seed=3))
-    assert drain_at(p, 0.03) == []  # 18 frames (1.5 s) out: wait for a full hop of 16
+    assert drain_at(p, 0.10) == []  # 18 frames (1.5 s) out: wait for a full hop of 16
     assert drain_at(p, 18 * frame_s - 0.2) == [6]  # 0.2 s left: send the 6 ready frames
+
+
+def test_fast_frames_get_full_hops_even_when_the_listener_starves() -> None:
+    # An overloaded decoder: each decode takes long, then queued frames arrive at once.
+    p = planner()
+    p.push(random_frames(4, seed=0))
+    assert p.next_window(0.0) is not None
+    assert p.next_window(1.0) is None  # the decode returned at t=1 s: the audio ran out
+    emitted: list[int] = []
+    for k in range(30):
+        p.push(random_frames(1, seed=k))
+        emitted += drain_at(p, 1.0 + 0.001 * (k + 1))
+    assert emitted == [2, 6, 16]  # no 1-frame windows: the hop fills within ms
 
 
 def drain_at(p: StreamPlanner, now: float) -> list[int]:

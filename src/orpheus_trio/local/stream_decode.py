@@ -17,9 +17,11 @@ as many frames as have been emitted so far, capped at ``max_hop`` (1, 2, 6,
 16, 16, ...): the first audio comes as early as possible, and the audio the
 listener already holds pays for bigger windows, which waste less on context.
 Given the time (``next_window(now)``), the planner also tracks how much audio
-the listener has left, and when that falls under ``low_water_s`` it releases
-whatever frames are ready instead of waiting for a full hop, so a slow token
-source costs window efficiency, not gaps.
+the listener has left and how fast frames arrive: when waiting for a full hop
+would let the audio left fall under ``low_water_s`` and take longer than
+``min_wait_s``, it releases whatever frames are ready. A slow token source
+then costs window efficiency, not gaps; a fast one (or an overloaded decoder,
+whose tokens queue up) still gets full, efficient windows.
 """
 
 from __future__ import annotations
@@ -91,6 +93,7 @@ class StreamPlanner:
         max_hop: int = 16,
         sample_rate: int = 24000,
         low_water_s: float = 0.25,
+        min_wait_s: float = 0.05,
     ) -> None:
         if not 1 <= first_hop <= max_hop:
             raise ValueError(f"need 1 <= first_hop <= max_hop, got {first_hop}, {max_hop}")
@@ -101,6 +104,7 @@ class StreamPlanner:
         self.max_hop = max_hop
         self.frame_s = latents_per_frame * samples_per_latent / sample_rate
         self.low_water_s = low_water_s
+        self.min_wait_s = min_wait_s
         #: Frames that must follow a frame before it can be emitted.
         self.lookahead_frames = -(-self.right_latents // latents_per_frame)
         self.frames_received = 0
@@ -109,6 +113,9 @@ class StreamPlanner:
         self._buffer = np.zeros((0, TOKENS_PER_FRAME), dtype=np.int64)
         self._buffer_start = 0  # utterance index of _buffer[0]
         self._playback_start: float | None = None  # when the first audio went out
+        self._frame_interval: float | None = None  # seconds between arriving frames (smoothed)
+        self._idle_since: float | None = None  # last call that found nothing to do
+        self._idle_frames = 0  # frames received at that call
 
     @classmethod
     def for_decoder(cls, decoder: SnacDecoder, *, first_hop: int = 1, max_hop: int = 16) -> StreamPlanner:
@@ -144,12 +151,21 @@ class StreamPlanner:
         ``now`` (seconds, any monotonic clock) enables the low-water rule; the
         first window's ``now`` is taken as the start of playback.
         """
+        if now is not None:
+            self._note_arrivals(now)
+        window = self._plan(now)
+        if now is not None:
+            self._idle_since = None if window is not None else now
+            self._idle_frames = self.frames_received
+        return window
+
+    def _plan(self, now: float | None) -> DecodeWindow | None:
         ready = self.frames_received if self.finished else self.frames_received - self.lookahead_frames
         available = ready - self.frames_emitted
         if available <= 0:
             return None
         hop = min(max(2 * self.frames_emitted, self.first_hop), self.max_hop)
-        needed = 1 if self._running_dry(now) else hop
+        needed = 1 if self._running_dry(now, hop - available) else hop
         if available < needed and not self.finished:
             return None
         start = self.frames_emitted
@@ -175,11 +191,23 @@ class StreamPlanner:
         self._forget_before(max(stop * lpf - self.left_latents, 0) // lpf)
         return window
 
-    def _running_dry(self, now: float | None) -> bool:
-        if now is None or self._playback_start is None:
+    def _note_arrivals(self, now: float) -> None:
+        # Only time spent waiting for frames counts: a call right after a
+        # window would include the decode.
+        new = self.frames_received - self._idle_frames
+        if self._idle_since is None or new <= 0:
+            return
+        interval = (now - self._idle_since) / new
+        previous = self._frame_interval
+        self._frame_interval = interval if previous is None else (previous + interval) / 2
+
+    def _running_dry(self, now: float | None, missing: int) -> bool:
+        """Would waiting for ``missing`` more frames starve the listener?"""
+        if now is None or self._playback_start is None or self._frame_interval is None:
             return False
         audio_left = self._playback_start + self.frames_emitted * self.frame_s - now
-        return audio_left < self.low_water_s
+        wait = missing * self._frame_interval
+        return wait > max(audio_left - self.low_water_s, self.min_wait_s)
 
     def _forget_before(self, frame: int) -> None:
         if frame > self._buffer_start:
