@@ -17,6 +17,7 @@ from _support_cli import clean_env, orpheus_trio
 from _support_server import StartServer
 
 from orpheus_trio.audio import Clip, read_wav
+from orpheus_trio.commands.options import parse_param
 from orpheus_trio.server.engines.synthetic import expected_stream
 from orpheus_trio.textsplit import split_text
 
@@ -295,3 +296,23 @@ async def test_audio_is_not_written_to_a_terminal() -> None:
         os.close(leader)
     assert done.returncode == 2
     assert "standard output is a terminal" in done.stderr.decode()
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ("seed=3", ("seed", 3)),
+        ("temperature=0.5", ("temperature", 0.5)),
+        ("overrun=true", ("overrun", True)),
+        ("voice_hint=null", ("voice_hint", None)),
+        ("style=calm", ("style", "calm")),
+        ('code="3"', ("code", "3")),
+        ("expr=a=b", ("expr", "a=b")),
+        ("limit=NaN", ("limit", "NaN")),
+        (" key = [1, 2] ", ("key", [1, 2])),
+    ],
+)
+def test_param_values_are_read_as_json_when_they_parse(
+    spec: str, expected: tuple[str, object]
+) -> None:
+    assert parse_param(spec) == expected
