@@ -126,6 +126,8 @@ class OrpheusApp:
         self.metrics.capacity.set(config.max_concurrency)
         self.admission = Admission(config.max_concurrency, config.max_queue)
         self._turns: dict[Ticket, trio.Event] = {}
+        #: One scope per admitted request, so shutdown can end them all cleanly.
+        self._streams: set[trio.CancelScope] = set()
         self._idle = trio.Event()
         self._idle.set()
         self._keys = tuple(key.encode() for key in config.api_keys)
@@ -143,6 +145,11 @@ class OrpheusApp:
     async def wait_idle(self) -> None:
         """Return once no request is queued or running."""
         await self._idle.wait()
+
+    def cancel_streams(self) -> None:
+        """End every admitted request now, each with an in-band ``cancelled`` frame."""
+        for scope in self._streams:
+            scope.cancel()
 
     # -- ASGI entry ----------------------------------------------------------
 
@@ -411,16 +418,23 @@ class OrpheusApp:
         ex: _Exchange,
     ) -> None:
         outcome: EngineError | AbortStream | None = None
-        with trio.CancelScope(deadline=deadline) as deadline_scope:
-            turn = self._turns.get(ticket)
-            if turn is not None:
-                await turn.wait()
+        with trio.CancelScope() as shutdown_scope:
+            self._streams.add(shutdown_scope)
             try:
-                await self._stream(text, voice, params, ex)
-            except (EngineError, AbortStream) as error:
-                outcome = error
-        # The closing frame is written outside the deadline's scope, so it is never cut.
-        if deadline_scope.cancelled_caught:
+                with trio.CancelScope(deadline=deadline) as deadline_scope:
+                    turn = self._turns.get(ticket)
+                    if turn is not None:
+                        await turn.wait()
+                    try:
+                        await self._stream(text, voice, params, ex)
+                    except (EngineError, AbortStream) as error:
+                        outcome = error
+            finally:
+                self._streams.discard(shutdown_scope)
+        # The closing frame is written outside both scopes, so it is never cut.
+        if shutdown_scope.cancelled_caught:
+            await self._end_with_error(ex, "cancelled", "the server is shutting down")
+        elif deadline_scope.cancelled_caught:
             await self._end_with_error(
                 ex,
                 "deadline_exceeded",

@@ -3,7 +3,8 @@
 ``base_url = await nursery.start(serve, engine, config)`` binds (port 0 picks a
 free port), reports ``"http://host:port"`` and serves until cancelled. Set the
 ``drain`` event to shut down gracefully: new synthesis requests get 503
-``draining``, in-flight streams get ``config.drain_grace_s`` to finish, then
+``draining``, in-flight streams get ``config.drain_grace_s`` to finish (those
+still running then end with an in-band ``cancelled`` error frame), then
 ``serve`` returns. The caller owns the engine and closes it.
 """
 
@@ -23,7 +24,7 @@ from .engine import Engine
 
 __all__ = ["serve", "serve_app"]
 
-#: What Hypercorn may still spend after our own drain (streams past the grace are cut).
+#: Time for cancelled streams to send their last frame, then for Hypercorn to close.
 _HYPERCORN_GRACE_S = 1.0
 
 
@@ -66,6 +67,10 @@ async def serve_app(
             await drain.wait()
         app.start_draining()
         with trio.move_on_after(config.drain_grace_s):
+            await app.wait_idle()
+        # Past the grace, streams still running end with an in-band ``cancelled``.
+        app.cancel_streams()
+        with trio.move_on_after(_HYPERCORN_GRACE_S):
             await app.wait_idle()
         stop.set()
 

@@ -169,8 +169,10 @@ class SyntheticEngine:
     defaults: Mapping[str, Any] = field(default_factory=dict)
     faults: Sequence[ScheduledFault] = ()
     name: str = "synthetic"
-    requests_started: int = 0
-    requests_cancelled: int = 0
+    #: Requests begun, in arrival order (scheduled faults count these).
+    requests_started: int = field(default=0, init=False)
+    #: Requests whose synthesis was cancelled (client gone, deadline): tests check it.
+    requests_cancelled: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
         # Fail at construction, not on the first request.
