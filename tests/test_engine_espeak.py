@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import httpx
@@ -98,12 +99,26 @@ async def test_each_voice_selects_its_espeak_voice(
     assert chosen == [VOICE_MAP["leo"], VOICE_MAP["zoe"], VOICE_MAP["tara"]]
 
 
-async def test_cancel_between_sentences_leaves_the_engine_usable(
-    engine: EspeakEngine,
+async def test_cancellation_takes_effect_after_the_sentence_in_progress(
+    engine: EspeakEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with trio.move_on_after(0.001):
-        async for _ in engine.synthesize(TWO_SENTENCES * 5, None, {}):
-            await trio.sleep(1)
+    sentences_made = 0
+    real_synthesize = _Espeak.synthesize
+
+    def slow_synthesize(self: _Espeak, *args: Any) -> bytes:
+        nonlocal sentences_made
+        sentences_made += 1
+        time.sleep(0.2)  # each sentence takes 0.2 s in its thread
+        return real_synthesize(self, *args)
+
+    monkeypatch.setattr(_Espeak, "synthesize", slow_synthesize)
+    start = trio.current_time()
+    with trio.move_on_after(0.3):  # while the second sentence is being made
+        async for _ in engine.synthesize(TWO_SENTENCES * 20, None, {}):
+            pass
+    assert sentences_made == 2  # of 40
+    assert trio.current_time() - start < 0.55
+    monkeypatch.undo()
     assert await speak(engine, "Still working.")
 
 
