@@ -41,6 +41,7 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
+Handler = Callable[[dict[str, str], Receive, "_Exchange"], Awaitable[None]]
 
 _access_log = logging.getLogger(ACCESS_LOGGER)
 _error_log = logging.getLogger("orpheus_trio.server")
@@ -131,6 +132,12 @@ class OrpheusApp:
         self._idle = trio.Event()
         self._idle.set()
         self._keys = tuple(key.encode() for key in config.api_keys)
+        #: path -> (the one method it accepts, its handler)
+        self._routes: dict[str, tuple[str, Handler]] = {
+            "/v1/tts/stream": ("POST", self._tts),
+            "/v1/system": ("GET", self._system),
+            "/metrics": ("GET", self._metrics),
+        }
 
     # -- draining ----------------------------------------------------------
 
@@ -199,14 +206,9 @@ class OrpheusApp:
         exchange: _Exchange,
     ) -> None:
         path, method = scope["path"], scope["method"]
-        routes: dict[str, tuple[str, Callable[..., Awaitable[None]]]] = {
-            "/v1/tts/stream": ("POST", self._tts),
-            "/v1/system": ("GET", self._system),
-            "/metrics": ("GET", self._metrics),
-        }
-        if path not in routes:
+        if path not in self._routes:
             raise HTTPError(404, "not_found", f"no such endpoint: {path}", close=True)
-        allowed, handler = routes[path]
+        allowed, handler = self._routes[path]
         if method != allowed:
             raise HTTPError(
                 405, "invalid_request", f"{path} accepts {allowed} only", close=True
@@ -278,7 +280,7 @@ class OrpheusApp:
                 close=True,
             )
         body = await self._read_body(headers, receive)
-        text, voice, params = self._parse(body)
+        text, voice, timeout_s, params = self._parse(body)
         ex.extra.update(voice=voice, text_chars=len(text))
         try:
             ticket = self.admission.admit(self.clock())
@@ -294,7 +296,8 @@ class OrpheusApp:
             self._turns[ticket] = trio.Event()
         ex.queue_depth = ticket.depth_at_admission
         self._update_load()
-        deadline_s = params.get("timeout_s")
+        # The engine may turn enforcement off by returning timeout_s=None (see engine.py).
+        deadline_s = params.get("timeout_s", timeout_s)
         deadline = (
             math.inf if deadline_s is None else ex.received_at + float(deadline_s)
         )
@@ -304,10 +307,8 @@ class OrpheusApp:
                 nursery.start_soon(_watch_disconnect, receive, nursery.cancel_scope, ex)
                 try:
                     await self._run(ticket, deadline, text, voice, params, ex)
-                except (
-                    HTTPError
-                ) as error:  # raised after the nursery, not inside a group
-                    rejection = error
+                except HTTPError as error:
+                    rejection = error  # raised below, not inside an exception group
                 nursery.cancel_scope.cancel()
         finally:
             self._release(ticket)
@@ -350,7 +351,8 @@ class OrpheusApp:
             close=True,
         )
 
-    def _parse(self, body: bytes) -> tuple[str, str | None, dict[str, Any]]:
+    def _parse(self, body: bytes) -> tuple[str, str | None, float, dict[str, Any]]:
+        """Text, voice, the capped ``timeout_s`` and the engine's normalised parameters."""
         try:
             obj = json.loads(body)
         except ValueError as error:
@@ -385,14 +387,14 @@ class OrpheusApp:
                 f"voice must be a string or null, got {type(voice).__name__}",
                 param="voice",
             )
-        obj["timeout_s"] = self._timeout(
+        timeout_s = obj["timeout_s"] = self._timeout(
             obj.get("timeout_s", self.config.default_timeout_s)
         )
         try:
             params = self.engine.validate(voice, obj)
         except InvalidParam as error:
             raise HTTPError(400, "invalid_param", str(error), param=error.key) from None
-        return text, voice, params
+        return text, voice, timeout_s, params
 
     def _timeout(self, value: Any) -> float:
         if (

@@ -139,6 +139,8 @@ class ScheduledFault:
 
     Selection is deterministic: request ``n`` (counted from 0) is hit when
     ``(n + 1) % every == 0``, or when a hash of ``(seed, n)`` falls below ``fraction``.
+    Faults are picked when synthesis starts, after the deadline is set, so
+    ``overrun`` belongs in request parameters or ``defaults``, not here.
     """
 
     params: Mapping[str, Any]
