@@ -70,16 +70,22 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--protect-service-endpoints", action="store_true",
         help="require a key for /v1/system and /metrics too",
     )  # fmt: skip
-    parser.add_argument("--max-concurrency", type=int, default=defaults.max_concurrency)
-    parser.add_argument("--max-queue", type=int, default=defaults.max_queue)
-    parser.add_argument(
-        "--default-timeout-s", type=float, default=defaults.default_timeout_s
-    )
-    parser.add_argument("--max-timeout-s", type=float, default=defaults.max_timeout_s)
-    parser.add_argument("--max-text-chars", type=int, default=defaults.max_text_chars)
-    parser.add_argument("--max-body-bytes", type=int, default=defaults.max_body_bytes)
-    parser.add_argument("--read-timeout-s", type=float, default=defaults.read_timeout_s)
-    parser.add_argument("--drain-grace-s", type=float, default=defaults.drain_grace_s)
+    limits = [
+        ("--max-concurrency", int, "N", "requests synthesized at once"),
+        ("--max-queue", int, "N", "requests waiting for a slot; past this, 429"),
+        ("--default-timeout-s", float, "S", "deadline of a request without timeout_s"),
+        ("--max-timeout-s", float, "S", "cap on a request's timeout_s"),
+        ("--max-text-chars", int, "N", "longer text is 413 text_too_long"),
+        ("--max-body-bytes", int, "N", "larger bodies are 413 body_too_large"),
+        ("--read-timeout-s", float, "S", "time to receive headers, then the body"),
+        ("--drain-grace-s", float, "S", "time in-flight streams get on shutdown"),
+    ]
+    for flag, kind, metavar, meaning in limits:
+        default = getattr(defaults, flag.removeprefix("--").replace("-", "_"))
+        parser.add_argument(
+            flag, type=kind, default=default, metavar=metavar,
+            help=f"{meaning} (default {default:g})",
+        )  # fmt: skip
     parser.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"]
     )
