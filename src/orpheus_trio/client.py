@@ -82,7 +82,8 @@ class EndpointSnapshot:
     ``in_flight``: this client's open attempts there.
     ``breaker_state``: ``"closed"``, ``"open"`` or ``"half_open"``;
     ``breaker_retry_in_s``: seconds until an attempt may go there again.
-    ``attempts``, ``wins``, ``failures``: counts since the client was made.
+    ``attempts``, ``wins``, ``failures``: counts since the client was made;
+    ``hedges`` and ``failovers``: how many of those attempts were started as such.
     """
 
     url: str
@@ -95,6 +96,8 @@ class EndpointSnapshot:
     attempts: int
     wins: int
     failures: int
+    hedges: int = 0
+    failovers: int = 0
 
 
 @dataclass(slots=True)
@@ -102,6 +105,8 @@ class _Counts:
     attempts: int = 0
     wins: int = 0
     failures: int = 0
+    hedges: int = 0
+    failovers: int = 0
 
 
 class _Secret:
@@ -118,11 +123,16 @@ class _Secret:
 
 @dataclass(slots=True)
 class _Call:
-    """One user request: what to send and by when."""
+    """One user request: what to send and by when.
+
+    With a ``request_id``, attempt ``n`` (from 1) is sent as ``<request_id>.<n>``.
+    """
 
     body: dict[str, Any]
     started: float
     deadline: float
+    request_id: str | None = None
+    attempts_sent: int = 0
 
 
 @dataclass(slots=True)
@@ -309,6 +319,11 @@ class _Plan:
             return None
         self.tried.append(endpoint)
         client._reserve(endpoint, now)
+        counts = client._counts[endpoint]
+        if reason == "hedge":
+            counts.hedges += 1
+        else:
+            counts.failovers += 1
         return lambda: client._attempt(self._call, endpoint)
 
     def is_retryable(self, error: Exception) -> bool:
@@ -473,10 +488,16 @@ class OrpheusTTS:
         voice: str | None = None,
         *,
         timeout_s: float | None = None,
+        request_id: str | None = None,
         **params: Any,
     ) -> AsyncIterator[AudioStream]:
-        """Race to the first audio; give the winner's :class:`AudioStream`, closed on exit."""
+        """Race to the first audio; give the winner's :class:`AudioStream`, closed on exit.
+
+        ``request_id`` names the request: attempt ``n`` is sent with
+        ``X-Request-Id: <request_id>.<n>`` (a gateway passes its caller's id on).
+        """
         call = self._make_call(text, voice, timeout_s, params)
+        call.request_id = request_id
         audio = await self._start(call)
         try:
             yield audio
@@ -502,6 +523,8 @@ class OrpheusTTS:
                     attempts=counts.attempts,
                     wins=counts.wins,
                     failures=counts.failures,
+                    hedges=counts.hedges,
+                    failovers=counts.failovers,
                 )
             )
         return snapshots
@@ -602,7 +625,12 @@ class OrpheusTTS:
 
     async def _attempt(self, call: _Call, endpoint: str) -> _Opened:
         """One attempt (already reserved): open the stream and read up to its first audio."""
-        request_id = uuid.uuid4().hex
+        call.attempts_sent += 1
+        request_id = (
+            uuid.uuid4().hex
+            if call.request_id is None
+            else f"{call.request_id}.{call.attempts_sent}"
+        )
         started = trio.current_time()
         response: ResponseStream | None = None
         try:
