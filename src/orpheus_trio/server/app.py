@@ -18,7 +18,7 @@ import logging
 import math
 import re
 import uuid
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,7 +28,15 @@ import trio
 from ..frames import encode_chunk, encode_eos, encode_error, encode_metrics
 from .admission import Admission, Rejected, Ticket
 from .config import ServerConfig
-from .engine import AbortStream, Engine, EngineError, Hints, InvalidParam, RawLine
+from .engine import (
+    REQUEST_ID,
+    AbortStream,
+    Engine,
+    EngineError,
+    Hints,
+    InvalidParam,
+    RawLine,
+)
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import ServerMetrics
 
@@ -111,7 +119,11 @@ class _Exchange:
 
 
 class OrpheusApp:
-    """The ASGI callable. ``metrics`` and ``admission`` are public for the run shell."""
+    """The ASGI callable. ``metrics`` and ``admission`` are public for the run shell.
+
+    A gateway passes ``upstream_load`` (the queue depth its best upstream would
+    give a request now) and ``system_extra`` (fields added to ``/v1/system``).
+    """
 
     def __init__(
         self,
@@ -119,10 +131,14 @@ class OrpheusApp:
         config: ServerConfig,
         *,
         clock: Callable[[], float] = trio.current_time,
+        upstream_load: Callable[[], float] | None = None,
+        system_extra: Callable[[], Mapping[str, Any]] | None = None,
     ) -> None:
         self.engine = engine
         self.config = config
         self.clock = clock
+        self._upstream_load = upstream_load
+        self._system_extra = system_extra
         self.metrics = ServerMetrics()
         self.metrics.capacity.set(config.max_concurrency)
         self.admission = Admission(config.max_concurrency, config.max_queue)
@@ -174,6 +190,7 @@ class OrpheusApp:
             path=scope["path"],
             received_at=self.clock(),
         )
+        token = REQUEST_ID.set(exchange.request_id)
         try:
             await self._route(scope, headers, receive, exchange)
         except HTTPError as error:
@@ -187,6 +204,7 @@ class OrpheusApp:
             else:
                 await self._end_with_error(exchange, "internal", "internal error")
         finally:
+            REQUEST_ID.reset(token)
             self._log(exchange)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
@@ -249,7 +267,7 @@ class OrpheusApp:
             "channels": 1,
             "sample_format": "s16le",
             "voices": self.engine.voices(),
-            "queue_depth": self.admission.queued,
+            "queue_depth": self._reported_depth(self.admission.queued),
             "inflight": self.admission.running,
             "capacity": self.config.max_concurrency,
             "max_text_chars": self.config.max_text_chars,
@@ -257,6 +275,8 @@ class OrpheusApp:
             "max_timeout_s": self.config.max_timeout_s,
             "draining": self.admission.draining,
         }
+        if self._system_extra is not None:
+            info.update(self._system_extra())
         await _send_bytes(ex, 200, json.dumps(info).encode(), b"application/json")
 
     async def _metrics(
@@ -490,11 +510,11 @@ class OrpheusApp:
         headers = [
             (b"content-type", b"application/x-ndjson"),
             (b"cache-control", b"no-store"),
-            (b"x-queue-depth", str(ex.queue_depth or 0).encode()),
+            (b"x-queue-depth", str(self._reported_depth(ex.queue_depth or 0)).encode()),
         ]
         await ex.start(200, headers)
         return encode_metrics(
-            queue_depth=self.admission.queued,
+            queue_depth=self._reported_depth(self.admission.queued),
             inflight=self.admission.running,
             capacity=self.config.max_concurrency,
         )
@@ -526,6 +546,16 @@ class OrpheusApp:
         self._update_load()
         if self.admission.depth == 0:
             self._idle.set()
+
+    def _reported_depth(self, own: int) -> int:
+        """The queue depth this server reports (header, metrics frame, /v1/system).
+
+        A gateway's running requests run upstream, so it reports the requests
+        waiting in its own queue plus the load its best upstream would add.
+        """
+        if self._upstream_load is None:
+            return own
+        return self.admission.queued + math.ceil(self._upstream_load())
 
     def _update_load(self) -> None:
         self.metrics.set_load(self.admission.queued, self.admission.running)
@@ -588,9 +618,17 @@ def create_app(
     config: ServerConfig,
     *,
     clock: Callable[[], float] = trio.current_time,
+    upstream_load: Callable[[], float] | None = None,
+    system_extra: Callable[[], Mapping[str, Any]] | None = None,
 ) -> OrpheusApp:
-    """The ASGI app for ``engine`` with ``config``'s limits."""
-    return OrpheusApp(engine, config, clock=clock)
+    """The ASGI app for ``engine`` with ``config``'s limits (gateway hooks: see OrpheusApp)."""
+    return OrpheusApp(
+        engine,
+        config,
+        clock=clock,
+        upstream_load=upstream_load,
+        system_extra=system_extra,
+    )
 
 
 async def _watch_disconnect(

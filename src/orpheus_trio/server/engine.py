@@ -28,6 +28,10 @@ How an engine fails:
 Cancellation: the server cancels the generator (client gone, deadline, shutdown)
 and then closes it; engines must stop their work promptly when cancelled.
 
+Request ids: while the server runs a request, :data:`REQUEST_ID` holds its
+``X-Request-Id`` (the caller's, or one the server made up), so an engine that
+forwards upstream can name its own requests after it.
+
 Deadlines: the server validates ``timeout_s`` itself and passes the capped
 value in ``params`` (engines may forward it upstream). The value ``validate``
 returns under ``timeout_s`` is the deadline the server enforces; returning
@@ -38,10 +42,12 @@ returns under ``timeout_s`` is the deadline the server enforces; returning
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 __all__ = [
+    "REQUEST_ID",
     "SAMPLING_PARAMS",
     "AbortStream",
     "Engine",
@@ -72,6 +78,9 @@ class RawLine:
 
 
 Piece = bytes | Hints | RawLine
+
+#: The ``X-Request-Id`` of the request being served (set by the server per request task).
+REQUEST_ID: ContextVar[str | None] = ContextVar("orpheus_request_id", default=None)
 
 
 class InvalidParam(ValueError):
