@@ -14,12 +14,20 @@ from collections.abc import Callable
 
 import trio
 
+from .app import OrpheusApp, create_app
 from .config import ServerConfig
 from .engine import Engine
 from .engines.orpheus import add_arguments as add_orpheus_arguments
-from .run import serve
+from .run import serve_app
 
-__all__ = ["ENGINES", "register", "run"]
+__all__ = [
+    "ENGINES",
+    "add_server_arguments",
+    "config_from_args",
+    "register",
+    "run",
+    "serve_until_signalled",
+]
 
 
 def _espeak(args: argparse.Namespace) -> Engine:
@@ -50,18 +58,25 @@ ENGINES: dict[str, Callable[[argparse.Namespace], Engine]] = {
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    defaults = ServerConfig()
     parser = subparsers.add_parser(
         "serve",
         help="run the reference v1 server",
         description="Serve the v1 streaming contract (POST /v1/tts/stream, GET /v1/system, "
         "GET /metrics). SIGINT/SIGTERM drains gracefully; a second signal stops at once.",
     )
+    add_server_arguments(parser)
+    parser.add_argument("--engine", choices=sorted(ENGINES), default="espeak")
+    add_orpheus_arguments(parser)
+    parser.set_defaults(run=run)
+
+
+def add_server_arguments(parser: argparse.ArgumentParser) -> None:
+    """Address, keys, limits and log level: the flags ``serve`` and ``gateway`` share."""
+    defaults = ServerConfig()
     parser.add_argument("--host", default=defaults.host)
     parser.add_argument(
         "--port", type=int, default=defaults.port, help="0 picks a free port"
     )
-    parser.add_argument("--engine", choices=sorted(ENGINES), default="espeak")
     parser.add_argument(
         "--api-key", action="append", default=[], dest="api_keys", metavar="KEY",
         help="accepted API key (repeatable); none = no auth",
@@ -89,26 +104,29 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"]
     )
-    add_orpheus_arguments(parser)
-    parser.set_defaults(run=run)
+
+
+def config_from_args(args: argparse.Namespace) -> ServerConfig:
+    """The :class:`ServerConfig` of :func:`add_server_arguments`' flags (ValueError if bad)."""
+    return ServerConfig(
+        host=args.host,
+        port=args.port,
+        api_keys=tuple(args.api_keys),
+        protect_service_endpoints=args.protect_service_endpoints,
+        max_concurrency=args.max_concurrency,
+        max_queue=args.max_queue,
+        default_timeout_s=args.default_timeout_s,
+        max_timeout_s=args.max_timeout_s,
+        max_text_chars=args.max_text_chars,
+        max_body_bytes=args.max_body_bytes,
+        read_timeout_s=args.read_timeout_s,
+        drain_grace_s=args.drain_grace_s,
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     try:
-        config = ServerConfig(
-            host=args.host,
-            port=args.port,
-            api_keys=tuple(args.api_keys),
-            protect_service_endpoints=args.protect_service_endpoints,
-            max_concurrency=args.max_concurrency,
-            max_queue=args.max_queue,
-            default_timeout_s=args.default_timeout_s,
-            max_timeout_s=args.max_timeout_s,
-            max_text_chars=args.max_text_chars,
-            max_body_bytes=args.max_body_bytes,
-            read_timeout_s=args.read_timeout_s,
-            drain_grace_s=args.drain_grace_s,
-        )
+        config = config_from_args(args)
     except ValueError as error:
         print(f"orpheus-trio serve: {error}", file=sys.stderr)
         return 2
@@ -118,14 +136,17 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as error:
         print(f"orpheus-trio serve: {error}", file=sys.stderr)
         return 2
+    app = create_app(engine, config)
     try:
-        trio.run(_serve_until_signalled, engine, config)
+        trio.run(serve_until_signalled, app, f"{engine.name} engine")
     finally:
         trio.run(engine.aclose)
     return 0
 
 
-async def _serve_until_signalled(engine: Engine, config: ServerConfig) -> None:
+async def serve_until_signalled(app: OrpheusApp, what: str) -> None:
+    """Serve ``app`` (announcing ``what`` and the URL) until signalled, draining on the first."""
+    config = app.config
     drain = trio.Event()
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
@@ -133,11 +154,11 @@ async def _serve_until_signalled(engine: Engine, config: ServerConfig) -> None:
             async def serve_then_stop(
                 task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
             ) -> None:
-                await serve(engine, config, drain=drain, task_status=task_status)
+                await serve_app(app, config, drain=drain, task_status=task_status)
                 nursery.cancel_scope.cancel()  # drained: stop listening for signals too
 
             base_url = await nursery.start(serve_then_stop)
-            print(f"orpheus-trio: {engine.name} engine on {base_url}", file=sys.stderr)
+            print(f"orpheus-trio: {what} on {base_url}", file=sys.stderr)
             async for signum in signals:
                 if drain.is_set():
                     print("orpheus-trio: stopping now", file=sys.stderr)
