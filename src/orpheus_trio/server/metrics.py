@@ -12,11 +12,11 @@ from prometheus_client import (
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-__all__ = ["CONTENT_TYPE", "ServerMetrics"]
+__all__ = ["CONTENT_TYPE", "LATENCY_BUCKETS", "ServerMetrics"]
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
-_LATENCY_BUCKETS = (
+LATENCY_BUCKETS = (
     0.005,
     0.01,
     0.025,
@@ -49,13 +49,13 @@ class ServerMetrics:
         self.time_to_first_audio = Histogram(
             "orpheus_time_to_first_audio_seconds",
             "From request received to first audio chunk sent",
-            buckets=_LATENCY_BUCKETS,
+            buckets=LATENCY_BUCKETS,
             registry=r,
         )
         self.request_duration = Histogram(
             "orpheus_request_duration_seconds",
             "From request received to response end",
-            buckets=_LATENCY_BUCKETS,
+            buckets=LATENCY_BUCKETS,
             registry=r,
         )
         self.audio_seconds = Counter(
