@@ -43,8 +43,10 @@ def probe(
     env = {k: v for k, v in os.environ.items() if k != "ORPHEUS_TRIO_PURE"}
     if pure:
         env["ORPHEUS_TRIO_PURE"] = "1"
-    if pythonpath is not None:
-        env["PYTHONPATH"] = str(pythonpath)
+    if pythonpath is not None:  # first, so it wins over the checkout
+        env["PYTHONPATH"] = os.pathsep.join(
+            filter(None, [str(pythonpath), env.get("PYTHONPATH")])
+        )
     result = subprocess.run(
         [sys.executable, "-c", prelude + PROBE],
         env=env,
