@@ -14,6 +14,7 @@ from .commands.options import EXIT_CODES
 from .commands.speak import register as register_speak
 from .commands.system import register as register_system
 from .server.command import register as register_serve
+from .server.gateway_command import register as register_gateway
 
 #: Each registers one sub-command and sets ``run`` (args -> exit code) as its default.
 Registrar = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
@@ -23,6 +24,7 @@ REGISTRARS: list[Registrar] = [
     register_batch,
     register_system,
     register_serve,
+    register_gateway,
 ]
 
 

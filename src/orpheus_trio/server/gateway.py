@@ -1,0 +1,242 @@
+"""The gateway: the v1 server app with an engine that forwards to workers.
+
+Apps talk to one gateway; it forwards each request through the library's own
+:class:`~orpheus_trio.client.OrpheusTTS` (routing by latency and queue hints,
+hedging, breakers, failover before the first audio) and re-frames the winning
+worker's audio as it arrives. Admission, limits, deadlines, draining, auth,
+logging and metrics are the server's own (:func:`~.app.create_app`), so the
+gateway behaves like a worker to its callers.
+
+- ``X-Request-Id`` passes through: attempt ``n`` upstream is ``<id>.<n>``.
+- The request's remaining time goes upstream as ``timeout_s``.
+- Engine parameters pass through unchecked; a worker's 400 comes back as it is.
+- Before any audio, failures become statuses (:func:`upstream_error`); after
+  it, an in-band ``error`` frame, never a silent end.
+- A caller that leaves cancels the upstream attempt at once (the server
+  cancels the engine, which closes the upstream connection).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncGenerator, Sequence
+from dataclasses import replace
+from typing import Any
+
+import httpx
+import trio
+
+from ..client import EndpointSnapshot, OrpheusTTS
+from ..errors import (
+    CircuitOpenError,
+    DeadlineExceeded,
+    HTTPStatusError,
+    OrpheusError,
+    ServiceError,
+)
+from .app import OrpheusApp, create_app
+from .config import ServerConfig
+from .engine import REQUEST_ID, EngineError, InvalidParam, Piece
+from .gateway_metrics import UpstreamMetrics
+from .gateway_upstreams import UpstreamWatch
+from .run import serve_app
+
+__all__ = ["Gateway", "GatewayEngine", "upstream_error"]
+
+GATEWAY_NAME = "orpheus-trio-gateway"
+#: Keys of ``open_stream`` that are not engine parameters.
+_RESERVED_PARAMS = frozenset({"request_id"})
+
+
+class GatewayEngine:
+    """An :class:`~.engine.Engine` whose audio comes from the upstream workers."""
+
+    name = "gateway"
+
+    def __init__(self, client: OrpheusTTS, upstreams: UpstreamWatch) -> None:
+        self.client = client
+        self.upstreams = upstreams
+        self.metrics = UpstreamMetrics(client.endpoints, upstreams.healthy)
+
+    def voices(self) -> list[str]:
+        return self.upstreams.voices(self.client.endpoints())
+
+    def validate(self, voice: str | None, params: dict[str, Any]) -> dict[str, Any]:
+        # The workers validate their own engines' parameters; only our own keys are checked.
+        for key in _RESERVED_PARAMS.intersection(params):
+            raise InvalidParam(key, "not an engine parameter (send X-Request-Id)")
+        return dict(params)
+
+    async def synthesize(
+        self, text: str, voice: str | None, params: dict[str, Any]
+    ) -> AsyncGenerator[Piece, None]:
+        forwarded = {k: v for k, v in params.items() if k != "timeout_s"}
+        # The server runs this under the request's deadline: pass on what is left.
+        deadline = trio.current_effective_deadline()
+        remaining = deadline - trio.current_time() if deadline != math.inf else None
+        streaming = False
+        try:
+            async with self.client.open_stream(
+                text,
+                voice,
+                timeout_s=max(remaining, 0.001) if remaining is not None else None,
+                request_id=REQUEST_ID.get(),
+                **forwarded,
+            ) as audio:
+                streaming = True
+                self.metrics.time_to_first_audio.labels(
+                    upstream=audio.endpoint
+                ).observe(audio.ttfb_s)
+                async for pcm in audio:
+                    yield pcm
+        except (OrpheusError, httpx.HTTPError) as error:
+            raise upstream_error(error, streaming=streaming) from error
+
+    def upstream_load(self) -> float:
+        """The queue depth the best healthy upstream would give a request now."""
+        snapshots = self.client.endpoints()
+        candidates = [s for s in snapshots if self.upstreams.healthy(s)] or snapshots
+        return min(s.queue_hint + s.in_flight for s in candidates)
+
+    def summary(self) -> dict[str, Any]:
+        """Fields the gateway adds to ``/v1/system``."""
+        snapshots = self.client.endpoints()
+        return {
+            "gateway": True,
+            "upstreams": [self._describe(s) for s in snapshots],
+            "healthy_upstreams": sum(self.upstreams.healthy(s) for s in snapshots),
+        }
+
+    def _describe(self, snapshot: EndpointSnapshot) -> dict[str, Any]:
+        status = self.upstreams.statuses[snapshot.url]
+        return {
+            "url": snapshot.url,
+            "healthy": self.upstreams.healthy(snapshot),
+            "reachable": status.reachable,
+            "draining": status.draining,
+            "engine": status.engine,
+            "voices": list(status.voices),
+            "queue_depth": status.queue_depth,
+            "inflight": status.inflight,
+            "capacity": status.capacity,
+            "error": status.error,
+            "score": _finite_or_none(snapshot.score),
+            "latency_estimate_s": snapshot.latency_estimate_s,
+            "queue_hint": snapshot.queue_hint,
+            "in_flight": snapshot.in_flight,
+            "breaker_state": snapshot.breaker_state,
+            "breaker_retry_in_s": snapshot.breaker_retry_in_s,
+            "attempts": snapshot.attempts,
+            "wins": snapshot.wins,
+            "failures": snapshot.failures,
+            "hedges": snapshot.hedges,
+            "failovers": snapshot.failovers,
+        }
+
+    async def aclose(self) -> None:
+        await self.client.close()
+        await self.upstreams.aclose()
+
+
+def upstream_error(error: Exception, *, streaming: bool) -> EngineError:
+    """What the caller gets for an upstream failure.
+
+    Before audio (``streaming`` false) the status says whose fault it is: a
+    worker's 4xx as it was (same answer anywhere), 429 when every worker was
+    busy, 503 when none could be reached, 502 for broken workers. Errors a
+    worker sent in-band stay in-band, and so does anything after audio.
+    """
+    if isinstance(error, DeadlineExceeded):
+        return EngineError("deadline_exceeded", error.message)
+    if isinstance(error, ServiceError):
+        return EngineError(error.code, error.message)
+    if streaming:
+        return EngineError("engine_error", f"upstream stream broke: {error}")
+    if isinstance(error, HTTPStatusError):
+        if error.status_code == 429 or error.status_code == 503:
+            code = "overloaded" if error.status_code == 429 else "unavailable"
+            return EngineError(
+                code,
+                f"every upstream is busy or unavailable; last: {error.code}: {error.message}",
+                status=error.status_code,
+                retry_after_s=error.retry_after_s,
+            )
+        if error.status_code < 500:
+            return EngineError(error.code, error.message, status=error.status_code)
+        return EngineError(
+            "upstream_error",
+            f"upstream answered {error.status_code} {error.code}: {error.message}",
+            status=502,
+        )
+    if isinstance(error, CircuitOpenError):
+        return EngineError(
+            "unavailable",
+            "every upstream's circuit breaker is open",
+            status=503,
+            retry_after_s=error.retry_in_s,
+        )
+    if isinstance(error, httpx.TransportError) and not isinstance(
+        error, httpx.RemoteProtocolError
+    ):
+        return EngineError(
+            "unavailable", f"no upstream could be reached: {error!r}", status=503
+        )
+    return EngineError("upstream_error", f"upstream failed: {error}", status=502)
+
+
+def _finite_or_none(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+class Gateway:
+    """A gateway's parts: the upstream client and watch, the engine and the server app.
+
+    ``await nursery.start(gateway.serve)`` polls the workers once, then serves
+    (see :func:`~.run.serve_app`); :meth:`aclose` afterwards.
+    """
+
+    def __init__(
+        self,
+        upstreams: Sequence[str],
+        config: ServerConfig,
+        *,
+        upstream_api_key: str | None = None,
+        hedge_ttfb_ms: float | None = 400,
+        health_interval_s: float = 2.0,
+        **client_options: Any,
+    ) -> None:
+        if config.server_name == ServerConfig.server_name:
+            config = replace(config, server_name=GATEWAY_NAME)
+        self.config = config
+        client = OrpheusTTS(
+            upstreams,
+            api_key=upstream_api_key,
+            hedge_ttfb_ms=hedge_ttfb_ms,
+            **client_options,
+        )
+        watch = UpstreamWatch(
+            client.base_urls, api_key=upstream_api_key, interval_s=health_interval_s
+        )
+        self.engine = GatewayEngine(client, watch)
+        self.app: OrpheusApp = create_app(
+            self.engine,
+            config,
+            upstream_load=self.engine.upstream_load,
+            system_extra=self.engine.summary,
+        )
+        self.app.metrics.registry.register(self.engine.metrics)
+
+    async def serve(
+        self,
+        *,
+        drain: trio.Event | None = None,
+        task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Watch the workers and serve until cancelled or drained; report the base URL."""
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.engine.upstreams.watch)
+            await serve_app(self.app, self.config, drain=drain, task_status=task_status)
+            nursery.cancel_scope.cancel()
+
+    async def aclose(self) -> None:
+        await self.engine.aclose()

@@ -1,0 +1,125 @@
+"""What the gateway knows about its workers from polling their ``/v1/system``.
+
+The client's breaker and router track how attempts go; this adds what only the
+worker can say: which voices it offers, whether it is draining, its load. A
+worker is *healthy* when its last poll answered, it is not draining and its
+breaker lets attempts through. ``/v1/system`` on the gateway offers the union
+of the healthy workers' voices.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import trio
+
+from ..client import EndpointSnapshot
+
+__all__ = ["UpstreamStatus", "UpstreamWatch"]
+
+SYSTEM_PATH = "/v1/system"
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamStatus:
+    """A worker's last ``/v1/system`` answer (``error`` says why it had none)."""
+
+    url: str
+    reachable: bool = False
+    draining: bool = False
+    engine: str | None = None
+    voices: tuple[str, ...] = ()
+    queue_depth: int | None = None
+    inflight: int | None = None
+    capacity: int | None = None
+    error: str | None = "not polled yet"
+
+    @classmethod
+    def from_system(cls, url: str, info: Any) -> UpstreamStatus:
+        """Read a ``/v1/system`` JSON answer (TypeError/ValueError if it is not one)."""
+        if not isinstance(info, Mapping):
+            raise TypeError("/v1/system did not answer a JSON object")
+        voices = info.get("voices")
+        if not isinstance(voices, list) or not all(isinstance(v, str) for v in voices):
+            raise TypeError("'voices' is not a list of strings")
+        return cls(
+            url=url,
+            reachable=True,
+            draining=bool(info.get("draining", False)),
+            engine=str(info.get("engine")),
+            voices=tuple(voices),
+            queue_depth=_int_or_none(info.get("queue_depth")),
+            inflight=_int_or_none(info.get("inflight")),
+            capacity=_int_or_none(info.get("capacity")),
+            error=None,
+        )
+
+
+def _int_or_none(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+class UpstreamWatch:
+    """Polls every worker's ``/v1/system`` every ``interval_s`` (``watch`` runs the loop)."""
+
+    def __init__(
+        self,
+        urls: Sequence[str],
+        *,
+        api_key: str | None = None,
+        interval_s: float = 2.0,
+        timeout_s: float = 2.0,
+    ) -> None:
+        if not interval_s > 0 or not timeout_s > 0:
+            raise ValueError("interval_s and timeout_s must be > 0")
+        self.interval_s = interval_s
+        self.statuses = {url: UpstreamStatus(url) for url in urls}
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._http = httpx.AsyncClient(headers=headers, timeout=timeout_s)
+
+    async def watch(
+        self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Poll once, report started, then poll every ``interval_s`` until cancelled."""
+        await self.poll()
+        task_status.started()
+        while True:
+            await trio.sleep(self.interval_s)
+            await self.poll()
+
+    async def poll(self) -> None:
+        """Ask every worker at once; each answer (or failure) replaces its status."""
+        async with trio.open_nursery() as nursery:
+            for url in self.statuses:
+                nursery.start_soon(self._poll_one, url)
+
+    async def _poll_one(self, url: str) -> None:
+        try:
+            response = await self._http.get(url + SYSTEM_PATH)
+            response.raise_for_status()
+            status = UpstreamStatus.from_system(url, response.json())
+        except (httpx.HTTPError, TypeError, ValueError) as error:
+            status = UpstreamStatus(url, error=f"{type(error).__name__}: {error}")
+        self.statuses[url] = status
+
+    def healthy(self, snapshot: EndpointSnapshot) -> bool:
+        status = self.statuses[snapshot.url]
+        return (
+            status.reachable
+            and not status.draining
+            and snapshot.breaker_state != "open"
+        )
+
+    def voices(self, snapshots: Sequence[EndpointSnapshot]) -> list[str]:
+        """The union of the healthy workers' voices, sorted."""
+        voices: set[str] = set()
+        for snapshot in snapshots:
+            if self.healthy(snapshot):
+                voices.update(self.statuses[snapshot.url].voices)
+        return sorted(voices)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()

@@ -1,0 +1,132 @@
+"""Helpers for gateway tests: workers that can be killed, a gateway, a recording engine."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncGenerator, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from orpheus_trio.server import Engine, OrpheusApp, ServerConfig, create_app, serve_app
+from orpheus_trio.server.engine import REQUEST_ID, Piece
+from orpheus_trio.server.engines.synthetic import SyntheticEngine
+from orpheus_trio.server.gateway import Gateway
+
+
+@dataclass
+class Worker:
+    """A worker started by :func:`start_worker`; ``kill`` stops it without draining."""
+
+    base_url: str
+    app: OrpheusApp
+    engine: SyntheticEngine
+    scope: trio.CancelScope
+    stopped: trio.Event
+
+    async def kill(self) -> None:
+        self.scope.cancel()
+        await self.stopped.wait()
+
+
+@dataclass
+class RecordingEngine(SyntheticEngine):
+    """A synthetic engine that records each request's id and parameters, and may
+    offer other voices."""
+
+    offered: Sequence[str] | None = None
+    seen: list[tuple[str | None, dict[str, Any]]] = field(
+        default_factory=list, init=False
+    )
+
+    def voices(self) -> list[str]:
+        return list(self.offered) if self.offered is not None else super().voices()
+
+    def synthesize(
+        self, text: str, voice: str | None, params: dict[str, Any]
+    ) -> AsyncGenerator[Piece, None]:
+        self.seen.append((REQUEST_ID.get(), dict(params)))
+        return super().synthesize(text, voice, params)
+
+
+async def start_worker(
+    nursery: trio.Nursery, engine: SyntheticEngine | None = None, **settings: Any
+) -> Worker:
+    engine = engine if engine is not None else RecordingEngine()
+    config = ServerConfig(**{"host": "127.0.0.1", "port": 0, **settings})
+    app = create_app(engine, config)
+    scope = trio.CancelScope()
+    stopped = trio.Event()
+
+    async def run(task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
+        try:
+            with scope:
+                await serve_app(app, config, task_status=task_status)
+        finally:
+            stopped.set()
+
+    base_url: str = await nursery.start(run)
+    return Worker(base_url, app, engine, scope, stopped)
+
+
+@dataclass
+class RunningGateway:
+    base_url: str
+    gateway: Gateway
+    drain: trio.Event
+    stopped: trio.Event
+
+    @property
+    def app(self) -> OrpheusApp:
+        return self.gateway.app
+
+
+async def start_gateway(
+    nursery: trio.Nursery,
+    upstreams: Sequence[str],
+    *,
+    hedge_ttfb_ms: float | None = 400,
+    upstream_api_key: str | None = None,
+    health_interval_s: float = 0.2,
+    client: dict[str, Any] | None = None,
+    **settings: Any,
+) -> RunningGateway:
+    """A gateway on port 0; the client's options default to a seeded rng and a
+    budget that never runs out, so tests are deterministic."""
+    config = ServerConfig(**{"host": "127.0.0.1", "port": 0, **settings})
+    options: dict[str, Any] = {"rng": random.Random(7), "hedge_budget_min": 1000}
+    options.update(client or {})
+    gateway = Gateway(
+        upstreams,
+        config,
+        upstream_api_key=upstream_api_key,
+        hedge_ttfb_ms=hedge_ttfb_ms,
+        health_interval_s=health_interval_s,
+        **options,
+    )
+    drain, stopped = trio.Event(), trio.Event()
+
+    async def run(task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
+        try:
+            await gateway.serve(drain=drain, task_status=task_status)
+        finally:
+            with trio.CancelScope(shield=True):
+                await gateway.aclose()
+            stopped.set()
+
+    base_url: str = await nursery.start(run)
+    return RunningGateway(base_url, gateway, drain, stopped)
+
+
+async def wait_until(condition: Callable[[], bool], timeout_s: float = 2.0) -> None:
+    """Poll ``condition`` until it holds (fails the test after ``timeout_s``)."""
+    with trio.fail_after(timeout_s):
+        while not condition():
+            await trio.sleep(0.005)
+
+
+def engine_of(worker: Worker) -> RecordingEngine:
+    engine: Engine = worker.engine
+    assert isinstance(engine, RecordingEngine)
+    return engine

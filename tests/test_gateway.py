@@ -1,0 +1,185 @@
+"""End to end: a gateway in front of synthetic workers, every PCM byte checked."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import trio
+from _support_gateway import (
+    RecordingEngine,
+    engine_of,
+    start_gateway,
+    start_worker,
+    wait_until,
+)
+from _support_server import audio_of, parse_frames
+
+from orpheus_trio import OrpheusTTS
+from orpheus_trio.server.engines.synthetic import expected_pcm, expected_stream
+
+TEXTS = [f"Sentence number {n}, checked byte for byte." for n in range(12)]
+
+
+async def _post(
+    client: httpx.AsyncClient, base_url: str, body: dict[str, Any], **headers: str
+) -> httpx.Response:
+    return await client.post(
+        base_url + "/v1/tts/stream",
+        content=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", **headers},
+    )
+
+
+async def test_slow_failing_and_healthy_workers_every_byte_arrives(
+    nursery: trio.Nursery,
+) -> None:
+    slow = await start_worker(nursery, RecordingEngine(defaults={"ttfb_ms": 1500}))
+    failing = await start_worker(
+        nursery, RecordingEngine(defaults={"fail_status": 500, "fail_code": "internal"})
+    )
+    healthy = await start_worker(nursery)
+    gw = await start_gateway(
+        nursery,
+        [slow.base_url, failing.base_url, healthy.base_url],
+        hedge_ttfb_ms=100,
+        max_concurrency=8,
+    )
+    params = {"chunk_samples": 960, "seed": 3}
+    async with OrpheusTTS(gw.base_url, hedge_ttfb_ms=None) as tts:
+        for text in TEXTS:
+            with trio.fail_after(1.2):  # never waits for the slow worker
+                async with tts.open_stream(text, "leah", **params) as audio:
+                    chunks = [pcm async for pcm in audio]
+            assert chunks == expected_stream(text, "leah", params)
+
+    # Every answer came from the healthy worker; the others were tried and left.
+    assert len(engine_of(healthy).seen) == len(TEXTS)
+    assert engine_of(failing).seen, "the failing worker was never tried"
+    assert slow.engine.requests_started >= 1
+    await wait_until(
+        lambda: slow.engine.requests_cancelled == slow.engine.requests_started
+    )
+    snaps = {s.url: s for s in gw.gateway.engine.client.endpoints()}
+    assert snaps[healthy.base_url].wins == len(TEXTS)
+    assert snaps[failing.base_url].failures >= 1
+    assert snaps[slow.base_url].wins == snaps[failing.base_url].wins == 0
+    assert snaps[healthy.base_url].hedges + snaps[healthy.base_url].failovers >= 1
+    await wait_until(lambda: gw.app.admission.running == 0)
+
+
+async def test_hedge_through_the_gateway_wins_on_the_fast_worker(
+    nursery: trio.Nursery,
+) -> None:
+    slow = await start_worker(nursery, RecordingEngine(defaults={"ttfb_ms": 3000}))
+    fast = await start_worker(nursery)
+    gw = await start_gateway(nursery, [slow.base_url, fast.base_url], hedge_ttfb_ms=80)
+    async with httpx.AsyncClient() as http:
+        for n in range(4):
+            text = f"hedge me {n}"
+            started = trio.current_time()
+            response = await _post(http, gw.base_url, {"text": text, "chunks": 3})
+            assert trio.current_time() - started < 1.0
+            assert response.status_code == 200
+            assert audio_of(parse_frames(response.content)) == [
+                expected_pcm(text, None, seq, {}) for seq in range(3)
+            ]
+    # The slow worker was tried (cold endpoints are tried first), lost the race
+    # and saw its attempt cancelled; the winner was a hedge on the fast worker.
+    assert slow.engine.requests_started >= 1
+    await wait_until(
+        lambda: slow.engine.requests_cancelled == slow.engine.requests_started
+    )
+    fast_snap = next(
+        s for s in gw.gateway.engine.client.endpoints() if s.url == fast.base_url
+    )
+    assert fast_snap.hedges >= 1
+    assert any(
+        rid is not None and rid.endswith(".2") for rid, _ in engine_of(fast).seen
+    )
+
+
+async def test_worker_killed_mid_stream_ends_with_error_frame_then_others_serve(
+    nursery: trio.Nursery,
+) -> None:
+    first = await start_worker(nursery)
+    second = await start_worker(nursery)
+    gw = await start_gateway(
+        nursery, [first.base_url, second.base_url], hedge_ttfb_ms=None
+    )
+    params = {"chunks": 40, "rtf": 1.0, "chunk_samples": 1200}  # 50 ms per chunk
+    text = "a long answer that will be cut"
+    received: list[bytes] = []
+    frames: list[dict[str, Any]] = []
+    async with httpx.AsyncClient() as http:
+        request = http.build_request(
+            "POST",
+            gw.base_url + "/v1/tts/stream",
+            content=json.dumps({"text": text, **params}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        response = await http.send(request, stream=True)
+        assert response.status_code == 200
+        lines = response.aiter_lines()
+        async for line in lines:
+            frame = json.loads(line)
+            frames.append(frame)
+            if frame["type"] == "chunk" and frame["seq"] == 2:
+                break
+        serving = first if first.engine.requests_started else second
+        await serving.kill()
+        async for line in lines:
+            if line.strip():
+                frames.append(json.loads(line))
+        await response.aclose()
+        received = audio_of(frames)
+        assert frames[-1]["type"] == "error"
+        assert frames[-1]["code"] == "engine_error"
+        assert 3 <= len(received) < 40
+        assert received == [
+            expected_pcm(text, None, seq, params) for seq in range(len(received))
+        ]
+
+        # The dead worker refuses connections now: requests fail over to the other.
+        survivor = second if serving is first else first
+        for n in range(3):
+            text = f"after the crash {n}"
+            response = await _post(http, gw.base_url, {"text": text, "chunks": 2})
+            assert response.status_code == 200
+            assert audio_of(parse_frames(response.content)) == [
+                expected_pcm(text, None, seq, {}) for seq in range(2)
+            ]
+        assert survivor.engine.requests_started >= 3
+
+        # Its next poll marks it unreachable: /v1/system drops it from the healthy set.
+        with trio.fail_after(3):
+            while True:
+                system = (await http.get(gw.base_url + "/v1/system")).json()
+                if system["healthy_upstreams"] == 1:
+                    break
+                await trio.sleep(0.05)
+        dead = next(u for u in system["upstreams"] if u["url"] == serving.base_url)
+        assert dead["reachable"] is False and dead["healthy"] is False
+        assert dead["error"]
+
+
+async def test_caller_disconnect_cancels_the_worker_at_once(
+    nursery: trio.Nursery,
+) -> None:
+    worker = await start_worker(nursery)
+    gw = await start_gateway(nursery, [worker.base_url], hedge_ttfb_ms=None)
+    params = {"chunks": 200, "rtf": 1.0, "chunk_samples": 2400}  # 20 s of paced audio
+    async with OrpheusTTS(gw.base_url, hedge_ttfb_ms=None) as tts:
+        async with tts.open_stream("leave early", **params) as audio:
+            first = await audio.__anext__()
+            assert first == expected_pcm("leave early", None, 0, params)
+            assert worker.app.admission.running == 1
+            left_at = trio.current_time()
+    await wait_until(lambda: worker.engine.requests_cancelled == 1, 1.0)
+    assert trio.current_time() - left_at < 0.5
+    await wait_until(
+        lambda: not worker.app.admission.running and not gw.app.admission.running
+    )
+    assert b"orpheus_inflight 0.0" in worker.app.metrics.render()
+    assert gw.gateway.engine.client.endpoints()[0].in_flight == 0
