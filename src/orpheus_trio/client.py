@@ -207,6 +207,7 @@ class AudioStream:
         self._deadline = call.deadline
         self._chunks = 0
         self._finished = False
+        self._body_ended = False
 
     def __repr__(self) -> str:
         return (
@@ -230,13 +231,26 @@ class AudioStream:
                     self._pending.extend(self._decoder.feed(data))
                 else:
                     self._decoder.close()  # raises IncompleteStreamError unless eos/error arrived
-                    self._finished = True
+                    self._finished = self._body_ended = True
+            if not self._body_ended:
+                await self._read_body_end()
         except BaseException as error:
             await self._close(failed=_counts_against_endpoint(error))
             raise
         # The body was read to its end: the connection goes back to the pool.
         await self._close(failed=False)
         raise StopAsyncIteration
+
+    async def _read_body_end(self) -> None:
+        """After ``eos``, read the HTTP body's end too, else the connection cannot be reused."""
+        assert self._response is not None
+        with trio.move_on_after(self._client.close_timeout_s):
+            try:
+                while data := await self._response.receive():
+                    if data.strip():
+                        return  # junk after eos: the connection is not reused
+            except (httpx.HTTPError, OSError, trio.BrokenResourceError):
+                return  # the audio is complete; the connection is dropped
 
     def _handle(self, frame: Frame) -> bytes | None:
         if isinstance(frame, Chunk):
@@ -668,9 +682,12 @@ class OrpheusTTS:
             if _counts_against_endpoint(error):
                 self._breakers[endpoint].on_failure(now)
                 self._counts[endpoint].failures += 1
+                self._router.observe_failure(endpoint, now)
             else:
                 self._breakers[endpoint].on_abandoned(now)
-                if isinstance(error, trio.Cancelled):
+                if _is_busy(error):
+                    self._router.observe_failure(endpoint, now)
+                elif isinstance(error, trio.Cancelled):
                     self._router.observe_no_audio_after(endpoint, now - started, now)
             if response is not None:
                 await _close_quietly(response, self.close_timeout_s)
@@ -700,6 +717,10 @@ class OrpheusTTS:
         if failed:
             self._breakers[endpoint].on_failure(trio.current_time())
             self._counts[endpoint].failures += 1
+
+
+def _is_busy(error: BaseException) -> bool:
+    return isinstance(error, HTTPStatusError) and error.status_code in BUSY_STATUS
 
 
 def _counts_against_endpoint(error: BaseException) -> bool:

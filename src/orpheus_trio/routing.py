@@ -27,6 +27,8 @@ __all__ = ["DEFAULT_COLD_LATENCY_S", "Router"]
 
 #: Latency assumed for a busy cold endpoint when no endpoint has a sample yet.
 DEFAULT_COLD_LATENCY_S = 0.1
+#: Least time to first audio a failed attempt counts as (twice the slowest warm estimate if higher).
+FAILURE_PENALTY_S = 1.0
 
 
 @dataclass
@@ -93,6 +95,16 @@ class Router:
         if stats.latency_s is None or waited_s > stats.latency_s:
             stats.latency_s = waited_s
             stats.latency_at = now
+
+    def observe_failure(self, endpoint: str, now: float) -> None:
+        """An attempt there failed before any audio: count it as a slow sample.
+
+        Otherwise a dead endpoint never gets a sample, stays cold, and every
+        request tries it first (each paying a failover) until its breaker opens.
+        """
+        warm = [s.latency_s for s in self._stats.values() if s.latency_s is not None]
+        penalty = max([FAILURE_PENALTY_S, *(2.0 * latency for latency in warm)])
+        self.observe_no_audio_after(endpoint, penalty, now)
 
     def observe_queue_depth(self, endpoint: str, depth: float, now: float) -> None:
         """The server reported ``depth`` requests queued plus running."""
