@@ -13,12 +13,13 @@ import json
 import math
 import os
 import random
+import ssl
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Literal, Self
 from urllib.parse import urlsplit
 
 import httpx
@@ -46,6 +47,7 @@ from .frames import (
 )
 from .hedge import Reason, race
 from .routing import Router
+from .trio_transport import TrioTransport
 from .transport import (
     DEFAULT_CONNECT_TIMEOUT_S,
     DEFAULT_MAX_CONNECTIONS_PER_ENDPOINT,
@@ -361,7 +363,12 @@ class OrpheusTTS:
     ``hedge_ttfb_ms``: start a backup attempt when no audio arrived this long
     after the last attempt started; ``None`` or ``0`` turns hedging off
     (failover stays on). ``timeout_s``: default per-request deadline.
-    ``transport``: the HTTP engine (default :class:`~orpheus_trio.transport.HttpxTransport`).
+    ``transport``: the HTTP engine: ``"trio"`` (the default,
+    :class:`~orpheus_trio.trio_transport.TrioTransport`), ``"httpx"``
+    (:class:`~orpheus_trio.transport.HttpxTransport`) or a
+    :class:`~orpheus_trio.transport.Transport` you made (and close).
+    ``ssl_context``: TLS settings for ``https`` endpoints of a transport the client makes
+    (default: ``ssl.create_default_context()``, certificates verified).
     ``rng``: randomness for load spreading and breaker jitter (seed it in tests).
     """
 
@@ -384,7 +391,8 @@ class OrpheusTTS:
         breaker_max_cooldown_s: float = 60.0,
         close_timeout_s: float = 1.0,
         max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
-        transport: Transport | None = None,
+        transport: Transport | Literal["trio", "httpx"] | None = None,
+        ssl_context: ssl.SSLContext | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.base_urls = _normalize_urls(base_urls)
@@ -423,12 +431,26 @@ class OrpheusTTS:
             for url in self.base_urls
         }
         self._counts = {url: _Counts() for url in self.base_urls}
-        self._owns_transport = transport is None
-        self._transport: Transport = transport or HttpxTransport(
-            connect_timeout_s=connect_timeout_s,
-            read_timeout_s=read_timeout_s,
-            max_connections_per_endpoint=max_connections_per_endpoint,
-        )
+        self._owns_transport = transport is None or isinstance(transport, str)
+        self._transport: Transport
+        if transport is None or transport == "trio":
+            self._transport = TrioTransport(
+                connect_timeout_s=connect_timeout_s,
+                read_timeout_s=read_timeout_s,
+                max_connections_per_endpoint=max_connections_per_endpoint,
+                ssl_context=ssl_context,
+            )
+        elif transport == "httpx":
+            self._transport = HttpxTransport(
+                connect_timeout_s=connect_timeout_s,
+                read_timeout_s=read_timeout_s,
+                max_connections_per_endpoint=max_connections_per_endpoint,
+                verify=ssl_context if ssl_context is not None else True,
+            )
+        elif isinstance(transport, str):
+            raise ValueError(f'transport must be "trio", "httpx" or a Transport, got {transport!r}')
+        else:
+            self._transport = transport
         self._closed = False
         self._last_seen = 0.0
 

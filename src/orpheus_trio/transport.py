@@ -13,6 +13,7 @@ Transports raise httpx's exception types for network faults
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol
@@ -119,7 +120,7 @@ class HttpxTransport:
         connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
         read_timeout_s: float | None = DEFAULT_READ_TIMEOUT_S,
         max_connections_per_endpoint: int = DEFAULT_MAX_CONNECTIONS_PER_ENDPOINT,
-        verify: bool | str = True,
+        verify: bool | str | ssl.SSLContext = True,
     ) -> None:
         if max_connections_per_endpoint < 1:
             raise ValueError("max_connections_per_endpoint must be >= 1")
