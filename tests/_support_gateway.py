@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
 import trio
 
 from orpheus_trio.server import Engine, OrpheusApp, ServerConfig, create_app, serve_app
-from orpheus_trio.server.engine import REQUEST_ID, Piece
+from orpheus_trio.server.engine import REQUEST_ID, Hints, Piece
 from orpheus_trio.server.engines.synthetic import SyntheticEngine
 from orpheus_trio.server.gateway import Gateway
 
@@ -32,10 +33,11 @@ class Worker:
 
 @dataclass
 class RecordingEngine(SyntheticEngine):
-    """A synthetic engine that records each request's id and parameters, and may
-    offer other voices."""
+    """A synthetic engine that records each request's id and parameters, may
+    offer other voices, and may send routing hints before its audio."""
 
     offered: Sequence[str] | None = None
+    hints: Mapping[str, Any] | None = None
     seen: list[tuple[str | None, dict[str, Any]]] = field(
         default_factory=list, init=False
     )
@@ -47,7 +49,17 @@ class RecordingEngine(SyntheticEngine):
         self, text: str, voice: str | None, params: dict[str, Any]
     ) -> AsyncGenerator[Piece, None]:
         self.seen.append((REQUEST_ID.get(), dict(params)))
-        return super().synthesize(text, voice, params)
+        pieces = super().synthesize(text, voice, params)
+        return pieces if self.hints is None else self._hinted(self.hints, pieces)
+
+    @staticmethod
+    async def _hinted(
+        hints: Mapping[str, Any], pieces: AsyncGenerator[Piece, None]
+    ) -> AsyncGenerator[Piece, None]:
+        yield Hints(hints)
+        async with aclosing(pieces):
+            async for piece in pieces:
+                yield piece
 
 
 async def start_worker(

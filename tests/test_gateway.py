@@ -170,12 +170,14 @@ async def test_caller_disconnect_cancels_the_worker_at_once(
     worker = await start_worker(nursery)
     gw = await start_gateway(nursery, [worker.base_url], hedge_ttfb_ms=None)
     params = {"chunks": 200, "rtf": 1.0, "chunk_samples": 2400}  # 20 s of paced audio
-    async with OrpheusTTS(gw.base_url, hedge_ttfb_ms=None) as tts:
-        async with tts.open_stream("leave early", **params) as audio:
-            first = await audio.__anext__()
-            assert first == expected_pcm("leave early", None, 0, params)
-            assert worker.app.admission.running == 1
-            left_at = trio.current_time()
+    async with (
+        OrpheusTTS(gw.base_url, hedge_ttfb_ms=None) as tts,
+        tts.open_stream("leave early", **params) as audio,
+    ):
+        first = await audio.__anext__()
+        assert first == expected_pcm("leave early", None, 0, params)
+        assert worker.app.admission.running == 1
+        left_at = trio.current_time()
     await wait_until(lambda: worker.engine.requests_cancelled == 1, 1.0)
     assert trio.current_time() - left_at < 0.5
     await wait_until(

@@ -1,0 +1,337 @@
+"""The gateway as a v1 service: statuses, ids, deadlines, keys, /v1/system, /metrics, hints."""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import socket
+from typing import Any
+
+import httpx
+import pytest
+import trio
+from _support_gateway import (
+    RecordingEngine,
+    engine_of,
+    start_gateway,
+    start_worker,
+    wait_until,
+)
+from _support_server import audio_of, parse_frames
+
+from orpheus_trio import OrpheusTTS
+from orpheus_trio.server.engines.synthetic import expected_pcm
+
+
+async def _post(base_url: str, body: dict[str, Any], **headers: str) -> httpx.Response:
+    async with httpx.AsyncClient(timeout=10) as http:
+        return await http.post(
+            base_url + "/v1/tts/stream",
+            content=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json", **headers},
+        )
+
+
+def _closed_port_url() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+async def test_request_id_passes_through_and_each_attempt_names_its_parent(
+    nursery: trio.Nursery,
+) -> None:
+    failing = await start_worker(
+        nursery, RecordingEngine(defaults={"fail_status": 502})
+    )
+    healthy = await start_worker(nursery)
+    gw = await start_gateway(
+        nursery, [failing.base_url, healthy.base_url], hedge_ttfb_ms=None
+    )
+    ids = [f"caller-{n}" for n in range(4)]
+    for request_id in ids:
+        response = await _post(
+            gw.base_url, {"text": "hi", "chunks": 1}, **{"X-Request-Id": request_id}
+        )
+        assert response.status_code == 200
+        assert response.headers["x-request-id"] == request_id
+    upstream_ids = [rid for rid, _ in engine_of(failing).seen + engine_of(healthy).seen]
+    for request_id in ids:
+        mine = sorted(rid for rid in upstream_ids if rid and rid.startswith(request_id))
+        assert mine[0] == f"{request_id}.1"
+        assert mine == [f"{request_id}.{n}" for n in range(1, len(mine) + 1)]
+    assert len(upstream_ids) > len(
+        ids
+    )  # the failing worker was tried, then failed over
+    # Without an id the gateway makes one up and still names the attempts after it.
+    response = await _post(gw.base_url, {"text": "hi", "chunks": 1})
+    made_up = response.headers["x-request-id"]
+    assert engine_of(healthy).seen[-1][0] == f"{made_up}.1" or any(
+        rid == f"{made_up}.2" for rid, _ in engine_of(healthy).seen
+    )
+
+
+async def test_engine_params_and_remaining_timeout_pass_through(
+    nursery: trio.Nursery,
+) -> None:
+    worker = await start_worker(nursery)
+    gw = await start_gateway(
+        nursery, [worker.base_url], hedge_ttfb_ms=None, max_concurrency=1
+    )
+    body = {
+        "text": "params",
+        "voice": "zoe",
+        "chunks": 2,
+        "seed": 9,
+        "temperature": 0.5,
+    }
+    async with trio.open_nursery() as first:
+        # Occupies the gateway's one slot for 0.5 s: the request waits in its queue.
+        first.start_soon(_post, gw.base_url, {"text": "first", "ttfb_ms": 500})
+        await wait_until(lambda: gw.app.admission.running == 1)
+        response = await _post(gw.base_url, {**body, "timeout_s": 7})
+    assert response.status_code == 200
+    params = {"chunks": 2, "seed": 9}
+    assert audio_of(parse_frames(response.content)) == [
+        expected_pcm("params", "zoe", seq, params) for seq in range(2)
+    ]
+    _, seen = engine_of(worker).seen[-1]
+    assert {k: seen[k] for k in ("chunks", "seed", "temperature")} == {
+        "chunks": 2,
+        "seed": 9,
+        "temperature": 0.5,
+    }
+    assert 6.0 < seen["timeout_s"] < 6.6  # what was left of the caller's 7 s
+
+    # The gateway's own deadline ends a stalled stream with deadline_exceeded.
+    response = await _post(
+        gw.base_url,
+        {
+            "text": "stall",
+            "chunks": 3,
+            "stall_s": 5,
+            "stall_after": 1,
+            "timeout_s": 0.4,
+        },
+    )
+    frames = parse_frames(response.content)
+    assert len(audio_of(frames)) == 1
+    assert frames[-1]["type"] == "error" and frames[-1]["code"] == "deadline_exceeded"
+    await wait_until(lambda: worker.engine.requests_cancelled == 1)
+
+
+async def test_upstream_4xx_passes_through_with_its_code_and_message(
+    nursery: trio.Nursery,
+) -> None:
+    worker = await start_worker(nursery)
+    gw = await start_gateway(nursery, [worker.base_url])
+    response = await _post(gw.base_url, {"text": "x", "bogus_knob": 1})
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "invalid_param"
+    assert "bogus_knob" in error["message"]
+    response = await _post(gw.base_url, {"text": "x", "voice": "nobody"})
+    assert response.status_code == 400
+    assert "unknown voice 'nobody'" in response.json()["error"]["message"]
+    # The gateway's own limits are the server's: checked before anything goes upstream.
+    started = worker.engine.requests_started
+    response = await _post(gw.base_url, {"text": "y" * 9000})
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "text_too_long"
+    response = await _post(gw.base_url, {"text": "x", "request_id": "mine"})
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "request_id"
+    assert worker.engine.requests_started == started
+    # A 400 says nothing bad about the worker: its breaker stays closed.
+    assert gw.gateway.engine.client.endpoints()[0].failures == 0
+
+
+async def test_all_workers_busy_is_429_with_retry_after(nursery: trio.Nursery) -> None:
+    busy = {"fail_status": 429, "retry_after_s": 3}
+    workers = [
+        await start_worker(nursery, RecordingEngine(defaults=busy)) for _ in range(2)
+    ]
+    gw = await start_gateway(nursery, [w.base_url for w in workers], hedge_ttfb_ms=None)
+    response = await _post(gw.base_url, {"text": "x"})
+    assert response.status_code == 429
+    assert response.json()["error"]["code"] == "overloaded"
+    assert response.headers["retry-after"] == "3"
+    # Failed over to the other worker, then tried again (max_attempts = 3).
+    assert [w.engine.requests_started >= 1 for w in workers] == [True, True]
+    assert sum(w.engine.requests_started for w in workers) == 3
+
+
+async def test_no_reachable_worker_is_503_unavailable(nursery: trio.Nursery) -> None:
+    gw = await start_gateway(nursery, [_closed_port_url(), _closed_port_url()])
+    response = await _post(gw.base_url, {"text": "x"})
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "unavailable"
+    system = (await httpx.AsyncClient().get(gw.base_url + "/v1/system")).json()
+    assert system["healthy_upstreams"] == 0 and system["voices"] == []
+
+
+async def test_broken_worker_before_audio_is_502_and_after_audio_an_error_frame(
+    nursery: trio.Nursery,
+) -> None:
+    worker = await start_worker(nursery)
+    gw = await start_gateway(nursery, [worker.base_url], hedge_ttfb_ms=None)
+    response = await _post(gw.base_url, {"text": "x", "chunks": 3, "cut_after": 0})
+    assert response.status_code == 502
+    assert response.json()["error"]["code"] == "upstream_error"
+    for fault, code in (
+        ({"cut_after": 2}, "engine_error"),
+        ({"error_after": 2, "error_code": "engine_error"}, "engine_error"),
+    ):
+        response = await _post(gw.base_url, {"text": "x", "chunks": 5, **fault})
+        assert response.status_code == 200
+        frames = parse_frames(response.content)
+        assert audio_of(frames) == [expected_pcm("x", None, s, {}) for s in range(2)]
+        assert frames[-1]["type"] == "error" and frames[-1]["code"] == code
+
+
+async def test_app_keys_and_worker_key_are_separate_and_never_logged(
+    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
+) -> None:
+    worker = await start_worker(
+        nursery, api_keys=("worker-secret",), protect_service_endpoints=True
+    )
+    gw = await start_gateway(
+        nursery,
+        [worker.base_url],
+        upstream_api_key="worker-secret",
+        api_keys=("app-secret",),
+    )
+    caplog.set_level(logging.DEBUG)
+    ok = await _post(
+        gw.base_url, {"text": "x", "chunks": 1}, Authorization="Bearer app-secret"
+    )
+    assert ok.status_code == 200
+    assert audio_of(parse_frames(ok.content)) == [expected_pcm("x", None, 0, {})]
+    wrong = await _post(
+        gw.base_url, {"text": "x"}, Authorization="Bearer worker-secret"
+    )
+    assert wrong.status_code == 401
+    system = await httpx.AsyncClient().get(gw.base_url + "/v1/system")
+    assert system.json()["healthy_upstreams"] == 1  # the poll used the worker key
+    assert "worker-secret" not in system.text
+    assert "worker-secret" not in repr(gw.gateway.engine.client.__dict__)
+    logged = caplog.text + " ".join(str(r.__dict__) for r in caplog.records)
+    assert "request_id" in logged  # access lines were captured
+    assert "app-secret" not in logged and "worker-secret" not in logged
+
+
+async def test_system_reports_the_gateway_and_a_summary_of_its_upstreams(
+    nursery: trio.Nursery,
+) -> None:
+    a = await start_worker(nursery, RecordingEngine(offered=["tara", "leo"]))
+    b = await start_worker(nursery, RecordingEngine(offered=["leo", "zoe"]))
+    c = await start_worker(nursery, RecordingEngine(offered=["mia"]))
+    gw = await start_gateway(nursery, [a.base_url, b.base_url, c.base_url])
+    async with httpx.AsyncClient() as http:
+        system = (await http.get(gw.base_url + "/v1/system")).json()
+        assert system["api"] == "v1"
+        assert system["server"] == "orpheus-trio-gateway"
+        assert system["engine"] == "gateway" and system["gateway"] is True
+        assert system["voices"] == ["leo", "mia", "tara", "zoe"]
+        assert [u["url"] for u in system["upstreams"]] == [
+            a.base_url,
+            b.base_url,
+            c.base_url,
+        ]
+        first = system["upstreams"][0]
+        assert first["healthy"] and first["engine"] == "synthetic"
+        assert first["voices"] == ["tara", "leo"]
+        assert first["breaker_state"] == "closed" and first["capacity"] == 4
+        c.app.start_draining()  # a draining worker's voices are no longer offered
+        await wait_until(lambda: gw.gateway.engine.voices() == ["leo", "tara", "zoe"])
+        system = (await http.get(gw.base_url + "/v1/system")).json()
+        assert system["healthy_upstreams"] == 2
+        assert system["upstreams"][2]["draining"] is True
+
+
+async def test_metrics_add_per_upstream_series(nursery: trio.Nursery) -> None:
+    failing = await start_worker(
+        nursery, RecordingEngine(defaults={"fail_status": 500})
+    )
+    healthy = await start_worker(nursery)
+    gw = await start_gateway(
+        nursery,
+        [failing.base_url, healthy.base_url],
+        hedge_ttfb_ms=None,
+        client={"breaker_failures": 1, "breaker_base_cooldown_s": 60},
+    )
+    for _ in range(3):
+        assert (await _post(gw.base_url, {"text": "m", "chunks": 1})).status_code == 200
+    async with httpx.AsyncClient() as http:
+        text = (await http.get(gw.base_url + "/metrics")).text
+
+    def value(series: str) -> float:
+        for line in text.splitlines():
+            if line.startswith(series + " "):
+                return float(line.split()[-1])
+        raise AssertionError(f"{series} not in /metrics")
+
+    f, h = failing.base_url, healthy.base_url
+    assert value(f'orpheus_upstream_failures_total{{upstream="{f}"}}') == 1
+    assert value(f'orpheus_upstream_attempts_total{{upstream="{f}"}}') == 1
+    assert value(f'orpheus_upstream_wins_total{{upstream="{h}"}}') == 3
+    assert value(f'orpheus_upstream_failovers_total{{upstream="{h}"}}') == 1
+    assert value(f'orpheus_upstream_hedges_total{{upstream="{h}"}}') == 0
+    assert value(f'orpheus_upstream_breaker_state{{state="open",upstream="{f}"}}') == 1
+    assert (
+        value(f'orpheus_upstream_breaker_state{{state="closed",upstream="{h}"}}') == 1
+    )
+    assert value(f'orpheus_upstream_healthy{{upstream="{f}"}}') == 0
+    assert value(f'orpheus_upstream_healthy{{upstream="{h}"}}') == 1
+    assert (
+        value(f'orpheus_upstream_time_to_first_audio_seconds_count{{upstream="{h}"}}')
+        == 3
+    )
+    assert (
+        value('orpheus_requests_total{status="200"}') == 3
+    )  # the server's own series too
+
+
+async def test_queue_hints_flow_through_so_a_client_in_front_routes_well(
+    nursery: trio.Nursery,
+) -> None:
+    calm = await start_worker(nursery)
+    # A worker whose engine reports a deep queue of its own (as a batching LLM server may).
+    swamped = await start_worker(nursery, RecordingEngine(hints={"queue_depth": 6}))
+    gw_calm = await start_gateway(nursery, [calm.base_url], hedge_ttfb_ms=None)
+    gw_swamped = await start_gateway(nursery, [swamped.base_url], hedge_ttfb_ms=None)
+
+    idle = await _post(gw_calm.base_url, {"text": "x", "chunks": 1})
+    assert idle.headers["x-queue-depth"] == "1"  # just its own attempt upstream
+    busy = await _post(gw_swamped.base_url, {"text": "x", "chunks": 1})
+    # The worker's hint (6, fading with age) plus the gateway's own open attempt there.
+    assert int(busy.headers["x-queue-depth"]) >= 6
+    opening = parse_frames(busy.content)[0]
+    assert opening["type"] == "metrics" and opening["queue_depth"] >= 6
+
+    # A client in front of both gateways sends its traffic to the calm one.
+    async with OrpheusTTS(
+        [gw_calm.base_url, gw_swamped.base_url],
+        hedge_ttfb_ms=None,
+        rng=random.Random(1),
+    ) as tts:
+        for n in range(8):
+            assert await tts.synthesize(f"route {n}", chunks=1) == expected_pcm(
+                f"route {n}", None, 0, {}
+            )
+        wins = {s.url: s.wins for s in tts.endpoints()}
+    # The swamped one only while it was cold (and, on a loaded box, maybe once more).
+    assert wins[gw_swamped.base_url] <= 2
+    assert wins[gw_calm.base_url] >= 6
+
+
+async def test_draining_gateway_refuses_new_requests(nursery: trio.Nursery) -> None:
+    worker = await start_worker(nursery)
+    gw = await start_gateway(nursery, [worker.base_url])
+    gw.drain.set()
+    await gw.stopped.wait()  # idle: drains at once and stops
+    assert gw.app.draining
+    with pytest.raises(httpx.ConnectError):
+        await _post(gw.base_url, {"text": "x"})
