@@ -1,0 +1,128 @@
+"""``orpheus-trio gateway`` as a real process, and the failure-to-status mapping."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+
+import httpx
+import pybase64
+import pytest
+import trio
+from _support_gateway import start_worker
+
+from orpheus_trio.errors import CircuitOpenError, HTTPStatusError, ServiceError
+from orpheus_trio.server.engines.synthetic import expected_stream
+from orpheus_trio.server.gateway import upstream_error
+
+
+async def test_gateway_command_forwards_with_its_own_keys_and_drains_on_sigterm(
+    nursery: trio.Nursery,
+) -> None:
+    worker = await start_worker(nursery, api_keys=("worker-key",))
+    process = await trio.lowlevel.open_process(
+        [
+            sys.executable, "-m", "orpheus_trio", "gateway", "--port", "0",
+            "--upstream", worker.base_url, "--api-key", "app-key",
+            "--max-concurrency", "2", "--hedge-ttfb-ms", "0",
+        ],
+        stderr=subprocess.PIPE,
+        env={"ORPHEUS_UPSTREAM_API_KEY": "worker-key", "PATH": ""},
+    )  # fmt: skip
+    assert process.stderr is not None
+    seen = b""
+    try:
+        with trio.fail_after(20):
+            while (
+                match := re.search(rb"upstreams on (http://[0-9.:]+)", seen)
+            ) is None:
+                data = await process.stderr.receive_some()
+                assert data, f"gateway exited early: {seen.decode()}"
+                seen += data
+        base_url = match.group(1).decode()
+        params = {"chunks": 4, "chunk_samples": 2400, "rtf": 1.0}
+        async with (
+            httpx.AsyncClient(base_url=base_url) as client,
+            client.stream(
+                "POST",
+                "/v1/tts/stream",
+                json={"text": "via the command", **params},
+                headers={"X-API-Key": "app-key"},
+            ) as response,
+        ):
+            assert response.status_code == 200
+            lines = response.aiter_lines()
+            assert json.loads(await lines.__anext__())["type"] == "metrics"
+            process.send_signal(signal.SIGTERM)  # drains: this stream still ends
+            frames = [json.loads(line) async for line in lines if line]
+        chunks = [f for f in frames if f["type"] == "chunk"]
+        assert len(chunks) == 4 and frames[-1]["type"] == "eos"
+        pcm = [pybase64.b64decode(f["audio"]) for f in chunks]
+        assert pcm == expected_stream("via the command", None, params)
+        with trio.fail_after(10):
+            assert await process.wait() == 0
+        rest = await process.stderr.receive_some()
+        logged = seen + (rest or b"")
+        assert b"worker-key" not in logged and b"app-key" not in logged
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def test_gateway_command_rejects_bad_upstreams_as_usage_errors() -> None:
+    result = await trio.run_process(
+        [sys.executable, "-m", "orpheus_trio", "gateway", "--upstream", "ftp://x"],
+        capture_stderr=True,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert b"endpoint URL must be http(s)" in result.stderr
+
+
+def _status_error(
+    status: int, code: str, retry_after_s: float | None = None
+) -> HTTPStatusError:
+    request = httpx.Request("POST", "http://w/v1/tts/stream")
+    return HTTPStatusError(
+        status_code=status,
+        code=code,
+        message="why",
+        request=request,
+        response=httpx.Response(status, request=request),
+        retry_after_s=retry_after_s,
+    )
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "code"),
+    [
+        (_status_error(400, "invalid_param"), 400, "invalid_param"),
+        (_status_error(401, "unauthorized"), 401, "unauthorized"),
+        (_status_error(429, "overloaded", 2.0), 429, "overloaded"),
+        (_status_error(503, "draining"), 503, "unavailable"),
+        (_status_error(500, "internal"), 502, "upstream_error"),
+        (CircuitOpenError(["http://w"], retry_in_s=4.0), 503, "unavailable"),
+        (httpx.ConnectError("refused"), 503, "unavailable"),
+        (httpx.RemoteProtocolError("cut"), 502, "upstream_error"),
+        (ServiceError("engine_error", "boom"), None, "engine_error"),
+    ],
+)
+def test_failures_before_audio_map_to_statuses(
+    error: Exception, status: int | None, code: str
+) -> None:
+    mapped = upstream_error(error, streaming=False)
+    assert (mapped.status, mapped.code) == (status, code)
+    if isinstance(error, CircuitOpenError):
+        assert mapped.retry_after_s == 4.0
+    if status == 429:
+        assert mapped.retry_after_s == 2.0
+
+
+def test_failures_after_audio_are_in_band() -> None:
+    for error in (httpx.ReadError("gone"), _status_error(500, "internal")):
+        mapped = upstream_error(error, streaming=True)
+        assert (mapped.status, mapped.code) == (None, "engine_error")
