@@ -9,8 +9,11 @@ streams it sequentially and 32 at a time:
   encoding and splits lines, decodes nothing: the floor.
 - ``naive-httpx``: what a user writes by hand: ``httpx.AsyncClient.stream``,
   ``aiter_lines``, ``json.loads``, ``base64.b64decode``.
-- ``orpheus-trio``: ``OrpheusTTS.stream`` (routing, hedging armed, frame
-  decoding and checks).
+- ``naive-httpx2``: the same with httpx2 (the maintained fork), when installed.
+- ``orpheus[httpx]``: ``OrpheusTTS.stream`` on the httpx transport
+  (routing, hedging armed, frame decoding and checks): the "before".
+- ``orpheus[trio]``: the same on the default transport, HTTP/1.1 on Trio
+  streams (:mod:`orpheus_trio.trio_transport`): the "after".
 
     .venv/bin/python bench/client.py [--quick] [--json PATH]
 """
@@ -28,6 +31,11 @@ from typing import Any
 
 import httpx
 import trio
+
+try:
+    import httpx2
+except ImportError:  # optional: measured when installed
+    httpx2 = None
 
 from orpheus_trio import OrpheusTTS
 
@@ -182,18 +190,48 @@ def clients(url: str) -> dict[str, Maker]:
 
         return once, client.aclose
 
-    async def orpheus() -> tuple[StreamOnce, Callable[[], Awaitable[None]]]:
-        tts = OrpheusTTS(url)
+    async def naive2() -> tuple[StreamOnce, Callable[[], Awaitable[None]]]:
+        client = httpx2.AsyncClient(timeout=30)
 
         async def once() -> int:
             n = 0
-            async for _ in tts.stream(TEXT, **PARAMS):
-                n += 1
+            async with client.stream(
+                "POST",
+                url + "/v1/tts/stream",
+                content=REQUEST_BODY,
+                headers={"Content-Type": "application/json"},
+            ) as response:
+                response.raise_for_status()
+                async for line in response.aiter_lines():
+                    if line:
+                        frame = json.loads(line)
+                        if frame["type"] == "chunk":
+                            base64.b64decode(frame["audio"])
+                            n += 1
             return n
 
-        return once, tts.close
+        return once, client.aclose
 
-    return {"raw-trio": raw, "naive-httpx": naive, "orpheus-trio": orpheus}
+    def orpheus(transport: str) -> Maker:
+        async def make() -> tuple[StreamOnce, Callable[[], Awaitable[None]]]:
+            tts = OrpheusTTS(url, transport=transport)  # type: ignore[arg-type]
+
+            async def once() -> int:
+                n = 0
+                async for _ in tts.stream(TEXT, **PARAMS):
+                    n += 1
+                return n
+
+            return once, tts.close
+
+        return make
+
+    makers: dict[str, Maker] = {"raw-trio": raw, "naive-httpx": naive}
+    if httpx2 is not None:
+        makers["naive-httpx2"] = naive2
+    makers["orpheus[httpx]"] = orpheus("httpx")
+    makers["orpheus[trio]"] = orpheus("trio")
+    return makers
 
 
 async def main_async(url: str, args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -236,11 +274,11 @@ def main(argv: list[str] | None = None) -> int:
     print(
         "5 s of audio per request (59 chunks, ~325 KB NDJSON); server in a separate process"
     )
-    print(f"{'client':<14}{'mode':<15}{'CPU ms/req':>11}{'x floor':>9}{'chunks/s':>11}")
+    print(f"{'client':<16}{'mode':<15}{'CPU ms/req':>11}{'x floor':>9}{'chunks/s':>11}")
     for r in rows:
         r["x_floor"] = r["cpu_ms_per_request"] / floor[r["mode"]]
         print(
-            f"{r['client']:<14}{r['mode']:<15}{r['cpu_ms_per_request']:>11.3f}{r['x_floor']:>9.2f}"
+            f"{r['client']:<16}{r['mode']:<15}{r['cpu_ms_per_request']:>11.3f}{r['x_floor']:>9.2f}"
             f"{r['chunks_per_s']:>11.0f}"
         )
     if args.json:

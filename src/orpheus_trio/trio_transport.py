@@ -66,7 +66,7 @@ def _http_request(request: StreamRequest) -> httpx.Request:
 class _Connection:
     """One socket (plain or TLS) and the bytes read past the last response."""
 
-    __slots__ = ("idle_since", "leftover", "reused", "socket", "stream")
+    __slots__ = ("idle_since", "leftover", "reused", "socket", "stream", "timed_out")
 
     def __init__(self, stream: trio.SocketStream | trio.SSLStream[trio.SocketStream]) -> None:
         self.stream = stream
@@ -75,6 +75,7 @@ class _Connection:
         self.leftover = b""
         self.idle_since = 0.0
         self.reused = False
+        self.timed_out = False  # the read watchdog closed it
 
     def is_stale(self, now: float, expiry_s: float) -> bool:
         # Readable while idle means the peer closed it (or sent junk): not reusable.
@@ -104,6 +105,50 @@ class _Endpoint:
         return host if self.port == default else f"{host}:{self.port}"
 
 
+class _ReadWatchdog:
+    """The read timeout of every read in flight, enforced by one system task.
+
+    A cancel scope per read costs more than the read itself (several per
+    streamed request): instead each read notes when it started, and one task
+    sleeps until the oldest read's deadline and closes that connection's
+    socket if it is still waiting, which wakes the reader. The task ends when
+    it wakes to find no read in flight; the next read starts it again.
+    """
+
+    __slots__ = ("_reads", "_running", "timeout_s")
+
+    #: Longest sleep between checks, so an idle watchdog ends soon.
+    MAX_SLEEP_S = 1.0
+
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        self._reads: dict[_Connection, float] = {}  # in start order
+        self._running = False
+
+    def start_read(self, connection: _Connection) -> None:
+        self._reads[connection] = trio.current_time()
+        if not self._running:
+            self._running = True
+            trio.lowlevel.spawn_system_task(self._run, name="orpheus-trio read watchdog")
+
+    def end_read(self, connection: _Connection) -> None:
+        self._reads.pop(connection, None)
+
+    async def _run(self) -> None:
+        try:
+            while self._reads:
+                now = trio.current_time()
+                expired = [c for c, t in self._reads.items() if now - t >= self.timeout_s]
+                for connection in expired:
+                    del self._reads[connection]
+                    connection.timed_out = True
+                    trio_close(connection)
+                oldest = next(iter(self._reads.values()), now)
+                await trio.sleep_until(min(oldest + self.timeout_s, now + self.MAX_SLEEP_S))
+        finally:
+            self._running = False
+
+
 class TrioTransport:
     """HTTP/1.1 over ``trio.open_tcp_stream`` (and ``trio.SSLStream``), pooled per endpoint."""
 
@@ -130,6 +175,7 @@ class TrioTransport:
             )
         self._connect_timeout_s = connect_timeout_s
         self._read_timeout_s = read_timeout_s
+        self._watchdog = _ReadWatchdog(read_timeout_s) if read_timeout_s is not None else None
         self._max_connections = max_connections_per_endpoint
         self._keepalive_expiry_s = keepalive_expiry_s
         self._ssl_context = ssl_context
@@ -267,7 +313,7 @@ class TrioTransport:
             try:
                 end = find_head_end(buffer)
                 while end < 0:
-                    data = await receive(connection, self._read_timeout_s, request)
+                    data = await receive(connection, self._watchdog, request)
                     if not data:
                         raise IncompleteStreamError(
                             f"{request.endpoint} closed the connection before a response"
@@ -317,26 +363,28 @@ def trio_close(connection: _Connection) -> None:
 
 
 async def receive(
-    connection: _Connection, timeout_s: float | None, request: StreamRequest
+    connection: _Connection, watchdog: _ReadWatchdog | None, request: StreamRequest
 ) -> bytes:
     """One read of up to :data:`RECEIVE_BYTES`; ``b""`` at EOF; httpx errors for faults."""
+    if watchdog is not None:
+        watchdog.start_read(connection)
     try:
-        if timeout_s is None:
-            data = await connection.stream.receive_some(RECEIVE_BYTES)
-            return data if type(data) is bytes else bytes(data)
-        with trio.move_on_after(timeout_s) as scope:
-            data = await connection.stream.receive_some(RECEIVE_BYTES)
-            return data if type(data) is bytes else bytes(data)
+        data = await connection.stream.receive_some(RECEIVE_BYTES)
     except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as error:
+        if connection.timed_out:
+            assert watchdog is not None
+            raise httpx.ReadTimeout(
+                f"no data from {request.endpoint} for {watchdog.timeout_s} s",
+                request=_http_request(request),
+            ) from None
         raise httpx.ReadError(
             f"reading from {request.endpoint} failed: {error.__cause__ or error}",
             request=_http_request(request),
         ) from error
-    assert scope.cancelled_caught
-    raise httpx.ReadTimeout(
-        f"no data from {request.endpoint} for {timeout_s} s",
-        request=_http_request(request),
-    )
+    finally:
+        if watchdog is not None:
+            watchdog.end_read(connection)
+    return data if type(data) is bytes else bytes(data)
 
 
 class TrioResponse:
@@ -395,9 +443,7 @@ class TrioResponse:
                 connection.leftover = b""
             else:
                 try:
-                    data = await receive(
-                        connection, self._transport._read_timeout_s, self._request
-                    )
+                    data = await receive(connection, self._transport._watchdog, self._request)
                 except BaseException:
                     self._reusable = False  # cancelled or failed mid-read: state unknown
                     raise
