@@ -1,0 +1,171 @@
+"""Gateway overhead: time to first audio and CPU per stream, through a gateway vs direct.
+
+A synthetic worker (``orpheus-trio serve``) and a gateway in front of it
+(``orpheus-trio gateway``, hedging off so every stream is one upstream attempt)
+run in their own processes; their CPU time is measured apart (psutil) while
+this process drives the load with bench/server.py's lean raw HTTP/1.1 client.
+Each stream is 2.5 s of audio (25 chunks of 2400 samples) at full speed, 1 and
+32 streams at a time, first direct to the worker, then through the gateway.
+
+- ``added first audio``: median time to first chunk through the gateway minus direct.
+- ``gateway CPU/stream``: the gateway process's CPU time per stream (the cost of
+  forwarding: the upstream client, decoding and re-framing).
+
+    .venv/bin/python bench/gateway.py [--quick] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import trio
+from server import SYNTHETIC_BODY, RawClient, ServerProcess
+
+
+class GatewayProcess:
+    """``orpheus-trio gateway`` on a free port in front of ``upstream``."""
+
+    def __init__(self, upstream: ServerProcess) -> None:
+        self.popen = subprocess.Popen(
+            [
+                sys.executable, "-m", "orpheus_trio", "gateway", "--port", "0",
+                "--upstream", f"http://{upstream.host}:{upstream.port}",
+                "--hedge-ttfb-ms", "0", "--max-concurrency", "64", "--max-queue", "256",
+                "--log-level", "WARNING",
+            ],
+            stderr=subprocess.PIPE,
+        )  # fmt: skip
+        assert self.popen.stderr is not None
+        seen = ""
+        while (
+            match := re.search(r"upstreams on http://([0-9.]+):(\d+)", seen)
+        ) is None:
+            line = self.popen.stderr.readline().decode()
+            if not line:
+                raise RuntimeError(f"gateway did not start: {seen}")
+            seen += line
+        self.host, self.port = match.group(1), int(match.group(2))
+        self.process = psutil.Process(self.popen.pid)
+
+    def cpu_s(self) -> float:
+        times = self.process.cpu_times()
+        return float(times.user + times.system)
+
+    def stop(self) -> None:
+        self.popen.kill()
+        self.popen.wait()
+
+
+async def drive(
+    target: ServerProcess | GatewayProcess,
+    measured: dict[str, ServerProcess | GatewayProcess],
+    concurrency: int,
+    total: int,
+) -> dict[str, Any]:
+    """Stream ``total`` requests to ``target``, ``concurrency`` at a time."""
+    first_chunks: list[float] = []
+    remaining = total
+
+    async def caller() -> None:
+        nonlocal remaining
+        client = RawClient(target.host, target.port)
+        while remaining > 0:
+            remaining -= 1
+            first, samples = await client.post(SYNTHETIC_BODY)
+            assert samples == 25 * 2400
+            first_chunks.append(first)
+
+    cpu_before = {name: p.cpu_s() for name, p in measured.items()}
+    wall_before = time.perf_counter()
+    async with trio.open_nursery() as nursery:
+        for _ in range(concurrency):
+            nursery.start_soon(caller)
+    wall = time.perf_counter() - wall_before
+    row: dict[str, Any] = {
+        "concurrency": concurrency,
+        "streams": total,
+        "streams_per_s": round(total / wall, 1),
+        "first_audio_ms_p50": round(1000 * statistics.median(first_chunks), 2),
+        "first_audio_ms_p90": round(
+            1000 * statistics.quantiles(first_chunks, n=10)[-1], 2
+        ),
+    }
+    for name, process in measured.items():
+        cpu = process.cpu_s() - cpu_before[name]
+        row[f"{name}_cpu_ms_per_stream"] = round(1000 * cpu / total, 3)
+    return row
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer streams (< 30 s)")
+    parser.add_argument(
+        "--json", type=Path, metavar="PATH", help="also write results as JSON"
+    )
+    args = parser.parse_args()
+    scale = 1 if args.quick else 5
+    rows: list[dict[str, Any]] = []
+    worker = ServerProcess("synthetic")
+    gateway = GatewayProcess(worker)
+    try:
+        trio.run(drive, gateway, {}, 4, 20)  # warm up both, and the gateway's pool
+        for concurrency, total in ((1, 100 * scale), (32, 320 * scale)):
+            direct = trio.run(drive, worker, {"worker": worker}, concurrency, total)
+            via = trio.run(
+                drive,
+                gateway,
+                {"worker": worker, "gateway": gateway},
+                concurrency,
+                total,
+            )
+            rows.append(
+                {
+                    "concurrency": concurrency,
+                    "direct": direct,
+                    "gateway": via,
+                    "added_first_audio_ms_p50": round(
+                        via["first_audio_ms_p50"] - direct["first_audio_ms_p50"], 2
+                    ),
+                }
+            )
+    finally:
+        gateway.stop()
+        worker.stop()
+
+    print(
+        "synthetic worker at full speed, 2.5 s of audio per stream; gateway hedging off"
+    )
+    print(
+        f"{'concurrent':>10} {'path':>8} {'streams/s':>10} {'first audio p50':>16} "
+        f"{'p90':>10} {'worker CPU/stream':>18} {'gateway CPU/stream':>19}"
+    )
+    for row in rows:
+        for path in ("direct", "gateway"):
+            r = row[path]
+            gateway_cpu = r.get("gateway_cpu_ms_per_stream")
+            print(
+                f"{row['concurrency']:>10} {path:>8} {r['streams_per_s']:>10} "
+                f"{r['first_audio_ms_p50']:>13} ms {r['first_audio_ms_p90']:>7} ms "
+                f"{r['worker_cpu_ms_per_stream']:>15} ms "
+                f"{'-' if gateway_cpu is None else f'{gateway_cpu} ms':>19}"
+            )
+        print(
+            f"{'':>10} {'added':>8} {'':>10} {row['added_first_audio_ms_p50']:>13} ms"
+        )
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"rows": rows}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
