@@ -111,32 +111,36 @@ class _ReadWatchdog:
     A cancel scope per read costs more than the read itself (several per
     streamed request): instead each read notes when it started, and one task
     sleeps until the oldest read's deadline and closes that connection's
-    socket if it is still waiting, which wakes the reader. The task ends when
-    it wakes to find no read in flight; the next read starts it again.
+    socket if it is still waiting, which wakes the reader. The task runs while
+    the transport has responses open (:meth:`stop` when the last one closes).
     """
 
-    __slots__ = ("_reads", "_running", "timeout_s")
-
-    #: Longest sleep between checks, so an idle watchdog ends soon.
-    MAX_SLEEP_S = 1.0
+    __slots__ = ("_reads", "_scope", "timeout_s")
 
     def __init__(self, timeout_s: float) -> None:
         self.timeout_s = timeout_s
         self._reads: dict[_Connection, float] = {}  # in start order
-        self._running = False
+        self._scope: trio.CancelScope | None = None
 
     def start_read(self, connection: _Connection) -> None:
         self._reads[connection] = trio.current_time()
-        if not self._running:
-            self._running = True
-            trio.lowlevel.spawn_system_task(self._run, name="orpheus-trio read watchdog")
+        if self._scope is None:
+            self._scope = trio.CancelScope()
+            trio.lowlevel.spawn_system_task(
+                self._run, self._scope, name="orpheus-trio read watchdog"
+            )
 
     def end_read(self, connection: _Connection) -> None:
         self._reads.pop(connection, None)
 
-    async def _run(self) -> None:
-        try:
-            while self._reads:
+    def stop(self) -> None:
+        if self._scope is not None:
+            self._scope.cancel()
+            self._scope = None
+
+    async def _run(self, scope: trio.CancelScope) -> None:
+        with scope:
+            while True:
                 now = trio.current_time()
                 expired = [c for c, t in self._reads.items() if now - t >= self.timeout_s]
                 for connection in expired:
@@ -144,9 +148,7 @@ class _ReadWatchdog:
                     connection.timed_out = True
                     trio_close(connection)
                 oldest = next(iter(self._reads.values()), now)
-                await trio.sleep_until(min(oldest + self.timeout_s, now + self.MAX_SLEEP_S))
-        finally:
-            self._running = False
+                await trio.sleep_until(oldest + self.timeout_s)
 
 
 class TrioTransport:
@@ -181,6 +183,7 @@ class TrioTransport:
         self._ssl_context = ssl_context
         self._verify = verify
         self._endpoints: dict[str, _Endpoint] = {}
+        self._open_responses = 0  # opening or open: while > 0 the watchdog runs
         self._closed = False
 
     def _endpoint(self, endpoint: str) -> _Endpoint:
@@ -211,6 +214,7 @@ class TrioTransport:
             request.body,
         )
         await self._acquire_slot(pool, request)
+        self._open_responses += 1
         try:
             while True:
                 connection = self._idle_connection(pool)
@@ -230,6 +234,7 @@ class TrioTransport:
                 return TrioResponse(self, pool, connection, request, head, framing)
         except BaseException:
             pool.slots.release()
+            self._response_ended()
             raise
 
     async def _acquire_slot(self, pool: _Endpoint, request: StreamRequest) -> None:
@@ -338,8 +343,14 @@ class TrioTransport:
                 )
             # 1xx informational: the real response follows.
 
+    def _response_ended(self) -> None:
+        self._open_responses -= 1
+        if not self._open_responses and self._watchdog is not None:
+            self._watchdog.stop()
+
     def _release(self, pool: _Endpoint, connection: _Connection, reusable: bool) -> None:
         pool.slots.release()
+        self._response_ended()
         if reusable and not self._closed:
             connection.idle_since = trio.current_time()
             connection.reused = False
