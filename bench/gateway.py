@@ -31,7 +31,7 @@ import trio
 from server import SYNTHETIC_BODY, RawClient, ServerProcess
 
 
-class GatewayProcess:
+class GatewayProcess(ServerProcess):
     """``orpheus-trio gateway`` on a free port in front of ``upstream``."""
 
     def __init__(self, upstream: ServerProcess) -> None:
@@ -56,18 +56,10 @@ class GatewayProcess:
         self.host, self.port = match.group(1), int(match.group(2))
         self.process = psutil.Process(self.popen.pid)
 
-    def cpu_s(self) -> float:
-        times = self.process.cpu_times()
-        return float(times.user + times.system)
-
-    def stop(self) -> None:
-        self.popen.kill()
-        self.popen.wait()
-
 
 async def drive(
-    target: ServerProcess | GatewayProcess,
-    measured: dict[str, ServerProcess | GatewayProcess],
+    target: ServerProcess,
+    measured: dict[str, ServerProcess],
     concurrency: int,
     total: int,
 ) -> dict[str, Any]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import random
-import socket
 from typing import Any
 
 import httpx
@@ -19,6 +18,7 @@ from _support_gateway import (
     wait_until,
 )
 from _support_server import audio_of, parse_frames
+from test_client_e2e import closed_port_url
 
 from orpheus_trio import OrpheusTTS
 from orpheus_trio.server.engines.synthetic import expected_pcm
@@ -31,13 +31,6 @@ async def _post(base_url: str, body: dict[str, Any], **headers: str) -> httpx.Re
             content=json.dumps(body).encode(),
             headers={"Content-Type": "application/json", **headers},
         )
-
-
-def _closed_port_url() -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
 
 
 async def test_request_id_passes_through_and_each_attempt_names_its_parent(
@@ -164,7 +157,7 @@ async def test_all_workers_busy_is_429_with_retry_after(nursery: trio.Nursery) -
 
 
 async def test_no_reachable_worker_is_503_unavailable(nursery: trio.Nursery) -> None:
-    gw = await start_gateway(nursery, [_closed_port_url(), _closed_port_url()])
+    gw = await start_gateway(nursery, [closed_port_url(), closed_port_url()])
     response = await _post(gw.base_url, {"text": "x"})
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "unavailable"
