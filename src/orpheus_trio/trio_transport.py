@@ -146,7 +146,7 @@ class _ReadWatchdog:
                 for connection in expired:
                     del self._reads[connection]
                     connection.timed_out = True
-                    trio_close(connection)
+                    _close_now(connection)
                 oldest = next(iter(self._reads.values()), now)
                 await trio.sleep_until(oldest + self.timeout_s)
 
@@ -224,12 +224,12 @@ class TrioTransport:
                     await self._send(connection, data, request)
                     head, framing = await self._read_head(connection, request)
                 except (httpx.ReadError, httpx.WriteError, IncompleteStreamError):
-                    trio_close(connection)
+                    _close_now(connection)
                     if connection.reused and not connection.leftover:
                         continue  # the peer closed an idle connection as we reused it
                     raise
                 except BaseException:
-                    trio_close(connection)
+                    _close_now(connection)
                     raise
                 return TrioResponse(self, pool, connection, request, head, framing)
         except BaseException:
@@ -257,7 +257,7 @@ class TrioTransport:
         while pool.idle:
             connection = pool.idle.pop()
             if connection.is_stale(now, self._keepalive_expiry_s):
-                trio_close(connection)
+                _close_now(connection)
                 continue
             connection.reused = True
             return connection
@@ -318,7 +318,7 @@ class TrioTransport:
             try:
                 end = find_head_end(buffer)
                 while end < 0:
-                    data = await receive(connection, self._watchdog, request)
+                    data = await _receive(connection, self._watchdog, request)
                     if not data:
                         raise IncompleteStreamError(
                             f"{request.endpoint} closed the connection before a response"
@@ -356,7 +356,7 @@ class TrioTransport:
             connection.reused = False
             pool.idle.append(connection)
         else:
-            trio_close(connection)
+            _close_now(connection)
 
     async def aclose(self) -> None:
         self._closed = True
@@ -364,16 +364,16 @@ class TrioTransport:
         for pool in endpoints.values():
             idle, pool.idle = pool.idle, []
             for connection in idle:
-                trio_close(connection)
+                _close_now(connection)
         await trio.lowlevel.checkpoint()
 
 
-def trio_close(connection: _Connection) -> None:
+def _close_now(connection: _Connection) -> None:
     """Close the socket now, without a TLS close_notify (never blocks)."""
     connection.socket.close()
 
 
-async def receive(
+async def _receive(
     connection: _Connection, watchdog: _ReadWatchdog | None, request: StreamRequest
 ) -> bytes:
     """One read of up to :data:`RECEIVE_BYTES`; ``b""`` at EOF; httpx errors for faults."""
@@ -437,6 +437,8 @@ class TrioResponse:
         self._done = framing.framing is Framing.EMPTY or (
             framing.framing is Framing.LENGTH and framing.length == 0
         )
+        if self._done and connection.leftover:
+            self._reusable = False  # bytes after an empty body: do not trust this connection
 
     def __repr__(self) -> str:
         return f"TrioResponse({self.status}, {self._request!r})"
@@ -454,7 +456,7 @@ class TrioResponse:
                 connection.leftover = b""
             else:
                 try:
-                    data = await receive(connection, self._transport._watchdog, self._request)
+                    data = await _receive(connection, self._transport._watchdog, self._request)
                 except BaseException:
                     self._reusable = False  # cancelled or failed mid-read: state unknown
                     raise
