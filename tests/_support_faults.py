@@ -14,12 +14,17 @@ leaked. :func:`open_fds` and :func:`task_count` measure the client process.
 
 from __future__ import annotations
 
+import datetime
+import ipaddress
 import os
 import socket
+import ssl
 import struct
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
+from typing import Any
 
 import trio
 import trio.lowlevel
@@ -53,7 +58,7 @@ PCM_BYTES = 64
 class Conn:
     """One accepted connection: the request that came, and ways to answer it."""
 
-    def __init__(self, stream: trio.SocketStream, index: int, request: bytes) -> None:
+    def __init__(self, stream: Any, index: int, request: bytes) -> None:
         self.stream = stream
         self.index = index
         self.request = request
@@ -114,26 +119,45 @@ class RawServer:
     requests: int = 0
     connections: int = 0
     open_connections: int = 0
+    heads: list[bytes] = field(default_factory=list)
     bodies: list[bytes] = field(default_factory=list)
     url: str = ""
 
-    async def start(self, nursery: trio.Nursery) -> str:
-        listeners = await nursery.start(
-            partial(trio.serve_tcp, self._handle, 0, host="127.0.0.1")
-        )
-        port = listeners[0].socket.getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}"
+    async def start(
+        self, nursery: trio.Nursery, ssl_context: ssl.SSLContext | None = None
+    ) -> str:
+        """Listen; with ``ssl_context``, speak TLS (``https://`` URL)."""
+        if ssl_context is None:
+            listeners = await nursery.start(
+                partial(trio.serve_tcp, self._handle, 0, host="127.0.0.1")
+            )
+            sock = listeners[0].socket
+        else:
+            listeners = await nursery.start(
+                partial(
+                    trio.serve_ssl_over_tcp,
+                    self._handle,
+                    0,
+                    ssl_context,
+                    host="127.0.0.1",
+                )
+            )
+            sock = listeners[0].transport_listener.socket
+        scheme = "http" if ssl_context is None else "https"
+        self.url = f"{scheme}://127.0.0.1:{sock.getsockname()[1]}"
         return self.url
 
-    async def _handle(self, stream: trio.SocketStream) -> None:
+    async def _handle(self, stream: Any) -> None:
         self.connections += 1
         self.open_connections += 1
         try:
-            request = await _read_request(stream)
-            if request is None:
+            read = await _read_request(stream)
+            if read is None:
                 return
+            head, request = read
             index = self.requests
             self.requests += 1
+            self.heads.append(head)
             self.bodies.append(request)
             await self.replies(index)(Conn(stream, index, request))
         except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -151,7 +175,7 @@ class RawServer:
         return self.open_connections
 
 
-async def _read_request(stream: trio.SocketStream) -> bytes | None:
+async def _read_request(stream: Any) -> tuple[bytes, bytes] | None:
     """Read one request's head and Content-Length body; ``None`` if the client left first."""
     data = bytearray()
     while b"\r\n\r\n" not in data:
@@ -171,7 +195,7 @@ async def _read_request(stream: trio.SocketStream) -> bytes | None:
         if not piece:
             return None
         body += piece
-    return bytes(body)
+    return head, bytes(body)
 
 
 # -- audio that names its request ------------------------------------------------
@@ -312,3 +336,44 @@ def task_count() -> int:
         for nursery in task.child_nurseries:
             stack.extend(nursery.child_tasks)
     return count
+
+
+def make_tls(folder: Path) -> tuple[ssl.SSLContext, Path]:
+    """A self-signed CA's certificate for 127.0.0.1: (server context, CA file to trust)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "orpheus-trio test")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(cert_path, key_path)
+    return server, cert_path

@@ -15,6 +15,7 @@ import os
 import random
 import ssl
 import uuid
+import warnings
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -47,7 +48,7 @@ from .frames import (
 )
 from .hedge import Reason, race
 from .routing import Router
-from .trio_transport import TrioTransport
+from .trio_transport import InsecureTransportWarning, TrioTransport
 from .transport import (
     DEFAULT_CONNECT_TIMEOUT_S,
     DEFAULT_MAX_CONNECTIONS_PER_ENDPOINT,
@@ -369,6 +370,7 @@ class OrpheusTTS:
     :class:`~orpheus_trio.transport.Transport` you made (and close).
     ``ssl_context``: TLS settings for ``https`` endpoints of a transport the client makes
     (default: ``ssl.create_default_context()``, certificates verified).
+    ``verify=False`` turns certificate checks off (with an ``InsecureTransportWarning``).
     ``rng``: randomness for load spreading and breaker jitter (seed it in tests).
     """
 
@@ -393,6 +395,7 @@ class OrpheusTTS:
         max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
         transport: Transport | Literal["trio", "httpx"] | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        verify: bool = True,
         rng: random.Random | None = None,
     ) -> None:
         self.base_urls = _normalize_urls(base_urls)
@@ -439,13 +442,21 @@ class OrpheusTTS:
                 read_timeout_s=read_timeout_s,
                 max_connections_per_endpoint=max_connections_per_endpoint,
                 ssl_context=ssl_context,
+                verify=verify,
             )
         elif transport == "httpx":
+            if not verify:
+                warnings.warn(
+                    "TLS certificate verification is off (verify=False): "
+                    "any server can pose as the endpoint",
+                    InsecureTransportWarning,
+                    stacklevel=2,
+                )
             self._transport = HttpxTransport(
                 connect_timeout_s=connect_timeout_s,
                 read_timeout_s=read_timeout_s,
                 max_connections_per_endpoint=max_connections_per_endpoint,
-                verify=ssl_context if ssl_context is not None else True,
+                verify=ssl_context if ssl_context is not None else verify,
             )
         elif isinstance(transport, str):
             raise ValueError(f'transport must be "trio", "httpx" or a Transport, got {transport!r}')
