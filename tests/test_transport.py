@@ -1,4 +1,8 @@
-"""HttpxTransport against the reference server: status, headers, body, pooling, closing."""
+"""Both transports against the reference server: status, headers, body, pooling, closing.
+
+The seam's contract is checked on each engine; engine internals (the pools)
+are checked per engine here and in test_transport_trio.py.
+"""
 
 from __future__ import annotations
 
@@ -12,9 +16,16 @@ from _support_server import StartServer
 
 from orpheus_trio.frames import FrameDecoder
 from orpheus_trio.server.engines.synthetic import expected_stream
-from orpheus_trio.transport import HttpxTransport, StreamRequest
+from orpheus_trio.transport import HttpxTransport, StreamRequest, Transport
+from orpheus_trio.trio_transport import TrioTransport
 
 PARAMS = {"chunk_samples": 480, "chunks": 4}
+ENGINES = {"trio": TrioTransport, "httpx": HttpxTransport}
+
+
+@pytest.fixture(params=sorted(ENGINES))
+def make_transport(request: pytest.FixtureRequest) -> type[Transport]:
+    return ENGINES[request.param]  # type: ignore[return-value]
 
 
 def request(base_url: str, text: str = "Hi there.", **extra: object) -> StreamRequest:
@@ -25,7 +36,7 @@ def request(base_url: str, text: str = "Hi there.", **extra: object) -> StreamRe
     )
 
 
-async def read_all(transport: HttpxTransport, req: StreamRequest) -> tuple[int, bytes]:
+async def read_all(transport: Transport, req: StreamRequest) -> tuple[int, bytes]:
     response = await transport.open_stream(req)
     body = bytearray()
     while data := await response.receive():
@@ -34,9 +45,11 @@ async def read_all(transport: HttpxTransport, req: StreamRequest) -> tuple[int, 
     return response.status, bytes(body)
 
 
-async def test_streams_status_headers_and_body(start_server: StartServer) -> None:
+async def test_streams_status_headers_and_body(
+    start_server: StartServer, make_transport: type[Transport]
+) -> None:
     server = await start_server()
-    transport = HttpxTransport()
+    transport = make_transport()
     response = await transport.open_stream(request(server.base_url))
     assert response.status == 200
     assert response.headers["content-type"].startswith("application/x-ndjson")
@@ -51,7 +64,7 @@ async def test_streams_status_headers_and_body(start_server: StartServer) -> Non
     await transport.aclose()
 
 
-async def test_one_pooled_client_per_endpoint_reuses_its_connection(
+async def test_httpx_one_pooled_client_per_endpoint_reuses_its_connection(
     start_server: StartServer,
 ) -> None:
     a, b = await start_server(), await start_server()
@@ -69,20 +82,22 @@ async def test_one_pooled_client_per_endpoint_reuses_its_connection(
         await transport.open_stream(request(a.base_url))
 
 
-async def test_error_status_body_is_readable(start_server: StartServer) -> None:
+async def test_error_status_body_is_readable(
+    start_server: StartServer, make_transport: type[Transport]
+) -> None:
     server = await start_server()
     status, body = await read_all(
-        HttpxTransport(), request(server.base_url, temperature="x")
+        make_transport(), request(server.base_url, temperature="x")
     )
     assert status == 400
     assert json.loads(body)["error"]["code"] == "invalid_param"
 
 
 async def test_closing_mid_stream_cancels_on_the_server(
-    start_server: StartServer,
+    start_server: StartServer, make_transport: type[Transport]
 ) -> None:
     server = await start_server()
-    transport = HttpxTransport()
+    transport = make_transport()
     response = await transport.open_stream(
         request(server.base_url, stall_s=30, stall_after=1)
     )
@@ -94,17 +109,18 @@ async def test_closing_mid_stream_cancels_on_the_server(
     await transport.aclose()
 
 
-async def test_connect_error_keeps_httpx_type() -> None:
+async def test_connect_error_keeps_httpx_type(make_transport: type[Transport]) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     with pytest.raises(httpx.ConnectError):
-        await HttpxTransport().open_stream(request(f"http://127.0.0.1:{port}"))
+        await make_transport().open_stream(request(f"http://127.0.0.1:{port}"))
 
 
 def test_request_repr_hides_headers() -> None:
     req = request("http://127.0.0.1:1")
     assert "secret-key" not in repr(req)
     assert req.url == "http://127.0.0.1:1/v1/tts/stream"
-    with pytest.raises(ValueError):
-        HttpxTransport(max_connections_per_endpoint=0)
+    for engine in ENGINES.values():
+        with pytest.raises(ValueError):
+            engine(max_connections_per_endpoint=0)
