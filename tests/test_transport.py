@@ -25,7 +25,7 @@ ENGINES = {"trio": TrioTransport, "httpx": HttpxTransport}
 
 @pytest.fixture(params=sorted(ENGINES))
 def make_transport(request: pytest.FixtureRequest) -> type[Transport]:
-    return ENGINES[request.param]  # type: ignore[return-value]
+    return ENGINES[request.param]
 
 
 def request(base_url: str, text: str = "Hi there.", **extra: object) -> StreamRequest:

@@ -185,6 +185,23 @@ async def test_idle_connection_closed_by_the_peer_is_not_reused(
     await transport.aclose()
 
 
+async def test_reused_connection_dropped_by_the_peer_is_retried_once_fresh(
+    nursery: trio.Nursery,
+) -> None:
+    async def answer_then_drop_the_next(conn: Conn) -> None:
+        await conn.stream.send_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await conn.stream.receive_some(65536)  # the next request: closed unanswered
+
+    server = await raw_server(nursery, answer_then_drop_the_next)
+    transport = TrioTransport()
+    for _ in range(2):
+        response = await transport.open_stream(request(server.url))
+        assert await read_body(response) == b"ok"
+        await response.aclose()
+    assert (server.connections, server.requests) == (2, 2)
+    await transport.aclose()
+
+
 async def test_redirects_are_not_followed(nursery: trio.Nursery) -> None:
     reply = send(b"HTTP/1.1 302 Found\r\nLocation: /elsewhere\r\nContent-Length: 0\r\n\r\n")
     server = await raw_server(nursery, reply)
@@ -376,7 +393,7 @@ async def test_client_passes_its_ssl_context_on(nursery: trio.Nursery, ca: trust
     context = ssl.create_default_context()
     ca.configure_trust(context)
     for engine in ("trio", "httpx"):
-        tts = OrpheusTTS(url, ssl_context=context, transport=engine)  # type: ignore[arg-type]
+        tts = OrpheusTTS(url, ssl_context=context, transport=engine)
         request_ = StreamRequest(url, "/", {}, b"")
         response = await tts._transport.open_stream(request_)
         assert response.status == 200
