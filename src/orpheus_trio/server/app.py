@@ -29,13 +29,14 @@ from ..frames import encode_chunk, encode_eos, encode_error, encode_metrics
 from .admission import Admission, Rejected, Ticket
 from .config import ServerConfig
 from .engine import (
-    REQUEST_ID,
+    CURRENT_REQUEST,
     AbortStream,
     Engine,
     EngineError,
     Hints,
     InvalidParam,
     RawLine,
+    RequestContext,
 )
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import ServerMetrics
@@ -190,7 +191,7 @@ class OrpheusApp:
             path=scope["path"],
             received_at=self.clock(),
         )
-        token = REQUEST_ID.set(exchange.request_id)
+        token = CURRENT_REQUEST.set(RequestContext(exchange.request_id, exchange.extra))
         try:
             await self._route(scope, headers, receive, exchange)
         except HTTPError as error:
@@ -204,7 +205,7 @@ class OrpheusApp:
             else:
                 await self._end_with_error(exchange, "internal", "internal error")
         finally:
-            REQUEST_ID.reset(token)
+            CURRENT_REQUEST.reset(token)
             self._log(exchange)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:

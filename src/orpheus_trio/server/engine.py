@@ -28,9 +28,10 @@ How an engine fails:
 Cancellation: the server cancels the generator (client gone, deadline, shutdown)
 and then closes it; engines must stop their work promptly when cancelled.
 
-Request ids: while the server runs a request, :data:`REQUEST_ID` holds its
+The request: while the server runs one, :data:`CURRENT_REQUEST` holds its
 ``X-Request-Id`` (the caller's, or one the server made up), so an engine that
-forwards upstream can name its own requests after it.
+forwards upstream can name its own requests after it, and the fields the
+engine wants on the request's access-log line (which upstream served it).
 
 Deadlines: the server validates ``timeout_s`` itself and passes the capped
 value in ``params`` (engines may forward it upstream). The value ``validate``
@@ -47,7 +48,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 __all__ = [
-    "REQUEST_ID",
+    "CURRENT_REQUEST",
     "SAMPLING_PARAMS",
     "AbortStream",
     "Engine",
@@ -56,6 +57,7 @@ __all__ = [
     "InvalidParam",
     "Piece",
     "RawLine",
+    "RequestContext",
     "require_bool",
     "require_int",
     "require_number",
@@ -79,8 +81,19 @@ class RawLine:
 
 Piece = bytes | Hints | RawLine
 
-#: The ``X-Request-Id`` of the request being served (set by the server per request task).
-REQUEST_ID: ContextVar[str | None] = ContextVar("orpheus_request_id", default=None)
+
+@dataclass(frozen=True, slots=True)
+class RequestContext:
+    """The request being served: its id, and fields for its access-log line."""
+
+    request_id: str
+    log_fields: dict[str, Any]
+
+
+#: Set by the server in each request's task (``None`` outside a request).
+CURRENT_REQUEST: ContextVar[RequestContext | None] = ContextVar(
+    "orpheus_current_request", default=None
+)
 
 
 class InvalidParam(ValueError):
