@@ -11,7 +11,7 @@ from typing import Any
 import trio
 
 from orpheus_trio.server import Engine, OrpheusApp, ServerConfig, create_app, serve_app
-from orpheus_trio.server.engine import REQUEST_ID, Hints, Piece
+from orpheus_trio.server.engine import CURRENT_REQUEST, Hints, Piece
 from orpheus_trio.server.engines.synthetic import SyntheticEngine
 from orpheus_trio.server.gateway import Gateway
 
@@ -48,7 +48,9 @@ class RecordingEngine(SyntheticEngine):
     def synthesize(
         self, text: str, voice: str | None, params: dict[str, Any]
     ) -> AsyncGenerator[Piece, None]:
-        self.seen.append((REQUEST_ID.get(), dict(params)))
+        request = CURRENT_REQUEST.get()
+        assert request is not None
+        self.seen.append((request.request_id, dict(params)))
         pieces = super().synthesize(text, voice, params)
         return pieces if self.hints is None else self._hinted(self.hints, pieces)
 

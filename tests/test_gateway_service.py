@@ -211,8 +211,33 @@ async def test_app_keys_and_worker_key_are_separate_and_never_logged(
     assert "worker-secret" not in system.text
     assert "worker-secret" not in repr(gw.gateway.engine.client.__dict__)
     logged = caplog.text + " ".join(str(r.__dict__) for r in caplog.records)
-    assert "request_id" in logged  # access lines were captured
     assert "app-secret" not in logged and "worker-secret" not in logged
+    # The gateway's access line names the upstream and attempt that served the request.
+    gateway_lines = [
+        r.request
+        for r in caplog.records
+        if getattr(r, "request", {}).get("engine") == "gateway"
+        and r.request["path"] == "/v1/tts/stream"
+        and r.request["status"] == 200
+    ]
+    assert len(gateway_lines) == 1
+    line = gateway_lines[0]
+    assert line["upstream"] == worker.base_url and line["attempts"] == 1
+    assert line["upstream_request_id"] == line["request_id"] + ".1"
+
+
+async def test_caller_leaving_before_any_audio_cancels_the_upstream_attempt(
+    nursery: trio.Nursery,
+) -> None:
+    worker = await start_worker(nursery)
+    gw = await start_gateway(nursery, [worker.base_url], hedge_ttfb_ms=None)
+    with trio.move_on_after(0.3):  # the caller gives up long before the first audio
+        await _post(gw.base_url, {"text": "slow", "ttfb_ms": 10_000})
+    left_at = trio.current_time()
+    await wait_until(lambda: worker.engine.requests_cancelled == 1)
+    assert trio.current_time() - left_at < 0.5
+    await wait_until(lambda: not worker.app.admission.running)
+    assert gw.gateway.engine.client.endpoints()[0].in_flight == 0
 
 
 async def test_system_reports_the_gateway_and_a_summary_of_its_upstreams(

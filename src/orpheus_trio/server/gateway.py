@@ -36,7 +36,7 @@ from ..errors import (
 )
 from .app import OrpheusApp, create_app
 from .config import ServerConfig
-from .engine import REQUEST_ID, EngineError, InvalidParam, Piece
+from .engine import CURRENT_REQUEST, EngineError, InvalidParam, Piece
 from .gateway_metrics import UpstreamMetrics
 from .gateway_upstreams import UpstreamWatch
 from .run import serve_app
@@ -74,16 +74,23 @@ class GatewayEngine:
         # The server runs this under the request's deadline: pass on what is left.
         deadline = trio.current_effective_deadline()
         remaining = deadline - trio.current_time() if deadline != math.inf else None
+        request = CURRENT_REQUEST.get()
         streaming = False
         try:
             async with self.client.open_stream(
                 text,
                 voice,
                 timeout_s=max(remaining, 0.001) if remaining is not None else None,
-                request_id=REQUEST_ID.get(),
+                request_id=request.request_id if request is not None else None,
                 **forwarded,
             ) as audio:
                 streaming = True
+                if request is not None:
+                    request.log_fields.update(
+                        upstream=audio.endpoint,
+                        upstream_request_id=audio.request_id,
+                        attempts=audio.attempts,
+                    )
                 self.metrics.time_to_first_audio.labels(
                     upstream=audio.endpoint
                 ).observe(audio.ttfb_s)
