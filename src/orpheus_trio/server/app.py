@@ -469,6 +469,7 @@ class OrpheusApp:
                     outcome.status,
                     outcome.code,
                     outcome.message,
+                    param=outcome.param,
                     retry_after_s=outcome.retry_after_s,
                 )
             await self._end_with_error(ex, outcome.code, outcome.message)

@@ -106,7 +106,9 @@ class InvalidParam(ValueError):
 
 
 class EngineError(Exception):
-    """Synthesis failed. ``status`` (if set) is used when nothing was streamed yet."""
+    """Synthesis failed. ``status`` (if set) is used when nothing was streamed yet;
+    ``param`` names the offending parameter in that answer (a gateway passes a
+    worker's on)."""
 
     def __init__(
         self,
@@ -115,11 +117,13 @@ class EngineError(Exception):
         *,
         status: int | None = None,
         retry_after_s: float | None = None,
+        param: str | None = None,
     ) -> None:
         self.code = code
         self.message = message
         self.status = status
         self.retry_after_s = retry_after_s
+        self.param = param
         super().__init__(f"{code}: {message}")
 
 
