@@ -124,6 +124,7 @@ async def test_upstream_4xx_passes_through_with_its_code_and_message(
     assert response.status_code == 400
     error = response.json()["error"]
     assert error["code"] == "invalid_param"
+    assert error["param"] == "bogus_knob"
     assert "bogus_knob" in error["message"]
     response = await _post(gw.base_url, {"text": "x", "voice": "nobody"})
     assert response.status_code == 400
@@ -266,6 +267,7 @@ async def test_system_reports_the_gateway_and_a_summary_of_its_upstreams(
         await wait_until(lambda: gw.gateway.engine.voices() == ["leo", "tara", "zoe"])
         system = (await http.get(gw.base_url + "/v1/system")).json()
         assert system["healthy_upstreams"] == 2
+        assert system["upstream_capacity"] == 8  # two healthy workers of 4
         assert system["upstreams"][2]["draining"] is True
 
 

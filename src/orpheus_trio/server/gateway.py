@@ -108,10 +108,14 @@ class GatewayEngine:
     def summary(self) -> dict[str, Any]:
         """Fields the gateway adds to ``/v1/system``."""
         snapshots = self.client.endpoints()
+        healthy = [s for s in snapshots if self.upstreams.healthy(s)]
         return {
             "gateway": True,
             "upstreams": [self._describe(s) for s in snapshots],
-            "healthy_upstreams": sum(self.upstreams.healthy(s) for s in snapshots),
+            "healthy_upstreams": len(healthy),
+            "upstream_capacity": sum(
+                self.upstreams.statuses[s.url].capacity or 0 for s in healthy
+            ),
         }
 
     def _describe(self, snapshot: EndpointSnapshot) -> dict[str, Any]:
@@ -169,7 +173,12 @@ def upstream_error(error: Exception, *, streaming: bool) -> EngineError:
                 retry_after_s=error.retry_after_s,
             )
         if error.status_code < 500:
-            return EngineError(error.code, error.message, status=error.status_code)
+            return EngineError(
+                error.code,
+                error.message,
+                status=error.status_code,
+                param=_refused_param(error.response),
+            )
         return EngineError(
             "upstream_error",
             f"upstream answered {error.status_code} {error.code}: {error.message}",
@@ -189,6 +198,15 @@ def upstream_error(error: Exception, *, streaming: bool) -> EngineError:
             "unavailable", f"no upstream could be reached: {error!r}", status=503
         )
     return EngineError("upstream_error", f"upstream failed: {error}", status=502)
+
+
+def _refused_param(response: httpx.Response) -> str | None:
+    """The ``param`` of a worker's JSON error body, if it named one."""
+    try:
+        param = response.json()["error"]["param"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return param if isinstance(param, str) else None
 
 
 def _finite_or_none(value: float) -> float | None:
