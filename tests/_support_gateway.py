@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import trio
 
 from orpheus_trio.server import Engine, OrpheusApp, ServerConfig, create_app, serve_app
@@ -138,6 +140,18 @@ async def wait_until(condition: Callable[[], bool], timeout_s: float = 2.0) -> N
     with trio.fail_after(timeout_s):
         while not condition():
             await trio.sleep(0.005)
+
+
+async def post_tts(
+    base_url: str, body: dict[str, Any], **headers: str
+) -> httpx.Response:
+    """POST ``body`` to ``/v1/tts/stream`` and read the whole answer."""
+    async with httpx.AsyncClient(timeout=10) as http:
+        return await http.post(
+            base_url + "/v1/tts/stream",
+            content=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json", **headers},
+        )
 
 
 def engine_of(worker: Worker) -> RecordingEngine:

@@ -10,6 +10,7 @@ import trio
 from _support_gateway import (
     RecordingEngine,
     engine_of,
+    post_tts,
     start_gateway,
     start_worker,
     wait_until,
@@ -20,16 +21,6 @@ from orpheus_trio import OrpheusTTS
 from orpheus_trio.server.engines.synthetic import expected_pcm, expected_stream
 
 TEXTS = [f"Sentence number {n}, checked byte for byte." for n in range(12)]
-
-
-async def _post(
-    client: httpx.AsyncClient, base_url: str, body: dict[str, Any], **headers: str
-) -> httpx.Response:
-    return await client.post(
-        base_url + "/v1/tts/stream",
-        content=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json", **headers},
-    )
 
 
 async def test_slow_failing_and_healthy_workers_every_byte_arrives(
@@ -75,16 +66,15 @@ async def test_hedge_through_the_gateway_wins_on_the_fast_worker(
     slow = await start_worker(nursery, RecordingEngine(defaults={"ttfb_ms": 3000}))
     fast = await start_worker(nursery)
     gw = await start_gateway(nursery, [slow.base_url, fast.base_url], hedge_ttfb_ms=80)
-    async with httpx.AsyncClient() as http:
-        for n in range(4):
-            text = f"hedge me {n}"
-            started = trio.current_time()
-            response = await _post(http, gw.base_url, {"text": text, "chunks": 3})
-            assert trio.current_time() - started < 1.0
-            assert response.status_code == 200
-            assert audio_of(parse_frames(response.content)) == [
-                expected_pcm(text, None, seq, {}) for seq in range(3)
-            ]
+    for n in range(4):
+        text = f"hedge me {n}"
+        started = trio.current_time()
+        response = await post_tts(gw.base_url, {"text": text, "chunks": 3})
+        assert trio.current_time() - started < 1.0
+        assert response.status_code == 200
+        assert audio_of(parse_frames(response.content)) == [
+            expected_pcm(text, None, seq, {}) for seq in range(3)
+        ]
     # The slow worker was tried (cold endpoints are tried first), lost the race
     # and saw its attempt cancelled; the winner was a hedge on the fast worker.
     assert slow.engine.requests_started >= 1
@@ -145,7 +135,7 @@ async def test_worker_killed_mid_stream_ends_with_error_frame_then_others_serve(
         survivor = second if serving is first else first
         for n in range(3):
             text = f"after the crash {n}"
-            response = await _post(http, gw.base_url, {"text": text, "chunks": 2})
+            response = await post_tts(gw.base_url, {"text": text, "chunks": 2})
             assert response.status_code == 200
             assert audio_of(parse_frames(response.content)) == [
                 expected_pcm(text, None, seq, {}) for seq in range(2)

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import random
-from typing import Any
 
 import httpx
 import pytest
@@ -13,6 +11,7 @@ import trio
 from _support_gateway import (
     RecordingEngine,
     engine_of,
+    post_tts,
     start_gateway,
     start_worker,
     wait_until,
@@ -22,15 +21,6 @@ from test_client_e2e import closed_port_url
 
 from orpheus_trio import OrpheusTTS
 from orpheus_trio.server.engines.synthetic import expected_pcm
-
-
-async def _post(base_url: str, body: dict[str, Any], **headers: str) -> httpx.Response:
-    async with httpx.AsyncClient(timeout=10) as http:
-        return await http.post(
-            base_url + "/v1/tts/stream",
-            content=json.dumps(body).encode(),
-            headers={"Content-Type": "application/json", **headers},
-        )
 
 
 async def test_request_id_passes_through_and_each_attempt_names_its_parent(
@@ -45,7 +35,7 @@ async def test_request_id_passes_through_and_each_attempt_names_its_parent(
     )
     ids = [f"caller-{n}" for n in range(4)]
     for request_id in ids:
-        response = await _post(
+        response = await post_tts(
             gw.base_url, {"text": "hi", "chunks": 1}, **{"X-Request-Id": request_id}
         )
         assert response.status_code == 200
@@ -59,7 +49,7 @@ async def test_request_id_passes_through_and_each_attempt_names_its_parent(
         ids
     )  # the failing worker was tried, then failed over
     # Without an id the gateway makes one up and still names the attempts after it.
-    response = await _post(gw.base_url, {"text": "hi", "chunks": 1})
+    response = await post_tts(gw.base_url, {"text": "hi", "chunks": 1})
     made_up = response.headers["x-request-id"]
     assert engine_of(healthy).seen[-1][0] == f"{made_up}.1" or any(
         rid == f"{made_up}.2" for rid, _ in engine_of(healthy).seen
@@ -82,9 +72,9 @@ async def test_engine_params_and_remaining_timeout_pass_through(
     }
     async with trio.open_nursery() as first:
         # Occupies the gateway's one slot for 0.5 s: the request waits in its queue.
-        first.start_soon(_post, gw.base_url, {"text": "first", "ttfb_ms": 500})
+        first.start_soon(post_tts, gw.base_url, {"text": "first", "ttfb_ms": 500})
         await wait_until(lambda: gw.app.admission.running == 1)
-        response = await _post(gw.base_url, {**body, "timeout_s": 7})
+        response = await post_tts(gw.base_url, {**body, "timeout_s": 7})
     assert response.status_code == 200
     params = {"chunks": 2, "seed": 9}
     assert audio_of(parse_frames(response.content)) == [
@@ -99,7 +89,7 @@ async def test_engine_params_and_remaining_timeout_pass_through(
     assert 6.0 < seen["timeout_s"] < 6.6  # what was left of the caller's 7 s
 
     # The gateway's own deadline ends a stalled stream with deadline_exceeded.
-    response = await _post(
+    response = await post_tts(
         gw.base_url,
         {
             "text": "stall",
@@ -120,21 +110,21 @@ async def test_upstream_4xx_passes_through_with_its_code_and_message(
 ) -> None:
     worker = await start_worker(nursery)
     gw = await start_gateway(nursery, [worker.base_url])
-    response = await _post(gw.base_url, {"text": "x", "bogus_knob": 1})
+    response = await post_tts(gw.base_url, {"text": "x", "bogus_knob": 1})
     assert response.status_code == 400
     error = response.json()["error"]
     assert error["code"] == "invalid_param"
     assert error["param"] == "bogus_knob"
     assert "bogus_knob" in error["message"]
-    response = await _post(gw.base_url, {"text": "x", "voice": "nobody"})
+    response = await post_tts(gw.base_url, {"text": "x", "voice": "nobody"})
     assert response.status_code == 400
     assert "unknown voice 'nobody'" in response.json()["error"]["message"]
     # The gateway's own limits are the server's: checked before anything goes upstream.
     started = worker.engine.requests_started
-    response = await _post(gw.base_url, {"text": "y" * 9000})
+    response = await post_tts(gw.base_url, {"text": "y" * 9000})
     assert response.status_code == 413
     assert response.json()["error"]["code"] == "text_too_long"
-    response = await _post(gw.base_url, {"text": "x", "request_id": "mine"})
+    response = await post_tts(gw.base_url, {"text": "x", "request_id": "mine"})
     assert response.status_code == 400
     assert response.json()["error"]["param"] == "request_id"
     assert worker.engine.requests_started == started
@@ -148,7 +138,7 @@ async def test_all_workers_busy_is_429_with_retry_after(nursery: trio.Nursery) -
         await start_worker(nursery, RecordingEngine(defaults=busy)) for _ in range(2)
     ]
     gw = await start_gateway(nursery, [w.base_url for w in workers], hedge_ttfb_ms=None)
-    response = await _post(gw.base_url, {"text": "x"})
+    response = await post_tts(gw.base_url, {"text": "x"})
     assert response.status_code == 429
     assert response.json()["error"]["code"] == "overloaded"
     assert response.headers["retry-after"] == "3"
@@ -159,7 +149,7 @@ async def test_all_workers_busy_is_429_with_retry_after(nursery: trio.Nursery) -
 
 async def test_no_reachable_worker_is_503_unavailable(nursery: trio.Nursery) -> None:
     gw = await start_gateway(nursery, [closed_port_url(), closed_port_url()])
-    response = await _post(gw.base_url, {"text": "x"})
+    response = await post_tts(gw.base_url, {"text": "x"})
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "unavailable"
     system = (await httpx.AsyncClient().get(gw.base_url + "/v1/system")).json()
@@ -171,14 +161,14 @@ async def test_broken_worker_before_audio_is_502_and_after_audio_an_error_frame(
 ) -> None:
     worker = await start_worker(nursery)
     gw = await start_gateway(nursery, [worker.base_url], hedge_ttfb_ms=None)
-    response = await _post(gw.base_url, {"text": "x", "chunks": 3, "cut_after": 0})
+    response = await post_tts(gw.base_url, {"text": "x", "chunks": 3, "cut_after": 0})
     assert response.status_code == 502
     assert response.json()["error"]["code"] == "upstream_error"
     for fault, code in (
         ({"cut_after": 2}, "engine_error"),
         ({"error_after": 2, "error_code": "engine_error"}, "engine_error"),
     ):
-        response = await _post(gw.base_url, {"text": "x", "chunks": 5, **fault})
+        response = await post_tts(gw.base_url, {"text": "x", "chunks": 5, **fault})
         assert response.status_code == 200
         frames = parse_frames(response.content)
         assert audio_of(frames) == [expected_pcm("x", None, s, {}) for s in range(2)]
@@ -198,12 +188,12 @@ async def test_app_keys_and_worker_key_are_separate_and_never_logged(
         api_keys=("app-secret",),
     )
     caplog.set_level(logging.DEBUG)
-    ok = await _post(
+    ok = await post_tts(
         gw.base_url, {"text": "x", "chunks": 1}, Authorization="Bearer app-secret"
     )
     assert ok.status_code == 200
     assert audio_of(parse_frames(ok.content)) == [expected_pcm("x", None, 0, {})]
-    wrong = await _post(
+    wrong = await post_tts(
         gw.base_url, {"text": "x"}, Authorization="Bearer worker-secret"
     )
     assert wrong.status_code == 401
@@ -233,7 +223,7 @@ async def test_caller_leaving_before_any_audio_cancels_the_upstream_attempt(
     worker = await start_worker(nursery)
     gw = await start_gateway(nursery, [worker.base_url], hedge_ttfb_ms=None)
     with trio.move_on_after(0.3):  # the caller gives up long before the first audio
-        await _post(gw.base_url, {"text": "slow", "ttfb_ms": 10_000})
+        await post_tts(gw.base_url, {"text": "slow", "ttfb_ms": 10_000})
     left_at = trio.current_time()
     await wait_until(lambda: worker.engine.requests_cancelled == 1)
     assert trio.current_time() - left_at < 0.5
@@ -283,7 +273,9 @@ async def test_metrics_add_per_upstream_series(nursery: trio.Nursery) -> None:
         client={"breaker_failures": 1, "breaker_base_cooldown_s": 60},
     )
     for _ in range(3):
-        assert (await _post(gw.base_url, {"text": "m", "chunks": 1})).status_code == 200
+        assert (
+            await post_tts(gw.base_url, {"text": "m", "chunks": 1})
+        ).status_code == 200
     async with httpx.AsyncClient() as http:
         text = (await http.get(gw.base_url + "/metrics")).text
 
@@ -323,9 +315,9 @@ async def test_queue_hints_flow_through_so_a_client_in_front_routes_well(
     gw_calm = await start_gateway(nursery, [calm.base_url], hedge_ttfb_ms=None)
     gw_swamped = await start_gateway(nursery, [swamped.base_url], hedge_ttfb_ms=None)
 
-    idle = await _post(gw_calm.base_url, {"text": "x", "chunks": 1})
+    idle = await post_tts(gw_calm.base_url, {"text": "x", "chunks": 1})
     assert idle.headers["x-queue-depth"] == "1"  # just its own attempt upstream
-    busy = await _post(gw_swamped.base_url, {"text": "x", "chunks": 1})
+    busy = await post_tts(gw_swamped.base_url, {"text": "x", "chunks": 1})
     # The worker's hint (6, fading with age) plus the gateway's own open attempt there.
     assert int(busy.headers["x-queue-depth"]) >= 6
     opening = parse_frames(busy.content)[0]
@@ -354,4 +346,4 @@ async def test_draining_gateway_refuses_new_requests(nursery: trio.Nursery) -> N
     await gw.stopped.wait()  # idle: drains at once and stops
     assert gw.app.draining
     with pytest.raises(httpx.ConnectError):
-        await _post(gw.base_url, {"text": "x"})
+        await post_tts(gw.base_url, {"text": "x"})
