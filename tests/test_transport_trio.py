@@ -331,10 +331,11 @@ async def tls_server(nursery: trio.Nursery, ca: trustme.CA) -> str:
         stream = trio.SSLStream(tcp, server_context, server_side=True)
         try:
             data = b""
-            while b"\r\n\r\n" not in data:
-                data += await stream.receive_some(65536)
-            await stream.send_all(answer)
-            await stream.receive_some(65536)  # until the client goes
+            while piece := await stream.receive_some(65536):  # until the client goes
+                data += piece
+                while b"\r\n\r\n" in data:  # keep-alive: answer each request
+                    _, _, data = data.partition(b"\r\n\r\n")
+                    await stream.send_all(answer)
         except trio.BrokenResourceError:
             pass  # the client refused our certificate
         finally:
@@ -357,11 +358,13 @@ async def test_tls_with_a_trusted_ca(nursery: trio.Nursery, ca: trustme.CA) -> N
     context = ssl.create_default_context()
     ca.configure_trust(context)
     transport = TrioTransport(ssl_context=context)
+    sockets = set()
     for _ in range(2):
         response = await transport.open_stream(request(url))
         assert (response.status, await read_body(response)) == (200, b"secret")
+        sockets.add(response._connection.socket)  # type: ignore[attr-defined]
         await response.aclose()
-    assert len(transport._endpoints[url].idle) == 1
+    assert len(sockets) == 1  # the TLS connection was kept alive and reused
     await transport.aclose()
 
 

@@ -282,8 +282,10 @@ class TrioTransport:
                         raise
                     stream = tls
             except (OSError, trio.BrokenResourceError) as error:
+                # A failed TLS handshake is a BrokenResourceError caused by the ssl error.
+                reason = error.__cause__ if isinstance(error, trio.BrokenResourceError) else error
                 raise httpx.ConnectError(
-                    f"cannot connect to {request.endpoint}: {error.__cause__ or error}",
+                    f"cannot connect to {request.endpoint}: {reason}",
                     request=_http_request(request),
                 ) from error
         if stream is None or scope.cancelled_caught:
