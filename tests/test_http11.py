@@ -67,8 +67,12 @@ def feed_split(data: bytes, cuts: list[int]) -> tuple[bytes, bytes, ChunkedDecod
 @settings(max_examples=300, deadline=None)
 @given(
     chunks=st.lists(st.binary(min_size=1, max_size=300), max_size=12),
-    extensions=st.lists(st.sampled_from([b"", b";a=1", b"; name", b' ;q="x"']), max_size=3),
-    trailers=st.lists(st.sampled_from([b"X-Checksum: 1", b"Expires: never"]), max_size=2),
+    extensions=st.lists(
+        st.sampled_from([b"", b";a=1", b"; name", b' ;q="x"']), max_size=3
+    ),
+    trailers=st.lists(
+        st.sampled_from([b"X-Checksum: 1", b"Expires: never"]), max_size=2
+    ),
     upper=st.booleans(),
     extra=st.binary(max_size=20),
     data=st.data(),
@@ -89,7 +93,10 @@ def test_any_split_decodes_like_the_reference(
 
 
 @settings(max_examples=100, deadline=None)
-@given(chunks=st.lists(st.binary(min_size=1, max_size=50), min_size=1, max_size=8), data=st.data())
+@given(
+    chunks=st.lists(st.binary(min_size=1, max_size=50), min_size=1, max_size=8),
+    data=st.data(),
+)
 def test_not_done_until_the_blank_line_after_the_last_chunk(
     chunks: list[bytes], data: st.DataObject
 ) -> None:
@@ -115,7 +122,19 @@ def test_data_after_the_end_is_returned_not_decoded() -> None:
 
 @pytest.mark.parametrize(
     "size_line",
-    [b"g", b"-1", b" 1", b"0x10", b"1_0", b"+1", b"", b";ext", b"1" * 17, b"\xff", b"1\t2"],
+    [
+        b"g",
+        b"-1",
+        b" 1",
+        b"0x10",
+        b"1_0",
+        b"+1",
+        b"",
+        b";ext",
+        b"1" * 17,
+        b"\xff",
+        b"1\t2",
+    ],
 )
 def test_malformed_chunk_size_is_a_protocol_error(size_line: bytes) -> None:
     with pytest.raises(httpx.RemoteProtocolError, match="chunk size"):
@@ -219,7 +238,12 @@ def test_head_end_is_found_across_reads_and_bounded() -> None:
             True,
         ),
         (b"HTTP/1.1 204 No Content\r\n\r\n", Framing.EMPTY, 0, True),
-        (b"HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n", Framing.EMPTY, 0, True),
+        (
+            b"HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n",
+            Framing.EMPTY,
+            0,
+            True,
+        ),
         (
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 9\r\n\r\n",
             Framing.CHUNKED,
@@ -228,7 +252,9 @@ def test_head_end_is_found_across_reads_and_bounded() -> None:
         ),
     ],
 )
-def test_body_framing(head: bytes, framing: Framing, length: int, keep_alive: bool) -> None:
+def test_body_framing(
+    head: bytes, framing: Framing, length: int, keep_alive: bool
+) -> None:
     got = body_framing(parse_response_head(head))
     assert (got.framing, got.length, got.keep_alive) == (framing, length, keep_alive)
 

@@ -93,7 +93,9 @@ async def test_full_reads_reuse_one_connection(start_server: StartServer) -> Non
     assert len(sockets) == 1
     assert await watchdogs() == 0  # no response open: no background task
     await transport.aclose()
-    assert next(iter(sockets)).fileno() == -1  # closing the transport closes idle connections
+    assert (
+        next(iter(sockets)).fileno() == -1
+    )  # closing the transport closes idle connections
     with pytest.raises(RuntimeError, match="closed"):
         await transport.open_stream(request(server.base_url))
 
@@ -101,7 +103,9 @@ async def test_full_reads_reuse_one_connection(start_server: StartServer) -> Non
 async def test_closing_early_closes_the_connection(start_server: StartServer) -> None:
     server = await start_server()
     transport = TrioTransport()
-    response = await transport.open_stream(request(server.base_url, stall_s=30, stall_after=1))
+    response = await transport.open_stream(
+        request(server.base_url, stall_s=30, stall_after=1)
+    )
     assert await response.receive()
     connection = response._connection  # type: ignore[attr-defined]
     await response.aclose()
@@ -130,7 +134,9 @@ async def test_connections_per_endpoint_are_bounded(start_server: StartServer) -
     patient = TrioTransport(max_connections_per_endpoint=1)
     held = await patient.open_stream(stalled)
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(partial(_open_into, patient, request(server.base_url), opened))
+        nursery.start_soon(
+            partial(_open_into, patient, request(server.base_url), opened)
+        )
         await trio.sleep(0.2)
         assert opened == []  # waiting for the one slot
         await held.aclose()
@@ -203,7 +209,9 @@ async def test_reused_connection_dropped_by_the_peer_is_retried_once_fresh(
 
 
 async def test_redirects_are_not_followed(nursery: trio.Nursery) -> None:
-    reply = send(b"HTTP/1.1 302 Found\r\nLocation: /elsewhere\r\nContent-Length: 0\r\n\r\n")
+    reply = send(
+        b"HTTP/1.1 302 Found\r\nLocation: /elsewhere\r\nContent-Length: 0\r\n\r\n"
+    )
     server = await raw_server(nursery, reply)
     async with OrpheusTTS(server.url, hedge_ttfb_ms=None, max_attempts=1) as tts:
         with pytest.raises(httpx.HTTPStatusError) as caught:
@@ -215,7 +223,9 @@ async def test_redirects_are_not_followed(nursery: trio.Nursery) -> None:
 # -- malformed and cut responses -----------------------------------------------------------
 
 
-async def test_missing_final_chunk_is_an_incomplete_stream(nursery: trio.Nursery) -> None:
+async def test_missing_final_chunk_is_an_incomplete_stream(
+    nursery: trio.Nursery,
+) -> None:
     async def reply(conn: Conn) -> None:
         await conn.send_stream_head()
         await conn.send_piece(b"abc")  # then FIN, no last chunk
@@ -276,7 +286,9 @@ async def test_read_timeout_before_the_head(nursery: trio.Nursery) -> None:
     assert await watchdogs() == 0
 
 
-async def test_read_timeout_mid_body_closes_the_connection(nursery: trio.Nursery) -> None:
+async def test_read_timeout_mid_body_closes_the_connection(
+    nursery: trio.Nursery,
+) -> None:
     server = await raw_server(nursery, silence_after([b'{"type":"chunk"']))
     transport = TrioTransport(read_timeout_s=0.2)
     response = await transport.open_stream(request(server.url))
@@ -341,7 +353,9 @@ async def tls_server(nursery: trio.Nursery, ca: trustme.CA) -> str:
         finally:
             await trio.aclose_forcefully(stream)
 
-    listeners = await nursery.start(partial(trio.serve_tcp, handle, 0, host="127.0.0.1"))
+    listeners = await nursery.start(
+        partial(trio.serve_tcp, handle, 0, host="127.0.0.1")
+    )
     return f"https://127.0.0.1:{listeners[0].socket.getsockname()[1]}"
 
 
@@ -372,7 +386,9 @@ async def test_tls_hostname_is_checked(nursery: trio.Nursery, ca: trustme.CA) ->
     url = await tls_server(nursery, ca)
     context = ssl.create_default_context()
     ca.configure_trust(context)
-    wrong_name = url.replace("127.0.0.1", "localhost")  # the certificate names 127.0.0.1 only
+    wrong_name = url.replace(
+        "127.0.0.1", "localhost"
+    )  # the certificate names 127.0.0.1 only
     with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
         await TrioTransport(ssl_context=context).open_stream(request(wrong_name))
 
@@ -391,7 +407,9 @@ async def test_verify_off_only_when_asked_and_with_a_warning(
         TrioTransport(verify=False, ssl_context=ssl.create_default_context())
 
 
-async def test_client_passes_its_ssl_context_on(nursery: trio.Nursery, ca: trustme.CA) -> None:
+async def test_client_passes_its_ssl_context_on(
+    nursery: trio.Nursery, ca: trustme.CA
+) -> None:
     url = await tls_server(nursery, ca)
     context = ssl.create_default_context()
     ca.configure_trust(context)

@@ -68,7 +68,9 @@ class _Connection:
 
     __slots__ = ("idle_since", "leftover", "reused", "socket", "stream", "timed_out")
 
-    def __init__(self, stream: trio.SocketStream | trio.SSLStream[trio.SocketStream]) -> None:
+    def __init__(
+        self, stream: trio.SocketStream | trio.SSLStream[trio.SocketStream]
+    ) -> None:
         self.stream = stream
         tcp = stream.transport_stream if isinstance(stream, trio.SSLStream) else stream
         self.socket = tcp.socket
@@ -90,7 +92,9 @@ class _Endpoint:
     def __init__(self, endpoint: str, max_connections: int) -> None:
         parts = urlsplit(endpoint)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"endpoint must be http(s)://host[:port][/path], got {endpoint!r}")
+            raise ValueError(
+                f"endpoint must be http(s)://host[:port][/path], got {endpoint!r}"
+            )
         self.tls = parts.scheme == "https"
         self.host = parts.hostname
         self.port = parts.port or (443 if self.tls else 80)
@@ -142,7 +146,9 @@ class _ReadWatchdog:
         with scope:
             while True:
                 now = trio.current_time()
-                expired = [c for c, t in self._reads.items() if now - t >= self.timeout_s]
+                expired = [
+                    c for c, t in self._reads.items() if now - t >= self.timeout_s
+                ]
                 for connection in expired:
                     del self._reads[connection]
                     connection.timed_out = True
@@ -177,7 +183,9 @@ class TrioTransport:
             )
         self._connect_timeout_s = connect_timeout_s
         self._read_timeout_s = read_timeout_s
-        self._watchdog = _ReadWatchdog(read_timeout_s) if read_timeout_s is not None else None
+        self._watchdog = (
+            _ReadWatchdog(read_timeout_s) if read_timeout_s is not None else None
+        )
         self._max_connections = max_connections_per_endpoint
         self._keepalive_expiry_s = keepalive_expiry_s
         self._ssl_context = ssl_context
@@ -191,7 +199,9 @@ class TrioTransport:
         if pool is None:
             if self._closed:
                 raise RuntimeError("transport is closed")
-            pool = self._endpoints[endpoint] = _Endpoint(endpoint, self._max_connections)
+            pool = self._endpoints[endpoint] = _Endpoint(
+                endpoint, self._max_connections
+            )
         return pool
 
     def _tls_context(self) -> ssl.SSLContext:
@@ -283,7 +293,11 @@ class TrioTransport:
                     stream = tls
             except (OSError, trio.BrokenResourceError) as error:
                 # A failed TLS handshake is a BrokenResourceError caused by the ssl error.
-                reason = error.__cause__ if isinstance(error, trio.BrokenResourceError) else error
+                reason = (
+                    error.__cause__
+                    if isinstance(error, trio.BrokenResourceError)
+                    else error
+                )
                 raise httpx.ConnectError(
                     f"cannot connect to {request.endpoint}: {reason}",
                     request=_http_request(request),
@@ -350,7 +364,9 @@ class TrioTransport:
         if not self._open_responses and self._watchdog is not None:
             self._watchdog.stop()
 
-    def _release(self, pool: _Endpoint, connection: _Connection, reusable: bool) -> None:
+    def _release(
+        self, pool: _Endpoint, connection: _Connection, reusable: bool
+    ) -> None:
         pool.slots.release()
         self._response_ended()
         if reusable and not self._closed:
@@ -440,7 +456,9 @@ class TrioResponse:
             framing.framing is Framing.LENGTH and framing.length == 0
         )
         if self._done and connection.leftover:
-            self._reusable = False  # bytes after an empty body: do not trust this connection
+            self._reusable = (
+                False  # bytes after an empty body: do not trust this connection
+            )
 
     def __repr__(self) -> str:
         return f"TrioResponse({self.status}, {self._request!r})"
@@ -458,9 +476,13 @@ class TrioResponse:
                 connection.leftover = b""
             else:
                 try:
-                    data = await _receive(connection, self._transport._watchdog, self._request)
+                    data = await _receive(
+                        connection, self._transport._watchdog, self._request
+                    )
                 except BaseException:
-                    self._reusable = False  # cancelled or failed mid-read: state unknown
+                    self._reusable = (
+                        False  # cancelled or failed mid-read: state unknown
+                    )
                     raise
                 if not data:
                     return self._end_of_input()
@@ -497,7 +519,9 @@ class TrioResponse:
     def _finish(self, after: bytes) -> None:
         self._done = True
         if after:
-            self._reusable = False  # bytes nobody asked for: do not trust this connection
+            self._reusable = (
+                False  # bytes nobody asked for: do not trust this connection
+            )
 
     async def aclose(self) -> None:
         """Give the connection back if the body was read to its end, else close it."""
