@@ -52,6 +52,8 @@ from orpheus_trio.server.engines.synthetic import SyntheticEngine, expected_stre
 
 #: Every case must end well within this (seconds).
 BOUND_S = 10.0
+#: Both transports must keep every guarantee.
+TRANSPORTS = ["trio", "httpx"]
 #: Reference servers' read (and keep-alive) timeout in these tests.
 REF_IDLE_S = 0.5
 TEXT = "fault matrix"
@@ -155,23 +157,29 @@ PRE_AUDIO_FAULTS: dict[str, tuple[Reply, type[BaseException]]] = {
 }
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS)
 @pytest.mark.parametrize("fault", PRE_AUDIO_FAULTS)
 async def test_fault_before_audio_fails_over_without_mixing(
-    nursery: trio.Nursery, fault: str
+    nursery: trio.Nursery, fault: str, transport: str
 ) -> None:
     reply = PRE_AUDIO_FAULTS[fault][0]
-    outcome = await run_case(nursery, [reply, good()], read_timeout_s=0.3)
+    outcome = await run_case(
+        nursery, [reply, good()], read_timeout_s=0.3, transport=transport
+    )
     assert outcome.error is None
     assert outcome.requests == 2 and outcome.attempts == 2
     assert outcome.audio == expected_audio(1)  # request 1's bytes only, every one
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS)
 @pytest.mark.parametrize("fault", PRE_AUDIO_FAULTS)
 async def test_fault_before_audio_with_no_attempt_left_raises_its_type(
-    nursery: trio.Nursery, fault: str
+    nursery: trio.Nursery, fault: str, transport: str
 ) -> None:
     reply, error_type = PRE_AUDIO_FAULTS[fault]
-    outcome = await run_case(nursery, [reply], max_attempts=1, read_timeout_s=0.3)
+    outcome = await run_case(
+        nursery, [reply], max_attempts=1, read_timeout_s=0.3, transport=transport
+    )
     assert isinstance(outcome.error, error_type), repr(outcome.error)
     assert outcome.requests == 1 and outcome.audio == b""
 
@@ -249,12 +257,15 @@ MID_STREAM_FAULTS: dict[str, tuple[Reply, type[BaseException], int]] = {
 }
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS)
 @pytest.mark.parametrize("fault", MID_STREAM_FAULTS)
 async def test_fault_after_audio_raises_and_never_fails_over(
-    nursery: trio.Nursery, fault: str
+    nursery: trio.Nursery, fault: str, transport: str
 ) -> None:
     reply, error_type, delivered = MID_STREAM_FAULTS[fault]
-    outcome = await run_case(nursery, [reply, good()], read_timeout_s=0.3)
+    outcome = await run_case(
+        nursery, [reply, good()], read_timeout_s=0.3, transport=transport
+    )
     assert isinstance(outcome.error, error_type), repr(outcome.error)
     assert outcome.requests == 1  # no second attempt once audio was out
     assert outcome.audio == expected_audio(0, chunks=delivered)
