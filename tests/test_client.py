@@ -135,6 +135,22 @@ async def test_metrics_and_header_queue_hints_feed_routing(
     assert (snap.attempts, snap.wins, snap.failures) == (1, 1, 0)
 
 
+async def test_metrics_frame_queue_hint_counts_waiting_plus_running(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # X-Queue-Depth counts queued plus running; a metrics frame reports them apart.
+    body = [
+        (0.0, metrics(queue_depth=2, inflight=5, capacity=8)),
+        (0.0, encode_chunk(0, b"ab")),
+        (0.0, encode_eos(1, 1)),
+    ]
+    fake = FakeTransport(in_order(Script(headers={"X-Queue-Depth": "7"}, body=body)))
+    tts = OrpheusTTS(A, transport=fake)
+    assert await tts.synthesize("hi") == b"ab"
+    (snap,) = tts.endpoints()
+    assert snap.queue_hint == pytest.approx(7.0)
+
+
 async def test_zero_chunk_stream_is_empty_audio(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

@@ -738,11 +738,12 @@ class OrpheusTTS:
             self._router.observe_queue_depth(endpoint, depth, trio.current_time())
 
     def _observe_metrics(self, endpoint: str, frame: Metrics) -> None:
-        depth = frame.values.get("queue_depth")
-        if isinstance(depth, (int, float)) and not isinstance(depth, bool):
-            self._router.observe_queue_depth(
-                endpoint, float(depth), trio.current_time()
-            )
+        # A frame splits the load the X-Queue-Depth header sums: ``queue_depth``
+        # waiting, ``inflight`` running. Add them so both hints mean the same.
+        depth = _number(frame.values.get("queue_depth"))
+        if depth is not None:
+            load = depth + (_number(frame.values.get("inflight")) or 0.0)
+            self._router.observe_queue_depth(endpoint, load, trio.current_time())
 
     def _release(self, endpoint: str, *, failed: bool) -> None:
         """The winner's stream ended."""
@@ -750,6 +751,13 @@ class OrpheusTTS:
         if failed:
             self._breakers[endpoint].on_failure(trio.current_time())
             self._counts[endpoint].failures += 1
+
+
+def _number(value: object) -> float | None:
+    """A JSON number as a float; anything else (bool, string, null) as None."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    return None
 
 
 def _is_busy(error: BaseException) -> bool:
