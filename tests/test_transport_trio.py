@@ -334,10 +334,13 @@ def ca() -> trustme.CA:
     return trustme.CA()
 
 
-async def tls_server(nursery: trio.Nursery, ca: trustme.CA) -> str:
+async def tls_server(
+    nursery: trio.Nursery,
+    ca: trustme.CA,
+    answer: bytes = b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecret",
+) -> str:
     server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("127.0.0.1").configure_cert(server_context)
-    answer = b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecret"
 
     async def handle(tcp: trio.SocketStream) -> None:
         stream = trio.SSLStream(tcp, server_context, server_side=True)
@@ -359,6 +362,43 @@ async def tls_server(nursery: trio.Nursery, ca: trustme.CA) -> str:
     return f"https://127.0.0.1:{listeners[0].socket.getsockname()[1]}"
 
 
+def trusting(ca: trustme.CA) -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    return context
+
+
+async def test_tls_handshake_that_never_ends_is_a_connect_timeout(
+    nursery: trio.Nursery, ca: trustme.CA
+) -> None:
+    async def mute(conn: Conn) -> None:
+        await conn.until_client_closes()
+
+    server = await raw_server(nursery, mute)  # accepts TCP, never speaks TLS
+    url = server.url.replace("http://", "https://")
+    transport = TrioTransport(ssl_context=trusting(ca), connect_timeout_s=0.2)
+    with trio.fail_after(3), pytest.raises(httpx.ConnectTimeout):
+        await transport.open_stream(request(url))
+    assert await server.wait_connections_closed() == 0
+    assert transport._endpoints[url].slots.value == 64
+
+
+async def test_tls_read_timeout_closes_the_connection(
+    nursery: trio.Nursery, ca: trustme.CA
+) -> None:
+    head_only = b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nse"  # then silence
+    url = await tls_server(nursery, ca, answer=head_only)
+    transport = TrioTransport(ssl_context=trusting(ca), read_timeout_s=0.2)
+    response = await transport.open_stream(request(url))
+    assert await response.receive() == b"se"
+    connection = response._connection  # type: ignore[attr-defined]
+    with trio.fail_after(3), pytest.raises(httpx.ReadTimeout):
+        await response.receive()
+    assert connection.socket.fileno() == -1
+    await response.aclose()
+    assert await watchdogs() == 0
+
+
 async def test_tls_verifies_certificates_by_default(
     nursery: trio.Nursery, ca: trustme.CA
 ) -> None:
@@ -369,9 +409,7 @@ async def test_tls_verifies_certificates_by_default(
 
 async def test_tls_with_a_trusted_ca(nursery: trio.Nursery, ca: trustme.CA) -> None:
     url = await tls_server(nursery, ca)
-    context = ssl.create_default_context()
-    ca.configure_trust(context)
-    transport = TrioTransport(ssl_context=context)
+    transport = TrioTransport(ssl_context=trusting(ca))
     sockets = set()
     for _ in range(2):
         response = await transport.open_stream(request(url))
@@ -384,8 +422,7 @@ async def test_tls_with_a_trusted_ca(nursery: trio.Nursery, ca: trustme.CA) -> N
 
 async def test_tls_hostname_is_checked(nursery: trio.Nursery, ca: trustme.CA) -> None:
     url = await tls_server(nursery, ca)
-    context = ssl.create_default_context()
-    ca.configure_trust(context)
+    context = trusting(ca)
     wrong_name = url.replace(
         "127.0.0.1", "localhost"
     )  # the certificate names 127.0.0.1 only
@@ -411,8 +448,7 @@ async def test_client_passes_its_ssl_context_on(
     nursery: trio.Nursery, ca: trustme.CA
 ) -> None:
     url = await tls_server(nursery, ca)
-    context = ssl.create_default_context()
-    ca.configure_trust(context)
+    context = trusting(ca)
     for engine in ("trio", "httpx"):
         tts = OrpheusTTS(url, ssl_context=context, transport=engine)
         request_ = StreamRequest(url, "/", {}, b"")
