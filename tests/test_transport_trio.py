@@ -176,6 +176,18 @@ async def test_content_length_body_and_reuse(nursery: trio.Nursery) -> None:
     assert await server.wait_connections_closed() == 0
 
 
+async def test_body_until_close(nursery: trio.Nursery) -> None:
+    server = await raw_server(
+        nursery, send(b"HTTP/1.0 200 OK\r\n\r\nall of it", then_close=True)
+    )
+    transport = TrioTransport()
+    response = await transport.open_stream(request(server.url))
+    assert await read_body(response) == b"all of it"
+    await response.aclose()
+    assert transport._endpoints[server.url].idle == []  # no framing: never reused
+    await transport.aclose()
+
+
 async def test_idle_connection_closed_by_the_peer_is_not_reused(
     nursery: trio.Nursery,
 ) -> None:
