@@ -311,3 +311,36 @@ def test_request_is_one_buffer_with_our_host_and_length() -> None:
 def test_request_refuses_header_injection(headers: dict[str, str], target: str) -> None:
     with pytest.raises(ValueError, match="invalid"):
         encode_request("POST", target, "h", headers, b"")
+
+
+# -- any bytes at all: a result or RemoteProtocolError, nothing else -----------------------
+
+
+@settings(max_examples=300, deadline=None)
+@given(pieces=st.lists(st.binary(max_size=40), max_size=8))
+def test_arbitrary_bytes_never_escape_as_another_error(pieces: list[bytes]) -> None:
+    decoder = ChunkedDecoder()
+    try:
+        for piece in pieces:
+            body, after = decoder.feed(piece)
+            assert isinstance(body, bytes) and isinstance(after, bytes)
+    except httpx.RemoteProtocolError:
+        pass
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    head=st.one_of(
+        st.binary(max_size=200),
+        st.builds(
+            lambda fields: b"HTTP/1.1 200 OK\r\n" + b"\r\n".join(fields) + b"\r\n\r\n",
+            st.lists(st.binary(max_size=30), max_size=5),
+        ),
+    )
+)
+def test_arbitrary_heads_never_escape_as_another_error(head: bytes) -> None:
+    try:
+        parsed = parse_response_head(head)
+        body_framing(parsed)
+    except httpx.RemoteProtocolError:
+        pass
