@@ -274,6 +274,13 @@ async def test_oversized_head_is_refused(nursery: trio.Nursery) -> None:
     assert transport._endpoints[server.url].slots.value == 64  # the slot came back
 
 
+async def test_closed_without_an_answer(nursery: trio.Nursery) -> None:
+    server = await raw_server(nursery, send(b"", then_close=True))
+    with pytest.raises(httpx.RemoteProtocolError, match="before a response"):
+        await TrioTransport().open_stream(request(server.url))
+    assert server.requests == 1  # a fresh connection is not retried
+
+
 async def test_garbage_instead_of_a_response(nursery: trio.Nursery) -> None:
     server = await raw_server(nursery, send(b"SSH-2.0-OpenSSH\r\n\r\n"))
     with pytest.raises(httpx.RemoteProtocolError, match="status line"):

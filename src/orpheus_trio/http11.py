@@ -20,6 +20,7 @@ import httpx
 __all__ = [
     "MAX_CHUNK_SIZE_LINE_BYTES",
     "MAX_HEAD_BYTES",
+    "MAX_TRAILER_BYTES",
     "BodyFraming",
     "ChunkedDecoder",
     "Framing",

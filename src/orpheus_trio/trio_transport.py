@@ -46,7 +46,12 @@ from .transport import (
     StreamRequest,
 )
 
-__all__ = ["DEFAULT_KEEPALIVE_EXPIRY_S", "InsecureTransportWarning", "TrioTransport"]
+__all__ = [
+    "DEFAULT_KEEPALIVE_EXPIRY_S",
+    "InsecureTransportWarning",
+    "TrioResponse",
+    "TrioTransport",
+]
 
 #: Bytes asked of the socket per read (below glibc's mmap threshold: cheap to allocate).
 RECEIVE_BYTES = 64 * 1024
@@ -112,8 +117,9 @@ class _Endpoint:
 class _ReadWatchdog:
     """The read timeout of every read in flight, enforced by one system task.
 
-    A cancel scope per read costs more than the read itself (several per
-    streamed request): instead each read notes when it started, and one task
+    A cancel scope around each read cost 0.27 ms per streamed request (about a
+    fifth of a raw Trio client's whole CPU): instead each read notes when it
+    started, and one task
     sleeps until the oldest read's deadline and closes that connection's
     socket if it is still waiting, which wakes the reader. The task runs while
     the transport has responses open (:meth:`stop` when the last one closes).
@@ -233,10 +239,12 @@ class TrioTransport:
                 try:
                     await self._send(connection, data, request)
                     head, framing = await self._read_head(connection, request)
-                except (httpx.ReadError, httpx.WriteError, IncompleteStreamError):
+                except (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError):
                     _close_now(connection)
                     if connection.reused and not connection.leftover:
-                        continue  # the peer closed an idle connection as we reused it
+                        # Not a byte of an answer on a reused connection: the peer
+                        # closed it while idle, as we reused it. Once more, fresh.
+                        continue
                     raise
                 except BaseException:
                     _close_now(connection)
@@ -336,7 +344,7 @@ class TrioTransport:
                 while end < 0:
                     data = await _receive(connection, self._watchdog, request)
                     if not data:
-                        raise IncompleteStreamError(
+                        raise httpx.RemoteProtocolError(
                             f"{request.endpoint} closed the connection before a response"
                             if not buffer
                             else f"{request.endpoint} closed the connection mid-head"
@@ -346,8 +354,7 @@ class TrioTransport:
                 head = parse_response_head(buffer[: end - 2])
                 framing = body_framing(head, request_method=request.method)
             except httpx.RemoteProtocolError as error:
-                if not isinstance(error, IncompleteStreamError):
-                    error.request = _http_request(request)
+                error.request = _http_request(request)
                 raise
             buffer = buffer[end:]
             connection.leftover = buffer
