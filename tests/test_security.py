@@ -6,6 +6,7 @@ tests/test_server_bad_input.py).
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import ssl
 import traceback
@@ -39,6 +40,11 @@ from orpheus_trio.transport import StreamRequest
 from orpheus_trio.trio_transport import InsecureTransportWarning
 
 KEY = "sk-live-0123456789abcdef-SECRET"
+#: The TLS tests make a certificate with ``cryptography``; without it they skip.
+needs_cryptography = pytest.mark.skipif(
+    importlib.util.find_spec("cryptography") is None,
+    reason="cryptography not installed",
+)
 TRANSPORTS = ["trio", "httpx"]
 MALFORMED = b'{"type": "chunk", "seq": not-json\n'
 
@@ -223,6 +229,7 @@ async def test_redirects_are_not_followed(
 # -- TLS ----------------------------------------------------------------------------
 
 
+@needs_cryptography
 @pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_tls_is_verified_by_default(
     nursery: trio.Nursery, tmp_path: Path, transport: str
@@ -248,6 +255,7 @@ async def test_tls_is_verified_by_default(
     assert_hidden(caught.value)
 
 
+@needs_cryptography
 @pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_tls_with_a_trusted_ca_works_without_warning(
     nursery: trio.Nursery, tmp_path: Path, transport: str, recwarn: Any
@@ -265,6 +273,7 @@ async def test_tls_with_a_trusted_ca_works_without_warning(
     assert not [w for w in recwarn if issubclass(w.category, InsecureTransportWarning)]
 
 
+@needs_cryptography
 @pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_tls_verification_off_only_when_asked_and_with_a_warning(
     nursery: trio.Nursery, tmp_path: Path, transport: str
