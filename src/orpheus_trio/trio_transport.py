@@ -394,8 +394,11 @@ class TrioTransport:
 
 
 def _close_now(connection: _Connection) -> None:
-    """Close the socket now, without a TLS close_notify (never blocks)."""
-    connection.socket.close()
+    """Close the socket now, without a TLS close_notify (never blocks, never raises)."""
+    try:
+        connection.socket.close()
+    except OSError:
+        pass  # nothing more to do with a socket that cannot even be closed
 
 
 async def _receive(
