@@ -48,7 +48,6 @@ from .frames import (
 )
 from .hedge import Reason, race
 from .routing import Router
-from .trio_transport import InsecureTransportWarning, TrioTransport
 from .transport import (
     DEFAULT_CONNECT_TIMEOUT_S,
     DEFAULT_MAX_CONNECTIONS_PER_ENDPOINT,
@@ -58,6 +57,7 @@ from .transport import (
     StreamRequest,
     Transport,
 )
+from .trio_transport import InsecureTransportWarning, TrioTransport
 
 if TYPE_CHECKING:
     from .local.synthesizer import LocalSynthesizer
