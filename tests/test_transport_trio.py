@@ -100,6 +100,26 @@ async def test_full_reads_reuse_one_connection(start_server: StartServer) -> Non
         await transport.open_stream(request(server.base_url))
 
 
+async def test_client_reuses_connections_and_drops_abandoned_ones(
+    start_server: StartServer,
+) -> None:
+    server = await start_server()
+    async with OrpheusTTS(server.base_url) as tts:
+        transport = tts._transport
+        assert isinstance(transport, TrioTransport)
+        sockets = set()
+        for _ in range(3):
+            audio = await tts.synthesize("Hi there.", **PARAMS)
+            assert audio == b"".join(expected_stream("Hi there.", None, PARAMS))
+            (connection,) = transport._endpoints[server.base_url].idle
+            sockets.add(connection.socket)
+        assert len(sockets) == 1  # the whole client path hands connections back
+        async with tts.open_stream("Hi there.", chunks=50, chunk_samples=480) as audio:
+            await audio.__anext__()  # leave after the first chunk
+        assert transport._endpoints[server.base_url].idle == []
+        assert next(iter(sockets)).fileno() == -1
+
+
 async def test_closing_early_closes_the_connection(start_server: StartServer) -> None:
     server = await start_server()
     transport = TrioTransport()
