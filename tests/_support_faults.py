@@ -37,6 +37,7 @@ __all__ = [
     "Reply",
     "body",
     "closed_port_url",
+    "drip",
     "expected_audio",
     "good",
     "good_lines",
@@ -303,6 +304,22 @@ def status(code: int, error_code: str, *, retry_after: str | None = None) -> Rep
         await conn.send_head(code, headers)
         await conn.stream.send_all(payload)
         await conn.until_client_closes()
+
+    return reply
+
+
+def drip(pieces: Sequence[bytes], *, every_s: float, filler: bytes) -> Reply:
+    """Headers and ``pieces``, then ``filler`` every ``every_s`` for as long as the client listens.
+
+    Never silent long enough for a read timeout: only a deadline or a hedge ends it.
+    """
+
+    async def reply(conn: Conn) -> None:
+        await conn.send_stream_head()
+        for piece in pieces:
+            await conn.send_piece(piece)
+        while not await conn.until_client_closes(every_s):
+            await conn.send_piece(filler)
 
     return reply
 

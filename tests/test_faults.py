@@ -25,6 +25,7 @@ from _support_faults import (
     Reply,
     body,
     closed_port_url,
+    drip,
     error_line,
     expected_audio,
     good,
@@ -298,6 +299,38 @@ async def test_silence_before_audio_ends_at_the_client_deadline(
     outcome = await run_case(nursery, [silence_after([])], timeout_s=0.5)
     assert isinstance(outcome.error, DeadlineExceeded)
     assert 0.4 < outcome.elapsed_s < 2.0
+
+
+# -- servers that trickle: never silent, never done -----------------------------------
+
+#: Routing hints every 50 ms: enough to defeat a read timeout, never audio.
+METRICS_DRIP = drip([], every_s=0.05, filler=b'{"type":"metrics","queue_depth":0}\n')
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        METRICS_DRIP,
+        drip([], every_s=0.05, filler=b"\n"),  # blank lines
+        drip([], every_s=0.05, filler=b"A"),  # one endless line, byte by byte
+        drip([chunk0()], every_s=0.05, filler=b" "),  # after audio
+    ],
+    ids=["metrics", "blank lines", "endless line", "after audio"],
+)
+async def test_a_trickling_server_is_ended_by_the_deadline(
+    nursery: trio.Nursery, reply: Reply
+) -> None:
+    outcome = await run_case(nursery, [reply], timeout_s=0.5, read_timeout_s=0.3)
+    assert isinstance(outcome.error, DeadlineExceeded)
+    assert 0.4 < outcome.elapsed_s < 2.0
+
+
+async def test_a_trickling_server_is_hedged(nursery: trio.Nursery) -> None:
+    outcome = await run_case(
+        nursery, [METRICS_DRIP, good()], hedge_ttfb_ms=100, read_timeout_s=0.3
+    )
+    assert outcome.error is None and outcome.audio == expected_audio(1)
+    assert outcome.elapsed_s < 1.5
 
 
 # -- hedging and refused connections -------------------------------------------------
