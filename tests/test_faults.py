@@ -133,7 +133,32 @@ async def run_case(
 
 # -- before the first audio: fail over, and only the second attempt's audio arrives --
 
+
+def raw_reply(data: bytes) -> Reply:
+    """Exactly these bytes as the answer, then wait for the client to close."""
+
+    async def reply(conn: Any) -> None:
+        await conn.stream.send_all(data)
+        await conn.until_client_closes()
+
+    return reply
+
+
+HUGE_HEAD = (
+    b"HTTP/1.1 200 OK\r\n" + b"X-Junk: " + b"a" * (10 * 1024 * 1024) + b"\r\n\r\n"
+)
+CHUNKED_HEAD = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\n"
+    b"Transfer-Encoding: chunked\r\n\r\n"
+)
+
 PRE_AUDIO_FAULTS: dict[str, tuple[Reply, type[BaseException]]] = {
+    "not HTTP": (raw_reply(b"SSH-2.0-OpenSSH_9.6\r\n\r\n"), httpx.TransportError),
+    "10 MB of headers": (raw_reply(HUGE_HEAD), httpx.TransportError),
+    "broken chunked framing": (
+        raw_reply(CHUNKED_HEAD + b"zz\r\nhello\r\n"),
+        httpx.TransportError,
+    ),
     "reset before headers": (reset_before_headers(), httpx.TransportError),
     "reset after headers": (reset_after([]), httpx.TransportError),
     "429": (status(429, "overloaded", retry_after="1"), HTTPStatusError),
