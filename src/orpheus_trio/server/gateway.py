@@ -103,7 +103,9 @@ class GatewayEngine:
         """The queue depth the best healthy upstream would give a request now."""
         snapshots = self.client.endpoints()
         candidates = [s for s in snapshots if self.upstreams.healthy(s)] or snapshots
-        return min(s.queue_hint + s.in_flight for s in candidates)
+        # A worker's hint (queued plus running) already counts the attempts we had
+        # open when it was reported; our own in-flight count is a floor on it.
+        return min(max(s.queue_hint, s.in_flight) for s in candidates)
 
     def summary(self) -> dict[str, Any]:
         """Fields the gateway adds to ``/v1/system``."""
