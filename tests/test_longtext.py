@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field
@@ -307,14 +306,7 @@ async def test_long_text_through_the_client_is_byte_exact_in_order_and_prefetche
 
 # -- OrpheusTTS.stream(): long text goes through this pipeline ---------------------------------
 
-# Active once client.stream() takes split= (the hook-up of issue 5, applied by the lead).
-needs_client_hookup = pytest.mark.skipif(
-    "split" not in inspect.signature(OrpheusTTS.stream).parameters,
-    reason="OrpheusTTS.stream() does not split long text yet",
-)
 
-
-@needs_client_hookup
 async def test_client_stream_splits_long_text_into_ordered_pieces(
     start_server: StartServer,
 ) -> None:
@@ -343,7 +335,6 @@ async def test_client_stream_splits_long_text_into_ordered_pieces(
     ]
 
 
-@needs_client_hookup
 async def test_client_stream_names_the_failing_piece(start_server: StartServer) -> None:
     # Every second request ends with an in-band error after its first chunk: here, piece 2.
     engine = SyntheticEngine(faults=[ScheduledFault({"error_after": 1}, every=2)])

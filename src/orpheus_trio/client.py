@@ -48,6 +48,7 @@ from .frames import (
 )
 from .hedge import Reason, race
 from .routing import Router
+from .speech import SpeechSource
 from .transport import (
     DEFAULT_CONNECT_TIMEOUT_S,
     DEFAULT_MAX_CONNECTIONS_PER_ENDPOINT,
@@ -357,7 +358,7 @@ class _Plan:
         await _close_quietly(result.response, self._client.close_timeout_s)
 
 
-class OrpheusTTS:
+class OrpheusTTS(SpeechSource):
     """Streams Orpheus speech from one gateway or several workers, hedged and failed over.
 
     ``base_urls``: one URL or several (each ``http(s)://host[:port]``).
@@ -492,41 +493,6 @@ class OrpheusTTS:
         from .local.synthesizer import LocalSynthesizer
 
         return LocalSynthesizer.load(model, snac, device=device, **options)
-
-    async def stream(
-        self,
-        text: str,
-        voice: str | None = None,
-        *,
-        timeout_s: float | None = None,
-        **params: Any,
-    ) -> AsyncIterator[bytes]:
-        """Yield the speech for ``text`` as raw PCM chunks (s16le mono 24 kHz, even length).
-
-        ``params`` go to the service as engine parameters. Break out early with
-        ``contextlib.aclosing`` or use :meth:`open_stream` to close the HTTP
-        stream at once; an abandoned generator closes it when collected.
-        """
-        # Long text (issue 5) will be split here and each piece streamed, in order, via open_stream.
-        async with self.open_stream(
-            text, voice, timeout_s=timeout_s, **params
-        ) as audio:
-            async for pcm in audio:
-                yield pcm
-
-    async def synthesize(
-        self,
-        text: str,
-        voice: str | None = None,
-        *,
-        timeout_s: float | None = None,
-        **params: Any,
-    ) -> bytes:
-        """The whole speech for ``text`` as one PCM buffer."""
-        async with self.open_stream(
-            text, voice, timeout_s=timeout_s, **params
-        ) as audio:
-            return b"".join([pcm async for pcm in audio])
 
     @asynccontextmanager
     async def open_stream(

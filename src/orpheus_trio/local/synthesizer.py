@@ -27,6 +27,7 @@ from typing import Any, Self
 import trio
 
 from ..errors import DeadlineExceeded
+from ..speech import SpeechSource
 from .generation import ThreadedGenerator
 from .llm import (
     DEFAULT_VOICES,
@@ -192,7 +193,7 @@ class LocalAudioStream:
         return float_to_pcm16(audio)
 
 
-class LocalSynthesizer:
+class LocalSynthesizer(SpeechSource):
     """Orpheus speech made on this machine, with the client's ``stream``/``synthesize`` API.
 
     ``lm``: the loaded :class:`OrpheusLM`. ``decoder``: a :class:`SnacDecoder`
@@ -318,35 +319,6 @@ class LocalSynthesizer:
             yield audio
         finally:
             await audio.aclose()
-
-    async def stream(
-        self,
-        text: str,
-        voice: str | None = None,
-        *,
-        timeout_s: float | None = None,
-        **params: Any,
-    ) -> AsyncIterator[bytes]:
-        """Yield the speech for ``text`` as PCM chunks (s16le mono 24 kHz, even length)."""
-        async with self.open_stream(
-            text, voice, timeout_s=timeout_s, **params
-        ) as audio:
-            async for pcm in audio:
-                yield pcm
-
-    async def synthesize(
-        self,
-        text: str,
-        voice: str | None = None,
-        *,
-        timeout_s: float | None = None,
-        **params: Any,
-    ) -> bytes:
-        """The whole speech for ``text`` as one PCM buffer."""
-        async with self.open_stream(
-            text, voice, timeout_s=timeout_s, **params
-        ) as audio:
-            return b"".join([pcm async for pcm in audio])
 
     async def close(self) -> None:
         """Nothing is held between requests; here for symmetry with the client."""

@@ -1,0 +1,82 @@
+"""What every speech source builds on ``open_stream``: ``stream`` and ``synthesize``.
+
+The network client (:class:`~orpheus_trio.client.OrpheusTTS`) and the on-box
+synthesizer (:class:`~orpheus_trio.local.synthesizer.LocalSynthesizer`) differ
+only in how one utterance is opened. Long text is handled here, once for both:
+it is split into pieces (``textsplit``) and streamed in order with the next
+piece synthesized while the current one plays (``longtext``).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncGenerator, AsyncIterable
+from contextlib import AbstractAsyncContextManager, aclosing
+from typing import Any
+
+from .longtext import ordered_stream
+from .textsplit import SplitMode, split_for_synthesis
+
+__all__ = ["SpeechSource"]
+
+
+class SpeechSource(ABC):
+    """A source of speech: one abstract method, ``open_stream``, and two built on it."""
+
+    @abstractmethod
+    def open_stream(
+        self,
+        text: str,
+        voice: str | None = None,
+        *,
+        timeout_s: float | None = None,
+        **params: Any,
+    ) -> AbstractAsyncContextManager[AsyncIterable[bytes]]:
+        """One utterance's audio, closed when the block is left."""
+
+    async def stream(
+        self,
+        text: str,
+        voice: str | None = None,
+        *,
+        split: SplitMode = "auto",
+        timeout_s: float | None = None,
+        **params: Any,
+    ) -> AsyncGenerator[bytes, None]:
+        """Yield the speech for ``text`` as raw PCM chunks (s16le mono 24 kHz, even length).
+
+        ``params`` go to the engine. ``split``: ``"auto"`` (the default) splits
+        text longer than 400 characters into sentence-aligned pieces,
+        ``"sentences"`` always splits, ``"never"`` sends the text whole. Pieces
+        are separate requests (``timeout_s`` applies to each) whose audio is
+        yielded strictly in order; a failing piece raises with a note naming it.
+        Break out early with ``contextlib.aclosing``, or use :meth:`open_stream`,
+        to close the stream at once.
+        """
+        pieces = split_for_synthesis(text, split)
+
+        async def one(piece: str) -> AsyncGenerator[bytes, None]:
+            async with self.open_stream(
+                piece, voice, timeout_s=timeout_s, **params
+            ) as audio:
+                async for pcm in audio:
+                    yield pcm
+
+        source = one(pieces[0]) if len(pieces) == 1 else ordered_stream(pieces, one)
+        async with aclosing(source):
+            async for pcm in source:
+                yield pcm
+
+    async def synthesize(
+        self,
+        text: str,
+        voice: str | None = None,
+        *,
+        split: SplitMode = "auto",
+        timeout_s: float | None = None,
+        **params: Any,
+    ) -> bytes:
+        """The whole speech for ``text`` as one PCM buffer (long text split as in :meth:`stream`)."""
+        audio = self.stream(text, voice, split=split, timeout_s=timeout_s, **params)
+        async with aclosing(audio):
+            return b"".join([pcm async for pcm in audio])
