@@ -170,49 +170,32 @@ def clients(url: str) -> dict[str, Maker]:
         client = RawTrioClient(host, int(port))
         return client.once, client.aclose
 
-    async def naive() -> tuple[StreamOnce, Callable[[], Awaitable[None]]]:
-        client = httpx.AsyncClient(timeout=30)
+    def naive(httpx_module: Any) -> Maker:
+        """The hand-written client, on ``httpx`` or its API-compatible fork ``httpx2``."""
 
-        async def once() -> int:
-            n = 0
-            async with client.stream(
-                "POST",
-                url + "/v1/tts/stream",
-                content=REQUEST_BODY,
-                headers={"Content-Type": "application/json"},
-            ) as response:
-                response.raise_for_status()
-                async for line in response.aiter_lines():
-                    if line:
-                        frame = json.loads(line)
-                        if frame["type"] == "chunk":
-                            base64.b64decode(frame["audio"])
-                            n += 1
-            return n
+        async def make() -> tuple[StreamOnce, Callable[[], Awaitable[None]]]:
+            client = httpx_module.AsyncClient(timeout=30)
 
-        return once, client.aclose
+            async def once() -> int:
+                n = 0
+                async with client.stream(
+                    "POST",
+                    url + "/v1/tts/stream",
+                    content=REQUEST_BODY,
+                    headers={"Content-Type": "application/json"},
+                ) as response:
+                    response.raise_for_status()
+                    async for line in response.aiter_lines():
+                        if line:
+                            frame = json.loads(line)
+                            if frame["type"] == "chunk":
+                                base64.b64decode(frame["audio"])
+                                n += 1
+                return n
 
-    async def naive2() -> tuple[StreamOnce, Callable[[], Awaitable[None]]]:
-        client = httpx2.AsyncClient(timeout=30)
+            return once, client.aclose
 
-        async def once() -> int:
-            n = 0
-            async with client.stream(
-                "POST",
-                url + "/v1/tts/stream",
-                content=REQUEST_BODY,
-                headers={"Content-Type": "application/json"},
-            ) as response:
-                response.raise_for_status()
-                async for line in response.aiter_lines():
-                    if line:
-                        frame = json.loads(line)
-                        if frame["type"] == "chunk":
-                            base64.b64decode(frame["audio"])
-                            n += 1
-            return n
-
-        return once, client.aclose
+        return make
 
     def orpheus(transport: str) -> Maker:
         async def make() -> tuple[StreamOnce, Callable[[], Awaitable[None]]]:
@@ -228,9 +211,9 @@ def clients(url: str) -> dict[str, Maker]:
 
         return make
 
-    makers: dict[str, Maker] = {"raw-trio": raw, "naive-httpx": naive}
+    makers: dict[str, Maker] = {"raw-trio": raw, "naive-httpx": naive(httpx)}
     if httpx2 is not None:
-        makers["naive-httpx2"] = naive2
+        makers["naive-httpx2"] = naive(httpx2)
     makers["orpheus[httpx]"] = orpheus("httpx")
     makers["orpheus[trio]"] = orpheus("trio")
     return makers
