@@ -40,12 +40,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+ROOT = Path(__file__).resolve().parent.parent
 # This file is named like the `snac` package: keep its folder off the import path.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
+sys.path.insert(0, str(ROOT / "tests"))  # the tiny model builders live with the tests
 
 import numpy as np
 import torch
 import trio
+from _support_snac import save_random_snac
 
 from orpheus_trio.local.batching import BatchingDecoder
 from orpheus_trio.local.snac_decoder import SnacDecoder, float_to_pcm16
@@ -53,17 +56,6 @@ from orpheus_trio.local.stream_decode import StreamingDecoder, pcm_from_tokens
 from orpheus_trio.local.tokens import token_ids_from_codes
 
 SAMPLE_RATE = 24000
-SNAC_24KHZ_CONFIG = {
-    "sampling_rate": 24000,
-    "encoder_dim": 48,
-    "encoder_rates": [2, 4, 8, 8],
-    "decoder_dim": 1024,
-    "decoder_rates": [8, 8, 4, 2],
-    "attn_window_size": None,
-    "codebook_size": 4096,
-    "codebook_dim": 8,
-    "vq_strides": [4, 2, 1],
-}
 
 
 @dataclass
@@ -77,17 +69,6 @@ class Run:
     ttfa_max_ms: float = 0.0
     streams_with_audio: int = 0
     ttfa_s: list[float] = field(default_factory=list, repr=False)
-
-
-def build_random_snac(directory: Path) -> Path:
-    import snac
-
-    torch.manual_seed(0)
-    model = snac.SNAC(**SNAC_24KHZ_CONFIG)
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "config.json").write_text(json.dumps(SNAC_24KHZ_CONFIG))
-    torch.save(model.state_dict(), directory / "pytorch_model.bin")
-    return directory
 
 
 def random_ids(n_frames: int, seed: int) -> list[int]:
@@ -220,7 +201,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     load_before = os.getloadavg()[0]
     device = torch.device(args.device)
     with tempfile.TemporaryDirectory() as tmp:
-        snac_dir = Path(args.snac) if args.snac else build_random_snac(Path(tmp) / "snac")
+        snac_dir = Path(args.snac) if args.snac else save_random_snac(Path(tmp) / "snac")[0]
         decoder = SnacDecoder.from_pretrained(snac_dir, device=device, dtype=args.dtype, compile=args.compile)
         import snac
 
