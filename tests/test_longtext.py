@@ -356,3 +356,11 @@ async def test_client_stream_names_the_failing_piece(start_server: StartServer) 
     assert bytes(received) == b"".join(
         expected_stream(one, None, params)
     ) + expected_pcm(two, None, 0, params)
+
+
+async def test_client_stream_rejects_long_blank_text_clearly(start_server: StartServer) -> None:
+    server = await start_server()
+    async with OrpheusTTS(server.base_url) as client:
+        with pytest.raises(ValueError, match="non-empty"):
+            async for _ in client.stream(" \n" * 300):
+                pass

@@ -72,8 +72,10 @@ def test_modes() -> None:
         split_text("x", max_chars=0)
 
 
-def test_blank_text_gives_no_pieces() -> None:
+def test_blank_text_gives_no_pieces_but_synthesis_gets_it_whole_to_reject() -> None:
     assert split_text("  \n\n \t ") == []
+    assert split_for_synthesis(" " * 500) == [" " * 500]
+    assert split_for_synthesis("\n\n", "sentences") == ["\n\n"]
 
 
 @settings(max_examples=300, deadline=None)

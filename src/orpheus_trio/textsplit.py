@@ -67,12 +67,15 @@ def split_for_synthesis(
     auto_threshold: int = AUTO_SPLIT_CHARS,
     max_chars: int = DEFAULT_MAX_CHARS,
 ) -> list[str]:
-    """The pieces to synthesize ``text`` as, according to ``mode``."""
+    """The pieces to synthesize ``text`` as, according to ``mode``: always at least one.
+
+    Blank text comes back whole, so the request that follows rejects it with its own clear error.
+    """
     if mode not in SPLIT_MODES:
         raise ValueError(f"split must be one of {', '.join(SPLIT_MODES)}; got {mode!r}")
     if mode == "never" or (mode == "auto" and len(text) <= auto_threshold):
         return [text]
-    return split_text(text, max_chars=max_chars)
+    return split_text(text, max_chars=max_chars) or [text]
 
 
 def split_text(text: str, *, max_chars: int = DEFAULT_MAX_CHARS) -> list[str]:
