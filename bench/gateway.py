@@ -18,15 +18,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import psutil
 import trio
 from server import SYNTHETIC_BODY, RawClient, ServerProcess
 
@@ -35,26 +32,14 @@ class GatewayProcess(ServerProcess):
     """``orpheus-trio gateway`` on a free port in front of ``upstream``."""
 
     def __init__(self, upstream: ServerProcess) -> None:
-        self.popen = subprocess.Popen(
+        self._start(
+            "gateway",
             [
-                sys.executable, "-m", "orpheus_trio", "gateway", "--port", "0",
                 "--upstream", f"http://{upstream.host}:{upstream.port}",
-                "--hedge-ttfb-ms", "0", "--max-concurrency", "64", "--max-queue", "256",
-                "--log-level", "WARNING",
+                "--hedge-ttfb-ms", "0",
             ],
-            stderr=subprocess.PIPE,
+            listening="upstreams",
         )  # fmt: skip
-        assert self.popen.stderr is not None
-        seen = ""
-        while (
-            match := re.search(r"upstreams on http://([0-9.]+):(\d+)", seen)
-        ) is None:
-            line = self.popen.stderr.readline().decode()
-            if not line:
-                raise RuntimeError(f"gateway did not start: {seen}")
-            seen += line
-        self.host, self.port = match.group(1), int(match.group(2))
-        self.process = psutil.Process(self.popen.pid)
 
 
 async def drive(

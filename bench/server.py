@@ -42,20 +42,25 @@ class ServerProcess:
     """``orpheus-trio serve`` on a free port, in a child process."""
 
     def __init__(self, engine: str) -> None:
+        self._start("serve", ["--engine", engine], listening="engine")
+
+    def _start(self, command: str, options: list[str], *, listening: str) -> None:
+        """Run ``orpheus-trio <command>`` on a free port; its address comes from the
+        log line ``<listening> on http://HOST:PORT``."""
         self.popen = subprocess.Popen(
             [
-                sys.executable, "-m", "orpheus_trio", "serve", "--port", "0",
-                "--engine", engine, "--max-concurrency", "64", "--max-queue", "256",
-                "--log-level", "WARNING",
+                sys.executable, "-m", "orpheus_trio", command, "--port", "0", *options,
+                "--max-concurrency", "64", "--max-queue", "256", "--log-level", "WARNING",
             ],
             stderr=subprocess.PIPE,
         )  # fmt: skip
         assert self.popen.stderr is not None
         seen = ""
-        while (match := re.search(r"engine on http://([0-9.]+):(\d+)", seen)) is None:
+        pattern = listening + r" on http://([0-9.]+):(\d+)"
+        while (match := re.search(pattern, seen)) is None:
             line = self.popen.stderr.readline().decode()
             if not line:
-                raise RuntimeError(f"server did not start: {seen}")
+                raise RuntimeError(f"orpheus-trio {command} did not start: {seen}")
             seen += line
         self.host, self.port = match.group(1), int(match.group(2))
         self.process = psutil.Process(self.popen.pid)
