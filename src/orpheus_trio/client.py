@@ -15,7 +15,6 @@ import os
 import random
 import ssl
 import uuid
-import warnings
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -58,7 +57,7 @@ from .transport import (
     StreamRequest,
     Transport,
 )
-from .trio_transport import InsecureTransportWarning, TrioTransport
+from .trio_transport import TrioTransport, warn_verification_off
 
 if TYPE_CHECKING:
     from .local.synthesizer import LocalSynthesizer
@@ -447,12 +446,7 @@ class OrpheusTTS(SpeechSource):
             )
         elif transport == "httpx":
             if not verify:
-                warnings.warn(
-                    "TLS certificate verification is off (verify=False): "
-                    "any server can pose as the endpoint",
-                    InsecureTransportWarning,
-                    stacklevel=2,
-                )
+                warn_verification_off()
             self._transport = HttpxTransport(
                 connect_timeout_s=connect_timeout_s,
                 read_timeout_s=read_timeout_s,

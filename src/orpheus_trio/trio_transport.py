@@ -63,6 +63,17 @@ class InsecureTransportWarning(UserWarning):
     """TLS certificate verification was turned off."""
 
 
+def warn_verification_off(stacklevel: int = 2) -> None:
+    """Warn that ``verify=False`` turned certificate checks off; ``stacklevel`` as
+    :func:`warnings.warn` counts it from the caller (2: the caller's caller)."""
+    warnings.warn(
+        "TLS certificate verification is off (verify=False): "
+        "any server can pose as the endpoint",
+        InsecureTransportWarning,
+        stacklevel=stacklevel + 1,
+    )
+
+
 def _http_request(request: StreamRequest) -> httpx.Request:
     """An ``httpx.Request`` for error constructors (built only when an error is raised)."""
     return httpx.Request(request.method, request.url)
@@ -181,12 +192,7 @@ class TrioTransport:
         if ssl_context is not None and not verify:
             raise ValueError("give ssl_context or verify=False, not both")
         if not verify:
-            warnings.warn(
-                "TLS certificate verification is off (verify=False): "
-                "any server can pose as the endpoint",
-                InsecureTransportWarning,
-                stacklevel=2,
-            )
+            warn_verification_off()
         self._connect_timeout_s = connect_timeout_s
         self._read_timeout_s = read_timeout_s
         self._watchdog = (
