@@ -283,7 +283,7 @@ async def test_long_text_through_the_client_is_byte_exact_in_order_and_prefetche
     engine = RecordingEngine()
     server = await start_server(engine)
     texts = ["Piece one is the longest here.", "Piece two.", "Piece three, the last."]
-    params = {
+    params: dict[str, Any] = {
         "chunk_samples": 2400,
         "rtf": 0.5,
     }  # 50 ms per chunk: each piece takes a while
