@@ -13,7 +13,7 @@ import wave
 from collections.abc import AsyncIterable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Self
 
 import numpy as np
 import numpy.typing as npt
@@ -208,7 +208,7 @@ class WavWriter:
             self._file.seek(end)
         self._file.flush()
 
-    def __enter__(self) -> WavWriter:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
