@@ -25,17 +25,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import statistics
 import subprocess
 import sys
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import psutil
 import trio
-import trio.lowlevel
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from _support_faults import open_fds, task_count  # the probes the fault tests use
 
 from orpheus_trio import (
     HTTPStatusError,
@@ -109,20 +111,6 @@ class SoakReport:
     def count(self, outcome: str) -> None:
         self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
         self.requests += 1
-
-
-def open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
-
-
-def task_count() -> int:
-    count, stack = 0, [trio.lowlevel.current_root_task()]
-    while stack:
-        task = stack.pop()
-        count += 1
-        for nursery in task.child_nurseries:
-            stack.extend(nursery.child_tasks)
-    return count
 
 
 async def one_request(
