@@ -1,6 +1,7 @@
 """The ``orpheus-trio`` command: one sub-command per module, each registering itself.
 
-Exit codes: 0 success, 1 the work failed (a request, a batch item), 2 bad usage.
+Exit codes: 0 success, 1 the work failed (a request, a batch item), 2 bad usage,
+130 interrupted.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from .server.gateway_command import register as register_gateway
 
 #: Each registers one sub-command and sets ``run`` (args -> exit code) as its default.
 Registrar = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
-#: In ``--help`` order. A gateway command registers here the same way, next to ``serve``.
+#: In ``--help`` order.
 REGISTRARS: list[Registrar] = [
     register_speak,
     register_batch,
@@ -31,7 +32,7 @@ REGISTRARS: list[Registrar] = [
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="orpheus-trio",
-        description="Stream Orpheus text-to-speech: speak, batch, system, serve. "
+        description="Stream Orpheus text-to-speech: speak, batch, system, serve, gateway. "
         "Run 'orpheus-trio COMMAND --help' for a command's options.",
         epilog=EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
