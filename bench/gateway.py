@@ -20,12 +20,11 @@ import argparse
 import json
 import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import trio
-from server import SYNTHETIC_BODY, RawClient, ServerProcess
+from server import SYNTHETIC_BODY, ServerProcess, stream_many
 
 
 class GatewayProcess(ServerProcess):
@@ -49,24 +48,10 @@ async def drive(
     total: int,
 ) -> dict[str, Any]:
     """Stream ``total`` requests to ``target``, ``concurrency`` at a time."""
-    first_chunks: list[float] = []
-    remaining = total
-
-    async def caller() -> None:
-        nonlocal remaining
-        client = RawClient(target.host, target.port)
-        while remaining > 0:
-            remaining -= 1
-            first, samples = await client.post(SYNTHETIC_BODY)
-            assert samples == 25 * 2400
-            first_chunks.append(first)
-
     cpu_before = {name: p.cpu_s() for name, p in measured.items()}
-    wall_before = time.perf_counter()
-    async with trio.open_nursery() as nursery:
-        for _ in range(concurrency):
-            nursery.start_soon(caller)
-    wall = time.perf_counter() - wall_before
+    results, wall = await stream_many(target, SYNTHETIC_BODY, concurrency, total)
+    assert all(samples == 25 * 2400 for _, samples in results)
+    first_chunks = [first for first, _ in results]
     row: dict[str, Any] = {
         "concurrency": concurrency,
         "streams": total,
