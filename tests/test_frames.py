@@ -408,6 +408,93 @@ def test_a_failed_decoder_keeps_failing_with_an_equal_error(decoder_cls: Any) ->
     assert first.value.line == 1
 
 
+BAD_LINE = b'{"type":"chunk","seq":2,"audio":"AAA*"}\n'
+BAD_LINE_ERROR = ProtocolError(
+    "chunk field 'audio' is not strict base64 (only A-Z a-z 0-9 + /, '=' padding required)",
+    4,
+)
+
+
+def test_frames_before_a_bad_line_in_one_piece_arrive_then_the_error(
+    decoder_cls: Any,
+) -> None:
+    decoder = decoder_cls()
+    piece = (
+        encode_chunk(0, PCM0)
+        + encode_metrics(a=1)
+        + encode_chunk(1, PCM1)
+        + BAD_LINE
+        + encode_chunk(2, PCM0)  # valid, but after the bad line: never returned
+        + encode_eos(3, 0)
+    )
+    assert decoder.feed(piece) == [Chunk(0, PCM0), Metrics({"a": 1}), Chunk(1, PCM1)]
+    assert (decoder.chunks_received, decoder.finished) == (2, False)
+    with pytest.raises(ProtocolError) as deferred:
+        decoder.feed(b"")  # the next call raises, whatever it brings
+    assert deferred.value == BAD_LINE_ERROR
+    with pytest.raises(ProtocolError) as again:
+        decoder.feed(encode_chunk(2, PCM0))
+    with pytest.raises(ProtocolError) as on_close:
+        decoder.close()
+    assert again.value == on_close.value == BAD_LINE_ERROR
+    assert decoder.chunks_received == 2
+
+
+def test_deferred_error_is_raised_by_close_too(decoder_cls: Any) -> None:
+    decoder = decoder_cls()
+    assert decoder.feed(encode_chunk(0, PCM0) + b"nope\n") == [Chunk(0, PCM0)]
+    with pytest.raises(ProtocolError) as caught:
+        decoder.close()
+    assert caught.value == ProtocolError("invalid JSON: Expecting value (column 1)", 2)
+
+
+def test_a_bad_line_first_in_a_piece_raises_at_once(decoder_cls: Any) -> None:
+    decoder = decoder_cls()
+    assert decoder.feed(encode_chunk(0, PCM0) + encode_chunk(1, PCM1)) == [
+        Chunk(0, PCM0),
+        Chunk(1, PCM1),
+    ]
+    # Blank lines and unknown frames return nothing: the bad line is still first.
+    with pytest.raises(ProtocolError) as caught:
+        decoder.feed(b'\n{"type":"later"}\n' + BAD_LINE + encode_eos(2, 0))
+    assert caught.value == ProtocolError(BAD_LINE_ERROR.reason, 5)
+    assert decoder.chunks_received == 2
+
+
+def test_every_split_delivers_the_frames_before_the_bad_line(
+    decoder_cls: Any,
+) -> None:
+    body = encode_chunk(0, PCM0) + encode_chunk(1, PCM1) + BAD_LINE[:-1] + b"\r\n"
+    body += encode_chunk(2, PCM0) + encode_eos(3, 0)
+    bad_at = body.index(BAD_LINE[:-1])
+    for first in range(0, len(body) + 1, 7):
+        for second in (first, bad_at, bad_at + 3, len(body)):
+            frames, error = run_decoder(decoder_cls, split_at(body, [first, second]))
+            assert frames == [Chunk(0, PCM0), Chunk(1, PCM1)], (first, second)
+            assert error == ProtocolError(BAD_LINE_ERROR.reason, 3), (first, second)
+
+
+def test_line_over_the_limit_after_good_frames_is_raised_by_the_next_call(
+    decoder_cls: Any,
+) -> None:
+    decoder = decoder_cls(max_line_bytes=100)
+    assert decoder.feed(encode_metrics(a=1) + b"x" * 101) == [Metrics({"a": 1})]
+    with pytest.raises(ProtocolError) as caught:
+        decoder.feed(b"\n")
+    assert caught.value == ProtocolError("line longer than the limit of 100 bytes", 2)
+
+
+def test_data_after_eos_in_the_same_piece_is_raised_by_the_next_call(
+    decoder_cls: Any,
+) -> None:
+    decoder = decoder_cls()
+    assert decoder.feed(encode_eos(0, 0) + b"\n x") == [EndOfStream(0, 0)]
+    assert decoder.finished
+    with pytest.raises(ProtocolError) as caught:
+        decoder.close()
+    assert caught.value == ProtocolError("data after end of stream", 3)
+
+
 # --- end of body ------------------------------------------------------------------
 
 

@@ -264,6 +264,10 @@ async def test_the_library_frame_decoder_accepts_every_stream_shape(
     decoder = FrameDecoder()
     assert isinstance(decoder.feed(failed.content)[-1], ErrorFrame)
     decoder.close()
+    decoder = FrameDecoder()
+    # The chunk before the malformed line is delivered; the next call raises.
+    frames = decoder.feed(malformed.content)
+    assert [f.seq for f in frames if isinstance(f, Chunk)] == [0]
     with pytest.raises(ProtocolError) as error:
-        FrameDecoder().feed(malformed.content)
+        decoder.close()
     assert error.value.line == 3

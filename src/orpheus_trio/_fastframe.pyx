@@ -7,8 +7,9 @@ byte by byte, and pybase64 (SIMD, ``validate=True``) decodes the audio straight
 out of the received buffer. Any other line, and any plain-looking chunk line
 whose audio pybase64 refuses, is handed to ``frames._parse_line``, the exact
 reference reading, so every error comes from the reference code. Line splitting,
-the line limit and the stream rules mirror the reference decoder statement by
-statement; the property tests hold the two together.
+the line limit, the stream rules and the error rule (frames completed before a
+bad line are returned, the next call raises) mirror the reference decoder
+statement by statement; the property tests hold the two together.
 """
 
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize
@@ -110,7 +111,10 @@ cdef class FastFrameDecoder:
         return self._samples
 
     def feed(self, data):
-        """Decode the next piece of the body; return the frames of the lines it completed."""
+        """Decode the next piece of the body; return the frames of the lines it completed.
+
+        A bad line after good frames in this piece is raised by the next call instead.
+        """
         self._check_usable()
         if self._closed:
             raise RuntimeError("feed() called after close()")
@@ -120,8 +124,10 @@ cdef class FastFrameDecoder:
         try:
             self._feed(<bytes>data, frames)
         except ProtocolError as exc:
+            # Good frames before the bad line are delivered; the next call raises.
             self._failure = exc
-            raise
+            if not frames:
+                raise
         return frames
 
     def close(self):

@@ -280,9 +280,13 @@ class PythonFrameDecoder:
     not strict base64 or holds an odd byte count, a ``seq`` gap or repeat, ``eos``
     totals that differ from what arrived, or any non-blank byte after ``eos`` or
     ``error`` (raised as soon as that byte arrives). The first error fails the
-    decoder: later ``feed``/``close`` calls raise an equal error. Frames decoded
-    earlier in the failing piece are dropped with it; nothing of a bad line is
-    ever returned. An ``error`` frame is returned as :class:`ErrorFrame`, not raised.
+    decoder. ``feed`` returns every frame completed before the bad line, so what
+    reaches the caller never depends on how the body was split: if the piece
+    completed good frames first, they are returned and the error is raised by the
+    next call (an empty ``feed`` will do); otherwise it is raised at once. Every
+    later ``feed``/``close`` raises an equal error. Nothing of a bad line, and no
+    frame after it, is ever returned. An ``error`` frame is returned as
+    :class:`ErrorFrame`, not raised.
 
     ``close`` marks the end of the body and raises :class:`IncompleteStreamError`
     unless ``eos`` or ``error`` arrived. It is strict about the last line: one
@@ -316,7 +320,10 @@ class PythonFrameDecoder:
         return self._samples
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[Frame]:
-        """Decode the next piece of the body; return the frames of the lines it completed."""
+        """Decode the next piece of the body; return the frames of the lines it completed.
+
+        A bad line after good frames in this piece is raised by the next call instead.
+        """
         self._check_usable()
         if self._closed:
             raise RuntimeError("feed() called after close()")
@@ -327,7 +334,8 @@ class PythonFrameDecoder:
             )
         except ProtocolError as exc:
             self._failure = exc
-            raise
+            if not frames:
+                raise
         return frames
 
     def close(self) -> None:
