@@ -133,6 +133,17 @@ def expected_stream(
     ]
 
 
+def _raise_scripted_end(sent: int, p: Mapping[str, Any]) -> None:
+    """Raise the cut or the error frame the request scripted after ``sent`` chunks, if any."""
+    if sent == p.get("cut_after"):
+        raise AbortStream(f"scripted cut after {sent} chunks")
+    if sent == p.get("error_after"):
+        raise EngineError(
+            p.get("error_code", "engine_error"),
+            f"scripted error after {sent} chunks",
+        )
+
+
 @dataclass(frozen=True)
 class ScheduledFault:
     """Override ``params`` on every ``every``-th request, or on a ``fraction`` of them.
@@ -283,13 +294,7 @@ class SyntheticEngine:
         for seq in range(chunk_count(text, p)):
             if seq == stall_after:
                 await trio.sleep(p["stall_s"])
-            if seq == p.get("cut_after"):
-                raise AbortStream(f"scripted cut after {seq} chunks")
-            if seq == p.get("error_after"):
-                raise EngineError(
-                    p.get("error_code", "engine_error"),
-                    f"scripted error after {seq} chunks",
-                )
+            _raise_scripted_end(seq, p)
             if seq == p.get("malformed_after"):
                 yield RawLine(MALFORMED_LINE)
             if pace_s > 0 and seq > 0:
@@ -298,14 +303,7 @@ class SyntheticEngine:
                 await trio.lowlevel.checkpoint()
             yield expected_pcm(text, voice, seq, p)
         # Faults placed exactly at the end still fire (e.g. cut_after == chunks).
-        end = chunk_count(text, p)
-        if end == p.get("cut_after"):
-            raise AbortStream(f"scripted cut after {end} chunks")
-        if end == p.get("error_after"):
-            raise EngineError(
-                p.get("error_code", "engine_error"),
-                f"scripted error after {end} chunks",
-            )
+        _raise_scripted_end(chunk_count(text, p), p)
 
     async def aclose(self) -> None:
         return None
