@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
 import trio
-from _support_server import StartServer, parse_frames
+from _support_server import RunningServer, StartServer, parse_frames
 from prometheus_client.parser import text_string_to_metric_families
 
 from orpheus_trio.server.engines.synthetic import SyntheticEngine
@@ -30,6 +32,24 @@ async def wait_until_gauge(
     with trio.fail_after(3):
         while await gauge(client, base_url, name) != value:
             await trio.sleep(0.01)
+
+
+@asynccontextmanager
+async def one_slot_taken(
+    start_server: StartServer, *, hog_ms: int
+) -> AsyncIterator[tuple[httpx.AsyncClient, RunningServer]]:
+    """A server with one slot and one queue place, its slot held by a request whose
+    first audio comes after ``hog_ms``; on exit that request is waited for."""
+    server = await start_server(max_concurrency=1, max_queue=1)
+    async with (
+        httpx.AsyncClient(base_url=server.base_url) as client,
+        trio.open_nursery() as nursery,
+    ):
+        nursery.start_soon(
+            lambda: client.post("/v1/tts/stream", json={"text": "hog", "ttfb_ms": hog_ms})
+        )
+        await wait_until_gauge(client, server.base_url, "orpheus_inflight", 1)
+        yield client, server
 
 
 async def test_past_the_queue_requests_get_429_with_retry_after(
@@ -122,15 +142,7 @@ async def test_default_deadline_applies_and_timeout_s_is_capped(
 async def test_deadline_counts_time_spent_in_the_queue(
     start_server: StartServer,
 ) -> None:
-    server = await start_server(max_concurrency=1, max_queue=1)
-    async with (
-        httpx.AsyncClient(base_url=server.base_url) as client,
-        trio.open_nursery() as nursery,
-    ):
-        nursery.start_soon(
-            lambda: client.post("/v1/tts/stream", json={"text": "hog", "ttfb_ms": 600})
-        )
-        await wait_until_gauge(client, server.base_url, "orpheus_inflight", 1)
+    async with one_slot_taken(start_server, hog_ms=600) as (client, _):
         queued = await client.post(
             "/v1/tts/stream", json={"text": "q", "chunks": 1, "timeout_s": 0.2}
         )
@@ -164,15 +176,7 @@ async def test_client_disconnect_cancels_the_engine_within_a_second(
 async def test_client_disconnect_while_queued_frees_the_slot(
     start_server: StartServer,
 ) -> None:
-    server = await start_server(max_concurrency=1, max_queue=1)
-    async with (
-        httpx.AsyncClient(base_url=server.base_url) as client,
-        trio.open_nursery() as nursery,
-    ):
-        nursery.start_soon(
-            lambda: client.post("/v1/tts/stream", json={"text": "hog", "ttfb_ms": 800})
-        )
-        await wait_until_gauge(client, server.base_url, "orpheus_inflight", 1)
+    async with one_slot_taken(start_server, hog_ms=800) as (client, server):
         with trio.move_on_after(0.2):
             await client.post("/v1/tts/stream", json={"text": "gone", "chunks": 1})
         await wait_until_gauge(client, server.base_url, "orpheus_queue_depth", 0)
