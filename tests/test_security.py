@@ -229,14 +229,22 @@ async def test_redirects_are_not_followed(
 # -- TLS ----------------------------------------------------------------------------
 
 
+async def start_tls_server(
+    nursery: trio.Nursery, tmp_path: Path
+) -> tuple[RawServer, Path]:
+    """A server streaming good audio over TLS with a fresh self-signed CA, and that CA's file."""
+    server_context, ca = make_tls(tmp_path)
+    server = RawServer(lambda n: good())
+    await server.start(nursery, server_context)
+    return server, ca
+
+
 @needs_cryptography
 @pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_tls_is_verified_by_default(
     nursery: trio.Nursery, tmp_path: Path, transport: str
 ) -> None:
-    server_context, _ = make_tls(tmp_path)
-    server = RawServer(lambda n: good())
-    await server.start(nursery, server_context)
+    server, _ = await start_tls_server(nursery, tmp_path)
     with trio.fail_after(10):
         async with OrpheusTTS(
             server.url,
@@ -260,9 +268,7 @@ async def test_tls_is_verified_by_default(
 async def test_tls_with_a_trusted_ca_works_without_warning(
     nursery: trio.Nursery, tmp_path: Path, transport: str, recwarn: Any
 ) -> None:
-    server_context, ca = make_tls(tmp_path)
-    server = RawServer(lambda n: good())
-    await server.start(nursery, server_context)
+    server, ca = await start_tls_server(nursery, tmp_path)
     trust = ssl.create_default_context(cafile=str(ca))
     async with OrpheusTTS(
         server.url,
@@ -278,9 +284,7 @@ async def test_tls_with_a_trusted_ca_works_without_warning(
 async def test_tls_verification_off_only_when_asked_and_with_a_warning(
     nursery: trio.Nursery, tmp_path: Path, transport: str
 ) -> None:
-    server_context, _ = make_tls(tmp_path)
-    server = RawServer(lambda n: good())
-    await server.start(nursery, server_context)
+    server, _ = await start_tls_server(nursery, tmp_path)
     with pytest.warns(InsecureTransportWarning, match="verification is off"):
         tts = OrpheusTTS(server.url, transport=transport, verify=False)  # type: ignore[arg-type]
     async with tts:
