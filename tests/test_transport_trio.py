@@ -311,10 +311,12 @@ async def test_garbage_instead_of_a_response(nursery: trio.Nursery) -> None:
 # -- timeouts and cancellation --------------------------------------------------------------
 
 
-async def test_read_timeout_before_the_head(nursery: trio.Nursery) -> None:
-    async def mute(conn: Conn) -> None:
-        await conn.until_client_closes()
+async def mute(conn: Conn) -> None:
+    """Accept the connection and say nothing until the client hangs up."""
+    await conn.until_client_closes()
 
+
+async def test_read_timeout_before_the_head(nursery: trio.Nursery) -> None:
     server = await raw_server(nursery, mute)
     transport = TrioTransport(read_timeout_s=0.2)
     started = trio.current_time()
@@ -352,9 +354,6 @@ async def test_cancelled_read_closes_the_connection(nursery: trio.Nursery) -> No
 
 
 async def test_cancelled_open_closes_the_connection(nursery: trio.Nursery) -> None:
-    async def mute(conn: Conn) -> None:
-        await conn.until_client_closes()
-
     server = await raw_server(nursery, mute)
     transport = TrioTransport(max_connections_per_endpoint=1)
     with trio.move_on_after(0.1) as scope:
@@ -410,9 +409,6 @@ def trusting(ca: trustme.CA) -> ssl.SSLContext:
 async def test_tls_handshake_that_never_ends_is_a_connect_timeout(
     nursery: trio.Nursery, ca: trustme.CA
 ) -> None:
-    async def mute(conn: Conn) -> None:
-        await conn.until_client_closes()
-
     server = await raw_server(nursery, mute)  # accepts TCP, never speaks TLS
     url = server.url.replace("http://", "https://")
     transport = TrioTransport(ssl_context=trusting(ca), connect_timeout_s=0.2)
