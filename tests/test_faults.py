@@ -48,7 +48,7 @@ from orpheus_trio import (
     ProtocolError,
     ServiceError,
 )
-from orpheus_trio.frames import encode_chunk, encode_eos
+from orpheus_trio.frames import encode_chunk, encode_eos, encode_metrics
 from orpheus_trio.server.engines.synthetic import SyntheticEngine, expected_stream
 
 #: Every case must end well within this (seconds).
@@ -167,15 +167,12 @@ PRE_AUDIO_FAULTS: dict[str, tuple[Reply, type[BaseException]]] = {
     "body ends without eos or audio": (body([]), IncompleteStreamError),
     "error frame before audio": (body([error_line("engine_error")]), ServiceError),
     "malformed line": (body([MALFORMED]), ProtocolError),
-    "chunk then malformed line in one read": (
-        body([chunk0() + MALFORMED]),
+    # The server then holds the connection open: the error must not wait for more bytes.
+    "metrics then malformed line in one read": (
+        body([encode_metrics(queue_depth=0) + MALFORMED], end=False),
         ProtocolError,
     ),
     "invalid base64": (body([INVALID_B64 % 0]), ProtocolError),
-    "chunk then invalid base64 in one read": (
-        body([chunk0() + INVALID_B64 % 1]),
-        ProtocolError,
-    ),
     "odd PCM length": (body([ODD_PCM % 0]), ProtocolError),
     "10 MB line": (body([TEN_MB_LINE]), ProtocolError),
     "seq gap": (body([encode_chunk(1, pcm_of(0, 1))]), ProtocolError),
@@ -267,6 +264,19 @@ MID_STREAM_FAULTS: dict[str, tuple[Reply, type[BaseException], int]] = {
     ),
     "malformed line": (body([chunk0(), MALFORMED], gap_s=0.05), ProtocolError, 1),
     "invalid base64": (body([chunk0(), INVALID_B64 % 1], gap_s=0.05), ProtocolError, 1),
+    # A valid chunk and a broken line in the same read: the chunk is the first audio
+    # (the race is won, nothing is retried), then the error. The server then holds
+    # the connection open, so the error must not wait for more bytes.
+    "chunk then malformed line in one read": (
+        body([chunk0() + MALFORMED], end=False),
+        ProtocolError,
+        1,
+    ),
+    "chunk then invalid base64 in one read": (
+        body([chunk0() + INVALID_B64 % 1], end=False),
+        ProtocolError,
+        1,
+    ),
     "odd PCM length": (body([chunk0(), ODD_PCM % 1], gap_s=0.05), ProtocolError, 1),
     "10 MB line": (body([chunk0(), TEN_MB_LINE], gap_s=0.05), ProtocolError, 1),
     "seq gap": (
@@ -301,6 +311,22 @@ async def test_protocol_errors_name_the_line(nursery: trio.Nursery) -> None:
     outcome = await run_case(nursery, MID_STREAM_FAULTS["seq gap"][:1])
     assert isinstance(outcome.error, ProtocolError)
     assert outcome.error.line == 2 and "expected 1, got 2" in outcome.error.reason
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_chunk_sharing_a_read_with_a_bad_line_arrives_then_the_error(
+    nursery: trio.Nursery, transport: str
+) -> None:
+    reply = MID_STREAM_FAULTS["chunk then malformed line in one read"][0]
+    outcome = await run_case(
+        nursery, [reply, good()], read_timeout_s=5.0, transport=transport
+    )
+    assert outcome.audio == pcm_of(0, 0)  # exactly chunk 0 of request 0
+    assert outcome.error == ProtocolError(
+        "invalid JSON: Expecting value (column 26)", 2
+    )
+    assert outcome.requests == 1
+    assert outcome.elapsed_s < 2.0  # raised from what arrived, not after a read timeout
 
 
 async def test_incomplete_stream_counts_what_arrived(nursery: trio.Nursery) -> None:

@@ -193,7 +193,9 @@ class AudioStream:
 
     ``endpoint`` won the race, ``request_id`` is its ``X-Request-Id``, ``ttfb_s``
     the time from the request to its first audio (hedges included), ``attempts`` how many
-    attempts the race started.
+    attempts the race started. Audio that arrived is delivered, never retried: a
+    chunk that shares a read with a broken line is yielded, then the
+    :class:`ProtocolError` raises on the next iteration, with no failover.
     """
 
     def __init__(
@@ -229,6 +231,9 @@ class AudioStream:
                         return pcm
                 if self._finished:
                     break
+                # A bad line that shared the last read with good frames is raised by the
+                # decoder's next call: make that call now, not after more bytes come.
+                self._decoder.feed(b"")
                 data = await self._receive()
                 if data:
                     self._pending.extend(self._decoder.feed(data))
@@ -650,6 +655,7 @@ class OrpheusTTS(SpeechSource):
             request_id = response.headers.get("x-request-id", request_id)
             decoder = FrameDecoder(max_line_bytes=self.max_line_bytes)
             while True:
+                decoder.feed(b"")  # raises a bad line met after the last read's metrics
                 data = await response.receive()
                 if not data:
                     decoder.close()  # raises: eos or error would have ended this loop already
