@@ -166,11 +166,11 @@ async def one_request(
             )
         return
     name, key, error_type = fault
-    # An error frame ends a stream exactly after its chunks. A broken line fails the
-    # whole read it lands in (chunks before it in that read are dropped with it), and a
-    # cut may lose what the kernel had not handed over: fewer chunks, maybe none (then
+    # An error frame or a broken line ends a stream exactly after the chunks before it
+    # (the decoder delivers every frame before a bad line, however the body was split).
+    # A cut may lose what the kernel had not handed over: fewer chunks, maybe none (then
     # the failure came before any audio, and failing over was allowed and tried).
-    exact = name == "error"
+    exact = name in ("error", "malformed")
     count_ok = len(got) == params[key] if exact else len(got) <= params[key]
     if isinstance(error, error_type) and prefix_ok and count_ok:
         report.count(f"{name}_as_expected")
