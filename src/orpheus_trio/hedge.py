@@ -24,6 +24,7 @@ from typing import Literal, Protocol, TypeVar
 import httpx
 import trio
 
+from ._groups import single_exception
 from .errors import HTTPStatusError, OrpheusError
 
 __all__ = ["RacePlan", "Reason", "most_relevant_error", "race"]
@@ -104,27 +105,25 @@ async def race(
             nursery.cancel_scope.cancel()
 
     try:
-        async with trio.open_nursery() as nursery:
-            attempt: Callable[[], Awaitable[W]] | None = first
-            while attempt is not None:
-                failed = trio.Event()
-                nursery.start_soon(run, attempt, failed, nursery)
-                with trio.move_on_after(hedge_after) as hedge_timer:
-                    await failed.wait()
-                if hedge_timer.cancelled_caught:
-                    attempt = plan.next_attempt("hedge")
-                    if attempt is not None:
-                        continue
-                    # No hedge allowed: a failure may still earn a failover.
-                    await failed.wait()
-                attempt = plan.next_attempt("failover")
-    except BaseException as error:
+        with single_exception():  # users see one error, not the nursery's wrapper
+            async with trio.open_nursery() as nursery:
+                attempt: Callable[[], Awaitable[W]] | None = first
+                while attempt is not None:
+                    failed = trio.Event()
+                    nursery.start_soon(run, attempt, failed, nursery)
+                    with trio.move_on_after(hedge_after) as hedge_timer:
+                        await failed.wait()
+                    if hedge_timer.cancelled_caught:
+                        attempt = plan.next_attempt("hedge")
+                        if attempt is not None:
+                            continue
+                        # No hedge allowed: a failure may still earn a failover.
+                        await failed.wait()
+                    attempt = plan.next_attempt("failover")
+    except BaseException:
         if won:  # cancelled from outside right after a win: do not leak the winner
             with trio.CancelScope(shield=True):
                 await plan.discard(won[0])
-        if isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
-            # Users see single exceptions, not the nursery's wrapper.
-            raise error.exceptions[0]
         raise
 
     if won:

@@ -37,6 +37,8 @@ from dataclasses import dataclass, field
 
 import trio
 
+from ._groups import single_exception
+
 __all__ = ["Piece", "StreamPiece", "open_ordered_stream", "ordered_stream"]
 
 #: Synthesizes one piece of text: an async iterator of PCM chunks.
@@ -171,7 +173,9 @@ async def open_ordered_stream(
     Leaving the block cancels whatever is still being synthesized.
     """
     pipeline = _Pipeline(texts, stream_piece, prefetch, max_buffered_chunks)
-    try:
+    # The producer raises nothing but Cancelled, which its own scope absorbs, so a group
+    # here wraps the one exception from the caller's block.
+    with single_exception():
         async with trio.open_nursery() as nursery:
             nursery.start_soon(pipeline.produce)
             audio = pipeline.audio()
@@ -183,13 +187,6 @@ async def open_ordered_stream(
                 with trio.CancelScope(shield=True):
                     await audio.aclose()
                 nursery.cancel_scope.cancel()
-    except BaseExceptionGroup as group:
-        # The producer raises nothing but Cancelled, which its own scope absorbs, so a group
-        # here wraps the one exception from the caller's block: show it as itself.
-        if len(group.exceptions) != 1:
-            raise
-        only = group.exceptions[0]
-        raise only from only.__cause__
 
 
 async def ordered_stream(

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from .._groups import single_exception
 from ..client import OrpheusTTS
 from ..longtext import ordered_stream
 from ..textsplit import SplitMode, split_for_synthesis
@@ -85,22 +86,18 @@ async def open_session(settings: ConnectionSettings) -> AsyncIterator[Session]:
 
     engine = _load_espeak()
     try:
-        async with trio.open_nursery() as nursery:
-            base_url: str = await nursery.start(
-                serve, engine, ServerConfig(host="127.0.0.1", port=0)
-            )
-            try:
-                async with _client((base_url,), settings) as client:
-                    yield Session(client, embedded=True)
-            finally:
-                nursery.cancel_scope.cancel()
-    except BaseExceptionGroup as group:
         # The server task ends only by our cancel, so a group wraps the one error from the
-        # command itself (or a server that failed to start): show it as itself.
-        if len(group.exceptions) != 1:
-            raise
-        only = group.exceptions[0]
-        raise only from only.__cause__
+        # command itself (or a server that failed to start).
+        with single_exception():
+            async with trio.open_nursery() as nursery:
+                base_url: str = await nursery.start(
+                    serve, engine, ServerConfig(host="127.0.0.1", port=0)
+                )
+                try:
+                    async with _client((base_url,), settings) as client:
+                        yield Session(client, embedded=True)
+                finally:
+                    nursery.cancel_scope.cancel()
     finally:
         with trio.CancelScope(shield=True):
             await engine.aclose()
