@@ -1,5 +1,6 @@
 """orpheus-trio: stream Orpheus text-to-speech into Trio applications."""
 
+from .audio import SAMPLE_RATE
 from .client import AudioStream, EndpointSnapshot, OrpheusTTS
 from .errors import (
     CircuitOpenError,
@@ -27,6 +28,3 @@ __all__ = [
     "SAMPLE_RATE",
     "__version__",
 ]
-
-#: Every Orpheus stream is mono s16le at this rate.
-SAMPLE_RATE = 24_000

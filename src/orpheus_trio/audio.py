@@ -32,6 +32,7 @@ __all__ = [
     "wav_header",
 ]
 
+#: The v1 contract's one sample rate: every Orpheus stream is mono s16le at 24 kHz.
 SAMPLE_RATE = 24_000
 #: The RIFF size fields when the final size is unknown (a pipe): the largest value, as sox and ffmpeg write.
 _UNKNOWN_SIZE = 0xFFFFFFFF

@@ -25,6 +25,7 @@ from typing import Any
 
 import trio
 
+from ..audio import SAMPLE_RATE
 from ..frames import encode_chunk, encode_eos, encode_error, encode_metrics
 from .admission import Admission, Rejected, Ticket
 from .config import ServerConfig
@@ -43,7 +44,6 @@ from .metrics import ServerMetrics
 
 __all__ = ["ACCESS_LOGGER", "SAMPLE_RATE", "OrpheusApp", "create_app"]
 
-SAMPLE_RATE = 24_000
 ACCESS_LOGGER = "orpheus_trio.server.access"
 
 Scope = MutableMapping[str, Any]

@@ -26,6 +26,7 @@ import numpy as np
 import soxr
 import trio
 
+from ...audio import SAMPLE_RATE
 from ...textsplit import split_text
 from ..engine import (
     SAMPLING_PARAMS,
@@ -38,7 +39,7 @@ from ..engine import (
 __all__ = ["ESPEAK_RATE", "OUTPUT_RATE", "VOICE_MAP", "EspeakEngine"]
 
 ESPEAK_RATE = 22_050
-OUTPUT_RATE = 24_000
+OUTPUT_RATE = SAMPLE_RATE
 #: Orpheus voice name -> espeak voice (language + variant).
 VOICE_MAP = {
     "tara": "en-us+f3",

@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 import trio
 
+from ...audio import SAMPLE_RATE
 from ..engine import (
     SAMPLING_PARAMS,
     AbortStream,
@@ -69,7 +70,6 @@ __all__ = [
     "expected_stream",
 ]
 
-SAMPLE_RATE = 24_000
 VOICES = ("tara", "leah", "jess", "leo", "dan", "mia", "zac", "zoe")
 DEFAULT_VOICE = "tara"
 DEFAULT_CHUNK_SAMPLES = 2048
