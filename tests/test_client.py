@@ -223,3 +223,15 @@ def test_endpoints_snapshot_readable_outside_trio() -> None:
     (snap,) = tts.endpoints()
     assert snap.latency_estimate_s == pytest.approx(0.1)
     assert (snap.wins, snap.in_flight, snap.breaker_state) == (1, 0, "closed")
+
+
+async def test_request_id_outside_latin1_fails_without_exposing_the_key() -> None:
+    async with OrpheusTTS(A, SECRET) as tts:  # the default transport; nothing is sent
+        with pytest.raises(ValueError, match="X-Request-Id") as caught:
+            async with tts.open_stream("hi", request_id="r\u2028"):
+                pass
+    error: BaseException | None = caught.value
+    while error is not None:
+        assert SECRET not in repr(error) and SECRET not in str(error)
+        error = error.__cause__ or error.__context__
+    assert tts.endpoints()[0].in_flight == 0

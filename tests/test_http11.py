@@ -344,3 +344,19 @@ def test_arbitrary_heads_never_escape_as_another_error(head: bytes) -> None:
         body_framing(parsed)
     except httpx.RemoteProtocolError:
         pass
+
+
+def test_request_header_outside_latin1_is_refused_without_echoing_other_headers() -> None:
+    secret = "sk-very-secret-key"
+    with pytest.raises(ValueError, match="X-Request-Id") as caught:
+        encode_request(
+            "POST",
+            "/p",
+            "h",
+            {"Authorization": f"Bearer {secret}", "X-Request-Id": "r\u2028"},
+            b"",
+        )
+    error: BaseException | None = caught.value
+    while error is not None:  # the message, its repr and every chained error
+        assert secret not in repr(error) and secret not in str(error)
+        error = error.__cause__ or error.__context__

@@ -57,7 +57,7 @@ def encode_request(
     """The whole request (head and body) as bytes, ready for one ``send_all``.
 
     ``Host`` and ``Content-Length`` are ours to set; a CR, LF or NUL in a name or
-    value raises ``ValueError`` (no header injection).
+    value raises ``ValueError`` (no header injection), as does text outside latin-1.
     """
     lines = [f"{method} {target} HTTP/1.1", f"Host: {host}"]
     for name, value in headers.items():
@@ -72,7 +72,16 @@ def encode_request(
     lines.append(f"Content-Length: {len(body)}\r\n\r\n")
     if any(c in target for c in " \r\n\x00"):
         raise ValueError(f"invalid request target {target!r}")
-    return "\r\n".join(lines).encode("latin-1") + body
+    head = "\r\n".join(lines)
+    try:
+        return head.encode("latin-1") + body
+    except UnicodeEncodeError as error:
+        bad_line = head[: error.start].rpartition("\r\n")[2]
+    # Raised outside the handler: the UnicodeEncodeError holds the whole head, API key
+    # included, and must not ride along as this error's context.
+    if bad_line.startswith(method + " "):
+        raise ValueError(f"invalid request target {target!r}: not latin-1")
+    raise ValueError(f"invalid value for header {bad_line.partition(':')[0]!r}: not latin-1")
 
 
 # -- the response head -------------------------------------------------------------
