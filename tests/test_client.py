@@ -235,3 +235,21 @@ async def test_request_id_outside_latin1_fails_without_exposing_the_key() -> Non
         assert SECRET not in repr(error) and SECRET not in str(error)
         error = error.__cause__ or error.__context__
     assert tts.endpoints()[0].in_flight == 0
+
+
+async def test_audio_stream_ended_by_aclose_or_an_error_stays_ended(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    cut = Script(body=[(0.1, encode_chunk(0, b"\x01\x02")), (0.0, b'{"type": "err')])
+    fake = FakeTransport(in_order(speech(1, first_after=0.1, chunks=5), cut))
+    tts = OrpheusTTS(A, transport=fake)
+    async with tts.open_stream("hi") as audio:
+        await audio.__anext__()
+        await audio.aclose()
+        assert [pcm async for pcm in audio] == []
+    async with tts.open_stream("hi") as audio:
+        assert await audio.__anext__() == b"\x01\x02"
+        with pytest.raises(httpx.RemoteProtocolError):
+            await audio.__anext__()
+        assert [pcm async for pcm in audio] == []
+    assert tts.endpoints()[0].in_flight == 0

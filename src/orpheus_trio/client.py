@@ -223,6 +223,8 @@ class AudioStream:
         return self
 
     async def __anext__(self) -> bytes:
+        if self._response is None:  # ended, failed or closed: spent, like a finished generator
+            raise StopAsyncIteration
         try:
             while True:
                 while self._pending:
