@@ -44,6 +44,9 @@ def error_of(response: httpx.Response) -> dict[str, Any]:
         (b'{"text": ""}', "invalid_request", "text is empty"),
         (b'{"text": "   \\n"}', "invalid_request", "text is empty"),
         (b"", "invalid_request", "not valid JSON"),
+        # Nested past Python's recursion limit: the parser raises RecursionError.
+        (b"[" * 100_000, "invalid_request", "not valid JSON"),
+        (b'{"text": "hi", "x": ' + b"[" * 100_000, "invalid_request", "not valid JSON"),
     ],
 )
 async def test_malformed_bodies_get_400(

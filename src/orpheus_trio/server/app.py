@@ -376,7 +376,8 @@ class OrpheusApp:
         """Text, voice, the capped ``timeout_s`` and the engine's normalised parameters."""
         try:
             obj = json.loads(body)
-        except ValueError as error:
+        # Deep nesting makes the parser raise RecursionError: bad input, not a bug.
+        except (ValueError, RecursionError) as error:
             raise HTTPError(
                 400, "invalid_request", f"body is not valid JSON: {error}"
             ) from None
