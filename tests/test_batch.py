@@ -64,6 +64,8 @@ def test_jsonl_items_override_defaults_and_mix_with_plain_lines() -> None:
         ('ok\n{"text": "x",}', "line 2: not valid JSON"),
         ('["text"]\n{"text": 1}', "line 2: 'text' must be a non-empty string"),
         ('{"text": "x", "speed": 2}', "line 1: unknown key(s) speed"),
+        # Nested past Python's recursion limit: the parser raises RecursionError.
+        ('ok\n{"text": "x", "params": ' + "[" * 100_000, "line 2: not valid JSON"),
         ('{"text": "   "}', "line 1: 'text' must be a non-empty string"),
         ('{"text": "x", "voice": 3}', "line 1: 'voice' must be a string or null"),
         ('{"text": "x", "params": [1]}', "line 1: 'params' must be a JSON object"),

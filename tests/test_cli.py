@@ -310,6 +310,7 @@ async def test_audio_is_not_written_to_a_terminal() -> None:
         ("expr=a=b", ("expr", "a=b")),
         ("limit=NaN", ("limit", "NaN")),
         (" key = [1, 2] ", ("key", [1, 2])),
+        ("deep=" + "[" * 100_000, ("deep", "[" * 100_000)),
     ],
 )
 def test_param_values_are_read_as_json_when_they_parse(

@@ -109,7 +109,7 @@ def _parse_json_line(
         obj: dict[str, Any] = json.loads(
             line
         )  # a line starting with "{" is an object or invalid
-    except ValueError as error:
+    except (ValueError, RecursionError) as error:  # RecursionError: nested too deep
         raise BatchInputError(f"line {number}: not valid JSON: {error}") from None
     unknown = sorted(set(obj) - _JSON_KEYS)
     if unknown:

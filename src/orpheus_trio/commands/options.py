@@ -108,7 +108,7 @@ def parse_value(text: str) -> Any:
     """``--param`` values: JSON when it parses (numbers, true/false, null, "quoted", [..], {..}), else the string."""
     try:
         value = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deep
         return text
     if isinstance(value, float) and not math.isfinite(value):
         return text
