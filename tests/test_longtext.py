@@ -364,3 +364,22 @@ async def test_client_stream_rejects_long_blank_text_clearly(start_server: Start
         with pytest.raises(ValueError, match="non-empty"):
             async for _ in client.stream(" \n" * 300):
                 pass
+
+
+@BOTH
+async def test_a_piece_whose_own_stream_breaks_raises_rather_than_ending_short(
+    consume: Consume, autojump_clock: trio.testing.MockClock
+) -> None:
+    # BrokenResourceError from the piece's stream (a transport built on trio streams),
+    # not from a consumer that went away: the audio is incomplete and must say so.
+    broken = trio.BrokenResourceError("connection lost")
+    engine = FakeEngine(
+        {
+            "one.": Script([pcm(1), pcm(2)], delay_s=1, fail=broken),
+            "two.": Script([pcm(3)], delay_s=1),
+        }
+    )
+    with pytest.raises(trio.BrokenResourceError) as info:
+        await consume(list(engine.scripts), engine)
+    assert info.value is broken
+    assert "while synthesizing piece 1 of 2 ('one.')" in info.value.__notes__

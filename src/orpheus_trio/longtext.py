@@ -133,10 +133,11 @@ class _Pipeline:
                 stream = self._stream_piece(slot.piece.text)
                 async for pcm in stream:
                     slot.started_audio.set()
-                    await slot.send.send(pcm)
-            except trio.BrokenResourceError:
-                return  # the consumer has gone; nobody wants the rest
-            except Exception as exc:
+                    try:
+                        await slot.send.send(pcm)
+                    except trio.BrokenResourceError:
+                        return  # the consumer has gone; nobody wants the rest
+            except Exception as exc:  # the stream's own errors, BrokenResourceError too
                 slot.error = exc
             finally:
                 slot.started_audio.set()
