@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import re
 import signal
+import socket
 import subprocess
 import sys
 
 import httpx
 import pytest
 import trio
+
+from orpheus_trio.server import ServerConfig, serve
+from orpheus_trio.server.engines.synthetic import SyntheticEngine
 
 
 async def start_cli(*args: str) -> tuple[trio.Process, str]:
@@ -56,3 +61,33 @@ async def test_bad_settings_exit_with_usage_error() -> None:
     )
     assert result.returncode == 2
     assert b"max_concurrency must be > 0" in result.stderr
+
+
+def _listening_port() -> tuple[socket.socket, int]:
+    """A socket holding a port on 127.0.0.1 (port 0 picked), so binding it again fails."""
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    return holder, holder.getsockname()[1]
+
+
+async def test_serve_raises_the_bind_error_itself_not_a_group() -> None:
+    holder, port = _listening_port()
+    with holder, pytest.raises(OSError) as info:
+        await serve(SyntheticEngine(), ServerConfig(host="127.0.0.1", port=port))
+    assert info.value.errno == errno.EADDRINUSE
+
+
+@pytest.mark.parametrize("command", ["serve", "gateway"])
+async def test_a_port_in_use_is_one_line_and_exit_1(command: str) -> None:
+    holder, port = _listening_port()
+    extra = ["--engine", "synthetic"] if command == "serve" else ["--upstream", "http://127.0.0.1:9"]
+    with holder:
+        result = await trio.run_process(
+            [sys.executable, "-m", "orpheus_trio", command, "--port", str(port), *extra],
+            capture_stderr=True,
+            check=False,
+        )
+    assert result.returncode == 1
+    assert b"Traceback" not in result.stderr
+    assert b"in use" in result.stderr

@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 import trio
 
+from .._groups import single_exception
 from .app import OrpheusApp, create_app
 from .config import ServerConfig
 from .engine import Engine
@@ -138,7 +139,11 @@ def run(args: argparse.Namespace) -> int:
         return 2
     app = create_app(engine, config)
     try:
-        trio.run(serve_until_signalled, app, f"{engine.name} engine")
+        with single_exception():
+            trio.run(serve_until_signalled, app, f"{engine.name} engine")
+    except OSError as error:  # the port in use, an address not on this machine
+        print(f"orpheus-trio serve: error: {error}", file=sys.stderr)
+        return 1
     finally:
         trio.run(engine.aclose)
     return 0

@@ -13,6 +13,7 @@ import sys
 
 import trio
 
+from .._groups import single_exception
 from .command import add_server_arguments, config_from_args, serve_until_signalled
 from .gateway import Gateway
 
@@ -72,7 +73,11 @@ def run(args: argparse.Namespace) -> int:
         return 2
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(message)s")
     try:
-        trio.run(_serve, gateway)
+        with single_exception():
+            trio.run(_serve, gateway)
+    except OSError as error:  # the port in use, an address not on this machine
+        print(f"orpheus-trio gateway: error: {error}", file=sys.stderr)
+        return 1
     finally:
         trio.run(gateway.aclose)
     return 0

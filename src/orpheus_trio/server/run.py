@@ -18,6 +18,7 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 
+from .._groups import single_exception
 from .app import OrpheusApp, create_app
 from .config import ServerConfig
 from .engine import Engine
@@ -50,29 +51,31 @@ async def serve_app(
 ) -> None:
     """Like :func:`serve` for an app made by :func:`~.app.create_app` (tests inspect it)."""
     stop = trio.Event()
-    async with trio.open_nursery() as nursery:
-        binds: list[str] = await nursery.start(
-            partial(
-                hypercorn_serve,
-                cast(Any, app),
-                _hypercorn_config(config),
-                shutdown_trigger=stop.wait,
-                mode="asgi",
+    # Hypercorn's task ends only by our stop: its failure (a port in use) is the only error.
+    with single_exception():
+        async with trio.open_nursery() as nursery:
+            binds: list[str] = await nursery.start(
+                partial(
+                    hypercorn_serve,
+                    cast(Any, app),
+                    _hypercorn_config(config),
+                    shutdown_trigger=stop.wait,
+                    mode="asgi",
+                )
             )
-        )
-        task_status.started(binds[0])
-        if drain is None:
-            await trio.sleep_forever()
-        else:
-            await drain.wait()
-        app.start_draining()
-        with trio.move_on_after(config.drain_grace_s):
-            await app.wait_idle()
-        # Past the grace, streams still running end with an in-band ``cancelled``.
-        app.cancel_streams()
-        with trio.move_on_after(_HYPERCORN_GRACE_S):
-            await app.wait_idle()
-        stop.set()
+            task_status.started(binds[0])
+            if drain is None:
+                await trio.sleep_forever()
+            else:
+                await drain.wait()
+            app.start_draining()
+            with trio.move_on_after(config.drain_grace_s):
+                await app.wait_idle()
+            # Past the grace, streams still running end with an in-band ``cancelled``.
+            app.cancel_streams()
+            with trio.move_on_after(_HYPERCORN_GRACE_S):
+                await app.wait_idle()
+            stop.set()
 
 
 def _hypercorn_config(config: ServerConfig) -> HypercornConfig:
