@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from functools import partial
 from typing import Any
 
 import httpx
@@ -19,6 +20,7 @@ from _support_server import audio_of, parse_frames
 
 from orpheus_trio import OrpheusTTS
 from orpheus_trio.server.engines.synthetic import expected_pcm, expected_stream
+from orpheus_trio.server.gateway_upstreams import UpstreamWatch
 
 TEXTS = [f"Sentence number {n}, checked byte for byte." for n in range(12)]
 
@@ -175,3 +177,30 @@ async def test_caller_disconnect_cancels_the_worker_at_once(
     )
     assert b"orpheus_inflight 0.0" in worker.app.metrics.render()
     assert gw.gateway.engine.client.endpoints()[0].in_flight == 0
+
+
+async def test_a_worker_answering_unparseable_system_json_is_marked_down_not_fatal(
+    nursery: trio.Nursery,
+) -> None:
+    # JSON nested past Python's recursion limit: the parser raises RecursionError.
+    body = b"[" * 100_000
+    answer = (
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+        b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body)
+    ) + body
+
+    async def handle(stream: trio.SocketStream) -> None:
+        async with stream:
+            await stream.receive_some()
+            await stream.send_all(answer)
+
+    listeners = await nursery.start(partial(trio.serve_tcp, handle, 0, host="127.0.0.1"))
+    port = listeners[0].socket.getsockname()[1]
+    watch = UpstreamWatch([f"http://127.0.0.1:{port}"])
+    try:
+        await watch.poll()
+    finally:
+        await watch.aclose()
+    status = watch.statuses[f"http://127.0.0.1:{port}"]
+    assert not status.reachable
+    assert status.error is not None and "RecursionError" in status.error

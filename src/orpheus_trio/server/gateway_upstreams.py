@@ -101,7 +101,8 @@ class UpstreamWatch:
             response = await self._http.get(url + SYSTEM_PATH)
             response.raise_for_status()
             status = UpstreamStatus.from_system(url, response.json())
-        except (httpx.HTTPError, TypeError, ValueError) as error:
+        # RecursionError: JSON nested too deep; a broken worker must not stop the watch.
+        except (httpx.HTTPError, TypeError, ValueError, RecursionError) as error:
             status = UpstreamStatus(url, error=f"{type(error).__name__}: {error}")
         self.statuses[url] = status
 
