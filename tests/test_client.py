@@ -191,6 +191,11 @@ async def test_bad_input_is_rejected_clearly(
         OrpheusTTS([A, A + "/"])
     with pytest.raises(ValueError, match="hedge_ttfb_ms"):
         OrpheusTTS(A, hedge_ttfb_ms=-5)
+    # Checked here, not first met inside the cleanup of a failed stream (where it
+    # replaced the real error and left the response open).
+    for bad in (-1, math.nan, None):
+        with pytest.raises(ValueError, match="close_timeout_s"):
+            OrpheusTTS(A, transport=fake, close_timeout_s=bad)  # type: ignore[arg-type]
 
 
 async def test_close_and_context_manager(

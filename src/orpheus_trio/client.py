@@ -421,7 +421,15 @@ class OrpheusTTS(SpeechSource):
         self.hedge_delay_s = hedge_ttfb_ms / 1000.0 if hedge_ttfb_ms else None
         self.timeout_s = _positive_or_none("timeout_s", timeout_s)
         self.max_attempts = max_attempts
-        self.close_timeout_s = close_timeout_s
+        if not (
+            isinstance(close_timeout_s, (int, float))
+            and close_timeout_s >= 0
+            and math.isfinite(close_timeout_s)
+        ):
+            raise ValueError(
+                f"close_timeout_s must be a finite number of seconds >= 0, got {close_timeout_s!r}"
+            )
+        self.close_timeout_s = float(close_timeout_s)
         self.max_line_bytes = max_line_bytes
         self._api_key = _Secret(api_key) if api_key is not None else None
         rng = rng if rng is not None else random.Random()
