@@ -189,6 +189,11 @@ async def test_bad_input_is_rejected_clearly(
         OrpheusTTS([])
     with pytest.raises(ValueError, match="distinct"):
         OrpheusTTS([A, A + "/"])
+    # Parts the client would drop silently (credentials would also show in reprs and errors).
+    for url in ("http://user:pw@a:1", "http://a:1/p?x=1", "http://a:1/p#f"):
+        with pytest.raises(ValueError, match="http") as caught:
+            OrpheusTTS(url)
+        assert "pw" not in str(caught.value)
     with pytest.raises(ValueError, match="hedge_ttfb_ms"):
         OrpheusTTS(A, hedge_ttfb_ms=-5)
     # Checked here, not first met inside the cleanup of a failed stream (where it

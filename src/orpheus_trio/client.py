@@ -159,7 +159,17 @@ def _normalize_urls(base_urls: str | Sequence[str]) -> tuple[str, ...]:
         if not isinstance(url, str):
             raise TypeError(f"endpoint URLs must be str, got {type(url).__name__}")
         parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
+        if "@" in parts.netloc:  # not echoed: the URL holds credentials
+            raise ValueError(
+                "endpoint URL must be http(s)://host[:port][/path], without credentials "
+                "(give the key as api_key)"
+            )
+        if (
+            parts.scheme not in ("http", "https")
+            or not parts.netloc
+            or parts.query
+            or parts.fragment
+        ):
             raise ValueError(
                 f"endpoint URL must be http(s)://host[:port][/path], got {url!r}"
             )
@@ -223,7 +233,7 @@ class AudioStream:
         return self
 
     async def __anext__(self) -> bytes:
-        if self._response is None:  # ended, failed or closed: spent, like a finished generator
+        if self._response is None:  # ended, failed or closed: spent, as a generator is
             raise StopAsyncIteration
         try:
             while True:
