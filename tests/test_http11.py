@@ -194,6 +194,7 @@ def test_head_parses_with_case_insensitive_headers() -> None:
         b"HTTP/2 200 OK\r\n\r\n",
         b"HTTP/1.1 20 OK\r\n\r\n",
         b"HTTP/1.1 2x0 OK\r\n\r\n",
+        b"HTTP/1.1 099 Below 100\r\n\r\n",
         b"garbage\r\n\r\n",
         b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n",
         b"HTTP/1.1 200 OK\r\nbad name: x\r\n\r\n",
@@ -346,7 +347,9 @@ def test_arbitrary_heads_never_escape_as_another_error(head: bytes) -> None:
         pass
 
 
-def test_request_header_outside_latin1_is_refused_without_echoing_other_headers() -> None:
+def test_request_header_outside_latin1_is_refused_without_echoing_other_headers() -> (
+    None
+):
     secret = "sk-very-secret-key"
     with pytest.raises(ValueError, match="X-Request-Id") as caught:
         encode_request(

@@ -308,6 +308,19 @@ async def test_garbage_instead_of_a_response(nursery: trio.Nursery) -> None:
     assert await server.wait_connections_closed() == 0
 
 
+@pytest.mark.parametrize("status", [b"000", b"099"])
+async def test_status_below_100_is_refused_not_waited_on_as_informational(
+    nursery: trio.Nursery, status: bytes
+) -> None:
+    server = await raw_server(nursery, send(b"HTTP/1.1 " + status + b" Odd\r\n\r\n"))
+    with (
+        trio.fail_after(2),
+        pytest.raises(httpx.RemoteProtocolError, match="status line"),
+    ):
+        await TrioTransport().open_stream(request(server.url))
+    assert await server.wait_connections_closed() == 0
+
+
 # -- timeouts and cancellation --------------------------------------------------------------
 
 

@@ -81,7 +81,9 @@ def encode_request(
     # included, and must not ride along as this error's context.
     if bad_line.startswith(method + " "):
         raise ValueError(f"invalid request target {target!r}: not latin-1")
-    raise ValueError(f"invalid value for header {bad_line.partition(':')[0]!r}: not latin-1")
+    raise ValueError(
+        f"invalid value for header {bad_line.partition(':')[0]!r}: not latin-1"
+    )
 
 
 # -- the response head -------------------------------------------------------------
@@ -141,11 +143,13 @@ def parse_response_head(head: bytes) -> ResponseHead:
     status_line = lines[0]
     version, _, rest = status_line.partition(" ")
     code, _, reason = rest.partition(" ")
+    # A code below 100 is no status; taken for a 1xx, the client would wait for another head.
     if (
         version not in ("HTTP/1.1", "HTTP/1.0")
         or len(code) != 3
         or not code.isdigit()
         or not code.isascii()
+        or code[0] == "0"
     ):
         raise _protocol_error(f"malformed status line {status_line[:100]!r}")
     fields: dict[str, str] = {}
