@@ -201,6 +201,16 @@ async def test_bad_input_is_rejected_clearly(
     for bad in (-1, math.nan, None):
         with pytest.raises(ValueError, match="close_timeout_s"):
             OrpheusTTS(A, transport=fake, close_timeout_s=bad)  # type: ignore[arg-type]
+    for bad in (-1, 0, math.inf, None):
+        with pytest.raises(ValueError, match="connect_timeout_s"):
+            OrpheusTTS(A, connect_timeout_s=bad)  # type: ignore[arg-type]
+    for bad in (-1, 0, math.nan):
+        with pytest.raises(ValueError, match="read_timeout_s"):
+            OrpheusTTS(A, read_timeout_s=bad)
+    for key in ("", "a\nb", "a\rb", "a\0b"):
+        with pytest.raises(ValueError, match="api_key") as caught:
+            OrpheusTTS(A, api_key=key)
+        assert key not in str(caught.value) or not key
 
 
 async def test_close_and_context_manager(

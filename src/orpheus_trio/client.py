@@ -179,12 +179,15 @@ def _normalize_urls(base_urls: str | Sequence[str]) -> tuple[str, ...]:
     return tuple(normalized)
 
 
-def _positive_or_none(name: str, value: float | None) -> float | None:
-    if value is None:
+def _positive_or_none(
+    name: str, value: float | None, *, none_allowed: bool = True
+) -> float | None:
+    if value is None and none_allowed:
         return None
     if not (isinstance(value, (int, float)) and value > 0 and math.isfinite(value)):
+        also = " or None" if none_allowed else ""
         raise ValueError(
-            f"{name} must be a positive number of seconds or None, got {value!r}"
+            f"{name} must be a positive number of seconds{also}, got {value!r}"
         )
     return float(value)
 
@@ -417,7 +420,9 @@ class OrpheusTTS(SpeechSource):
     ) -> None:
         self.base_urls = _normalize_urls(base_urls)
         if api_key is not None and (
-            not isinstance(api_key, str) or not api_key or "\n" in api_key
+            not isinstance(api_key, str)
+            or not api_key
+            or any(c in api_key for c in "\r\n\0")
         ):
             raise ValueError("api_key must be a non-empty single-line string or None")
         if hedge_ttfb_ms is not None and (
@@ -430,6 +435,9 @@ class OrpheusTTS(SpeechSource):
             raise ValueError(f"max_attempts must be >= 1, got {max_attempts!r}")
         self.hedge_delay_s = hedge_ttfb_ms / 1000.0 if hedge_ttfb_ms else None
         self.timeout_s = _positive_or_none("timeout_s", timeout_s)
+        # Checked here rather than failing late, inside the first request, with trio's message.
+        _positive_or_none("connect_timeout_s", connect_timeout_s, none_allowed=False)
+        _positive_or_none("read_timeout_s", read_timeout_s)
         self.max_attempts = max_attempts
         if not (
             isinstance(close_timeout_s, (int, float))
