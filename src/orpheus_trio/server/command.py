@@ -94,6 +94,8 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
         ("--max-text-chars", int, "N", "longer text is 413 text_too_long"),
         ("--max-body-bytes", int, "N", "larger bodies are 413 body_too_large"),
         ("--read-timeout-s", float, "S", "time to receive headers, then the body"),
+        ("--write-stall-timeout-s", float, "S", "a write stuck this long: close"),
+        ("--max-connections", int, "N", "open at once; more wait to be accepted"),
         ("--drain-grace-s", float, "S", "time in-flight streams get on shutdown"),
     ]
     for flag, kind, metavar, meaning in limits:
@@ -121,6 +123,8 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         max_text_chars=args.max_text_chars,
         max_body_bytes=args.max_body_bytes,
         read_timeout_s=args.read_timeout_s,
+        write_stall_timeout_s=args.write_stall_timeout_s,
+        max_connections=args.max_connections,
         drain_grace_s=args.drain_grace_s,
     )
 

@@ -28,6 +28,12 @@ class ServerConfig:
     max_body_bytes: int = 256 * 1024
     #: Time allowed to receive a request's headers and then its body.
     read_timeout_s: float = 10.0
+    #: A write to a caller that makes no headway for this long closes its
+    #: connection (a caller that stopped reading); an honest real-time
+    #: reader takes each frame within milliseconds.
+    write_stall_timeout_s: float = 30.0
+    #: Connections open at once; past this, new ones wait to be accepted.
+    max_connections: int = 1024
     #: On shutdown, how long in-flight streams may take to finish.
     drain_grace_s: float = 30.0
     #: Reported as ``server`` by ``/v1/system``.
@@ -41,6 +47,8 @@ class ServerConfig:
             "max_text_chars": self.max_text_chars,
             "max_body_bytes": self.max_body_bytes,
             "read_timeout_s": self.read_timeout_s,
+            "write_stall_timeout_s": self.write_stall_timeout_s,
+            "max_connections": self.max_connections,
         }
         for name, value in positive.items():
             if not value > 0:
