@@ -196,6 +196,25 @@ async def test_content_length_body_and_reuse(nursery: trio.Nursery) -> None:
     assert await server.wait_connections_closed() == 0
 
 
+async def test_chunked_body_with_a_content_length_is_not_reused(
+    nursery: trio.Nursery,
+) -> None:
+    # RFC 9112 6.3: Transfer-Encoding wins, and the connection must be closed,
+    # since something on the path may have framed the body by the length.
+    reply = send(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 99\r\n\r\n"
+        b"5\r\nhello\r\n0\r\n\r\n"
+    )
+    server = await raw_server(nursery, reply)
+    transport = TrioTransport()
+    response = await transport.open_stream(request(server.url))
+    assert await read_body(response) == b"hello"
+    await response.aclose()
+    assert transport._endpoints[server.url].idle == []
+    assert await server.wait_connections_closed() == 0
+    await transport.aclose()
+
+
 async def test_body_until_close(nursery: trio.Nursery) -> None:
     server = await raw_server(
         nursery, send(b"HTTP/1.0 200 OK\r\n\r\nall of it", then_close=True)

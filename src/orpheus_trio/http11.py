@@ -202,7 +202,10 @@ def body_framing(head: ResponseHead, *, request_method: str = "POST") -> BodyFra
         codings = [c.strip().lower() for c in coding.split(",")]
         if codings != ["chunked"]:
             raise _protocol_error(f"unsupported transfer-encoding {coding!r}")
-        return BodyFraming(Framing.CHUNKED, keep_alive=keep_alive)
+        # With a Content-Length too, something on the path may have framed the
+        # body differently (section 6.3, item 3): never reuse the connection.
+        framed_twice = "content-length" in headers
+        return BodyFraming(Framing.CHUNKED, keep_alive=keep_alive and not framed_twice)
     length = headers.get("content-length")
     if length is not None:
         values = {v.strip() for v in length.split(",")}
