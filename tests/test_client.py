@@ -207,10 +207,14 @@ async def test_bad_input_is_rejected_clearly(
     for bad in (-1, 0, math.nan):
         with pytest.raises(ValueError, match="read_timeout_s"):
             OrpheusTTS(A, read_timeout_s=bad)
-    for key in ("", "a\nb", "a\rb", "a\0b"):
+    # A header carries the key: outside visible ASCII the bytes sent and the
+    # bytes a server compares could differ (latin-1 vs UTF-8, trimmed spaces).
+    for key in ("", "a\nb", "a\rb", "a\0b", "k\u00e9y", "key\u2603", " key", "a key", "key\t"):
         with pytest.raises(ValueError, match="api_key") as caught:
             OrpheusTTS(A, api_key=key)
         assert key not in str(caught.value) or not key
+    with pytest.raises(ValueError, match="api_key must be a string"):
+        OrpheusTTS(A, api_key=b"bytes-key")  # type: ignore[arg-type]
 
 
 async def test_close_and_context_manager(

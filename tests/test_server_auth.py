@@ -9,6 +9,7 @@ import pytest
 from _support_server import StartServer
 
 import orpheus_trio.server.app as server_app
+from orpheus_trio.server.config import ServerConfig
 
 KEYS = ("first-key", "second-key")
 BODY = {"text": "auth", "chunks": 1}
@@ -96,3 +97,12 @@ async def test_no_keys_configured_means_no_auth(start_server: StartServer) -> No
             "/v1/tts/stream", json=BODY, headers={"Authorization": "Bearer anything"}
         )
     assert response.status_code == 200
+
+
+@pytest.mark.parametrize("key", ["", "k\u00e9y", " padded", "two words", "tab\t"])
+def test_keys_no_client_could_present_are_refused_at_configuration(key: str) -> None:
+    # Header bytes outside visible ASCII have no agreed encoding, and spaces at
+    # the ends are trimmed: such a key would turn every request away with 401.
+    with pytest.raises(ValueError, match="API key 2") as caught:
+        ServerConfig(api_keys=("fine-key", key))
+    assert not key.strip() or key not in str(caught.value)

@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 import httpx
 import trio
 
+from .apikey import check_api_key
 from .breaker import CircuitBreaker
 from .budget import RetryBudget
 from .errors import (
@@ -419,12 +420,8 @@ class OrpheusTTS(SpeechSource):
         rng: random.Random | None = None,
     ) -> None:
         self.base_urls = _normalize_urls(base_urls)
-        if api_key is not None and (
-            not isinstance(api_key, str)
-            or not api_key
-            or any(c in api_key for c in "\r\n\0")
-        ):
-            raise ValueError("api_key must be a non-empty single-line string or None")
+        if api_key is not None:
+            check_api_key(api_key)
         if hedge_ttfb_ms is not None and (
             hedge_ttfb_ms < 0 or not math.isfinite(hedge_ttfb_ms)
         ):

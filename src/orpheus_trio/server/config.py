@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..apikey import check_api_key
+
 __all__ = ["ServerConfig"]
 
 
@@ -59,5 +61,5 @@ class ServerConfig:
             raise ValueError("default_timeout_s must not exceed max_timeout_s")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be within 0..65535, got {self.port}")
-        if any(not key for key in self.api_keys):
-            raise ValueError("API keys must not be empty")
+        for index, key in enumerate(self.api_keys):
+            check_api_key(key, f"API key {index + 1}")
