@@ -17,6 +17,8 @@ from _support_server import StartServer
 
 from orpheus_trio.audio import read_wav
 from orpheus_trio.batch import (
+    LOCK_NAME,
+    BatchDirectoryBusy,
     BatchInputError,
     BatchItem,
     BatchProgress,
@@ -157,6 +159,32 @@ async def test_stale_temporaries_of_a_killed_run_are_removed(tmp_path: Path) -> 
     items = parse_items("bad")
     await run_batch(items, tmp_path, FakeSynth(), concurrency=1)
     assert list(tmp_path.iterdir()) == []
+
+
+async def test_a_second_batch_into_the_same_directory_is_refused(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    # Its clean-up of "leftover" temporaries would delete the live run's files.
+    first_synth, second_synth = FakeSynth(), FakeSynth()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run_batch, parse_items("one"), tmp_path, first_synth)
+        await trio.sleep(1.5)  # the first run is writing its .part file
+        (part,) = tmp_path.glob(".0001.wav.*.part")
+        with pytest.raises(BatchDirectoryBusy, match="another batch is writing into"):
+            await run_batch(parse_items("one"), tmp_path, second_synth)
+        assert part.exists() and second_synth.calls == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["0001.wav"]  # lock gone too
+    other = tmp_path / "other"
+    await run_batch(parse_items("two"), other, FakeSynth())  # other directories are free
+    assert (other / "0001.wav").exists()
+
+
+async def test_a_lock_file_left_by_a_killed_run_does_not_block(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    (tmp_path / LOCK_NAME).write_bytes(b"")  # the file outlives its process; flock does not
+    report = await run_batch(parse_items("one"), tmp_path, FakeSynth())
+    assert len(report.written) == 1 and not (tmp_path / LOCK_NAME).exists()
 
 
 # -- progress ----------------------------------------------------------------

@@ -4,7 +4,9 @@ Input is plain text (one item per line) or JSON Lines (``{"text", "voice",
 "params", "output"}`` per line); the two may be mixed, a line starting with
 ``{`` being JSON. Each item is written to ``out_dir/output`` through a
 temporary name and a rename, so a file under its final name is always
-complete: a rerun skips items whose output exists and redoes the rest.
+complete: a rerun skips items whose output exists and redoes the rest. One
+batch at a time writes into a directory (a lock file while it runs), so a run
+never mistakes another live run's temporary files for leftovers.
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ from __future__ import annotations
 import glob
 import json
 import math
-from collections.abc import AsyncIterable, Callable, Sequence
+import os
+from collections.abc import AsyncIterable, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import Any
@@ -20,8 +24,15 @@ from typing import Any
 import trio
 
 from .audio import save_wav_stream, temporary_path
+from .errors import OrpheusError
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: no lock, one batch per directory is then up to the user
+    fcntl = None  # type: ignore[assignment]
 
 __all__ = [
+    "BatchDirectoryBusy",
     "BatchInputError",
     "BatchItem",
     "BatchProgress",
@@ -40,6 +51,14 @@ SynthesizeItem = Callable[["BatchItem"], AsyncIterable[bytes]]
 
 class BatchInputError(ValueError):
     """The batch file is malformed; the message names the line."""
+
+
+class BatchDirectoryBusy(OrpheusError):
+    """Another batch is writing into the same output directory right now."""
+
+
+#: Held (``flock``) by the batch writing into a directory; removed when it ends.
+LOCK_NAME = ".orpheus-trio-batch.lock"
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,6 +241,17 @@ async def run_batch(
     if concurrency < 1:
         raise ValueError(f"concurrency must be >= 1, got {concurrency}")
     out_dir.mkdir(parents=True, exist_ok=True)
+    with _only_batch_in(out_dir):
+        return await _run_batch(items, out_dir, synthesize_item, concurrency, on_progress)
+
+
+async def _run_batch(
+    items: Sequence[BatchItem],
+    out_dir: Path,
+    synthesize_item: SynthesizeItem,
+    concurrency: int,
+    on_progress: Callable[[BatchItem, float | None], None] | None,
+) -> BatchReport:
     report = BatchReport()
     todo: list[BatchItem] = []
     for item in items:
@@ -258,6 +288,44 @@ async def run_batch(
     report.written.sort(key=lambda item: item.line)
     report.failed.sort(key=lambda failure: failure.item.line)
     return report
+
+
+@contextmanager
+def _only_batch_in(out_dir: Path) -> Iterator[None]:
+    """Hold ``out_dir``'s batch lock, or raise :class:`BatchDirectoryBusy`.
+
+    ``flock`` ends with its process, so a killed run leaves nothing that
+    blocks the next one. The file is removed on the way out while still held;
+    a run that opened it just before then finds a different file under the
+    name once it gets the lock, and starts over with the new one.
+    """
+    if fcntl is None:
+        yield
+        return
+    path = out_dir / LOCK_NAME
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise BatchDirectoryBusy(
+                f"another batch is writing into {out_dir} (it holds {path}); "
+                "wait for it to end or choose another output directory"
+            ) from None
+        held = os.fstat(fd)
+        try:
+            current = os.stat(path)
+        except FileNotFoundError:
+            current = None
+        if current is not None and (current.st_dev, current.st_ino) == (held.st_dev, held.st_ino):
+            break
+        os.close(fd)
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+        os.close(fd)
 
 
 def _remove_stale_temporaries(out_dir: Path, items: Sequence[BatchItem]) -> None:
