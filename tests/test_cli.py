@@ -74,6 +74,34 @@ async def test_speak_to_stdout_gives_raw_pcm_or_a_streaming_wav(tmp_path: Path) 
     assert_speech(Clip(wav.stdout[44:]), min_s=0.8)
 
 
+async def test_a_wav_on_stdout_redirected_to_a_file_gets_its_real_sizes(
+    tmp_path: Path,
+) -> None:
+    # `speak ... -o - --format wav > out.wav`: seekable, so the header is fixed
+    # at the end; opened for appending (>>), it must stay untouched.
+    out, appended = tmp_path / "out.wav", tmp_path / "appended.wav"
+    command = [sys.executable, "-m", "orpheus_trio", "speak", "Testing one two.", "-o", "-"]
+    with open(out, "wb") as stdout:
+        done = await trio.run_process(
+            [*command, "--format", "wav", "-q"], stdout=stdout, check=False, env=clean_env()
+        )
+    assert done.returncode == 0
+    data = out.read_bytes()
+    assert struct.unpack("<I", data[4:8])[0] == len(data) - 8
+    assert struct.unpack("<I", data[40:44])[0] == len(data) - 44 > 0
+    assert_speech(read_wav(out), min_s=0.5)
+
+    appended.write_bytes(b"")
+    with open(appended, "ab") as stdout:
+        done = await trio.run_process(
+            [*command, "--format", "wav", "-q"], stdout=stdout, check=False, env=clean_env()
+        )
+    assert done.returncode == 0
+    data = appended.read_bytes()
+    assert data[:4] == b"RIFF" and struct.unpack("<I", data[40:44])[0] == 0xFFFFFFFF
+    assert len(data) > 44 + 24_000  # the audio follows the header, nothing written over it
+
+
 async def test_speak_long_text_from_stdin_on_the_embedded_default(
     tmp_path: Path,
 ) -> None:

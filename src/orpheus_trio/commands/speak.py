@@ -19,6 +19,11 @@ from typing import Any, BinaryIO
 import httpx
 import trio
 
+try:
+    import fcntl
+except ImportError:  # not POSIX: a WAV on standard output keeps its unknown-length header
+    fcntl = None  # type: ignore[assignment]
+
 from ..audio import ORPHEUS_FORMAT, WavWriter, temporary_path, wav_header
 from ..errors import OrpheusError
 from .options import (
@@ -190,11 +195,17 @@ class _FileSink:
 
 
 class _StdoutSink:
-    """Writes to standard output from a worker thread, so a slow reader (a player) never blocks Trio."""
+    """Writes to standard output from a worker thread, so a slow reader (a player) never blocks Trio.
+
+    A WAV header on a pipe says "unknown length"; when standard output is a
+    regular file (``> out.wav``) the real sizes are patched in at the end, as
+    a file written with ``-o`` has them.
+    """
 
     def __init__(self, fmt: str) -> None:
         self._out = sys.stdout.buffer
         self._pending_header = wav_header(ORPHEUS_FORMAT) if fmt == "wav" else b""
+        self._header_at = _patchable_position(self._out) if fmt == "wav" else None
         self.data_bytes = 0
 
     async def _send(self, data: bytes) -> None:
@@ -211,11 +222,35 @@ class _StdoutSink:
     async def finish(self) -> None:
         if (
             self._pending_header
-        ):  # no audio at all: still a valid (empty, unknown-length) WAV
+        ):  # no audio at all: still a valid (empty) WAV
             await self._send(self._pending_header)
-        await trio.to_thread.run_sync(self._out.flush)
+        await trio.to_thread.run_sync(self._finish_file)
+
+    def _finish_file(self) -> None:
+        if self._header_at is not None:
+            end = self._out.tell()
+            self._out.seek(self._header_at)
+            self._out.write(wav_header(ORPHEUS_FORMAT, self.data_bytes))
+            self._out.seek(end)
+        self._out.flush()
 
     def abort(self) -> None:
+        return None
+
+
+def _patchable_position(out: BinaryIO) -> int | None:
+    """Where the header will start, if ``out`` is a file we may rewrite it in.
+
+    Not on pipes and terminals (they cannot seek), and not on a file opened
+    for appending (``>>``), where every write lands at the end.
+    """
+    if fcntl is None:
+        return None
+    try:
+        if not out.seekable() or fcntl.fcntl(out.fileno(), fcntl.F_GETFL) & os.O_APPEND:
+            return None
+        return out.tell()
+    except (OSError, ValueError, AttributeError):  # no real descriptor (tests, IDEs)
         return None
 
 
