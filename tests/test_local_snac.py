@@ -151,6 +151,31 @@ def test_unreachable_hub_id_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tm
     assert info.value.__cause__ is not None
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
+def test_asking_for_cuda_without_it_says_what_to_do(tmp_path: Path) -> None:
+    # Not torch's "AssertionError: Torch not compiled with CUDA enabled", and
+    # before any file is read (the directory here does not even exist).
+    for device in ("cuda", "cuda:0"):
+        with pytest.raises(ValueError, match="sees no CUDA device: use device='cpu'"):
+            SnacDecoder.from_pretrained(tmp_path / "missing", device=device)
+    with pytest.raises(ValueError, match="unknown device 'gpu'"):
+        SnacDecoder.from_pretrained(tmp_path / "missing", device="gpu")
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        SnacDecoder.from_pretrained(tmp_path / "missing", dtype="float8")
+
+
+def test_a_cuda_index_past_the_devices_present_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    from orpheus_trio.local.devices import checked_device
+
+    # Pretend two GPUs, so the index rule runs on any machine.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert checked_device("cuda:1") == torch.device("cuda", 1)
+    assert checked_device("cuda") == torch.device("cuda")
+    with pytest.raises(ValueError, match=r"there are 2 CUDA devices \(0\.\.1\)"):
+        checked_device("cuda:2")
+
+
 def test_checkpoints_orpheus_cannot_use_are_rejected() -> None:
     import snac
 

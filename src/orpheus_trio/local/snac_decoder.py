@@ -25,6 +25,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from .devices import checked_device
 from .tokens import TOKENS_PER_FRAME, deinterleave
 
 __all__ = ["SnacDecoder", "UnsupportedSnacConfig", "float_to_pcm16"]
@@ -99,7 +100,7 @@ class SnacDecoder:
             raise UnsupportedSnacConfig(
                 "windowed streaming needs a convolution-only decoder (attn_window_size None)"
             )
-        self.device = torch.device(device)
+        self.device = checked_device(device)
         self.dtype = dtype
         self.sample_rate = int(model.sampling_rate)
         self.samples_per_latent = math.prod(int(r) for r in model.decoder_rates)
@@ -147,6 +148,8 @@ class SnacDecoder:
         """
         import snac
 
+        # Both checked before any file is read, so a typo fails fast.
+        device, dtype = checked_device(device), _as_dtype(dtype)
         config_path, weights_path = _resolve_files(path_or_repo)
         with open(config_path, encoding="utf-8") as f:
             config: dict[str, Any] = json.load(f)
@@ -158,7 +161,7 @@ class SnacDecoder:
         else:
             state = torch.load(weights_path, map_location="cpu", weights_only=True)
         model.load_state_dict(state)
-        return cls(model, device=device, dtype=_as_dtype(dtype), noise=noise, compile=compile)
+        return cls(model, device=device, dtype=dtype, noise=noise, compile=compile)
 
     @property
     def noise(self) -> bool:
