@@ -177,12 +177,21 @@ def _as_frames(frames: npt.ArrayLike) -> CodeFrames:
     return array
 
 
+_NO_FRAMES: CodeFrames = np.zeros((0, TOKENS_PER_FRAME), dtype=np.int64)
+_NO_FRAMES.flags.writeable = False
+
+
+def _frames_array(frames: list[list[int]]) -> CodeFrames:
+    return np.array(frames, dtype=np.int64) if frames else _NO_FRAMES
+
+
 class FrameAssembler:
     """Sans-IO: audio tokens in (ids or ``<custom_token_N>`` text), complete frames out.
 
     Feed tokens as they are generated; each ``feed_*`` call returns the frames
-    it completed as an ``(n, 7)`` code array (often empty). Call :meth:`close`
-    at the end of the stream. See the module docstring for ``on_invalid``.
+    it completed as an ``(n, 7)`` code array (often empty; an empty result is
+    shared and read-only). Call :meth:`close` at the end of the stream. See
+    the module docstring for ``on_invalid``.
     """
 
     def __init__(self, *, on_invalid: OnInvalid = "error") -> None:
@@ -204,11 +213,14 @@ class FrameAssembler:
             frame = self._feed_one(int(token_id), token_id)
             if frame is not None:
                 done.append(frame)
-        return np.array(done, dtype=np.int64).reshape(-1, TOKENS_PER_FRAME)
+        return _frames_array(done)
 
     def feed_id(self, token_id: int) -> CodeFrames:
         """Feed one token id; returns the frame it completed, if any."""
-        return self.feed_ids((token_id,))
+        # Called once per generated token: six calls in seven complete nothing
+        # and share one empty (read-only) array instead of building one each.
+        frame = self._feed_one(int(token_id), token_id)
+        return _NO_FRAMES if frame is None else np.array([frame], dtype=np.int64)
 
     def feed_text(self, text: str) -> CodeFrames:
         """Feed detokenized text; a ``<custom_token_N>`` split across calls is buffered."""
@@ -229,7 +241,7 @@ class FrameAssembler:
                 done.append(frame)
             pos = match.end()
         self._feed_stray_text(buffer[pos:])
-        return np.array(done, dtype=np.int64).reshape(-1, TOKENS_PER_FRAME)
+        return _frames_array(done)
 
     def close(self) -> None:
         """End of stream: a partial frame raises :class:`IncompleteFrame` or is dropped."""
