@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
@@ -158,3 +159,68 @@ def engine_of(worker: Worker) -> RecordingEngine:
     engine: Engine = worker.engine
     assert isinstance(engine, RecordingEngine)
     return engine
+
+
+#: What a scripted worker answers to ``GET /v1/system``.
+SYSTEM_ANSWER = {"api": "v1", "engine": "scripted", "voices": ["tara"], "capacity": 4}
+
+
+async def start_scripted_worker(
+    nursery: trio.Nursery,
+    stream_answer: bytes,
+    *,
+    system_answer: bytes | None = None,
+) -> str:
+    """A raw-socket worker: answers ``/v1/system`` with :data:`SYSTEM_ANSWER` (or
+    ``system_answer`` verbatim) and every POST with ``stream_answer`` verbatim,
+    then closes. For answers no real worker gives (bad headers, odd hints)."""
+    body = json.dumps(SYSTEM_ANSWER).encode()
+    system = system_answer or (
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+        b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body)
+    )
+
+    async def handle(stream: trio.SocketStream) -> None:
+        async with stream:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                data = await stream.receive_some(65536)
+                if not data:
+                    return
+                head += data
+            try:
+                await stream.send_all(
+                    system if head.startswith(b"GET /v1/system") else stream_answer
+                )
+            except trio.BrokenResourceError:
+                pass
+
+    listeners = await nursery.start(
+        functools.partial(trio.serve_tcp, handle, 0, host="127.0.0.1")
+    )
+    port = listeners[0].socket.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+def ndjson_answer(frames: Sequence[dict[str, Any]], **headers: str) -> bytes:
+    """A whole 200 streaming answer (Content-Length framed) with extra headers."""
+    body = b"".join(json.dumps(frame).encode() + b"\n" for frame in frames)
+    head = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    return (
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/x-ndjson\r\n"
+        + head.encode()
+        + b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body)
+        + body
+    )
+
+
+def error_answer(status: int, code: str, **headers: str) -> bytes:
+    """A JSON error answer with extra headers."""
+    body = json.dumps({"error": {"code": code, "message": "scripted"}}).encode()
+    head = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    return (
+        b"HTTP/1.1 %d Scripted\r\ncontent-type: application/json\r\n" % status
+        + head.encode()
+        + b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body)
+        + body
+    )

@@ -194,7 +194,9 @@ async def test_a_worker_answering_unparseable_system_json_is_marked_down_not_fat
             await stream.receive_some()
             await stream.send_all(answer)
 
-    listeners = await nursery.start(partial(trio.serve_tcp, handle, 0, host="127.0.0.1"))
+    listeners = await nursery.start(
+        partial(trio.serve_tcp, handle, 0, host="127.0.0.1")
+    )
     port = listeners[0].socket.getsockname()[1]
     watch = UpstreamWatch([f"http://127.0.0.1:{port}"])
     try:

@@ -101,7 +101,11 @@ def _status_error(
     ("error", "status", "code"),
     [
         (_status_error(400, "invalid_param"), 400, "invalid_param"),
-        (_status_error(401, "unauthorized"), 401, "unauthorized"),
+        (_status_error(413, "text_too_long"), 413, "text_too_long"),
+        # The gateway's own key or URL was refused: not the caller's fault.
+        (_status_error(401, "unauthorized"), 502, "upstream_error"),
+        (_status_error(404, "not_found"), 502, "upstream_error"),
+        (_status_error(429, "overloaded", float("inf")), 429, "overloaded"),
         (_status_error(429, "overloaded", 2.0), 429, "overloaded"),
         (_status_error(503, "draining"), 503, "unavailable"),
         (_status_error(500, "internal"), 502, "upstream_error"),
@@ -118,8 +122,10 @@ def test_failures_before_audio_map_to_statuses(
     assert (mapped.status, mapped.code) == (status, code)
     if isinstance(error, CircuitOpenError):
         assert mapped.retry_after_s == 4.0
-    if status == 429:
-        assert mapped.retry_after_s == 2.0
+    if isinstance(error, HTTPStatusError) and status == 429:
+        # A non-finite Retry-After is no advice at all: none is passed on.
+        sane = error.retry_after_s == 2.0
+        assert mapped.retry_after_s == (2.0 if sane else None)
 
 
 def test_failures_after_audio_are_in_band() -> None:

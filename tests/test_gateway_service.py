@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import random
+from typing import Any
 
 import httpx
+import pybase64
 import pytest
 import trio
 from _support_gateway import (
     RecordingEngine,
     engine_of,
+    error_answer,
+    ndjson_answer,
     post_tts,
     start_gateway,
+    start_scripted_worker,
     start_worker,
     wait_until,
 )
@@ -347,3 +353,91 @@ async def test_draining_gateway_refuses_new_requests(nursery: trio.Nursery) -> N
     assert gw.app.draining
     with pytest.raises(httpx.ConnectError):
         await post_tts(gw.base_url, {"text": "x"})
+
+
+# -- sick upstreams: answers no healthy worker gives ---------------------------------
+
+_PCM = b"\x01\x00\x02\x00\x03\x00\x04\x00"
+_ONE_CHUNK = [
+    {"type": "chunk", "seq": 0, "audio": pybase64.b64encode(_PCM).decode()},
+    {"type": "eos", "chunks": 1, "samples": 4},
+]
+
+
+def _strict_json(text: str) -> Any:
+    def refuse(constant: str) -> None:
+        raise ValueError(f"{constant} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+@pytest.mark.parametrize("depth", ["inf", "nan", "-inf", "1e999"])
+async def test_a_worker_with_a_non_finite_queue_hint_does_not_break_the_gateway(
+    nursery: trio.Nursery, depth: str
+) -> None:
+    url = await start_scripted_worker(
+        nursery, ndjson_answer(_ONE_CHUNK, **{"X-Queue-Depth": depth})
+    )
+    gw = await start_gateway(nursery, [url], hedge_ttfb_ms=None)
+    for _ in range(2):
+        response = await post_tts(gw.base_url, {"text": "x"})
+        assert response.status_code == 200
+        frames = parse_frames(response.content)
+        assert audio_of(frames) == [_PCM] and frames[-1]["type"] == "eos"
+        assert int(response.headers["x-queue-depth"]) >= 0
+        assert frames[0]["type"] == "metrics" and frames[0]["queue_depth"] >= 0
+    async with httpx.AsyncClient() as http:
+        system = await http.get(gw.base_url + "/v1/system")
+        assert system.status_code == 200
+        info = _strict_json(system.text)
+        assert info["queue_depth"] >= 0
+        assert (await http.get(gw.base_url + "/metrics")).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "expected"),
+    [("inf", None), ("nan", None), ("-3", None), ("2.5", "3")],
+)
+async def test_a_workers_retry_after_is_passed_on_only_when_sane(
+    nursery: trio.Nursery, retry_after: str, expected: str | None
+) -> None:
+    url = await start_scripted_worker(
+        nursery, error_answer(429, "overloaded", **{"Retry-After": retry_after})
+    )
+    gw = await start_gateway(nursery, [url], hedge_ttfb_ms=None)
+    response = await post_tts(gw.base_url, {"text": "x"})
+    assert response.status_code == 429
+    assert response.json()["error"]["code"] == "overloaded"
+    assert response.headers.get("retry-after") == expected
+
+
+async def test_a_worker_refusing_the_gateways_key_is_502_not_the_callers_401(
+    nursery: trio.Nursery,
+) -> None:
+    worker = await start_worker(nursery, api_keys=("worker-secret",))
+    gw = await start_gateway(
+        nursery,
+        [worker.base_url],
+        upstream_api_key="wrong-worker-key",
+        api_keys=("app-secret",),
+    )
+    response = await post_tts(
+        gw.base_url, {"text": "x"}, Authorization="Bearer app-secret"
+    )
+    # The caller's key was right: a 401 would tell it otherwise.
+    assert response.status_code == 502
+    assert "www-authenticate" not in response.headers
+    error = response.json()["error"]
+    assert error["code"] == "upstream_error"
+    assert "401" in error["message"] and "unauthorized" in error["message"]
+    assert "wrong-worker-key" not in response.text
+
+
+async def test_a_worker_answering_404_is_502_not_passed_on(
+    nursery: trio.Nursery,
+) -> None:
+    url = await start_scripted_worker(nursery, error_answer(404, "not_found"))
+    gw = await start_gateway(nursery, [url], hedge_ttfb_ms=None)
+    response = await post_tts(gw.base_url, {"text": "x"})
+    assert response.status_code == 502
+    assert response.json()["error"]["code"] == "upstream_error"

@@ -46,6 +46,8 @@ __all__ = ["Gateway", "GatewayEngine", "upstream_error"]
 GATEWAY_NAME = "orpheus-trio-gateway"
 #: Keys of ``open_stream`` that are not engine parameters.
 _RESERVED_PARAMS = frozenset({"request_id"})
+#: A worker's answers about the caller's request itself (passed on as they are).
+_CALLERS_FAULT_STATUS = frozenset({400, 413})
 
 
 class GatewayEngine:
@@ -155,9 +157,11 @@ def upstream_error(error: Exception, *, streaming: bool) -> EngineError:
     """What the caller gets for an upstream failure.
 
     Before audio (``streaming`` false) the status says whose fault it is: a
-    worker's 4xx as it was (same answer anywhere), 429 when every worker was
-    busy, 503 when none could be reached, 502 for broken workers. Errors a
-    worker sent in-band stay in-band, and so does anything after audio.
+    worker's 400 or 413 as it was (the caller's request, same answer anywhere),
+    429 when every worker was busy, 503 when none could be reached, 502 for
+    broken workers and for other 4xx (a refused upstream key, a wrong upstream
+    URL: the gateway's set-up, not the caller's request). Errors a worker sent
+    in-band stay in-band, and so does anything after audio.
     """
     if isinstance(error, DeadlineExceeded):
         return EngineError("deadline_exceeded", error.message)
@@ -172,9 +176,9 @@ def upstream_error(error: Exception, *, streaming: bool) -> EngineError:
                 code,
                 f"every upstream is busy or unavailable; last: {error.code}: {error.message}",
                 status=error.status_code,
-                retry_after_s=error.retry_after_s,
+                retry_after_s=_sane_retry_after(error.retry_after_s),
             )
-        if error.status_code < 500:
+        if error.status_code in _CALLERS_FAULT_STATUS:
             return EngineError(
                 error.code,
                 error.message,
@@ -200,6 +204,13 @@ def upstream_error(error: Exception, *, streaming: bool) -> EngineError:
             "unavailable", f"no upstream could be reached: {error!r}", status=503
         )
     return EngineError("upstream_error", f"upstream failed: {error}", status=502)
+
+
+def _sane_retry_after(seconds: float | None) -> float | None:
+    """A worker's ``Retry-After``, or ``None`` when it is no number of seconds to wait."""
+    if seconds is None or not math.isfinite(seconds) or seconds < 0:
+        return None
+    return seconds
 
 
 def _refused_param(response: httpx.Response) -> str | None:
