@@ -298,6 +298,7 @@ async def test_clear_error_when_espeak_cannot_load(tmp_path: Path) -> None:
     assert (
         "espeak-ng could not be loaded" in err
         and "--url" in err
+        and "pip install '.[server]'" in err
         and "Traceback" not in err
     )
     assert list(tmp_path.iterdir()) == []

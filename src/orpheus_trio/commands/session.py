@@ -60,7 +60,11 @@ class Session:
 
 
 def _load_espeak() -> Engine:
-    hint = "pass --url to use a running service, or install the server extra: pip install 'orpheus-trio[server]'"
+    # The package is installed from a checkout (it is not published), so name the checkout form.
+    hint = (
+        "pass --url to use a running service, or install the server extra "
+        "from the checkout: pip install '.[server]'"
+    )
     try:
         from ..server.engines.espeak import EspeakEngine
     except ImportError as error:
