@@ -6,7 +6,9 @@ import io
 import json
 import os
 import pty
+import signal
 import struct
+import subprocess
 import sys
 import wave
 from pathlib import Path
@@ -199,6 +201,33 @@ async def test_failed_request_exits_1_with_the_reason_and_leaves_no_file(
         "invalid_param" in unknown.stderr.decode()
         and "bogus" in unknown.stderr.decode()
     )
+
+
+async def test_ctrl_c_exits_130_and_leaves_no_file(
+    start_server: StartServer, tmp_path: Path
+) -> None:
+    server = await start_server()
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "orpheus_trio", "speak", "Waiting for audio.",
+         "-o", str(out_dir / "never.wav"), "--url", server.base_url, "--param", "ttfb_ms=60000"],
+        stderr=subprocess.PIPE,
+        env=clean_env(),
+        # A shell that starts pytest in the background ignores SIGINT; give the child the default.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
+    assert process.stderr is not None
+    with trio.fail_after(20):
+        while server.engine.requests_started == 0:  # type: ignore[attr-defined]
+            await trio.sleep(0.02)
+        process.send_signal(signal.SIGINT)
+        stderr = b""
+        while chunk := await process.stderr.receive_some():
+            stderr += chunk
+        assert await process.wait() == 130
+    assert b"interrupted" in stderr and b"Traceback" not in stderr
+    assert list(out_dir.iterdir()) == []
 
 
 async def test_unreachable_service_exits_1_with_a_clear_message(tmp_path: Path) -> None:
