@@ -1,4 +1,5 @@
-"""The examples run as users run them (``python examples/X.py``) on the embedded default server."""
+"""The examples run as users run them (``python examples/X.py``): on the embedded default
+server, and on the services named by ``ORPHEUS_URLS`` / ``ORPHEUS_KEY``."""
 
 from __future__ import annotations
 
@@ -8,20 +9,22 @@ from pathlib import Path
 import pytest
 import trio
 from _support_cli import clean_env
+from _support_server import StartServer
 
 from orpheus_trio.audio import read_wav
+from orpheus_trio.server.engines.synthetic import expected_stream
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
-async def run_example(name: str, *args: str, cwd: Path) -> str:
+async def run_example(name: str, *args: str, cwd: Path, **env: str) -> str:
     done = await trio.run_process(
         [sys.executable, str(EXAMPLES / name), *args],
         cwd=cwd,
         capture_stdout=True,
         capture_stderr=True,
         check=False,
-        env=clean_env(),
+        env=clean_env(**env),
     )
     assert done.returncode == 0, done.stderr.decode()
     return done.stdout.decode()
@@ -59,3 +62,18 @@ async def test_long_text_example(tmp_path: Path) -> None:
     clip = read_wav(tmp_path / "long.wav")
     assert clip.duration_s > 20 and clip.rms() > 0.02
     assert "4 pieces" in out and "first audio after" in out
+
+
+async def test_examples_use_orpheus_urls_and_orpheus_key(
+    start_server: StartServer, tmp_path: Path
+) -> None:
+    server = await start_server(api_keys=("example-key",))
+    text = "Sent to the service in ORPHEUS_URLS."
+    await run_example(
+        "save_to_wav.py", text, "x.wav", cwd=tmp_path,
+        ORPHEUS_URLS=f" {server.base_url} ,", ORPHEUS_KEY="example-key",
+    )  # fmt: skip
+    # The synthetic engine's audio, byte for byte: this server answered, with the key.
+    assert read_wav(tmp_path / "x.wav").pcm == b"".join(
+        expected_stream(text, "tara", {})
+    )
