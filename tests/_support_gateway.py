@@ -106,6 +106,7 @@ async def start_gateway(
     hedge_ttfb_ms: float | None = 400,
     upstream_api_key: str | None = None,
     health_interval_s: float = 0.2,
+    health_timeout_s: float = 2.0,
     client: dict[str, Any] | None = None,
     **settings: Any,
 ) -> RunningGateway:
@@ -120,6 +121,7 @@ async def start_gateway(
         upstream_api_key=upstream_api_key,
         hedge_ttfb_ms=hedge_ttfb_ms,
         health_interval_s=health_interval_s,
+        health_timeout_s=health_timeout_s,
         **options,
     )
     drain, stopped = trio.Event(), trio.Event()

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import logging
 import random
+import ssl
 from typing import Any
 
 import httpx
 import pybase64
 import pytest
 import trio
+import trustme
 from _support_gateway import (
+    SYSTEM_ANSWER,
     RecordingEngine,
     engine_of,
     error_answer,
@@ -441,3 +446,121 @@ async def test_a_worker_answering_404_is_502_not_passed_on(
     response = await post_tts(gw.base_url, {"text": "x"})
     assert response.status_code == 502
     assert response.json()["error"]["code"] == "upstream_error"
+
+
+async def test_a_worker_trickling_its_system_answer_stalls_neither_start_nor_health(
+    nursery: trio.Nursery,
+) -> None:
+    async def trickle(stream: trio.SocketStream) -> None:
+        async with stream:
+            await stream.receive_some(65536)
+            with contextlib.suppress(trio.BrokenResourceError):
+                await stream.send_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                    b"content-length: 100000\r\n\r\n"
+                )
+                while True:  # a byte now and then: no read ever times out
+                    await stream.send_all(b" ")
+                    await trio.sleep(0.05)
+
+    listeners = await nursery.start(
+        functools.partial(trio.serve_tcp, trickle, 0, host="127.0.0.1")
+    )
+    trickler = f"http://127.0.0.1:{listeners[0].socket.getsockname()[1]}"
+    healthy = await start_worker(nursery)
+    with trio.fail_after(2):
+        gw = await start_gateway(
+            nursery,
+            [trickler, healthy.base_url],
+            health_interval_s=0.05,
+            health_timeout_s=0.3,
+        )
+    statuses = gw.gateway.engine.upstreams.statuses
+    assert not statuses[trickler].reachable
+    assert statuses[trickler].error is not None
+    assert "0.3" in statuses[trickler].error
+    assert statuses[healthy.base_url].reachable
+    # The healthy worker's news still comes in while the trickler holds each poll.
+    healthy.app.start_draining()
+    await wait_until(lambda: statuses[healthy.base_url].draining, 2.0)
+
+
+async def test_a_worker_with_a_huge_system_answer_is_marked_down(
+    nursery: trio.Nursery,
+) -> None:
+    body = b" " * (2 << 20) + json.dumps(SYSTEM_ANSWER).encode()
+    huge = (
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+        b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body)
+    ) + body
+    url = await start_scripted_worker(nursery, b"", system_answer=huge)
+    gw = await start_gateway(nursery, [url])
+    status = gw.gateway.engine.upstreams.statuses[url]
+    assert not status.reachable
+    assert status.error is not None and "too large" in status.error
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+async def test_the_health_poll_uses_the_gateways_tls_settings(
+    nursery: trio.Nursery, ca: trustme.CA
+) -> None:
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_context)
+    body = json.dumps(SYSTEM_ANSWER).encode()
+    answer = (
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+        b"content-length: %d\r\n\r\n%s" % (len(body), body)
+    )
+
+    async def handle(tcp: trio.SocketStream) -> None:
+        stream = trio.SSLStream(tcp, server_context, server_side=True)
+        with contextlib.suppress(trio.BrokenResourceError):
+            data = b""
+            while piece := await stream.receive_some(65536):
+                data += piece
+                while b"\r\n\r\n" in data:
+                    _, _, data = data.partition(b"\r\n\r\n")
+                    await stream.send_all(answer)
+        await trio.aclose_forcefully(stream)
+
+    listeners = await nursery.start(
+        functools.partial(trio.serve_tcp, handle, 0, host="127.0.0.1")
+    )
+    url = f"https://127.0.0.1:{listeners[0].socket.getsockname()[1]}"
+    trusting = ssl.create_default_context()
+    ca.configure_trust(trusting)
+    gw = await start_gateway(nursery, [url], client={"ssl_context": trusting})
+    status = gw.gateway.engine.upstreams.statuses[url]
+    assert status.reachable, status.error
+    assert status.voices == ("tara",)
+
+
+async def test_the_health_poll_ignores_proxy_settings_so_the_key_goes_nowhere_else(
+    nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    received = bytearray()
+
+    async def proxy(stream: trio.SocketStream) -> None:
+        async with stream:
+            received.extend(await stream.receive_some(65536))
+
+    listeners = await nursery.start(
+        functools.partial(trio.serve_tcp, proxy, 0, host="127.0.0.1")
+    )
+    proxy_url = f"http://127.0.0.1:{listeners[0].socket.getsockname()[1]}"
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+        monkeypatch.setenv(name, proxy_url)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    worker = await start_worker(
+        nursery, api_keys=("worker-secret",), protect_service_endpoints=True
+    )
+    gw = await start_gateway(
+        nursery, [worker.base_url], upstream_api_key="worker-secret"
+    )
+    status = gw.gateway.engine.upstreams.statuses[worker.base_url]
+    assert status.reachable, status.error  # polled directly, as requests go
+    assert b"worker-secret" not in received and not received

@@ -241,6 +241,7 @@ class Gateway:
         upstream_api_key: str | None = None,
         hedge_ttfb_ms: float | None = 400,
         health_interval_s: float = 2.0,
+        health_timeout_s: float = 2.0,
         **client_options: Any,
     ) -> None:
         if config.server_name == ServerConfig.server_name:
@@ -252,8 +253,14 @@ class Gateway:
             hedge_ttfb_ms=hedge_ttfb_ms,
             **client_options,
         )
+        ssl_context = client_options.get("ssl_context")
         watch = UpstreamWatch(
-            client.base_urls, api_key=upstream_api_key, interval_s=health_interval_s
+            client.base_urls,
+            api_key=upstream_api_key,
+            interval_s=health_interval_s,
+            timeout_s=health_timeout_s,
+            # The poll trusts what the requests trust.
+            verify=ssl_context or bool(client_options.get("verify", True)),
         )
         self.engine = GatewayEngine(client, watch)
         self.app: OrpheusApp = create_app(

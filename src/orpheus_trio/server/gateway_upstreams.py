@@ -9,6 +9,8 @@ of the healthy workers' voices.
 
 from __future__ import annotations
 
+import json
+import ssl
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +23,8 @@ from ..client import EndpointSnapshot
 __all__ = ["UpstreamStatus", "UpstreamWatch"]
 
 SYSTEM_PATH = "/v1/system"
+#: A worker's ``/v1/system`` answer is a few hundred bytes; past this it is broken.
+MAX_SYSTEM_BYTES = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +67,14 @@ def _int_or_none(value: Any) -> int | None:
 
 
 class UpstreamWatch:
-    """Polls every worker's ``/v1/system`` every ``interval_s`` (``watch`` runs the loop)."""
+    """Polls every worker's ``/v1/system`` every ``interval_s`` (``watch`` runs the loop).
+
+    Each poll of a worker gets ``timeout_s`` in all (a worker that trickles its
+    answer must not hold up the others' news, nor the gateway's start).
+    ``verify``: TLS settings, the same as the client's (an ``ssl.SSLContext``,
+    or ``False`` for no checks). Proxy settings from the environment are not
+    used: the poll goes where the requests go, and the key goes nowhere else.
+    """
 
     def __init__(
         self,
@@ -72,13 +83,17 @@ class UpstreamWatch:
         api_key: str | None = None,
         interval_s: float = 2.0,
         timeout_s: float = 2.0,
+        verify: ssl.SSLContext | bool = True,
     ) -> None:
         if not interval_s > 0 or not timeout_s > 0:
             raise ValueError("interval_s and timeout_s must be > 0")
         self.interval_s = interval_s
+        self.timeout_s = timeout_s
         self.statuses = {url: UpstreamStatus(url) for url in urls}
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._http = httpx.AsyncClient(headers=headers, timeout=timeout_s)
+        self._http = httpx.AsyncClient(
+            headers=headers, timeout=timeout_s, verify=verify, trust_env=False
+        )
 
     async def watch(
         self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -98,13 +113,28 @@ class UpstreamWatch:
 
     async def _poll_one(self, url: str) -> None:
         try:
-            response = await self._http.get(url + SYSTEM_PATH)
-            response.raise_for_status()
-            status = UpstreamStatus.from_system(url, response.json())
+            with trio.fail_after(self.timeout_s):
+                info = await self._fetch(url)
+            status = UpstreamStatus.from_system(url, info)
+        except trio.TooSlowError:
+            error = f"no whole answer within {self.timeout_s:g} s"
+            status = UpstreamStatus(url, error=error)
         # RecursionError: JSON nested too deep; a broken worker must not stop the watch.
         except (httpx.HTTPError, TypeError, ValueError, RecursionError) as error:
             status = UpstreamStatus(url, error=f"{type(error).__name__}: {error}")
         self.statuses[url] = status
+
+    async def _fetch(self, url: str) -> Any:
+        async with self._http.stream("GET", url + SYSTEM_PATH) as response:
+            response.raise_for_status()
+            body = bytearray()
+            async for data in response.aiter_bytes():
+                body += data
+                if len(body) > MAX_SYSTEM_BYTES:
+                    raise ValueError(
+                        f"the answer is too large (over {MAX_SYSTEM_BYTES} bytes)"
+                    )
+        return json.loads(body)
 
     def healthy(self, snapshot: EndpointSnapshot) -> bool:
         status = self.statuses[snapshot.url]
