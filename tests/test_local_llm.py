@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+import shutil
 import threading
 import time
 from collections.abc import Generator
 from functools import cache
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,6 +18,7 @@ from _support_llm import (
     WORDS,
     audio_script,
     random_model_dir,
+    save_tokenizer,
     scripted_model_dir,
 )
 
@@ -372,3 +375,108 @@ def test_top_k_limits_the_candidates() -> None:
     logits = [0.0, 0.1, 0.2, 0.3, 0.4]
     assert draws(logits, SamplingParams(temperature=1.0, top_p=1.0, top_k=2)) == {3, 4}
     assert draws(logits, SamplingParams(temperature=1.0, top_p=0.01, top_k=2)) == {4}
+
+
+@pytest.mark.parametrize("temperature", [1e-40, 1e-300, 5e-324])
+def test_a_tiny_temperature_is_near_greedy_not_a_crash(temperature: float) -> None:
+    # Dividing logits by a temperature this small overflows float32 to inf (and,
+    # below float32's range, the divisor itself rounds to 0): softmax gave NaN.
+    logits = [0.5, 3.0, -2.0, 2.999, 3.0]
+    params = SamplingParams.from_params({"temperature": temperature, "top_p": 1.0})
+    assert draws(logits, params, n=50) == {1, 4}  # the tied best tokens only
+    params = SamplingParams.from_params({"temperature": temperature, "top_p": 0.3})
+    assert draws(logits, params, n=50) <= {1, 4}
+
+
+# --- loading errors ---------------------------------------------------------------------
+
+
+def copy_without(tmp_path: Path, *names: str) -> Path:
+    """A copy of the scripted checkpoint without the files whose names start with ``names``."""
+    copy = tmp_path / "checkpoint"
+    shutil.copytree(scripted_model_dir(SCRIPT_FRAMES), copy)
+    for file in copy.iterdir():
+        if file.name.startswith(names):
+            file.unlink()
+    return copy
+
+
+@pytest.mark.parametrize("dtype", ["float33", "cuda", "int8", "Tensor"])
+def test_a_bad_dtype_is_named_before_loading(dtype: str) -> None:
+    with pytest.raises(ValueError, match=f"dtype {dtype!r} is not a floating-point"):
+        OrpheusLM.load(scripted_model_dir(SCRIPT_FRAMES), device="cpu", dtype=dtype)
+
+
+def test_an_unknown_device_is_named_before_loading() -> None:
+    with pytest.raises(ValueError, match="device 'gpu' is not a torch device"):
+        OrpheusLM.load(scripted_model_dir(SCRIPT_FRAMES), device="gpu")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
+def test_cuda_without_cuda_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="device 'cuda': CUDA is not available"):
+        OrpheusLM.load(scripted_model_dir(SCRIPT_FRAMES), device="cuda")
+
+
+def test_a_checkpoint_without_tokenizer_files_says_to_pass_one(tmp_path: Path) -> None:
+    bare = copy_without(tmp_path, "tokenizer", "special_tokens")
+    with pytest.raises(FileNotFoundError, match="no tokenizer files in") as info:
+        OrpheusLM.load(bare, device="cpu")
+    assert str(bare) in str(info.value) and "tokenizer=" in str(info.value)
+    lm = OrpheusLM.load(bare, tokenizer=scripted_model_dir(SCRIPT_FRAMES), device="cpu")
+    assert lm.prompt_ids("hello")[1] == BOS_ID
+
+
+def test_a_checkpoint_without_config_is_named(tmp_path: Path) -> None:
+    bare = copy_without(tmp_path, "config.json")
+    with pytest.raises(FileNotFoundError, match="no config.json in") as info:
+        OrpheusLM.load(bare, device="cpu")
+    assert str(bare) in str(info.value)
+
+
+def test_a_model_without_the_orpheus_vocabulary_is_rejected_at_load(
+    tmp_path: Path,
+) -> None:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=1000,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+    )
+    LlamaForCausalLM(config).save_pretrained(tmp_path)
+    save_tokenizer(tmp_path)
+    with pytest.raises(ValueError, match="vocabulary has 1000 tokens") as info:
+        OrpheusLM.load(tmp_path, device="cpu")
+    assert "not an Orpheus checkpoint" in str(info.value)
+
+
+def test_a_tokenizer_beyond_the_model_vocabulary_is_named() -> None:
+    lm = scripted_lm()
+    real = lm.tokenizer
+
+    class Wide:
+        eos_token_id = None
+
+        def __call__(self, text: str) -> dict[str, list[int]]:
+            return {"input_ids": [*real(text)["input_ids"], lm.vocab_size + 5]}
+
+    mismatched = OrpheusLM(lm.model, Wide(), device="cpu")
+    with pytest.raises(ValueError, match="does not match the model"):
+        mismatched.prompt_ids("hello")
+
+
+def test_a_missing_local_path_is_not_looked_up_on_the_hub(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # "models/orpheus" with a local "models" directory is a typo, not a hub id:
+    # looking it up on the hub took 25 s of retries and blamed the network.
+    (tmp_path / "models").mkdir()
+    monkeypatch.chdir(tmp_path)
+    started = time.monotonic()
+    with pytest.raises(FileNotFoundError, match="'models/orpheus' does not exist"):
+        OrpheusLM.load("models/orpheus", device="cpu")
+    assert time.monotonic() - started < 5

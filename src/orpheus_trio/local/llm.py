@@ -29,6 +29,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from .tokens import AUDIO_TOKEN_BASE, CODEBOOK_SIZE, TOKENS_PER_FRAME
+
 if TYPE_CHECKING:
     import torch
 
@@ -38,6 +40,7 @@ __all__ = [
     "END_OF_SPEECH",
     "END_OF_TEXT",
     "MIN_STABLE_REPETITION_PENALTY",
+    "ORPHEUS_VOCAB_SIZE",
     "PROMPT_SUFFIX",
     "START_OF_AI",
     "START_OF_HUMAN",
@@ -56,6 +59,8 @@ START_OF_AI = 128261
 START_OF_SPEECH = 128257
 END_OF_SPEECH = 128258
 PROMPT_SUFFIX = (END_OF_TEXT, END_OF_HUMAN, START_OF_AI, START_OF_SPEECH)
+#: The smallest vocabulary holding every audio token (7 codebooks of 4096 after 128266).
+ORPHEUS_VOCAB_SIZE = AUDIO_TOKEN_BASE + TOKENS_PER_FRAME * CODEBOOK_SIZE
 
 #: The voices of the Orpheus fine-tuned checkpoints.
 DEFAULT_VOICES = ("tara", "leah", "jess", "leo", "dan", "mia", "zac", "zoe")
@@ -165,15 +170,85 @@ def _default_device() -> str:
 
 
 def _looks_like_missing_path(where: str | os.PathLike[str]) -> bool:
-    """A path that is not there (hub ids are ``owner/name``, never absolute or ``./``)."""
+    """A path that is not there (hub ids are ``owner/name``, never absolute or ``./``).
+
+    ``models/orpheus`` with a local ``models`` directory is a mistyped path too:
+    asking the hub for it costs retries and ends in a network error.
+    """
     text = str(where)
     path = Path(text).expanduser()
     explicit = (
         isinstance(where, os.PathLike)
         or path.is_absolute()
         or text.startswith((".", "~"))
+        or len(path.parts) > 2  # hub ids are `name` or `owner/name`
+        or path.parent.is_dir()
     )
     return explicit and not path.exists()
+
+
+#: Files a tokenizer is loaded from (one is enough); a directory with none has no tokenizer.
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt")
+
+
+def _check_local_checkpoint(
+    model: str | os.PathLike[str], tokenizer: str | os.PathLike[str] | None
+) -> None:
+    """Name what a local checkpoint directory lacks before anything slow is loaded."""
+    for what, where in (("model", model), ("tokenizer", tokenizer)):
+        if where is not None and _looks_like_missing_path(where):
+            raise FileNotFoundError(
+                f"Orpheus {what} directory {str(where)!r} does not exist"
+            )
+    model_dir = Path(model).expanduser()
+    if model_dir.is_dir() and not (model_dir / "config.json").is_file():
+        raise FileNotFoundError(
+            f"no config.json in {str(model)!r}: not a transformers checkpoint directory"
+        )
+    tokenizer_dir = Path(tokenizer if tokenizer is not None else model).expanduser()
+    if tokenizer_dir.is_dir() and not any(
+        (tokenizer_dir / name).is_file() for name in _TOKENIZER_FILES
+    ):
+        raise FileNotFoundError(
+            f"no tokenizer files in {str(tokenizer_dir)!r} (looked for "
+            f"{', '.join(_TOKENIZER_FILES)}): pass the Orpheus tokenizer's directory "
+            "or hub id as tokenizer= (serve: --tokenizer)"
+        )
+
+
+def _torch_device(device: str | None) -> str:
+    """``device`` checked (a torch device, CUDA present when asked), or the default one."""
+    import torch
+
+    if device is None:
+        return _default_device()
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(
+            f"device {device!r} is not a torch device (e.g. cpu, cuda, cuda:1): {error}"
+        ) from None
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"device {device!r}: CUDA is not available (no GPU, or torch built "
+            "without CUDA); use device='cpu'"
+        )
+    return device
+
+
+def _torch_dtype(dtype: str | torch.dtype | None, device: str) -> torch.dtype:
+    """``dtype`` as a floating-point torch dtype; the device's default when None."""
+    import torch
+
+    if dtype is None:
+        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+    found = getattr(torch, dtype, None) if isinstance(dtype, str) else dtype
+    if not isinstance(found, torch.dtype) or not found.is_floating_point:
+        raise ValueError(
+            f"dtype {dtype!r} is not a floating-point torch dtype "
+            "(e.g. float32, float16, bfloat16)"
+        )
+    return found
 
 
 class OrpheusLM:
@@ -190,6 +265,13 @@ class OrpheusLM:
         self.tokenizer = tokenizer
         self.device = torch.device(device)
         self.vocab_size = int(model.config.vocab_size)
+        if self.vocab_size < ORPHEUS_VOCAB_SIZE:
+            where = getattr(model.config, "name_or_path", "") or "this model"
+            raise ValueError(
+                f"the model's vocabulary has {self.vocab_size} tokens, Orpheus needs "
+                f"{ORPHEUS_VOCAB_SIZE} (its audio tokens end at {ORPHEUS_VOCAB_SIZE - 1}): "
+                f"{where} is not an Orpheus checkpoint"
+            )
         self.context_length = (
             int(getattr(model.config, "max_position_embeddings", 0)) or None
         )
@@ -217,30 +299,26 @@ class OrpheusLM:
 
         ``device`` defaults to CUDA when present, else CPU; ``dtype`` defaults
         to bfloat16 on CUDA and float32 elsewhere. ``tokenizer`` defaults to
-        ``model``.
+        ``model``. A bad device or dtype, a missing directory or a directory
+        without ``config.json`` or tokenizer files raise (``ValueError``,
+        ``FileNotFoundError``) before anything is loaded; a model whose
+        vocabulary cannot hold the audio tokens raises ``ValueError``.
         """
-        import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        for what, where in (("model", model), ("tokenizer", tokenizer)):
-            if where is not None and _looks_like_missing_path(where):
-                raise FileNotFoundError(
-                    f"Orpheus {what} directory {str(where)!r} does not exist"
-                )
-        device = device or _default_device()
-        if dtype is None:
-            dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
-        elif isinstance(dtype, str):
-            dtype = getattr(torch, dtype)
-        lm: Any = AutoModelForCausalLM.from_pretrained(
-            str(model), dtype=dtype, local_files_only=local_files_only
-        )
-        lm.to(device)
-        lm.eval()
+        _check_local_checkpoint(model, tokenizer)
+        device = _torch_device(device)
+        torch_dtype = _torch_dtype(dtype, device)
+        # The tokenizer first: it loads in a moment, the model may take minutes.
         tok: Any = AutoTokenizer.from_pretrained(
             str(tokenizer if tokenizer is not None else model),
             local_files_only=local_files_only,
         )
+        lm: Any = AutoModelForCausalLM.from_pretrained(
+            str(model), dtype=torch_dtype, local_files_only=local_files_only
+        )
+        lm.to(device)
+        lm.eval()
         return cls(lm, tok, device=device)
 
     def _eos_ids(self) -> Iterable[int]:
@@ -266,6 +344,12 @@ class OrpheusLM:
             raise ValueError("voice must be a non-empty string or None")
         spoken = f"{voice}: {text}" if voice is not None else text
         ids = [int(i) for i in self.tokenizer(spoken)["input_ids"]]
+        beyond = [i for i in ids if not 0 <= i < self.vocab_size]
+        if beyond:
+            raise ValueError(
+                f"the tokenizer gave id {beyond[0]}, outside the model's vocabulary "
+                f"of {self.vocab_size}: the tokenizer does not match the model"
+            )
         return [START_OF_HUMAN, *ids, *PROMPT_SUFFIX]
 
     def check_fits(self, prompt_length: int, params: SamplingParams) -> None:
@@ -356,7 +440,11 @@ def sample_token(
         scores[previous] = torch.where(picked < 0, picked * penalty, picked / penalty)
     if params.temperature == 0.0:
         return int(scores.argmax())
-    scores.div_(params.temperature)
+    # Shifted so the best score is 0 and the divisor kept within float32: a tiny
+    # temperature then leaves the best tokens at 0 and the rest at -inf, never inf/NaN.
+    scores.sub_(scores.max()).div_(
+        max(params.temperature, torch.finfo(scores.dtype).tiny)
+    )
     values: torch.Tensor | None = None
     ids: torch.Tensor | None = None
     if 0 < params.top_k < scores.numel():
