@@ -321,6 +321,31 @@ async def test_batcher_waits_at_most_max_wait_for_company() -> None:
     assert 0.03 <= elapsed < 5
 
 
+async def test_a_lone_stream_waits_for_company_once_not_at_every_window() -> None:
+    # The first batch has no history, so it waits max_wait; it held one window,
+    # so later windows go as soon as they come (a lone stream pays no wait).
+    window = drain_one_window()
+    async with BatchingDecoder(shared_decoder(), max_batch=64, max_wait_ms=1000) as batcher:
+        waits = []
+        for _ in range(3):
+            start = trio.current_time()
+            await batcher.decode_window(window)
+            waits.append(trio.current_time() - start)
+    assert waits[0] >= 1.0
+    assert max(waits[1:]) < 0.9  # a decode, no wait (a window decodes in ~0.05 s)
+    assert batcher.batches_run == 3
+
+
+async def test_windows_queued_while_a_batch_decodes_form_the_next_batch() -> None:
+    window = drain_one_window()
+    async with BatchingDecoder(shared_decoder(), max_batch=64, max_wait_ms=0) as batcher:
+        async with trio.open_nursery() as nursery:
+            for _ in range(5):
+                nursery.start_soon(batcher.decode_window, window)
+    # All five were queued before the serving task ran: one batch, even with no wait.
+    assert (batcher.batches_run, batcher.windows_decoded) == (1, 5)
+
+
 async def test_a_cancelled_stream_leaves_the_batcher_serving_others() -> None:
     decoder = shared_decoder()
     frames = random_frames(6, seed=15)

@@ -1,7 +1,9 @@
 """One decoder, many streams: gather windows for a few ms, decode them in one batch.
 
 A Trio task collects decode requests from every stream until ``max_batch``
-have arrived or ``max_wait_ms`` has passed since the first, groups them by
+have arrived, or as many as the previous batch held, or ``max_wait_ms`` has
+passed since the first (so a lone stream waits for company once, not at
+every window, and a busy service still fills its batches), groups them by
 window shape (a batch needs equal lengths; in steady state every stream's
 windows have the same shape), runs each group as one batched decode in a
 worker thread, and hands each stream its own samples back. Batching changes
@@ -114,11 +116,19 @@ class BatchingDecoder:
         return request.audio
 
     async def _serve(self) -> None:
+        expected = self.max_batch  # no history yet: wait for a full batch (or max_wait)
         while True:
             batch = [await self._receive.receive()]
             with trio.move_on_after(self.max_wait_s):
-                while len(batch) < self.max_batch:
+                while len(batch) < expected:
                     batch.append(await self._receive.receive())
+            # Whatever else is queued rides along too.
+            while len(batch) < self.max_batch:
+                try:
+                    batch.append(self._receive.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            expected = len(batch)
             groups: dict[tuple[int, int, int], list[_Request]] = {}
             for request in batch:
                 groups.setdefault(request.window.shape_key, []).append(request)
