@@ -36,9 +36,9 @@ __all__ = [
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_CODES = """exit codes:
-  0  success
-  1  the work failed (a request, a batch item, an unreachable service)
-  2  bad usage (unknown flag, bad value, malformed input file)
+  0    success
+  1    the work failed (a request, a batch item, an unreachable service)
+  2    bad usage (unknown flag, bad value, malformed input file)
   130  interrupted (Ctrl-C)"""
 
 
