@@ -321,18 +321,20 @@ async def test_queue_hints_flow_through_so_a_client_in_front_routes_well(
     nursery: trio.Nursery,
 ) -> None:
     calm = await start_worker(nursery)
-    # A worker whose engine reports a deep queue of its own (as a batching LLM server may).
-    swamped = await start_worker(nursery, RecordingEngine(hints={"queue_depth": 6}))
+    # A worker whose engine reports a deep queue of its own (as a batching LLM server
+    # may), deep enough that noise in the measured latencies on a busy box (the score
+    # is latency x load) cannot outweigh it.
+    swamped = await start_worker(nursery, RecordingEngine(hints={"queue_depth": 60}))
     gw_calm = await start_gateway(nursery, [calm.base_url], hedge_ttfb_ms=None)
     gw_swamped = await start_gateway(nursery, [swamped.base_url], hedge_ttfb_ms=None)
 
     idle = await post_tts(gw_calm.base_url, {"text": "x", "chunks": 1})
     assert idle.headers["x-queue-depth"] == "1"  # just its own attempt upstream
     busy = await post_tts(gw_swamped.base_url, {"text": "x", "chunks": 1})
-    # The worker's hint (6, fading with age) plus the gateway's own open attempt there.
-    assert int(busy.headers["x-queue-depth"]) >= 6
+    # The worker's hint (60, fading with age) plus the gateway's own open attempt there.
+    assert int(busy.headers["x-queue-depth"]) >= 59
     opening = parse_frames(busy.content)[0]
-    assert opening["type"] == "metrics" and opening["queue_depth"] >= 6
+    assert opening["type"] == "metrics" and opening["queue_depth"] >= 59
 
     # A client in front of both gateways sends its traffic to the calm one.
     async with OrpheusTTS(
