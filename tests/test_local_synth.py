@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 from functools import cache
+from typing import Any
 
 import numpy as np
 import pytest
@@ -196,3 +198,45 @@ async def test_the_pipeline_runs_on_cuda() -> None:
         pcm = b"".join([piece async for piece in audio])
     assert audio.finish_reason == "stop" and audio.tokens == FRAMES * 7
     assert len(pcm) == FRAMES * FRAME_SAMPLES * 2
+
+
+def llm_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "orpheus-llm"]
+
+
+async def test_breaking_out_of_an_unclosed_stream_stops_its_thread() -> None:
+    # The docs ask for `async with`, but a plain `break` must not leave the model
+    # thread (and its KV cache) parked until the Trio run ends.
+    assert llm_threads() == []
+    async for pcm in looping_synth().open("hello", max_tokens=4000):
+        assert pcm
+        break
+    with trio.fail_after(5):
+        while llm_threads():
+            await trio.sleep(0.02)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"on_invalid": "ignore"}, "on_invalid must be 'error' or 'resync'"),
+        ({"first_hop": 0}, "need 1 <= first_hop <= max_hop"),
+        ({"first_hop": 8, "max_hop": 4}, "need 1 <= first_hop <= max_hop"),
+        ({"timeout_s": "5"}, "timeout_s must be a positive number or None"),
+        ({"timeout_s": True}, "timeout_s must be a positive number or None"),
+        ({"voices": "tara"}, "voices must be a collection of names, not a str"),
+        ({"defaults": {"top_p": 2}}, "top_p"),
+    ],
+)
+def test_bad_options_fail_at_construction_and_before_loading(
+    options: dict[str, Any], message: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises((ValueError, TypeError), match=message):
+        LocalSynthesizer(synth().lm, synth().snac, **options)
+
+    def no_loading(*args: object, **kwargs: object) -> None:
+        raise AssertionError("loaded the model before checking the options")
+
+    monkeypatch.setattr(OrpheusLM, "load", no_loading)
+    with pytest.raises((ValueError, TypeError), match=message):
+        LocalSynthesizer.load(scripted_model_dir(FRAMES), snac_dir(), **options)

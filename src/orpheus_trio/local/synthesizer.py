@@ -21,6 +21,7 @@ import os
 import warnings
 from collections.abc import AsyncGenerator, AsyncIterator, Collection, Mapping
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
 
@@ -72,16 +73,15 @@ class LocalAudioStream:
         self._tokens: ThreadedGenerator[int, FinishReason] = ThreadedGenerator(
             lambda: lm.generate(prompt_ids, params), name="orpheus-llm"
         )
-        self._synthesizer = synthesizer
         self._deadline = deadline
         self._started = trio.current_time()
-        self._pcm = self._decode()
+        self._progress = _Progress()
+        # No reference back to this stream: a stream dropped without aclose() is
+        # freed at once, and Trio's finalizer closes the generator, which stops the thread.
+        self._pcm = _decode(self._tokens, synthesizer, self._progress)
         self._closed = False
         self.prompt_tokens = len(prompt_ids)
-        self.finish_reason: FinishReason | None = None
-        self.frames = 0
         self.samples = 0
-        self.dropped_tokens = 0
         self.ttfb_s: float | None = None
         self.elapsed_s: float | None = None
 
@@ -89,6 +89,21 @@ class LocalAudioStream:
     def tokens(self) -> int:
         """Tokens generated so far (the stop token not counted)."""
         return self._tokens.items
+
+    @property
+    def finish_reason(self) -> FinishReason | None:
+        """``"stop"``, ``"length"``, ``"cancelled"``; ``None`` while running."""
+        return self._progress.finish_reason
+
+    @property
+    def frames(self) -> int:
+        """Frames decoded so far."""
+        return self._progress.frames
+
+    @property
+    def dropped_tokens(self) -> int:
+        """Tokens of frames not decoded: a partial frame a cut left, frames dropped by resync."""
+        return self._progress.dropped_tokens
 
     @property
     def truncated(self) -> bool:
@@ -130,8 +145,8 @@ class LocalAudioStream:
         finally:
             await self._tokens.aclose()
             self.elapsed_s = trio.current_time() - self._started
-            if self.finish_reason is None:
-                self.finish_reason = self._tokens.result or "cancelled"
+            if self._progress.finish_reason is None:
+                self._progress.finish_reason = self._tokens.result or "cancelled"
 
     async def __aenter__(self) -> Self:
         return self
@@ -144,53 +159,72 @@ class LocalAudioStream:
     ) -> None:
         await self.aclose()
 
-    async def _decode(self) -> AsyncGenerator[bytes, None]:
-        decoder = self._synthesizer.decoder
-        assembler = FrameAssembler(on_invalid=self._synthesizer.on_invalid)
+
+@dataclass
+class _Progress:
+    """What a stream's decoding generator reports back to the stream."""
+
+    frames: int = 0
+    dropped_tokens: int = 0
+    finish_reason: FinishReason | None = None
+
+
+async def _decode(
+    tokens: ThreadedGenerator[int, FinishReason],
+    synthesizer: LocalSynthesizer,
+    progress: _Progress,
+) -> AsyncGenerator[bytes, None]:
+    """PCM pieces for the tokens as they come; closing it stops the token thread."""
+    try:
+        assembler = FrameAssembler(on_invalid=synthesizer.on_invalid)
         planner = StreamPlanner.for_decoder(
-            self._synthesizer.snac,
-            first_hop=self._synthesizer.first_hop,
-            max_hop=self._synthesizer.max_hop,
+            synthesizer.snac,
+            first_hop=synthesizer.first_hop,
+            max_hop=synthesizer.max_hop,
         )
-        async for token in self._tokens:
+        async for token in tokens:
             frames = assembler.feed_id(token)
             if len(frames):
                 planner.push(frames)
                 while (window := planner.next_window()) is not None:
-                    yield await self._decode_window(decoder, window)
-        reason = self._tokens.result
+                    yield await _decode_window(synthesizer, window, progress)
+        reason = tokens.result
         if reason == "length":
             # The cut may fall inside a frame: keep the whole frames, say what was dropped.
-            self.dropped_tokens = assembler.pending_tokens
+            progress.dropped_tokens = assembler.pending_tokens
             message = (
-                f"max_tokens ({self._tokens.items}) reached before end of speech: "
+                f"max_tokens ({tokens.items}) reached before end of speech: "
                 "the audio is cut short"
             )
             warnings.warn(message, TruncatedSpeechWarning, stacklevel=2)
         else:
             assembler.close()  # a reply that stopped inside a frame is an error here
-        self.dropped_tokens += assembler.dropped_tokens
-        self.finish_reason = reason
+        progress.dropped_tokens += assembler.dropped_tokens
+        progress.finish_reason = reason
         planner.finish()
         while (window := planner.next_window()) is not None:
-            yield await self._decode_window(decoder, window)
+            yield await _decode_window(synthesizer, window, progress)
+    finally:
+        await tokens.aclose()
 
-    async def _decode_window(
-        self, decoder: SnacDecoder | WindowDecoder, window: DecodeWindow
-    ) -> bytes:
-        audio: Audio
-        if isinstance(decoder, SnacDecoder):
-            batch = await trio.to_thread.run_sync(
-                decoder.decode_batch,
-                window.frames[None],
-                window.latent_start,
-                window.latent_stop,
-            )
-            audio = window.keep(batch[0])
-        else:
-            audio = await decoder.decode_window(window)
-        self.frames += len(audio) // self._synthesizer.snac.frame_samples
-        return float_to_pcm16(audio)
+
+async def _decode_window(
+    synthesizer: LocalSynthesizer, window: DecodeWindow, progress: _Progress
+) -> bytes:
+    decoder = synthesizer.decoder
+    audio: Audio
+    if isinstance(decoder, SnacDecoder):
+        batch = await trio.to_thread.run_sync(
+            decoder.decode_batch,
+            window.frames[None],
+            window.latent_start,
+            window.latent_stop,
+        )
+        audio = window.keep(batch[0])
+    else:
+        audio = await decoder.decode_window(window)
+    progress.frames += len(audio) // synthesizer.snac.frame_samples
+    return float_to_pcm16(audio)
 
 
 class LocalSynthesizer(SpeechSource):
@@ -225,22 +259,64 @@ class LocalSynthesizer(SpeechSource):
             raise TypeError(
                 "decoder must be a SnacDecoder or a BatchingDecoder wrapping one"
             )
-        if timeout_s is not None and not (timeout_s > 0 and math.isfinite(timeout_s)):
-            raise ValueError(
-                f"timeout_s must be a positive number or None, got {timeout_s!r}"
-            )
+        self.check_options(
+            voices=voices,
+            defaults=defaults,
+            timeout_s=timeout_s,
+            on_invalid=on_invalid,
+            first_hop=first_hop,
+            max_hop=max_hop,
+        )
         self.lm = lm
         self.decoder = decoder
         self.snac = snac
         self.voices = tuple(voices) if voices is not None else None
         self.defaults = dict(defaults or {})
-        SamplingParams.from_params(
-            self.defaults
-        )  # fail at construction, not per request
         self.timeout_s = timeout_s
         self.on_invalid: OnInvalid = on_invalid
         self.first_hop = first_hop
         self.max_hop = max_hop
+
+    @staticmethod
+    def check_options(
+        *,
+        voices: Collection[str] | None = DEFAULT_VOICES,
+        defaults: Mapping[str, Any] | None = None,
+        timeout_s: float | None = None,
+        on_invalid: OnInvalid = "error",
+        first_hop: int = 1,
+        max_hop: int = 16,
+    ) -> None:
+        """Raise ``ValueError``/``TypeError`` for bad options: at construction (and
+        in :meth:`load` before loading anything), never per request."""
+        if isinstance(voices, str):
+            raise TypeError(
+                f"voices must be a collection of names, not a str (e.g. [{voices!r}])"
+            )
+        if voices is not None and not all(isinstance(v, str) and v for v in voices):
+            raise ValueError(f"voices must be non-empty strings, got {voices!r}")
+        if timeout_s is not None and (
+            isinstance(timeout_s, bool)
+            or not isinstance(timeout_s, int | float)
+            or not (timeout_s > 0 and math.isfinite(timeout_s))
+        ):
+            raise ValueError(
+                f"timeout_s must be a positive number or None, got {timeout_s!r}"
+            )
+        if on_invalid not in ("error", "resync"):
+            raise ValueError(
+                f"on_invalid must be 'error' or 'resync', got {on_invalid!r}"
+            )
+        if (
+            isinstance(first_hop, bool)
+            or not isinstance(first_hop, int)
+            or not isinstance(max_hop, int)
+            or not 1 <= first_hop <= max_hop
+        ):
+            raise ValueError(
+                f"need 1 <= first_hop <= max_hop, got {first_hop!r}, {max_hop!r}"
+            )
+        SamplingParams.from_params(dict(defaults or {}))
 
     @classmethod
     def load(
@@ -256,8 +332,10 @@ class LocalSynthesizer(SpeechSource):
     ) -> LocalSynthesizer:
         """Load the Orpheus checkpoint ``model`` and the SNAC checkpoint ``snac``
         (local directories or hub ids) onto ``device`` (CUDA when present, else CPU).
-        ``options`` are :class:`LocalSynthesizer` keyword arguments. Blocks while loading.
+        ``options`` are :class:`LocalSynthesizer` keyword arguments, checked
+        before loading. Blocks while loading.
         """
+        cls.check_options(**options)
         lm = OrpheusLM.load(
             model,
             tokenizer=tokenizer,
