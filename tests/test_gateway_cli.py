@@ -15,8 +15,9 @@ import trio
 from _support_gateway import start_worker
 
 from orpheus_trio.errors import CircuitOpenError, HTTPStatusError, ServiceError
+from orpheus_trio.server import ServerConfig
 from orpheus_trio.server.engines.synthetic import expected_stream
-from orpheus_trio.server.gateway import upstream_error
+from orpheus_trio.server.gateway import Gateway, upstream_error
 
 
 async def test_gateway_command_forwards_with_its_own_keys_and_drains_on_sigterm(
@@ -132,3 +133,38 @@ def test_failures_after_audio_are_in_band() -> None:
     for error in (httpx.ReadError("gone"), _status_error(500, "internal")):
         mapped = upstream_error(error, streaming=True)
         assert (mapped.status, mapped.code) == (None, "engine_error")
+
+
+@pytest.mark.parametrize(
+    ("upstreams", "message"),
+    [
+        ([], "at least one"),
+        (["http://127.0.0.1:notaport"], "port"),
+        (["http://127.0.0.1:99999"], "port"),
+        (["http://:8000"], "host"),
+        (["http://127.0.0.1 :8000"], "host"),
+        (["http://127.0.0.1:8000", "HTTP://127.0.0.1:8000/"], "twice"),
+        (["http://LocalHost:8000", "http://localhost:8000"], "twice"),
+        (["http://127.0.0.1", "http://127.0.0.1:80"], "twice"),
+        (["https://127.0.0.1", "https://127.0.0.1:443/"], "twice"),
+    ],
+)
+def test_bad_upstream_urls_are_refused_when_the_gateway_is_made(
+    upstreams: list[str], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        Gateway(upstreams, ServerConfig(port=0))
+
+
+async def test_gateway_command_names_a_bad_upstream_port_without_a_traceback() -> None:
+    result = await trio.run_process(
+        [
+            sys.executable, "-m", "orpheus_trio", "gateway", "--port", "0",
+            "--upstream", "http://127.0.0.1:notaport",
+        ],
+        capture_stderr=True,
+        check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert b"Traceback" not in result.stderr
+    assert b"notaport" in result.stderr
