@@ -7,7 +7,10 @@ import functools
 import json
 import logging
 import random
+import socket
 import ssl
+import struct
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -566,3 +569,58 @@ async def test_the_health_poll_ignores_proxy_settings_so_the_key_goes_nowhere_el
     status = gw.gateway.engine.upstreams.statuses[worker.base_url]
     assert status.reachable, status.error  # polled directly, as requests go
     assert b"worker-secret" not in received and not received
+
+
+async def _start_raw_worker(
+    nursery: trio.Nursery, after_request: Callable[[trio.SocketStream], Awaitable[None]]
+) -> str:
+    """A worker that reads one request head, then does ``after_request``."""
+
+    async def handle(stream: trio.SocketStream) -> None:
+        async with stream:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                data = await stream.receive_some(65536)
+                if not data:
+                    return
+                head += data
+            await after_request(stream)
+
+    listeners = await nursery.start(
+        functools.partial(trio.serve_tcp, handle, 0, host="127.0.0.1")
+    )
+    return f"http://127.0.0.1:{listeners[0].socket.getsockname()[1]}"
+
+
+async def test_a_worker_that_never_answers_is_504_not_unreachable(
+    nursery: trio.Nursery,
+) -> None:
+    async def never(stream: trio.SocketStream) -> None:
+        await trio.sleep_forever()
+
+    url = await _start_raw_worker(nursery, never)
+    gw = await start_gateway(
+        nursery, [url], hedge_ttfb_ms=None, client={"read_timeout_s": 0.2}
+    )
+    with trio.fail_after(5):
+        response = await post_tts(gw.base_url, {"text": "x"})
+    assert response.status_code == 504
+    error = response.json()["error"]
+    assert error["code"] == "upstream_error"
+    assert "could be reached" not in error["message"]
+
+
+async def test_a_worker_resetting_the_connection_is_502_not_unreachable(
+    nursery: trio.Nursery,
+) -> None:
+    async def reset(stream: trio.SocketStream) -> None:
+        linger = struct.pack("ii", 1, 0)  # close with a RST, not a FIN
+        stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+
+    url = await _start_raw_worker(nursery, reset)
+    gw = await start_gateway(nursery, [url], hedge_ttfb_ms=None)
+    response = await post_tts(gw.base_url, {"text": "x"})
+    assert response.status_code == 502
+    error = response.json()["error"]
+    assert error["code"] == "upstream_error"
+    assert "could be reached" not in error["message"]

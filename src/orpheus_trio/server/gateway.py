@@ -50,6 +50,8 @@ GATEWAY_NAME = "orpheus-trio-gateway"
 _RESERVED_PARAMS = frozenset({"request_id"})
 #: A worker's answers about the caller's request itself (passed on as they are).
 _CALLERS_FAULT_STATUS = frozenset({400, 413})
+#: Errors that mean no worker was reached at all (our own pool full included).
+_UNREACHABLE = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 #: A host name or an IP address (IPv6 without its brackets, as urlsplit gives it).
 _HOST = re.compile(r"[A-Za-z0-9._\-:%]+")
@@ -163,8 +165,9 @@ def upstream_error(error: Exception, *, streaming: bool) -> EngineError:
 
     Before audio (``streaming`` false) the status says whose fault it is: a
     worker's 400 or 413 as it was (the caller's request, same answer anywhere),
-    429 when every worker was busy, 503 when none could be reached, 502 for
-    broken workers and for other 4xx (a refused upstream key, a wrong upstream
+    429 when every worker was busy, 503 when none could be reached, 504 when
+    one was reached but did not answer in time, 502 for broken workers and for
+    other 4xx (a refused upstream key, a wrong upstream
     URL: the gateway's set-up, not the caller's request). Errors a worker sent
     in-band stay in-band, and so does anything after audio.
     """
@@ -202,13 +205,15 @@ def upstream_error(error: Exception, *, streaming: bool) -> EngineError:
             status=503,
             retry_after_s=error.retry_in_s,
         )
-    if isinstance(error, httpx.TransportError) and not isinstance(
-        error, httpx.RemoteProtocolError
-    ):
+    if isinstance(error, _UNREACHABLE):
         return EngineError(
             "unavailable", f"no upstream could be reached: {error!r}", status=503
         )
-    return EngineError("upstream_error", f"upstream failed: {error}", status=502)
+    if isinstance(error, httpx.TimeoutException):  # reached, then no answer in time
+        return EngineError(
+            "upstream_error", f"upstream did not answer in time: {error!r}", status=504
+        )
+    return EngineError("upstream_error", f"upstream failed: {error!r}", status=502)
 
 
 def _sane_retry_after(seconds: float | None) -> float | None:
