@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import re
 import signal
 import subprocess
@@ -24,7 +25,7 @@ from orpheus_trio.local.synthesizer import (
     LocalSynthesizer,
 )
 from orpheus_trio.local.tokens import FRAME_SAMPLES
-from orpheus_trio.server.engines.orpheus import OrpheusEngine
+from orpheus_trio.server.engines.orpheus import OrpheusEngine, from_args
 
 FRAMES = 6
 
@@ -256,3 +257,37 @@ def test_serve_command_needs_model_and_snac_for_orpheus() -> None:
     )
     assert result.returncode == 2
     assert "--engine orpheus needs --model" in result.stderr
+
+
+def test_serve_command_names_a_bad_dtype_without_a_traceback() -> None:
+    command = [
+        sys.executable, "-m", "orpheus_trio", "serve", "--engine", "orpheus",
+        "--model", str(scripted_model_dir(FRAMES)), "--snac", str(snac_dir()),
+        "--device", "cpu", "--dtype", "float33",
+    ]  # fmt: skip
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 2
+    assert "dtype 'float33' is not a floating-point torch dtype" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("voices", ["", " , ,"])
+def test_an_empty_voice_list_is_refused_before_loading(
+    voices: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_loading(*args: object, **kwargs: object) -> None:
+        raise AssertionError("loaded the models before checking --voices")
+
+    monkeypatch.setattr(LocalSynthesizer, "load", no_loading)
+    args = argparse.Namespace(
+        model="model",
+        snac="snac",
+        tokenizer=None,
+        device=None,
+        dtype=None,
+        voices=voices,
+    )
+    with pytest.raises(ValueError, match="--voices needs at least one name"):
+        from_args(args)

@@ -138,6 +138,8 @@ def from_args(args: argparse.Namespace) -> OrpheusEngine:
     if missing:
         raise ValueError(f"--engine orpheus needs {' and '.join(missing)}")
     voices = [v.strip() for v in args.voices.split(",") if v.strip()]
+    if not voices:
+        raise ValueError(f"--voices needs at least one name, got {args.voices!r}")
     return OrpheusEngine.load(
         args.model,
         args.snac,
