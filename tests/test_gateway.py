@@ -7,6 +7,7 @@ from functools import partial
 from typing import Any
 
 import httpx
+import pytest
 import trio
 from _support_gateway import (
     RecordingEngine,
@@ -206,3 +207,78 @@ async def test_a_worker_answering_unparseable_system_json_is_marked_down_not_fat
     status = watch.statuses[f"http://127.0.0.1:{port}"]
     assert not status.reachable
     assert status.error is not None and "RecursionError" in status.error
+
+
+# Each fault on one worker, the other healthy: before audio the caller gets the
+# healthy worker's whole stream; after audio, the faulty worker's first chunks
+# and an error frame (never the healthy worker's audio after them).
+FAULTS_BEFORE_AUDIO = [
+    {"fail_status": 500},
+    {"fail_status": 503},
+    {"fail_status": 429, "retry_after_s": 1},
+    {"cut_after": 0},
+    {"malformed_after": 0},
+    {"error_after": 0, "error_code": "engine_error"},
+    {"error_after": 0, "error_code": "internal"},
+]
+FAULTS_AFTER_AUDIO = [
+    ({"cut_after": 2}, "engine_error"),
+    ({"malformed_after": 2}, "engine_error"),
+    ({"error_after": 2, "error_code": "engine_error"}, "engine_error"),
+    ({"error_after": 2, "error_code": "internal"}, "internal"),
+    ({"stall_after": 2, "stall_s": 10}, "deadline_exceeded"),  # caller's timeout_s
+]
+
+
+@pytest.mark.parametrize("fault", FAULTS_BEFORE_AUDIO)
+async def test_a_fault_before_audio_fails_over_to_the_healthy_worker(
+    nursery: trio.Nursery, fault: dict[str, Any]
+) -> None:
+    faulty = await start_worker(nursery, RecordingEngine(defaults=fault))
+    healthy = await start_worker(nursery)
+    gw = await start_gateway(
+        nursery, [faulty.base_url, healthy.base_url], hedge_ttfb_ms=None
+    )
+    for n in range(4):
+        text = f"fail over {n}"
+        with trio.fail_after(5):
+            response = await post_tts(gw.base_url, {"text": text, "chunks": 3})
+        assert response.status_code == 200
+        frames = parse_frames(response.content)
+        assert frames[-1]["type"] == "eos"
+        assert audio_of(frames) == expected_stream(text, None, {"chunks": 3})
+    assert faulty.engine.requests_started >= 1
+    await wait_until(lambda: gw.app.admission.running == 0)
+    assert all(s.in_flight == 0 for s in gw.gateway.engine.client.endpoints())
+
+
+@pytest.mark.parametrize(("fault", "code"), FAULTS_AFTER_AUDIO)
+async def test_a_fault_after_audio_is_an_error_frame_with_no_mixed_audio(
+    nursery: trio.Nursery, fault: dict[str, Any], code: str
+) -> None:
+    faulty = await start_worker(nursery, RecordingEngine(defaults=fault))
+    healthy = await start_worker(nursery)
+    gw = await start_gateway(
+        nursery, [faulty.base_url, healthy.base_url], hedge_ttfb_ms=None
+    )
+    text = "cut me short"
+    seen_faulty = 0
+    for _ in range(6):  # routing decides which worker serves: try until the faulty one
+        with trio.fail_after(5):
+            body = {"text": text, "chunks": 5, "timeout_s": 0.6}
+            response = await post_tts(gw.base_url, body)
+        assert response.status_code == 200
+        frames = parse_frames(response.content)
+        if faulty.engine.requests_started == seen_faulty:
+            assert frames[-1]["type"] == "eos"
+            assert audio_of(frames) == expected_stream(text, None, {"chunks": 5})
+            continue
+        seen_faulty = faulty.engine.requests_started
+        assert frames[-1]["type"] == "error" and frames[-1]["code"] == code
+        assert audio_of(frames) == [expected_pcm(text, None, s, {}) for s in range(2)]
+        assert [f["seq"] for f in frames if f["type"] == "chunk"] == [0, 1]
+    assert seen_faulty >= 1, "the faulty worker never served"
+    await wait_until(lambda: gw.app.admission.running == 0)
+    await wait_until(
+        lambda: all(s.in_flight == 0 for s in gw.gateway.engine.client.endpoints())
+    )
