@@ -151,7 +151,9 @@ async def test_max_tokens_beyond_context_is_a_400_before_streaming(
             "/v1/tts/stream", json={"text": "hello", "max_tokens": 9000}
         )
     assert response.status_code == 400
-    assert "does not fit" in response.json()["error"]["message"]
+    error = response.json()["error"]
+    assert error["code"] == "invalid_param" and error["param"] == "max_tokens"
+    assert "does not fit" in error["message"]
 
 
 async def test_client_disconnect_stops_generation(start_server: StartServer) -> None:

@@ -480,3 +480,12 @@ def test_a_missing_local_path_is_not_looked_up_on_the_hub(
     with pytest.raises(FileNotFoundError, match="'models/orpheus' does not exist"):
         OrpheusLM.load("models/orpheus", device="cpu")
     assert time.monotonic() - started < 5
+
+
+def test_a_prompt_that_fills_the_context_blames_the_text_not_max_tokens() -> None:
+    lm = scripted_lm()
+    prompt = lm.prompt_ids("hello " * 4200)
+    with pytest.raises(InvalidParameter, match="too long for the model") as info:
+        lm.check_fits(len(prompt), SamplingParams(max_tokens=1))
+    assert info.value.key == "text"
+    assert f"{len(prompt)} tokens" in str(info.value) and "4096" in str(info.value)

@@ -353,16 +353,26 @@ class OrpheusLM:
         return [START_OF_HUMAN, *ids, *PROMPT_SUFFIX]
 
     def check_fits(self, prompt_length: int, params: SamplingParams) -> None:
-        """Raise :class:`InvalidParameter` when prompt + ``max_tokens`` exceed the context."""
-        if (
-            self.context_length is not None
-            and prompt_length + params.max_tokens > self.context_length
-        ):
-            room = self.context_length - prompt_length
+        """Raise :class:`InvalidParameter` when prompt + ``max_tokens`` exceed the context.
+
+        The key is ``text`` when the prompt leaves no room at all (a smaller
+        ``max_tokens`` cannot help), else ``max_tokens``.
+        """
+        if self.context_length is None:
+            return
+        room = self.context_length - prompt_length
+        if room < 1:
+            raise InvalidParameter(
+                "text",
+                f"too long for the model: the prompt takes {prompt_length} tokens of "
+                f"the model's {self.context_length} positions; split it "
+                "(stream() splits long text unless split='never')",
+            )
+        if params.max_tokens > room:
             raise InvalidParameter(
                 "max_tokens",
                 f"{params.max_tokens} does not fit: the prompt takes {prompt_length} of the "
-                f"model's {self.context_length} positions, leaving {max(room, 0)}",
+                f"model's {self.context_length} positions, leaving {room}",
             )
 
     def generate(

@@ -82,7 +82,9 @@ class OrpheusEngine:
             # The server enforces the deadline; the stream only needs the sampling parameters.
             audio = self.synthesizer.open(text, voice or self._voices[0], **sampling)
         except InvalidParameter as error:
-            raise EngineError("invalid_param", str(error), status=400) from None
+            raise EngineError(
+                "invalid_param", str(error), status=400, param=error.key
+            ) from None
         except ValueError as error:
             raise EngineError("invalid_request", str(error), status=400) from None
         async with audio:
