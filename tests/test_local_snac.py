@@ -188,10 +188,21 @@ def test_checkpoints_orpheus_cannot_use_are_rejected() -> None:
 
 @pytest.mark.slow
 def test_compiled_decode_matches_eager_on_cpu() -> None:
-    # The CUDA compile path, exercised on CPU (about 20 s to compile one shape).
+    # The CUDA compile path, exercised on CPU (about 20 s per compile). Windows
+    # come in many shapes: the graphs are dynamic, so a new batch size or
+    # length reuses them instead of compiling again (another ~20 s each).
     decoder = SnacDecoder.from_pretrained(shared_snac_dirs()[0], compile=True)
     frames = random_frames(1, seed=10)
     assert snr_db(shared_decoder().decode(frames), decoder.decode(frames)) > 100
+    from torch._dynamo.utils import counters
+
+    decoder.decode_batch(np.stack([random_frames(2, seed=s) for s in range(2)]))
+    graphs = counters["stats"]["unique_graphs"]
+    for batch, length in [(3, 3), (5, 2)]:  # shapes not seen before
+        windows = np.stack([random_frames(length, seed=s) for s in range(batch)])
+        audio = decoder.decode_batch(windows)
+        assert snr_db(shared_decoder().decode_batch(windows).ravel(), audio.ravel()) > 100
+    assert counters["stats"]["unique_graphs"] == graphs  # nothing compiled again
 
 
 @needs_cuda

@@ -120,11 +120,15 @@ class SnacDecoder:
         self._tables = [t.to(device=self.device, dtype=dtype) for t in self._tables]
         self._run: Callable[[torch.Tensor], torch.Tensor] = self._decoder
         if compile:
-            # One compiled graph per window shape; steady-state windows share one.
+            # Dynamic shapes: batches of 1..max_batch windows of many lengths
+            # (ramp-up, steady, the end of each utterance) would otherwise
+            # each compile anew (~20 s per shape on CPU) and, past dynamo's
+            # recompile limit, run uncompiled. With them, a few graphs
+            # (batch 1, batch > 1) serve every shape.
             # "reduce-overhead" (CUDA graphs) is opt-in: decode calls come from
             # worker threads, and CUDA graph trees are kept per thread.
             mode = "default" if compile is True else str(compile)
-            self._run = torch.compile(self._decoder, mode=mode, dynamic=False)
+            self._run = torch.compile(self._decoder, mode=mode, dynamic=True)
         self.noise = noise
 
     @classmethod
