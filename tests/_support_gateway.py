@@ -14,7 +14,7 @@ import httpx
 import trio
 
 from orpheus_trio.server import Engine, OrpheusApp, ServerConfig, create_app, serve_app
-from orpheus_trio.server.engine import CURRENT_REQUEST, Hints, Piece
+from orpheus_trio.server.engine import CURRENT_REQUEST, Hints, InvalidParam, Piece
 from orpheus_trio.server.engines.synthetic import SyntheticEngine
 from orpheus_trio.server.gateway import Gateway
 
@@ -47,6 +47,11 @@ class RecordingEngine(SyntheticEngine):
 
     def voices(self) -> list[str]:
         return list(self.offered) if self.offered is not None else super().voices()
+
+    def validate(self, voice: str | None, params: dict[str, Any]) -> dict[str, Any]:
+        if voice is not None and voice not in self.voices():  # as a real worker would
+            raise InvalidParam("voice", f"unknown voice {voice!r}")
+        return super().validate(voice, params)
 
     def synthesize(
         self, text: str, voice: str | None, params: dict[str, Any]

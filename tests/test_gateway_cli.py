@@ -14,6 +14,7 @@ import pytest
 import trio
 from _support_gateway import start_worker
 
+from orpheus_trio import OrpheusTTS
 from orpheus_trio.errors import CircuitOpenError, HTTPStatusError, ServiceError
 from orpheus_trio.server import ServerConfig
 from orpheus_trio.server.engines.synthetic import expected_stream
@@ -171,3 +172,11 @@ async def test_gateway_command_names_a_bad_upstream_port_without_a_traceback() -
     assert result.returncode == 2
     assert b"Traceback" not in result.stderr
     assert b"notaport" in result.stderr
+
+
+async def test_a_stream_restricted_to_unknown_endpoints_is_refused() -> None:
+    async with OrpheusTTS(["http://127.0.0.1:1", "http://127.0.0.1:2"]) as tts:
+        for endpoints in ([], ["http://127.0.0.1:3"]):
+            with pytest.raises(ValueError, match="subset of base_urls"):
+                async with tts.open_stream("x", endpoints=endpoints):
+                    pass

@@ -34,7 +34,7 @@ from _support_server import audio_of, parse_frames
 from test_client_e2e import closed_port_url
 
 from orpheus_trio import OrpheusTTS
-from orpheus_trio.server.engines.synthetic import expected_pcm
+from orpheus_trio.server.engines.synthetic import expected_pcm, expected_stream
 
 
 async def test_request_id_passes_through_and_each_attempt_names_its_parent(
@@ -138,9 +138,10 @@ async def test_upstream_4xx_passes_through_with_its_code_and_message(
     response = await post_tts(gw.base_url, {"text": "y" * 9000})
     assert response.status_code == 413
     assert response.json()["error"]["code"] == "text_too_long"
-    response = await post_tts(gw.base_url, {"text": "x", "request_id": "mine"})
-    assert response.status_code == 400
-    assert response.json()["error"]["param"] == "request_id"
+    for reserved in ("request_id", "endpoints"):  # the client's, not the engine's
+        response = await post_tts(gw.base_url, {"text": "x", reserved: ["mine"]})
+        assert response.status_code == 400
+        assert response.json()["error"]["param"] == reserved
     assert worker.engine.requests_started == started
     # A 400 says nothing bad about the worker: its breaker stays closed.
     assert gw.gateway.engine.client.endpoints()[0].failures == 0
@@ -624,3 +625,44 @@ async def test_a_worker_resetting_the_connection_is_502_not_unreachable(
     error = response.json()["error"]
     assert error["code"] == "upstream_error"
     assert "could be reached" not in error["message"]
+
+
+async def test_caller_leaving_during_a_hedged_race_cancels_every_attempt(
+    nursery: trio.Nursery,
+) -> None:
+    slow = [
+        await start_worker(nursery, RecordingEngine(defaults={"ttfb_ms": 10_000}))
+        for _ in range(3)
+    ]
+    gw = await start_gateway(nursery, [w.base_url for w in slow], hedge_ttfb_ms=50)
+    with trio.move_on_after(0.4):  # long enough for the first try and both hedges
+        await post_tts(gw.base_url, {"text": "nobody answers"})
+    assert [w.engine.requests_started for w in slow] == [1, 1, 1]
+    await wait_until(lambda: all(w.engine.requests_cancelled == 1 for w in slow))
+    await wait_until(lambda: all(not w.app.admission.running for w in slow))
+    await wait_until(lambda: not gw.app.admission.running)
+    assert all(s.in_flight == 0 for s in gw.gateway.engine.client.endpoints())
+
+
+async def test_a_voice_only_some_workers_offer_is_served_by_them(
+    nursery: trio.Nursery,
+) -> None:
+    plain = await start_worker(nursery, RecordingEngine(offered=["tara"]))
+    special = await start_worker(nursery, RecordingEngine(offered=["tara", "mia"]))
+    gw = await start_gateway(
+        nursery, [plain.base_url, special.base_url], hedge_ttfb_ms=None
+    )
+    async with httpx.AsyncClient() as http:
+        system = (await http.get(gw.base_url + "/v1/system")).json()
+    assert system["voices"] == ["mia", "tara"]  # offered: it must work every time
+    for n in range(6):
+        text = f"mia speaks {n}"
+        response = await post_tts(gw.base_url, {"text": text, "voice": "mia"})
+        assert response.status_code == 200, response.text
+        assert audio_of(parse_frames(response.content)) == expected_stream(
+            text, "mia", {}
+        )
+    # A voice no worker offers is still the workers' 400.
+    response = await post_tts(gw.base_url, {"text": "x", "voice": "nobody"})
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "voice"

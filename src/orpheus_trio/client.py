@@ -16,7 +16,14 @@ import random
 import ssl
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Collection,
+    Mapping,
+    Sequence,
+)
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Self
@@ -137,6 +144,8 @@ class _Call:
     deadline: float
     request_id: str | None = None
     attempts_sent: int = 0
+    #: Only these endpoints may serve it (``None``: any).
+    endpoints: frozenset[str] | None = None
 
 
 @dataclass(slots=True)
@@ -346,7 +355,7 @@ class _Plan:
         now = trio.current_time()
         if now >= self._call.deadline:
             return None
-        allowed = client._allowed(now)
+        allowed = client._allowed(now, self._call)
         endpoint = client._router.choose(
             now, allowed=allowed, exclude=self.tried, spread=False
         )
@@ -526,15 +535,25 @@ class OrpheusTTS(SpeechSource):
         *,
         timeout_s: float | None = None,
         request_id: str | None = None,
+        endpoints: Collection[str] | None = None,
         **params: Any,
     ) -> AsyncIterator[AudioStream]:
         """Race to the first audio; give the winner's :class:`AudioStream`, closed on exit.
 
         ``request_id`` names the request: attempt ``n`` is sent with
         ``X-Request-Id: <request_id>.<n>`` (a gateway passes its caller's id on).
+        ``endpoints``: only these of ``base_urls`` may serve it (a gateway sends
+        a voice only to the workers that offer it).
         """
         call = self._make_call(text, voice, timeout_s, params)
         call.request_id = request_id
+        if endpoints is not None:
+            unknown = set(endpoints).difference(self.base_urls)
+            if unknown or not endpoints:
+                raise ValueError(
+                    f"endpoints must be a non-empty subset of base_urls, got {sorted(endpoints)!r}"
+                )
+            call.endpoints = frozenset(endpoints)
         audio = await self._start(call)
         try:
             yield audio
@@ -605,16 +624,26 @@ class OrpheusTTS(SpeechSource):
         body: dict[str, Any] = {"text": text, "voice": voice, **params}
         return _Call(body=body, started=now, deadline=deadline)
 
-    def _allowed(self, now: float) -> list[str]:
-        return [url for url in self.base_urls if self._breakers[url].can_attempt(now)]
+    def _allowed(self, now: float, call: _Call) -> list[str]:
+        return [
+            url
+            for url in self.base_urls
+            if self._breakers[url].can_attempt(now)
+            and (call.endpoints is None or url in call.endpoints)
+        ]
 
     async def _start(self, call: _Call) -> AudioStream:
         now = trio.current_time()
         self._budget.record_request(now)
-        first = self._router.choose(now, allowed=self._allowed(now), spread=True)
+        first = self._router.choose(now, allowed=self._allowed(now, call), spread=True)
         if first is None:
-            retry_in = min(b.retry_in_s(now) for b in self._breakers.values())
-            raise CircuitOpenError(list(self.base_urls), retry_in_s=retry_in)
+            candidates = [
+                url
+                for url in self.base_urls
+                if call.endpoints is None or url in call.endpoints
+            ]
+            retry_in = min(self._breakers[url].retry_in_s(now) for url in candidates)
+            raise CircuitOpenError(candidates, retry_in_s=retry_in)
         self._reserve(first, now)
         plan = _Plan(self, call, first)
         with trio.move_on_at(call.deadline) as deadline_scope:

@@ -47,7 +47,7 @@ __all__ = ["Gateway", "GatewayEngine", "check_upstreams", "upstream_error"]
 
 GATEWAY_NAME = "orpheus-trio-gateway"
 #: Keys of ``open_stream`` that are not engine parameters.
-_RESERVED_PARAMS = frozenset({"request_id"})
+_RESERVED_PARAMS = frozenset({"request_id", "endpoints"})
 #: A worker's answers about the caller's request itself (passed on as they are).
 _CALLERS_FAULT_STATUS = frozenset({400, 413})
 #: Errors that mean no worker was reached at all (our own pool full included).
@@ -73,7 +73,8 @@ class GatewayEngine:
     def validate(self, voice: str | None, params: dict[str, Any]) -> dict[str, Any]:
         # The workers validate their own engines' parameters; only our own keys are checked.
         for key in _RESERVED_PARAMS.intersection(params):
-            raise InvalidParam(key, "not an engine parameter (send X-Request-Id)")
+            hint = " (send X-Request-Id)" if key == "request_id" else ""
+            raise InvalidParam(key, f"not an engine parameter{hint}")
         return dict(params)
 
     async def synthesize(
@@ -91,6 +92,7 @@ class GatewayEngine:
                 voice,
                 timeout_s=max(remaining, 0.001) if remaining is not None else None,
                 request_id=request.request_id if request is not None else None,
+                endpoints=self.upstreams.offering(voice),
                 **forwarded,
             ) as audio:
                 streaming = True

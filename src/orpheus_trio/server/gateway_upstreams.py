@@ -144,6 +144,21 @@ class UpstreamWatch:
             and snapshot.breaker_state != "open"
         )
 
+    def offering(self, voice: str | None) -> list[str] | None:
+        """The workers that offer ``voice`` and are not draining, by their last poll.
+
+        ``None`` (any worker) for the default voice, or when no worker is known
+        to offer it: then the workers answer for themselves.
+        """
+        if voice is None:
+            return None
+        urls = [
+            url
+            for url, status in self.statuses.items()
+            if voice in status.voices and not status.draining
+        ]
+        return urls or None
+
     def voices(self, snapshots: Sequence[EndpointSnapshot]) -> list[str]:
         """The union of the healthy workers' voices, sorted."""
         voices: set[str] = set()
