@@ -216,6 +216,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     warm = StreamingDecoder(decoder)
     warm.push(np.random.default_rng(0).integers(0, 4096, size=(args.frames, 7)))
     warm.flush()
+    # Batches of more than one window are another shape (with --compile, another graph).
+    decoder.decode_batch(np.random.default_rng(1).integers(0, 4096, size=(2, 4, 7)))
     reference_convert(reference_model, [1] * 28, device)
 
     convert = functools.partial(reference_convert, reference_model, device=device)
