@@ -17,13 +17,20 @@ from __future__ import annotations
 import atexit
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from functools import cache
 from pathlib import Path
 
 import torch
 
-from orpheus_trio.local.llm import END_OF_SPEECH, END_OF_TEXT, START_OF_SPEECH
+from orpheus_trio.local.llm import (
+    END_OF_SPEECH,
+    END_OF_TEXT,
+    START_OF_SPEECH,
+    FinishReason,
+    OrpheusLM,
+    SamplingParams,
+)
 
 AUDIO_BASE = 128266
 CODEBOOK_SIZE = 4096
@@ -160,3 +167,43 @@ def snac_dir() -> Path:
     from _support_snac import save_random_snac
 
     return save_random_snac(_scratch() / "snac")[1]
+
+
+def counting_lm(lm: OrpheusLM) -> CountingLM:
+    """``lm`` (shared weights) counting the tokens it generates, on whichever thread."""
+    counting = CountingLM.__new__(CountingLM)
+    counting.__dict__.update(lm.__dict__)
+    counting.produced = 0
+    counting.running = 0
+    return counting
+
+
+class CountingLM(OrpheusLM):
+    """Counts tokens generated and generations still running: what a consumer that
+    stopped must no longer cause (the stream's own counters only see what it received)."""
+
+    produced: int
+    running: int
+
+    def generate(
+        self, prompt_ids: Sequence[int], params: SamplingParams
+    ) -> Generator[int, None, FinishReason]:
+        inner = super().generate(prompt_ids, params)
+        return self._count(inner)
+
+    def _count(
+        self, inner: Generator[int, None, FinishReason]
+    ) -> Generator[int, None, FinishReason]:
+        self.running += 1
+        try:
+            while True:
+                try:
+                    token = next(inner)
+                except StopIteration as end:
+                    reason: FinishReason = end.value
+                    return reason
+                self.produced += 1
+                yield token
+        finally:
+            inner.close()
+            self.running -= 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from contextlib import aclosing
 from functools import cache
 from typing import Any
 
@@ -10,7 +11,14 @@ import numpy as np
 import pytest
 import torch
 import trio
-from _support_llm import frame_codes, random_model_dir, scripted_model_dir, snac_dir
+from _support_llm import (
+    CountingLM,
+    counting_lm,
+    frame_codes,
+    random_model_dir,
+    scripted_model_dir,
+    snac_dir,
+)
 
 from orpheus_trio.errors import DeadlineExceeded
 from orpheus_trio.local.batching import BatchingDecoder
@@ -102,31 +110,55 @@ async def test_reply_cut_by_max_tokens_is_flagged_and_keeps_whole_frames() -> No
     assert_same_audio(pcm, reference)
 
 
+def counting_synth() -> tuple[LocalSynthesizer, CountingLM]:
+    """The looping synthesizer with a model that counts what it generates."""
+    lm = counting_lm(looping_synth().lm)
+    return LocalSynthesizer(lm, looping_synth().snac), lm
+
+
+async def assert_generation_stopped(lm: CountingLM, received: int | None) -> None:
+    """Nothing runs, and nothing more is generated, once the stream is closed."""
+    assert lm.running == 0
+    produced = lm.produced
+    if received is not None:
+        # At most the token buffer and the one in hand ran ahead of the consumer.
+        assert received <= produced <= received + 16 + 1
+    await trio.sleep(0.2)
+    assert lm.produced == produced and lm.running == 0
+
+
 async def test_closing_early_stops_generation() -> None:
-    audio = looping_synth().open("hello", max_tokens=4000)
+    synth_, lm = counting_synth()
+    audio = synth_.open("hello", max_tokens=4000)
     first = await audio.__anext__()
     assert first
     await audio.aclose()
     assert audio.finish_reason == "cancelled"
-    tokens = audio.tokens
-    assert tokens < 4000
-    await trio.sleep(0.2)
-    assert audio.tokens == tokens
+    await assert_generation_stopped(lm, audio.tokens)
     with pytest.raises(StopAsyncIteration):
         await audio.__anext__()
+    await audio.aclose()  # twice is fine
 
 
 async def test_cancelling_the_consumer_stops_generation() -> None:
+    synth_, lm = counting_synth()
     received = 0
     with trio.move_on_after(1.0) as scope:
-        async with looping_synth().open_stream("hello", max_tokens=4000) as audio:
+        async with synth_.open_stream("hello", max_tokens=4000) as audio:
             async for _ in audio:
                 received += 1
     assert scope.cancelled_caught and received > 0
     assert audio.finish_reason == "cancelled"
-    tokens = audio.tokens
-    await trio.sleep(0.2)
-    assert audio.tokens == tokens < 4000
+    await assert_generation_stopped(lm, audio.tokens)
+
+
+async def test_breaking_out_of_stream_stops_generation() -> None:
+    synth_, lm = counting_synth()
+    async with aclosing(synth_.stream("hello", max_tokens=4000)) as pieces:
+        async for _ in pieces:
+            break
+    assert lm.produced > 0
+    await assert_generation_stopped(lm, None)
 
 
 async def test_deadline_ends_the_stream_with_deadline_exceeded() -> None:
