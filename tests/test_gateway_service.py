@@ -666,3 +666,29 @@ async def test_a_voice_only_some_workers_offer_is_served_by_them(
     response = await post_tts(gw.base_url, {"text": "x", "voice": "nobody"})
     assert response.status_code == 400
     assert response.json()["error"]["param"] == "voice"
+
+
+async def test_one_worker_refusing_the_upstream_key_is_failed_over_and_broken(
+    nursery: trio.Nursery,
+) -> None:
+    rotated = await start_worker(nursery, api_keys=("new-key",))
+    current = await start_worker(nursery, api_keys=("worker-key",))
+    gw = await start_gateway(
+        nursery,
+        [rotated.base_url, current.base_url],
+        upstream_api_key="worker-key",
+        hedge_ttfb_ms=None,
+        client={"breaker_failures": 1, "breaker_base_cooldown_s": 60},
+    )
+    for n in range(6):
+        text = f"still served {n}"
+        response = await post_tts(gw.base_url, {"text": text, "chunks": 2})
+        assert response.status_code == 200, response.text
+        assert audio_of(parse_frames(response.content)) == expected_stream(
+            text, None, {"chunks": 2}
+        )
+    snaps = {s.url: s for s in gw.gateway.engine.client.endpoints()}
+    # Its 401 counts against it: its breaker opens, so it stops costing attempts.
+    assert snaps[rotated.base_url].failures == 1
+    assert snaps[rotated.base_url].breaker_state == "open"
+    assert snaps[current.base_url].wins == 6

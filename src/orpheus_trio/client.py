@@ -375,7 +375,7 @@ class _Plan:
 
     def is_retryable(self, error: Exception) -> bool:
         if isinstance(error, HTTPStatusError):
-            return error.retryable
+            return error.retryable or self._client._is_endpoint_fault(error)
         if isinstance(error, DeadlineExceeded):
             return False
         if isinstance(error, ServiceError):
@@ -398,6 +398,9 @@ class OrpheusTTS(SpeechSource):
     :class:`~orpheus_trio.trio_transport.TrioTransport`), ``"httpx"``
     (:class:`~orpheus_trio.transport.HttpxTransport`) or a
     :class:`~orpheus_trio.transport.Transport` you made (and close).
+    ``endpoint_fault_status``: statuses (besides 429 and 5xx) that blame the
+    endpoint, not the request: fail over, and count against its breaker (a
+    gateway gives 401, as one worker refusing its key says nothing of the others).
     ``ssl_context``: TLS settings for ``https`` endpoints of a transport the client makes
     (default: ``ssl.create_default_context()``, certificates verified).
     ``verify=False`` turns certificate checks off (with an ``InsecureTransportWarning``).
@@ -427,6 +430,7 @@ class OrpheusTTS(SpeechSource):
         ssl_context: ssl.SSLContext | None = None,
         verify: bool = True,
         rng: random.Random | None = None,
+        endpoint_fault_status: Collection[int] = (),
     ) -> None:
         self.base_urls = _normalize_urls(base_urls)
         if api_key is not None:
@@ -456,6 +460,7 @@ class OrpheusTTS(SpeechSource):
         self.close_timeout_s = float(close_timeout_s)
         self.max_line_bytes = max_line_bytes
         self._api_key = _Secret(api_key) if api_key is not None else None
+        self._endpoint_fault_status = frozenset(endpoint_fault_status)
         rng = rng if rng is not None else random.Random()
         self._router = Router(self.base_urls, rng=rng)
         self._budget = RetryBudget(
@@ -732,7 +737,7 @@ class OrpheusTTS(SpeechSource):
         except BaseException as error:
             now = trio.current_time()
             self._router.on_end(endpoint)
-            if _counts_against_endpoint(error):
+            if _counts_against_endpoint(error) or self._is_endpoint_fault(error):
                 self._breakers[endpoint].on_failure(now)
                 self._counts[endpoint].failures += 1
                 self._router.observe_failure(endpoint, now)
@@ -764,6 +769,12 @@ class OrpheusTTS(SpeechSource):
         if depth is not None:
             load = depth + (_number(frame.values.get("inflight")) or 0.0)
             self._router.observe_queue_depth(endpoint, load, trio.current_time())
+
+    def _is_endpoint_fault(self, error: BaseException) -> bool:
+        return (
+            isinstance(error, HTTPStatusError)
+            and error.status_code in self._endpoint_fault_status
+        )
 
     def _release(self, endpoint: str, *, failed: bool) -> None:
         """The winner's stream ended."""

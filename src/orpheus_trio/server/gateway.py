@@ -50,6 +50,8 @@ GATEWAY_NAME = "orpheus-trio-gateway"
 _RESERVED_PARAMS = frozenset({"request_id", "endpoints"})
 #: A worker's answers about the caller's request itself (passed on as they are).
 _CALLERS_FAULT_STATUS = frozenset({400, 413})
+#: A worker's other 4xx blame that worker's set-up (its key, its URL): fail over.
+_WORKERS_FAULT_STATUS = frozenset(range(400, 500)) - _CALLERS_FAULT_STATUS - {429}
 #: Errors that mean no worker was reached at all (our own pool full included).
 _UNREACHABLE = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -289,6 +291,7 @@ class Gateway:
             upstreams,
             api_key=upstream_api_key,
             hedge_ttfb_ms=hedge_ttfb_ms,
+            endpoint_fault_status=_WORKERS_FAULT_STATUS,
             **client_options,
         )
         check_upstreams(client.base_urls)
