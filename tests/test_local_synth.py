@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from contextlib import aclosing
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -272,3 +273,15 @@ def test_bad_options_fail_at_construction_and_before_loading(
     monkeypatch.setattr(OrpheusLM, "load", no_loading)
     with pytest.raises((ValueError, TypeError), match=message):
         LocalSynthesizer.load(scripted_model_dir(FRAMES), snac_dir(), **options)
+
+
+def test_a_missing_snac_checkpoint_fails_before_the_llm_loads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The SNAC decoder loads in a moment; an Orpheus checkpoint can take minutes.
+    def no_loading(*args: object, **kwargs: object) -> None:
+        raise AssertionError("loaded the LLM before the SNAC decoder")
+
+    monkeypatch.setattr(OrpheusLM, "load", no_loading)
+    with pytest.raises(FileNotFoundError, match="nosnac"):
+        LocalSynthesizer.load(scripted_model_dir(FRAMES), tmp_path / "nosnac")

@@ -50,6 +50,7 @@ __all__ = [
     "OrpheusLM",
     "SamplingParams",
     "sample_token",
+    "torch_device",
 ]
 
 START_OF_HUMAN = 128259
@@ -216,7 +217,7 @@ def _check_local_checkpoint(
         )
 
 
-def _torch_device(device: str | None) -> str:
+def torch_device(device: str | None) -> str:
     """``device`` checked (a torch device, CUDA present when asked), or the default one."""
     import torch
 
@@ -307,7 +308,7 @@ class OrpheusLM:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         _check_local_checkpoint(model, tokenizer)
-        device = _torch_device(device)
+        device = torch_device(device)
         torch_dtype = _torch_dtype(dtype, device)
         # The tokenizer first: it loads in a moment, the model may take minutes.
         tok: Any = AutoTokenizer.from_pretrained(

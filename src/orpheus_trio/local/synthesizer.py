@@ -36,6 +36,7 @@ from .llm import (
     InvalidParameter,
     OrpheusLM,
     SamplingParams,
+    torch_device,
 )
 from .snac_decoder import SnacDecoder, float_to_pcm16
 from .stream_decode import Audio, DecodeWindow, StreamPlanner, WindowDecoder
@@ -336,6 +337,9 @@ class LocalSynthesizer(SpeechSource):
         before loading. Blocks while loading.
         """
         cls.check_options(**options)
+        device = torch_device(device)
+        # SNAC first: it loads in a moment, so a bad SNAC path fails before the LLM's minutes.
+        decoder = SnacDecoder.from_pretrained(snac, device=device)
         lm = OrpheusLM.load(
             model,
             tokenizer=tokenizer,
@@ -343,7 +347,6 @@ class LocalSynthesizer(SpeechSource):
             dtype=dtype,
             local_files_only=local_files_only,
         )
-        decoder = SnacDecoder.from_pretrained(snac, device=lm.device)
         return cls(lm, decoder, **options)
 
     def validate(self, voice: str | None, params: Mapping[str, Any]) -> SamplingParams:
