@@ -692,3 +692,20 @@ async def test_one_worker_refusing_the_upstream_key_is_failed_over_and_broken(
     assert snaps[rotated.base_url].failures == 1
     assert snaps[rotated.base_url].breaker_state == "open"
     assert snaps[current.base_url].wins == 6
+
+
+async def test_a_longest_caller_id_still_names_the_upstream_attempts(
+    nursery: trio.Nursery,
+) -> None:
+    worker = await start_worker(nursery)
+    gw = await start_gateway(nursery, [worker.base_url], hedge_ttfb_ms=None)
+    request_id = "r" * 127 + "z"  # the longest id a server keeps (128 characters)
+    response = await post_tts(
+        gw.base_url, {"text": "hi", "chunks": 1}, **{"X-Request-Id": request_id}
+    )
+    assert response.headers["x-request-id"] == request_id
+    upstream_id = engine_of(worker).seen[-1][0]
+    # Shortened so that the worker keeps it (and does not make one up): its
+    # log line still leads back to the caller's request.
+    assert upstream_id is not None and len(upstream_id) <= 128
+    assert upstream_id == request_id[:126] + ".1"

@@ -38,7 +38,7 @@ from ..errors import (
 )
 from .app import OrpheusApp, create_app
 from .config import ServerConfig
-from .engine import CURRENT_REQUEST, EngineError, InvalidParam, Piece
+from .engine import CURRENT_REQUEST, EngineError, InvalidParam, Piece, RequestContext
 from .gateway_metrics import UpstreamMetrics
 from .gateway_upstreams import UpstreamWatch
 from .run import serve_app
@@ -48,6 +48,8 @@ __all__ = ["Gateway", "GatewayEngine", "check_upstreams", "upstream_error"]
 GATEWAY_NAME = "orpheus-trio-gateway"
 #: Keys of ``open_stream`` that are not engine parameters.
 _RESERVED_PARAMS = frozenset({"request_id", "endpoints"})
+#: The longest ``X-Request-Id`` a server keeps (``app.py``); a longer one is replaced.
+MAX_REQUEST_ID_CHARS = 128
 #: A worker's answers about the caller's request itself (passed on as they are).
 _CALLERS_FAULT_STATUS = frozenset({400, 413})
 #: A worker's other 4xx blame that worker's set-up (its key, its URL): fail over.
@@ -93,7 +95,7 @@ class GatewayEngine:
                 text,
                 voice,
                 timeout_s=max(remaining, 0.001) if remaining is not None else None,
-                request_id=request.request_id if request is not None else None,
+                request_id=self._parent_id(request),
                 endpoints=self.upstreams.offering(voice),
                 **forwarded,
             ) as audio:
@@ -111,6 +113,14 @@ class GatewayEngine:
                     yield pcm
         except (OrpheusError, httpx.HTTPError) as error:
             raise upstream_error(error, streaming=streaming) from error
+
+    def _parent_id(self, request: RequestContext | None) -> str | None:
+        """The caller's id, cut so that ``<id>.<n>`` still fits a worker's limit
+        (a longer one is dropped there, and the worker's log no longer leads back)."""
+        if request is None:
+            return None
+        room = MAX_REQUEST_ID_CHARS - len(f".{self.client.max_attempts}")
+        return request.request_id[:room]
 
     def upstream_load(self) -> float:
         """The queue depth the best healthy upstream would give a request now."""
