@@ -3,6 +3,7 @@ server, and on the services named by ``ORPHEUS_URLS`` / ``ORPHEUS_KEY``."""
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -77,3 +78,19 @@ async def test_examples_use_orpheus_urls_and_orpheus_key(
     assert read_wav(tmp_path / "x.wav").pcm == b"".join(
         expected_stream(text, "tara", {})
     )
+
+
+ROOT = EXAMPLES.parent
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda path: path.name)
+def test_relative_links_in_the_docs_resolve(doc: Path) -> None:
+    broken = []
+    for target in LINK.findall(doc.read_text()):
+        if re.match(r"[a-z]+:", target) or target.startswith("#"):
+            continue  # a web address or an anchor on the same page
+        if not (doc.parent / target.split("#")[0]).exists():
+            broken.append(target)
+    assert broken == [], f"{doc.name} links to missing files: {broken}"
