@@ -709,3 +709,26 @@ async def test_a_longest_caller_id_still_names_the_upstream_attempts(
     # log line still leads back to the caller's request.
     assert upstream_id is not None and len(upstream_id) <= 128
     assert upstream_id == request_id[:126] + ".1"
+
+
+async def test_a_caller_that_stops_reading_releases_its_slot_and_the_worker(
+    nursery: trio.Nursery,
+) -> None:
+    worker = await start_worker(nursery)
+    gw = await start_gateway(
+        nursery, [worker.base_url], hedge_ttfb_ms=None, write_stall_timeout_s=0.3
+    )
+    body = json.dumps({"text": "flood", "chunks": 400, "chunk_samples": 48_000})
+    host, port = gw.base_url.removeprefix("http://").rsplit(":", 1)
+    caller = await trio.open_tcp_stream(host, int(port))
+    async with caller:  # sends the request, then never reads a byte
+        await caller.send_all(
+            b"POST /v1/tts/stream HTTP/1.1\r\nhost: gw\r\n"
+            b"content-type: application/json\r\n"
+            b"content-length: %d\r\n\r\n%s" % (len(body), body.encode())
+        )
+        await wait_until(lambda: worker.engine.requests_started == 1)
+        await wait_until(lambda: worker.engine.requests_cancelled == 1, 5.0)
+        await wait_until(lambda: not gw.app.admission.running, 2.0)
+        await wait_until(lambda: not worker.app.admission.running, 2.0)
+    assert gw.gateway.engine.client.endpoints()[0].in_flight == 0
