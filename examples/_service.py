@@ -24,7 +24,9 @@ async def open_tts() -> AsyncIterator[OrpheusTTS]:
         if url.strip()
     ]
     if urls:
-        async with OrpheusTTS(urls, api_key=os.environ.get("ORPHEUS_KEY")) as tts:
+        # An empty ORPHEUS_KEY means no key, as for the orpheus-trio command.
+        api_key = os.environ.get("ORPHEUS_KEY") or None
+        async with OrpheusTTS(urls, api_key=api_key) as tts:
             yield tts
         return
 

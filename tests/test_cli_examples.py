@@ -78,6 +78,13 @@ async def test_examples_use_orpheus_urls_and_orpheus_key(
     assert read_wav(tmp_path / "x.wav").pcm == b"".join(
         expected_stream(text, "tara", {})
     )
+    # An empty ORPHEUS_KEY is no key (as for the command), not a refused empty key.
+    open_server = await start_server()
+    await run_example(
+        "save_to_wav.py", text, "y.wav", cwd=tmp_path,
+        ORPHEUS_URLS=open_server.base_url, ORPHEUS_KEY="",
+    )  # fmt: skip
+    assert read_wav(tmp_path / "y.wav").pcm == read_wav(tmp_path / "x.wav").pcm
 
 
 ROOT = EXAMPLES.parent
