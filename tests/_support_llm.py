@@ -20,6 +20,7 @@ import tempfile
 from collections.abc import Generator, Sequence
 from functools import cache
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 
@@ -169,13 +170,17 @@ def snac_dir() -> Path:
     return save_random_snac(_scratch() / "snac")[1]
 
 
-def counting_lm(lm: OrpheusLM) -> CountingLM:
-    """``lm`` (shared weights) counting the tokens it generates, on whichever thread."""
-    counting = CountingLM.__new__(CountingLM)
+def counting_lm(lm: OrpheusLM, kind: type[Counting]) -> Counting:
+    """``lm`` (shared weights) as a ``kind`` (:class:`CountingLM` or a subclass),
+    counting the tokens it generates, on whichever thread."""
+    counting = kind.__new__(kind)
     counting.__dict__.update(lm.__dict__)
     counting.produced = 0
     counting.running = 0
     return counting
+
+
+Counting = TypeVar("Counting", bound="CountingLM")
 
 
 class CountingLM(OrpheusLM):

@@ -61,7 +61,7 @@ def looping_synthesizer() -> LocalSynthesizer:
 
 def looping_engine() -> tuple[OrpheusEngine, RecordingSynthesizer, CountingLM]:
     base = looping_synthesizer()
-    lm = counting_lm(base.lm)
+    lm = counting_lm(base.lm, CountingLM)
     recording = RecordingSynthesizer(lm, base.snac)
     recording.opened = []
     return OrpheusEngine(recording), recording, lm

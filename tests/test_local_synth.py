@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Generator, Sequence
 from contextlib import aclosing
 from functools import cache
 from pathlib import Path
@@ -23,7 +24,12 @@ from _support_llm import (
 
 from orpheus_trio.errors import DeadlineExceeded
 from orpheus_trio.local.batching import BatchingDecoder
-from orpheus_trio.local.llm import InvalidParameter, OrpheusLM
+from orpheus_trio.local.llm import (
+    FinishReason,
+    InvalidParameter,
+    OrpheusLM,
+    SamplingParams,
+)
 from orpheus_trio.local.synthesizer import LocalSynthesizer, TruncatedSpeechWarning
 from orpheus_trio.local.tokens import FRAME_SAMPLES, InvalidAudioToken
 
@@ -113,7 +119,7 @@ async def test_reply_cut_by_max_tokens_is_flagged_and_keeps_whole_frames() -> No
 
 def counting_synth() -> tuple[LocalSynthesizer, CountingLM]:
     """The looping synthesizer with a model that counts what it generates."""
-    lm = counting_lm(looping_synth().lm)
+    lm = counting_lm(looping_synth().lm, CountingLM)
     return LocalSynthesizer(lm, looping_synth().snac), lm
 
 
@@ -285,3 +291,35 @@ def test_a_missing_snac_checkpoint_fails_before_the_llm_loads(
     monkeypatch.setattr(OrpheusLM, "load", no_loading)
     with pytest.raises(FileNotFoundError, match="nosnac"):
         LocalSynthesizer.load(scripted_model_dir(FRAMES), tmp_path / "nosnac")
+
+
+class FailingLM(CountingLM):
+    """Fails on the worker thread after ``fail_after`` tokens, as a CUDA OOM would."""
+
+    fail_after = 30
+
+    def generate(
+        self, prompt_ids: Sequence[int], params: SamplingParams
+    ) -> Generator[int, None, FinishReason]:
+        tokens = super().generate(prompt_ids, params)
+
+        def failing() -> Generator[int, None, FinishReason]:
+            try:
+                for _ in range(self.fail_after):
+                    yield next(tokens)
+                raise RuntimeError("CUDA out of memory (simulated)")
+            finally:
+                tokens.close()
+
+        return failing()
+
+
+async def test_a_model_error_mid_stream_reaches_the_consumer_once() -> None:
+    lm = counting_lm(looping_synth().lm, FailingLM)
+    failing = LocalSynthesizer(lm, looping_synth().snac)
+    received = 0
+    with pytest.raises(RuntimeError, match=r"^CUDA out of memory \(simulated\)$"):
+        async for _ in failing.stream("hello", max_tokens=4000):
+            received += 1
+    assert received > 0  # audio came first; the error ended the stream, not a hang
+    assert lm.running == 0 and lm.produced == FailingLM.fail_after
