@@ -323,3 +323,32 @@ async def test_a_model_error_mid_stream_reaches_the_consumer_once() -> None:
             received += 1
     assert received > 0  # audio came first; the error ended the stream, not a hang
     assert lm.running == 0 and lm.produced == FailingLM.fail_after
+
+
+async def test_closing_from_another_task_raises_closed_resource_in_the_reader() -> None:
+    # A "stop" button: one task plays the stream, another closes it. aclose() used to
+    # raise "asynchronous generator is already running", and the reader's loop ended
+    # as if the speech were complete.
+    synth_, lm = counting_synth()
+    audio = synth_.open("hello", max_tokens=4000)
+    playing = trio.Event()
+    outcome: list[BaseException | None] = []
+
+    async def play() -> None:
+        try:
+            async for _ in audio:
+                playing.set()
+            outcome.append(None)
+        except trio.ClosedResourceError as error:
+            outcome.append(error)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(play)
+        await playing.wait()
+        await trio.sleep(0.01)  # the reader is waiting for its next piece
+        await audio.aclose()
+        assert audio.finish_reason == "cancelled"
+        await assert_generation_stopped(lm, None)
+    assert len(outcome) == 1 and isinstance(outcome[0], trio.ClosedResourceError)
+    with pytest.raises(StopAsyncIteration):
+        await audio.__anext__()

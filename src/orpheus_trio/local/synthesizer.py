@@ -50,6 +50,9 @@ __all__ = [
 ]
 
 
+_CLOSED_WHILE_READING = "the audio stream was closed by another task"
+
+
 class TruncatedSpeechWarning(UserWarning):
     """The model hit ``max_tokens`` before it finished speaking: the audio stops early."""
 
@@ -81,6 +84,7 @@ class LocalAudioStream:
         # freed at once, and Trio's finalizer closes the generator, which stops the thread.
         self._pcm = _decode(self._tokens, synthesizer, self._progress)
         self._closed = False
+        self._reading = False
         self.prompt_tokens = len(prompt_ids)
         self.samples = 0
         self.ttfb_s: float | None = None
@@ -117,11 +121,20 @@ class LocalAudioStream:
     async def __anext__(self) -> bytes:
         if self._closed:
             raise StopAsyncIteration
+        if self._reading:
+            raise trio.BusyResourceError("another task is reading this audio stream")
+        self._reading = True
         try:
-            with trio.fail_at(self._deadline):
-                pcm = await self._pcm.__anext__()
+            try:
+                with trio.fail_at(self._deadline):
+                    pcm = await self._pcm.__anext__()
+            finally:
+                self._reading = False
         except StopAsyncIteration:
+            closed_by_another_task = self._closed
             await self.aclose()
+            if closed_by_another_task:
+                raise trio.ClosedResourceError(_CLOSED_WHILE_READING) from None
             raise
         except trio.TooSlowError:
             await self.aclose()
@@ -131,18 +144,25 @@ class LocalAudioStream:
         except BaseException:
             await self.aclose()
             raise
+        if self._closed:  # by another task, while this one decoded
+            await self._pcm.aclose()
+            raise trio.ClosedResourceError(_CLOSED_WHILE_READING)
         if self.ttfb_s is None:
             self.ttfb_s = trio.current_time() - self._started
         self.samples += len(pcm) // 2
         return pcm
 
     async def aclose(self) -> None:
-        """Stop generation and decoding now (idempotent); waits for the worker thread."""
+        """Stop generation and decoding now (idempotent); waits for the worker thread.
+
+        Another task reading the stream meanwhile gets ``trio.ClosedResourceError``.
+        """
         if self._closed:
             return
         self._closed = True
         try:
-            await self._pcm.aclose()
+            if not self._reading:  # else the reader closes the generator when it wakes
+                await self._pcm.aclose()
         finally:
             await self._tokens.aclose()
             self.elapsed_s = trio.current_time() - self._started
@@ -190,6 +210,8 @@ async def _decode(
                 while (window := planner.next_window()) is not None:
                     yield await _decode_window(synthesizer, window, progress)
         reason = tokens.result
+        if reason is None:
+            return  # the stream was closed while this waited for a token
         if reason == "length":
             # The cut may fall inside a frame: keep the whole frames, say what was dropped.
             progress.dropped_tokens = assembler.pending_tokens
