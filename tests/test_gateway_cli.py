@@ -180,3 +180,15 @@ async def test_a_stream_restricted_to_unknown_endpoints_is_refused() -> None:
             with pytest.raises(ValueError, match="subset of base_urls"):
                 async with tts.open_stream("x", endpoints=endpoints):
                     pass
+
+
+async def test_gateway_command_names_the_upstream_key_it_refuses() -> None:
+    result = await trio.run_process(
+        [sys.executable, "-m", "orpheus_trio", "gateway", "--port", "0",
+         "--upstream", "http://127.0.0.1:9", "--upstream-api-key", "bad key\u00e9"],
+        capture_stderr=True,
+        check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert b"upstream_api_key may contain only visible ASCII" in result.stderr
+    assert b"bad key" not in result.stderr

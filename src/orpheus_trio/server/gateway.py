@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 import httpx
 import trio
 
+from ..apikey import check_api_key
 from ..client import EndpointSnapshot, OrpheusTTS
 from ..errors import (
     CircuitOpenError,
@@ -297,6 +298,8 @@ class Gateway:
         if config.server_name == ServerConfig.server_name:
             config = replace(config, server_name=GATEWAY_NAME)
         self.config = config
+        if upstream_api_key is not None:  # named as the gateway's user knows it
+            check_api_key(upstream_api_key, "upstream_api_key")
         client = OrpheusTTS(
             upstreams,
             api_key=upstream_api_key,
