@@ -182,9 +182,9 @@ def upstream_error(error: Exception, *, streaming: bool) -> EngineError:
     worker's 400 or 413 as it was (the caller's request, same answer anywhere),
     429 when every worker was busy, 503 when none could be reached, 504 when
     one was reached but did not answer in time, 502 for broken workers and for
-    other 4xx (a refused upstream key, a wrong upstream
-    URL: the gateway's set-up, not the caller's request). Errors a worker sent
-    in-band stay in-band, and so does anything after audio.
+    other 4xx (a refused upstream key, a wrong upstream URL: the gateway's
+    set-up, not the caller's request). Errors a worker sent in-band stay
+    in-band, and so does anything after audio.
     """
     if isinstance(error, DeadlineExceeded):
         return EngineError("deadline_exceeded", error.message)
