@@ -489,3 +489,29 @@ def test_a_prompt_that_fills_the_context_blames_the_text_not_max_tokens() -> Non
         lm.check_fits(len(prompt), SamplingParams(max_tokens=1))
     assert info.value.key == "text"
     assert f"{len(prompt)} tokens" in str(info.value) and "4096" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "key"),
+    [
+        ({"temperature": -0.5}, "temperature"),  # favoured the worst tokens
+        ({"top_p": 0.0}, "top_p"),  # would keep no candidate at all
+        ({"max_tokens": 0}, "max_tokens"),
+        ({"top_k": -3}, "top_k"),
+        ({"repetition_penalty": 0.5}, "repetition_penalty"),
+        ({"seed": -1}, "seed"),
+        ({"temperature": "0.7"}, "temperature"),
+    ],
+)
+def test_sampling_params_built_directly_are_checked_too(
+    kwargs: dict[str, object], key: str
+) -> None:
+    with pytest.raises(InvalidParameter) as info:
+        SamplingParams(**kwargs)  # type: ignore[arg-type]
+    assert info.value.key == key
+
+
+def test_sampling_params_built_directly_hold_floats() -> None:
+    params = SamplingParams(temperature=1, top_p=1, repetition_penalty=2)
+    assert params == SamplingParams(1.0, 1.0, 0, 2.0, 2000, None)
+    assert isinstance(params.temperature, float) and isinstance(params.top_p, float)

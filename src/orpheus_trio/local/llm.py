@@ -125,6 +125,23 @@ class SamplingParams:
     max_tokens: int = 2000
     seed: int | None = None
 
+    def __post_init__(self) -> None:
+        # Checked here, so a SamplingParams built directly is as safe as a request's.
+        checked = {
+            "temperature": _number("temperature", self.temperature, 0.0, 2.0),
+            "top_p": _number("top_p", self.top_p, 0.0, 1.0, low_open=True),
+            "top_k": _integer("top_k", self.top_k, 0, 1_000_000),
+            "repetition_penalty": _number(
+                "repetition_penalty", self.repetition_penalty, 1.0, 3.0
+            ),
+            "max_tokens": _integer("max_tokens", self.max_tokens, 1, 1_000_000),
+            "seed": None
+            if self.seed is None
+            else _integer("seed", self.seed, 0, 2**63 - 1),
+        }
+        for key, value in checked.items():
+            object.__setattr__(self, key, value)
+
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> SamplingParams:
         """Validate request parameters (types, ranges, known keys) into sampling parameters.
@@ -132,28 +149,14 @@ class SamplingParams:
         Raises :class:`InvalidParameter` naming the first bad key. A
         repetition penalty below 1.1 is accepted with a ``UserWarning``.
         """
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(params) - known)
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(set(params) - set(known))
         if unknown:
             raise InvalidParameter(
                 unknown[0], f"unknown parameter (known: {', '.join(sorted(known))})"
             )
-        values: dict[str, Any] = {}
-        for key, value in params.items():
-            if key == "temperature":
-                values[key] = _number(key, value, 0.0, 2.0)
-            elif key == "top_p":
-                values[key] = _number(key, value, 0.0, 1.0, low_open=True)
-            elif key == "top_k":
-                values[key] = _integer(key, value, 0, 1_000_000)
-            elif key == "repetition_penalty":
-                values[key] = _number(key, value, 1.0, 3.0)
-            elif key == "max_tokens":
-                values[key] = _integer(key, value, 1, 1_000_000)
-            elif key == "seed":
-                values[key] = (
-                    None if value is None else _integer(key, value, 0, 2**63 - 1)
-                )
+        # Checked in the order of the fields, whatever the order of the request.
+        values = {key: params[key] for key in known if key in params}
         sampling = cls(**values)
         if sampling.repetition_penalty < MIN_STABLE_REPETITION_PENALTY:
             message = (
