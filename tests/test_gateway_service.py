@@ -732,3 +732,28 @@ async def test_a_caller_that_stops_reading_releases_its_slot_and_the_worker(
         await wait_until(lambda: not gw.app.admission.running, 2.0)
         await wait_until(lambda: not worker.app.admission.running, 2.0)
     assert gw.gateway.engine.client.endpoints()[0].in_flight == 0
+
+
+@pytest.mark.parametrize("status", [301, 204, 403])
+async def test_a_worker_answering_an_odd_status_is_failed_over(
+    nursery: trio.Nursery, status: int
+) -> None:
+    odd = await start_scripted_worker(
+        nursery, error_answer(status, "odd", location="http://elsewhere/")
+    )
+    healthy = await start_worker(nursery)
+    gw = await start_gateway(
+        nursery,
+        [odd, healthy.base_url],
+        hedge_ttfb_ms=None,
+        client={"breaker_failures": 1, "breaker_base_cooldown_s": 60},
+    )
+    for n in range(3):
+        text = f"odd {n}"
+        response = await post_tts(gw.base_url, {"text": text, "chunks": 1})
+        assert response.status_code == 200, response.text
+        assert audio_of(parse_frames(response.content)) == expected_stream(
+            text, None, {"chunks": 1}
+        )
+    snaps = {s.url: s for s in gw.gateway.engine.client.endpoints()}
+    assert snaps[odd].failures == 1 and snaps[odd].breaker_state == "open"

@@ -53,8 +53,11 @@ _RESERVED_PARAMS = frozenset({"request_id", "endpoints"})
 MAX_REQUEST_ID_CHARS = 128
 #: A worker's answers about the caller's request itself (passed on as they are).
 _CALLERS_FAULT_STATUS = frozenset({400, 413})
-#: A worker's other 4xx blame that worker's set-up (its key, its URL): fail over.
-_WORKERS_FAULT_STATUS = frozenset(range(400, 500)) - _CALLERS_FAULT_STATUS - {429}
+#: A worker's other answers but 200 blame that worker (its key, its URL, a proxy
+#: in front of it): fail over, and count against it. 429/503 just say "busy".
+_WORKERS_FAULT_STATUS = (
+    frozenset(range(100, 600)) - {200, 429, 503} - _CALLERS_FAULT_STATUS
+)
 #: Errors that mean no worker was reached at all (our own pool full included).
 _UNREACHABLE = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 _DEFAULT_PORTS = {"http": 80, "https": 443}
