@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import warnings
 from collections.abc import Generator, Sequence
 from contextlib import aclosing
 from functools import cache
@@ -352,3 +353,11 @@ async def test_closing_from_another_task_raises_closed_resource_in_the_reader() 
     assert len(outcome) == 1 and isinstance(outcome[0], trio.ClosedResourceError)
     with pytest.raises(StopAsyncIteration):
         await audio.__anext__()
+
+
+async def test_truncation_can_be_made_an_error_for_synthesize() -> None:
+    # The documented way to never miss a cut with stream()/synthesize().
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", TruncatedSpeechWarning)
+        with pytest.raises(TruncatedSpeechWarning, match=r"max_tokens \(17\)"):
+            await synth().synthesize("hello", max_tokens=17)
