@@ -314,3 +314,17 @@ def test_an_empty_voice_list_is_refused_before_loading(
     )
     with pytest.raises(ValueError, match="--voices needs at least one name"):
         from_args(args)
+
+
+async def test_text_with_a_lone_surrogate_is_a_400_not_a_500(
+    start_server: StartServer,
+) -> None:
+    server = await start_server(engine=scripted_engine())
+    async with httpx.AsyncClient(base_url=server.base_url) as client:
+        response = await client.post(
+            "/v1/tts/stream",
+            content=b'{"text": "hello \\ud800 world"}',
+            headers={"Content-Type": "application/json"},
+        )
+    assert response.status_code == 400
+    assert "lone surrogate" in response.json()["error"]["message"]

@@ -515,3 +515,14 @@ def test_sampling_params_built_directly_hold_floats() -> None:
     params = SamplingParams(temperature=1, top_p=1, repetition_penalty=2)
     assert params == SamplingParams(1.0, 1.0, 0, 2.0, 2000, None)
     assert isinstance(params.temperature, float) and isinstance(params.top_p, float)
+
+
+@pytest.mark.parametrize(
+    ("text", "voice"), [("hello \ud800 world", None), ("hello", "ta\udcffra")]
+)
+def test_text_that_is_not_valid_unicode_is_a_value_error(
+    text: str, voice: str | None
+) -> None:
+    # A lone surrogate (legal in JSON as "\ud800") made the tokenizer raise a TypeError.
+    with pytest.raises(ValueError, match="lone surrogate"):
+        scripted_lm().prompt_ids(text, voice)

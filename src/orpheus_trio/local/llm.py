@@ -347,6 +347,13 @@ class OrpheusLM:
         if voice is not None and (not isinstance(voice, str) or not voice.strip()):
             raise ValueError("voice must be a non-empty string or None")
         spoken = f"{voice}: {text}" if voice is not None else text
+        try:
+            spoken.encode("utf-8")
+        except UnicodeEncodeError as error:  # JSON allows "\ud800"; tokenizers do not
+            what = "voice" if voice is not None and error.start < len(voice) else "text"
+            raise ValueError(
+                f"{what} is not valid Unicode: a lone surrogate {spoken[error.start]!r}"
+            ) from None
         ids = [int(i) for i in self.tokenizer(spoken)["input_ids"]]
         beyond = [i for i in ids if not 0 <= i < self.vocab_size]
         if beyond:
