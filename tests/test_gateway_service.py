@@ -757,3 +757,39 @@ async def test_a_worker_answering_an_odd_status_is_failed_over(
         )
     snaps = {s.url: s for s in gw.gateway.engine.client.endpoints()}
     assert snaps[odd].failures == 1 and snaps[odd].breaker_state == "open"
+
+
+def _echoing(status: int, code: str, message: str) -> bytes:
+    body = json.dumps({"error": {"code": code, "message": message}}).encode()
+    return (
+        b"HTTP/1.1 %d Echo\r\ncontent-type: application/json\r\n"
+        b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (status, len(body), body)
+    )
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        _echoing(401, "unauthorized", "bad token 'worker-secret'"),
+        _echoing(400, "invalid_param", "bad token 'worker-secret'"),
+        ndjson_answer(
+            [
+                _ONE_CHUNK[0],
+                {"type": "error", "code": "engine_error", "message": "worker-secret!"},
+            ]
+        ),
+    ],
+)
+async def test_a_worker_echoing_the_upstream_key_does_not_pass_it_to_callers(
+    nursery: trio.Nursery, answer: bytes
+) -> None:
+    url = await start_scripted_worker(nursery, answer)
+    gw = await start_gateway(
+        nursery, [url], hedge_ttfb_ms=None, upstream_api_key="worker-secret"
+    )
+    response = await post_tts(gw.base_url, {"text": "x"})
+    assert response.status_code in (200, 400, 502)
+    assert "worker-secret" not in response.text
+    assert "bad token" in response.text or "!" in response.text  # the rest is kept
+    engine = gw.gateway.engine
+    assert "worker-secret" not in repr((vars(engine), vars(engine.upstreams)))

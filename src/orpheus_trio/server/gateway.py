@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import replace
 from typing import Any
 from urllib.parse import urlsplit
@@ -61,6 +61,7 @@ _WORKERS_FAULT_STATUS = (
 #: Errors that mean no worker was reached at all (our own pool full included).
 _UNREACHABLE = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+_REDACTED = "<upstream key>"
 #: A host name or an IP address (IPv6 without its brackets, as urlsplit gives it).
 _HOST = re.compile(r"[A-Za-z0-9._\-:%]+")
 
@@ -70,9 +71,17 @@ class GatewayEngine:
 
     name = "gateway"
 
-    def __init__(self, client: OrpheusTTS, upstreams: UpstreamWatch) -> None:
+    def __init__(
+        self,
+        client: OrpheusTTS,
+        upstreams: UpstreamWatch,
+        *,
+        upstream_api_key: str | None = None,
+    ) -> None:
         self.client = client
         self.upstreams = upstreams
+        # A closure, so the key shows in no repr or __dict__.
+        self._redact = _redactor(upstream_api_key)
         self.metrics = UpstreamMetrics(client.endpoints, upstreams.healthy)
 
     def voices(self) -> list[str]:
@@ -116,7 +125,7 @@ class GatewayEngine:
                 async for pcm in audio:
                     yield pcm
         except (OrpheusError, httpx.HTTPError) as error:
-            raise upstream_error(error, streaming=streaming) from error
+            raise self._redact(upstream_error(error, streaming=streaming)) from error
 
     def _parent_id(self, request: RequestContext | None) -> str | None:
         """The caller's id, cut so that ``<id>.<n>`` still fits a worker's limit
@@ -234,6 +243,24 @@ def upstream_error(error: Exception, *, streaming: bool) -> EngineError:
     return EngineError("upstream_error", f"upstream failed: {error!r}", status=502)
 
 
+def _redactor(secret: str | None) -> Callable[[EngineError], EngineError]:
+    """Blank ``secret`` out of the worker's words passed on to callers (a worker
+    or a proxy in front of it may echo the key it was sent)."""
+
+    def redact(error: EngineError) -> EngineError:
+        if not secret or secret not in f"{error.code}{error.message}":
+            return error
+        return EngineError(
+            error.code.replace(secret, _REDACTED),
+            error.message.replace(secret, _REDACTED),
+            status=error.status,
+            retry_after_s=error.retry_after_s,
+            param=error.param,
+        )
+
+    return redact
+
+
 def _sane_retry_after(seconds: float | None) -> float | None:
     """A worker's ``Retry-After``, or ``None`` when it is no number of seconds to wait."""
     if seconds is None or not math.isfinite(seconds) or seconds < 0:
@@ -320,7 +347,7 @@ class Gateway:
             # The poll trusts what the requests trust.
             verify=ssl_context or bool(client_options.get("verify", True)),
         )
-        self.engine = GatewayEngine(client, watch)
+        self.engine = GatewayEngine(client, watch, upstream_api_key=upstream_api_key)
         self.app: OrpheusApp = create_app(
             self.engine,
             config,
