@@ -121,7 +121,7 @@ class HTTPStatusError(OrpheusError, httpx.HTTPStatusError):
 
     @property
     def retryable(self) -> bool:
-        """Whether another endpoint might answer differently (429, 5xx)."""
+        """Whether another endpoint might answer differently (429, 500, 502, 503, 504)."""
         return self.status_code in RETRYABLE_STATUS
 
 

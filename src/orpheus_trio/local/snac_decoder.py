@@ -146,9 +146,9 @@ class SnacDecoder:
         ``huggingface_hub`` and network access).
 
         ``dtype`` may be a torch dtype or ``"float32"``, ``"float16"``, ``"bfloat16"``.
-        ``compile``: ``True`` for ``torch.compile`` (meant for CUDA; every new
-        window shape compiles once), or a ``torch.compile`` mode such as
-        ``"reduce-overhead"`` (CUDA graphs).
+        ``compile``: ``True`` for ``torch.compile`` with dynamic shapes (meant
+        for CUDA; a few graphs serve every window shape), or a
+        ``torch.compile`` mode such as ``"reduce-overhead"`` (CUDA graphs).
         """
         import snac
 
