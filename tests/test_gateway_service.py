@@ -601,7 +601,11 @@ async def test_a_worker_that_never_answers_is_504_not_unreachable(
 
     url = await _start_raw_worker(nursery, never)
     gw = await start_gateway(
-        nursery, [url], hedge_ttfb_ms=None, client={"read_timeout_s": 0.2}
+        nursery,
+        [url],
+        hedge_ttfb_ms=None,
+        health_timeout_s=0.2,  # its /v1/system never answers either
+        client={"read_timeout_s": 0.2},
     )
     with trio.fail_after(5):
         response = await post_tts(gw.base_url, {"text": "x"})
