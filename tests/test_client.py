@@ -187,8 +187,24 @@ async def test_bad_input_is_rejected_clearly(
         OrpheusTTS("a:1")
     with pytest.raises(ValueError, match="at least one"):
         OrpheusTTS([])
-    with pytest.raises(ValueError, match="distinct"):
-        OrpheusTTS([A, A + "/"])
+    # One server under two spellings would be routed, hedged and broken as two.
+    for twice in ([A, A + "/"], ["http://Host:80/v", "HTTP://host/v/"], ["https://h", "https://h:443"]):
+        with pytest.raises(ValueError, match="name the same server twice"):
+            OrpheusTTS(twice)
+    assert OrpheusTTS(["http://h:80/a", "http://h:80/b", "https://h:80/a"]).base_urls == (
+        "http://h:80/a", "http://h:80/b", "https://h:80/a",
+    )  # fmt: skip
+    # URLs no request could ever reach are refused now, not at the first request.
+    for url, problem in [
+        ("http://127.0.0.1:99999", "bad port"),
+        ("http://127.0.0.1:notaport", "bad port"),
+        ("http://127.0.0.1:0", "bad port"),
+        ("http://:8000", "no valid host"),
+        ("http://bad host:8000", "no valid host"),
+    ]:
+        with pytest.raises(ValueError, match=problem):
+            OrpheusTTS(url)
+    assert OrpheusTTS("http://[::1]:8000").base_urls == ("http://[::1]:8000",)
     # Parts the client would drop silently (credentials would also show in reprs and errors).
     for url in ("http://user:pw@a:1", "http://a:1/p?x=1", "http://a:1/p#f"):
         with pytest.raises(ValueError, match="http") as caught:

@@ -13,6 +13,7 @@ import json
 import math
 import os
 import random
+import re
 import ssl
 import uuid
 from collections import deque
@@ -160,11 +161,17 @@ class _Opened:
     first_audio_at: float
 
 
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+#: A host name or an IP address (IPv6 without its brackets, as urlsplit gives it).
+_HOST = re.compile(r"[A-Za-z0-9._\-:%]+")
+
+
 def _normalize_urls(base_urls: str | Sequence[str]) -> tuple[str, ...]:
     urls = (base_urls,) if isinstance(base_urls, str) else tuple(base_urls)
     if not urls:
         raise ValueError("base_urls is empty: give at least one endpoint URL")
     normalized = []
+    seen: dict[tuple[str, str, int, str], str] = {}
     for url in urls:
         if not isinstance(url, str):
             raise TypeError(f"endpoint URLs must be str, got {type(url).__name__}")
@@ -174,8 +181,9 @@ def _normalize_urls(base_urls: str | Sequence[str]) -> tuple[str, ...]:
                 "endpoint URL must be http(s)://host[:port][/path], without credentials "
                 "(give the key as api_key)"
             )
+        scheme = parts.scheme.lower()
         if (
-            parts.scheme not in ("http", "https")
+            scheme not in _DEFAULT_PORTS
             or not parts.netloc
             or parts.query
             or parts.fragment
@@ -183,9 +191,21 @@ def _normalize_urls(base_urls: str | Sequence[str]) -> tuple[str, ...]:
             raise ValueError(
                 f"endpoint URL must be http(s)://host[:port][/path], got {url!r}"
             )
+        host = parts.hostname
+        if not host or not _HOST.fullmatch(host):
+            raise ValueError(f"endpoint URL {url!r} has no valid host")
+        try:
+            port = parts.port
+        except ValueError as error:  # not a number, or past 65535
+            raise ValueError(f"endpoint URL {url!r} has a bad port: {error}") from None
+        if port == 0:
+            raise ValueError(f"endpoint URL {url!r} has a bad port: 0")
+        # One server under two spellings would be routed, hedged and broken as two.
+        key = (scheme, host.lower(), port or _DEFAULT_PORTS[scheme], parts.path.rstrip("/"))
+        if key in seen:
+            raise ValueError(f"endpoint URLs {seen[key]!r} and {url!r} name the same server twice")
+        seen[key] = url
         normalized.append(url.rstrip("/"))
-    if len(set(normalized)) != len(normalized):
-        raise ValueError("endpoint URLs must be distinct")
     return tuple(normalized)
 
 

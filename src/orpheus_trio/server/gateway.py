@@ -19,11 +19,9 @@ gateway behaves like a worker to its callers.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import replace
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 import trio
@@ -44,7 +42,7 @@ from .gateway_metrics import UpstreamMetrics
 from .gateway_upstreams import UpstreamWatch
 from .run import serve_app
 
-__all__ = ["Gateway", "GatewayEngine", "check_upstreams", "upstream_error"]
+__all__ = ["Gateway", "GatewayEngine", "upstream_error"]
 
 GATEWAY_NAME = "orpheus-trio-gateway"
 #: Keys of ``open_stream`` that are not engine parameters.
@@ -60,10 +58,7 @@ _WORKERS_FAULT_STATUS = (
 )
 #: Errors that mean no worker was reached at all (our own pool full included).
 _UNREACHABLE = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
-_DEFAULT_PORTS = {"http": 80, "https": 443}
 _REDACTED = "<upstream key>"
-#: A host name or an IP address (IPv6 without its brackets, as urlsplit gives it).
-_HOST = re.compile(r"[A-Za-z0-9._\-:%]+")
 
 
 class GatewayEngine:
@@ -277,32 +272,6 @@ def _refused_param(response: httpx.Response) -> str | None:
     return param if isinstance(param, str) else None
 
 
-def check_upstreams(urls: Sequence[str]) -> None:
-    """Refuse, at start, upstream URLs no request could reach, and a worker named twice.
-
-    ``urls`` are the client's (already checked for scheme, credentials, query).
-    """
-    seen: dict[tuple[str, str, int, str], str] = {}
-    for url in urls:
-        parts = urlsplit(url)
-        host = parts.hostname
-        if not host or not _HOST.fullmatch(host):
-            raise ValueError(f"upstream URL {url!r} has no valid host")
-        try:
-            port = parts.port
-        except ValueError as error:
-            raise ValueError(f"upstream URL {url!r} has a bad port: {error}") from None
-        if port == 0:
-            raise ValueError(f"upstream URL {url!r} has a bad port: 0")
-        scheme = parts.scheme.lower()
-        key = (scheme, host.lower(), port or _DEFAULT_PORTS[scheme], parts.path)
-        if key in seen:
-            raise ValueError(
-                f"upstream URLs {seen[key]!r} and {url!r} name the same worker twice"
-            )
-        seen[key] = url
-
-
 def _finite_or_none(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
@@ -337,7 +306,6 @@ class Gateway:
             endpoint_fault_status=_WORKERS_FAULT_STATUS,
             **client_options,
         )
-        check_upstreams(client.base_urls)
         ssl_context = client_options.get("ssl_context")
         watch = UpstreamWatch(
             client.base_urls,
