@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+import ssl
 from contextlib import aclosing
 
 import httpx
@@ -205,6 +206,15 @@ async def test_bad_input_is_rejected_clearly(
         with pytest.raises(ValueError, match=problem):
             OrpheusTTS(url)
     assert OrpheusTTS("http://[::1]:8000").base_urls == ("http://[::1]:8000",)
+    # TLS settings contradicting each other, or meant for a transport the client
+    # does not make, would be ignored in part: refused on every transport.
+    context = ssl.create_default_context()
+    for transport in ("trio", "httpx"):
+        with pytest.raises(ValueError, match="not both"):
+            OrpheusTTS(A, transport=transport, ssl_context=context, verify=False)
+    for tls in ({"ssl_context": context}, {"verify": False}):
+        with pytest.raises(ValueError, match="set them on the transport you pass"):
+            OrpheusTTS(A, transport=fake, **tls)  # type: ignore[arg-type]
     # Parts the client would drop silently (credentials would also show in reprs and errors).
     for url in ("http://user:pw@a:1", "http://a:1/p?x=1", "http://a:1/p#f"):
         with pytest.raises(ValueError, match="http") as caught:

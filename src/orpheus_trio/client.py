@@ -499,6 +499,15 @@ class OrpheusTTS(SpeechSource):
         }
         self._counts = {url: _Counts() for url in self.base_urls}
         self._owns_transport = transport is None or isinstance(transport, str)
+        # Checked for every transport, so no choice of transport can quietly
+        # verify what the caller asked not to, or skip checks it asked for.
+        if ssl_context is not None and not verify:
+            raise ValueError("give ssl_context or verify=False, not both")
+        if not self._owns_transport and (ssl_context is not None or not verify):
+            raise ValueError(
+                "ssl_context and verify apply to a transport the client makes; "
+                "set them on the transport you pass instead"
+            )
         self._transport: Transport
         if transport is None or transport == "trio":
             self._transport = TrioTransport(
