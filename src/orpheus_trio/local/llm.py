@@ -221,23 +221,12 @@ def _check_local_checkpoint(
 
 
 def torch_device(device: str | None) -> str:
-    """``device`` checked (a torch device, CUDA present when asked), or the default one."""
-    import torch
+    """``device`` checked (see :func:`.devices.checked_device`), or the default one."""
+    from .devices import checked_device
 
     if device is None:
         return _default_device()
-    try:
-        parsed = torch.device(device)
-    except (RuntimeError, TypeError) as error:
-        raise ValueError(
-            f"device {device!r} is not a torch device (e.g. cpu, cuda, cuda:1): {error}"
-        ) from None
-    if parsed.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(
-            f"device {device!r}: CUDA is not available (no GPU, or torch built "
-            "without CUDA); use device='cpu'"
-        )
-    return device
+    return str(checked_device(device))
 
 
 def _torch_dtype(dtype: str | torch.dtype | None, device: str) -> torch.dtype:
