@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 import numpy as np
 import pytest
 import trio
+import trio.testing
 from _support_snac import random_frames, shared_decoder, snr_db
 
 from orpheus_trio.local.batching import BatchingDecoder
@@ -358,6 +359,45 @@ async def test_a_cancelled_stream_leaves_the_batcher_serving_others() -> None:
         pcm = await collect(pcm_from_tokens(aiter_of(token_ids_from_codes(frames)), batcher))
     got = np.frombuffer(pcm, "<i2").astype(np.int32)
     assert np.abs(got - pcm_of(decoder.decode(frames))).max() <= 1
+
+
+async def test_a_window_whose_stream_gave_up_is_not_decoded() -> None:
+    async with BatchingDecoder(shared_decoder(), max_wait_ms=100) as batcher:
+        with trio.move_on_after(0.01):  # gives up while the batch gathers
+            await batcher.decode_window(drain_one_window())
+        await trio.sleep(0.3)  # past the gathering: the batch ran, without it
+    assert (batcher.batches_run, batcher.windows_decoded) == (0, 0)
+
+
+async def test_streams_still_waiting_when_the_batcher_closes_get_an_error_not_a_hang() -> None:
+    outcomes: list[object] = []
+
+    async def wait_for(batcher: BatchingDecoder) -> None:
+        try:
+            outcomes.append(len(await batcher.decode_window(drain_one_window())))
+        except RuntimeError as error:
+            outcomes.append(str(error))
+
+    closed = "the BatchingDecoder was closed before this window was decoded"
+    with trio.fail_after(20):
+        # One window gathering company (a long max_wait) when the block ends.
+        async with trio.open_nursery() as streams:
+            async with BatchingDecoder(shared_decoder(), max_wait_ms=60_000) as batcher:
+                streams.start_soon(wait_for, batcher)
+                await trio.testing.wait_all_tasks_blocked()
+        assert outcomes == [closed]
+        # One window decoding (in its thread) and one queued behind it.
+        outcomes.clear()
+        async with trio.open_nursery() as streams:
+            async with BatchingDecoder(shared_decoder(), max_batch=1, max_wait_ms=0) as batcher:
+                streams.start_soon(wait_for, batcher)
+                await trio.sleep(0.001)
+                streams.start_soon(wait_for, batcher)
+                await trio.sleep(0.001)
+        assert len(outcomes) == 2 and closed in outcomes
+        assert all(o in (closed, FRAME) for o in outcomes)
+    with pytest.raises(RuntimeError, match="inside 'async with'"):
+        await batcher.decode_window(drain_one_window())
 
 
 async def test_batcher_misuse_is_rejected() -> None:

@@ -37,6 +37,13 @@ class _Request:
     done: trio.Event = field(default_factory=trio.Event)
     audio: Audio | None = None
     error: BaseException | None = None
+    #: The stream stopped waiting (cancelled): nobody wants this window any more.
+    abandoned: bool = False
+
+    def fail(self, error: BaseException) -> None:
+        if not self.done.is_set():
+            self.error = error
+            self.done.set()
 
 
 class BatchingDecoder:
@@ -101,7 +108,15 @@ class BatchingDecoder:
     ) -> bool | None:
         stack, self._stack = self._stack, None
         assert stack is not None
-        return await stack.__aexit__(exc_type, exc, tb)
+        try:
+            return await stack.__aexit__(exc_type, exc, tb)
+        finally:
+            # Streams still waiting (outside this block's tasks) must not wait forever.
+            while True:
+                try:
+                    self._receive.receive_nowait().fail(_closed_error())
+                except trio.WouldBlock:
+                    break
 
     async def decode_window(self, window: DecodeWindow) -> Audio:
         """The new samples of ``window`` (its kept centre), decoded in some batch."""
@@ -109,16 +124,28 @@ class BatchingDecoder:
             raise RuntimeError("use BatchingDecoder inside 'async with'")
         request = _Request(window)
         self._send.send_nowait(request)
-        await request.done.wait()
+        try:
+            await request.done.wait()
+        except BaseException:
+            request.abandoned = True  # a batch not yet run skips it
+            raise
         if request.error is not None:
             raise request.error
         assert request.audio is not None
         return request.audio
 
     async def _serve(self) -> None:
+        batch: list[_Request] = []
+        try:
+            await self._serve_batches(batch)
+        finally:
+            for request in batch:  # closed while these were gathered or decoding
+                request.fail(_closed_error())
+
+    async def _serve_batches(self, batch: list[_Request]) -> None:
         expected = self.max_batch  # no history yet: wait for a full batch (or max_wait)
         while True:
-            batch = [await self._receive.receive()]
+            batch[:] = [await self._receive.receive()]
             with trio.move_on_after(self.max_wait_s):
                 while len(batch) < expected:
                     batch.append(await self._receive.receive())
@@ -131,7 +158,8 @@ class BatchingDecoder:
             expected = len(batch)
             groups: dict[tuple[int, int, int], list[_Request]] = {}
             for request in batch:
-                groups.setdefault(request.window.shape_key, []).append(request)
+                if not request.abandoned:
+                    groups.setdefault(request.window.shape_key, []).append(request)
             for group in groups.values():
                 window = group[0].window
                 per_call = max(1, self.max_batch_latents // (window.latent_stop - window.latent_start))
@@ -147,11 +175,14 @@ class BatchingDecoder:
             )
         except Exception as exc:  # noqa: BLE001 - every waiting stream gets the decode's error
             for request in group:
-                request.error = exc
-                request.done.set()
+                request.fail(exc)
             return
         self.batches_run += 1
         self.windows_decoded += len(group)
         for request, row in zip(group, audio, strict=True):
             request.audio = request.window.keep(row)
             request.done.set()
+
+
+def _closed_error() -> RuntimeError:
+    return RuntimeError("the BatchingDecoder was closed before this window was decoded")
