@@ -140,6 +140,26 @@ def test_loading_errors_are_specific(tmp_path: Path) -> None:
         SnacDecoder.from_pretrained(shared_snac_dirs()[0], dtype="float8")
 
 
+def test_a_checkpoint_that_is_not_this_snac_is_named(tmp_path: Path) -> None:
+    import shutil
+
+    llm_like = tmp_path / "llm"  # an LLM's config.json given as the SNAC path
+    llm_like.mkdir()
+    (llm_like / "config.json").write_text(json.dumps({"architectures": ["LlamaForCausalLM"]}))
+    (llm_like / "model.safetensors").write_bytes(b"")
+    with pytest.raises(UnsupportedSnacConfig, match="is not a SNAC config .* not the LLM's"):
+        SnacDecoder.from_pretrained(llm_like)
+    (llm_like / "config.json").write_text("[1, 2]")
+    with pytest.raises(UnsupportedSnacConfig, match="not a JSON object"):
+        SnacDecoder.from_pretrained(llm_like)
+    # Weights of another SNAC size under this config.
+    other = tmp_path / "other"
+    shutil.copytree(shared_snac_dirs()[0], other)
+    (other / "config.json").write_text(json.dumps(dict(SNAC_24KHZ_CONFIG, decoder_dim=512)))
+    with pytest.raises(UnsupportedSnacConfig, match="does not match"):
+        SnacDecoder.from_pretrained(other)
+
+
 def test_unreachable_hub_id_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     import huggingface_hub.constants
 

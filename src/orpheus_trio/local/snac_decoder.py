@@ -157,14 +157,28 @@ class SnacDecoder:
         config_path, weights_path = _resolve_files(path_or_repo)
         with open(config_path, encoding="utf-8") as f:
             config: dict[str, Any] = json.load(f)
-        model = snac.SNAC(**config)
+        if not isinstance(config, dict):
+            raise UnsupportedSnacConfig(f"{config_path} is not a SNAC config (not a JSON object)")
+        try:
+            model = snac.SNAC(**config)
+        except TypeError as exc:  # e.g. the LLM's directory given by mistake
+            raise UnsupportedSnacConfig(
+                f"{config_path} is not a SNAC config ({exc}); give the SNAC checkpoint's "
+                "directory (e.g. hubertsiuzdak/snac_24khz), not the LLM's"
+            ) from None
         if weights_path.suffix == ".safetensors":
             from safetensors.torch import load_file
 
             state = load_file(str(weights_path))
         else:
             state = torch.load(weights_path, map_location="cpu", weights_only=True)
-        model.load_state_dict(state)
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as exc:  # missing, unexpected or mis-shaped weights
+            first_line = str(exc).splitlines()[0]
+            raise UnsupportedSnacConfig(
+                f"{weights_path} does not match {config_path}: {first_line}"
+            ) from exc
         return cls(model, device=device, dtype=dtype, noise=noise, compile=compile)
 
     @property
