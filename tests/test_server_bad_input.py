@@ -63,6 +63,31 @@ async def test_malformed_bodies_get_400(
 
 
 @pytest.mark.parametrize(
+    ("content", "param"),
+    [
+        (b'{"text": "hi \\ud800 there"}', "text"),
+        (b'{"text": "hi", "voice": "\\udc00"}', "voice"),
+        (b'{"text": "hi", "x": {"y": ["ok", "\\ud83d"]}}', "x"),
+        (b'{"text": "hi", "x": ' + b"[" * 500 + b'"\\ud800"' + b"]" * 500 + b"}", "x"),
+        (b'{"text": "hi", "\\ud800": 1}', None),
+    ],
+)
+async def test_text_that_is_not_valid_unicode_gets_400_not_500(
+    start_server: StartServer, content: bytes, param: str | None
+) -> None:
+    # JSON can escape a lone surrogate; no engine can encode it. A 500 would
+    # make clients fail over to every endpoint with the same request.
+    server = await start_server()
+    response = await post(
+        server.base_url, content=content, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 400
+    error = error_of(response)
+    assert (error["code"], error.get("param")) == ("invalid_param", param)
+    assert "lone surrogate" in error["message"]
+
+
+@pytest.mark.parametrize(
     ("body", "key", "needle"),
     [
         ({"text": 5}, "text", "must be a string"),

@@ -383,6 +383,16 @@ class OrpheusApp:
             ) from None
         if not isinstance(obj, dict):
             raise HTTPError(400, "invalid_request", "body must be a JSON object")
+        for key, value in obj.items():
+            # JSON may escape a lone surrogate ("\ud800"); no engine can encode
+            # it, and a 500 would send the client to fail over everywhere.
+            if not _valid_unicode(key) or not _valid_unicode(value):
+                raise HTTPError(
+                    400,
+                    "invalid_param",
+                    f"{key!r} holds a lone surrogate (\\uD800-\\uDFFF): not valid Unicode text",
+                    param=key if _valid_unicode(key) else None,
+                )
         text = obj.pop("text", _MISSING)
         if text is _MISSING:
             raise HTTPError(400, "invalid_request", "missing required field 'text'")
@@ -671,3 +681,21 @@ def _request_id(given: str | None) -> str:
     if given is not None and _REQUEST_ID.fullmatch(given):
         return given
     return uuid.uuid4().hex
+
+
+def _valid_unicode(value: object) -> bool:
+    """False if a string in ``value`` (nested lists and objects too) has a lone surrogate."""
+    pending = [value]  # a loop, not recursion: the body may nest as deep as json allows
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return False
+        elif isinstance(item, list):
+            pending.extend(item)
+        elif isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+    return True
