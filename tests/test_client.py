@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import random
 import ssl
+import warnings
 from contextlib import aclosing
 
 import httpx
@@ -21,8 +22,8 @@ from _support_client import (
     status,
 )
 
-from orpheus_trio import EndpointSnapshot, HTTPStatusError, OrpheusTTS
-from orpheus_trio.frames import encode_chunk, encode_eos
+from orpheus_trio import EndpointSnapshot, HTTPStatusError, OrpheusTTS, TruncatedSpeechWarning
+from orpheus_trio.frames import encode_chunk, encode_eos, encode_metrics
 
 A, B = "http://a:1", "http://b:1"
 SECRET = "sk-very-secret-key"
@@ -285,6 +286,38 @@ async def test_request_id_outside_latin1_fails_without_exposing_the_key() -> Non
         assert SECRET not in repr(error) and SECRET not in str(error)
         error = error.__cause__ or error.__context__
     assert tts.endpoints()[0].in_flight == 0
+
+
+async def test_a_reply_the_service_says_was_cut_short_warns_and_says_so(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # An engine reports the outcome in a metrics frame after the audio (the
+    # orpheus engine: finish_reason, truncated); short audio must not pass
+    # for complete without a word.
+    def reply(truncated: bool) -> Script:
+        return Script(
+            body=[
+                (0.0, encode_metrics(queue_depth=0, inflight=1)),
+                (0.1, encode_chunk(0, b"\x01\x02")),
+                (0.0, encode_metrics(finish_reason="length" if truncated else "stop", truncated=truncated)),
+                (0.0, encode_eos(1, 1)),
+            ]
+        )
+
+    fake = FakeTransport(in_order(reply(True), reply(False)))
+    tts = OrpheusTTS(A, transport=fake)
+    with pytest.warns(TruncatedSpeechWarning, match="cut the speech short .*'length'"):
+        async with tts.open_stream("hi") as audio:
+            assert [pcm async for pcm in audio] == [b"\x01\x02"]
+    assert audio.truncated and audio.metrics["finish_reason"] == "length"
+    assert audio.metrics["inflight"] == 1  # the frame before the audio counts too
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert await tts.synthesize("hi") == b"\x01\x02"  # "stop": complete, no warning
+        quiet = OrpheusTTS(A, transport=FakeTransport(in_order(reply(True))), truncation_warning=False)
+        async with quiet.open_stream("hi") as audio:
+            assert [pcm async for pcm in audio] == [b"\x01\x02"]
+        assert audio.truncated  # said by the attribute alone
 
 
 async def test_audio_stream_ended_by_aclose_or_an_error_stays_ended(

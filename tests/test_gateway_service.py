@@ -405,6 +405,30 @@ async def test_a_worker_with_a_non_finite_queue_hint_does_not_break_the_gateway(
         assert (await http.get(gw.base_url + "/metrics")).status_code == 200
 
 
+@pytest.mark.filterwarnings("error")  # the gateway passes a cut on; it does not warn itself
+async def test_a_workers_outcome_metrics_reach_the_caller_but_not_its_load(
+    nursery: trio.Nursery,
+) -> None:
+    # An orpheus worker says after the audio whether max_tokens cut it short;
+    # behind a gateway the caller must still learn it. The worker's load and
+    # timings are not the gateway's, so those are not passed on.
+    frames = [
+        {"type": "metrics", "queue_depth": 77, "inflight": 9},
+        _ONE_CHUNK[0],
+        {"type": "metrics", "finish_reason": "length", "truncated": True, "rtf": 99.0},
+        _ONE_CHUNK[1],
+    ]
+    url = await start_scripted_worker(nursery, ndjson_answer(frames))
+    gw = await start_gateway(nursery, [url], hedge_ttfb_ms=None)
+    response = await post_tts(gw.base_url, {"text": "x"})
+    assert response.status_code == 200
+    got = parse_frames(response.content)
+    assert audio_of(got) == [_PCM] and got[-1]["type"] == "eos"
+    merged = {k: v for f in got if f["type"] == "metrics" for k, v in f.items()}
+    assert (merged["finish_reason"], merged["truncated"]) == ("length", True)
+    assert merged["queue_depth"] != 77 and merged["inflight"] != 9 and merged["rtf"] != 99.0
+
+
 @pytest.mark.parametrize(
     ("retry_after", "expected"),
     [("inf", None), ("nan", None), ("-3", None), ("2.5", "3")],

@@ -10,6 +10,7 @@ from .errors import (
     OrpheusError,
     ProtocolError,
     ServiceError,
+    TruncatedSpeechWarning,
 )
 
 __version__ = "0.1.0"
@@ -25,6 +26,7 @@ __all__ = [
     "OrpheusError",
     "ProtocolError",
     "ServiceError",
+    "TruncatedSpeechWarning",
     "SAMPLE_RATE",
     "__version__",
 ]

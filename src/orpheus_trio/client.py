@@ -16,6 +16,7 @@ import random
 import re
 import ssl
 import uuid
+import warnings
 from collections import deque
 from collections.abc import (
     AsyncIterator,
@@ -44,6 +45,7 @@ from .errors import (
     IncompleteStreamError,
     ProtocolError,
     ServiceError,
+    TruncatedSpeechWarning,
 )
 from .frames import (
     DEFAULT_MAX_LINE_BYTES,
@@ -159,6 +161,8 @@ class _Opened:
     decoder: FrameDecoder
     pending: list[Frame]
     first_audio_at: float
+    #: Values of the ``metrics`` frames read before the first audio, merged.
+    metrics: dict[str, Any]
 
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -236,7 +240,11 @@ class AudioStream:
 
     ``endpoint`` won the race, ``request_id`` is its ``X-Request-Id``, ``ttfb_s``
     the time from the request to its first audio (hedges included), ``attempts`` how many
-    attempts the race started. Audio that arrived is delivered, never retried: a
+    attempts the race started. ``metrics`` merges the values of every ``metrics``
+    frame the winner sent so far (an engine may report ``finish_reason`` and
+    ``truncated`` after the audio); when it says ``"truncated": true`` at the end,
+    a :class:`~orpheus_trio.errors.TruncatedSpeechWarning` is issued, as on-box
+    synthesis does. Audio that arrived is delivered, never retried: a
     chunk that shares a read with a broken line is yielded, then the
     :class:`ProtocolError` raises on the next iteration, with no failover.
     """
@@ -248,6 +256,7 @@ class AudioStream:
         self.request_id = opened.request_id
         self.ttfb_s = opened.first_audio_at - call.started
         self.attempts = attempts
+        self.metrics: dict[str, Any] = dict(opened.metrics)
         self._client = client
         self._response: ResponseStream | None = opened.response
         self._decoder = opened.decoder
@@ -261,6 +270,11 @@ class AudioStream:
         return (
             f"AudioStream(endpoint={self.endpoint!r}, request_id={self.request_id!r})"
         )
+
+    @property
+    def truncated(self) -> bool:
+        """The service said the reply was cut short (``max_tokens`` reached)."""
+        return self.metrics.get("truncated") is True
 
     def __aiter__(self) -> AudioStream:
         return self
@@ -311,9 +325,18 @@ class AudioStream:
             return frame.pcm
         if isinstance(frame, Metrics):
             self._client._observe_metrics(self.endpoint, frame)
+            self.metrics.update(frame.values)
             return None
         self._finished = True
         if isinstance(frame, EndOfStream):
+            if self.truncated and self._client.truncation_warning:
+                warnings.warn(
+                    f"{self.endpoint} cut the speech short "
+                    f"(finish_reason {self.metrics.get('finish_reason')!r}): "
+                    "the audio stops early",
+                    TruncatedSpeechWarning,
+                    stacklevel=4,
+                )
             return None
         assert isinstance(frame, ErrorFrame)
         raise _service_error(frame, self.endpoint)
@@ -421,6 +444,9 @@ class OrpheusTTS(SpeechSource):
     ``endpoint_fault_status``: statuses (besides 429 and 5xx) that blame the
     endpoint, not the request: fail over, and count against its breaker (a
     gateway gives 401, as one worker refusing its key says nothing of the others).
+    ``truncation_warning``: issue :class:`~orpheus_trio.errors.TruncatedSpeechWarning`
+    when the service says a reply was cut short (``False``: read
+    :attr:`AudioStream.truncated` instead; a gateway passes the fact on in-band).
     ``ssl_context``: TLS settings for ``https`` endpoints of a transport the client makes
     (default: ``ssl.create_default_context()``, certificates verified).
     ``verify=False`` turns certificate checks off (with an ``InsecureTransportWarning``).
@@ -451,6 +477,7 @@ class OrpheusTTS(SpeechSource):
         verify: bool = True,
         rng: random.Random | None = None,
         endpoint_fault_status: Collection[int] = (),
+        truncation_warning: bool = True,
     ) -> None:
         self.base_urls = _normalize_urls(base_urls)
         if api_key is not None:
@@ -481,6 +508,7 @@ class OrpheusTTS(SpeechSource):
         self.max_line_bytes = max_line_bytes
         self._api_key = _Secret(api_key) if api_key is not None else None
         self._endpoint_fault_status = frozenset(endpoint_fault_status)
+        self.truncation_warning = truncation_warning
         rng = rng if rng is not None else random.Random()
         self._router = Router(self.base_urls, rng=rng)
         self._budget = RetryBudget(
@@ -742,6 +770,7 @@ class OrpheusTTS(SpeechSource):
                 raise await _status_error(response, endpoint, request_id)
             request_id = response.headers.get("x-request-id", request_id)
             decoder = FrameDecoder(max_line_bytes=self.max_line_bytes)
+            metrics: dict[str, Any] = {}
             while True:
                 decoder.feed(b"")  # raises a bad line met after the last read's metrics
                 data = await response.receive()
@@ -757,10 +786,11 @@ class OrpheusTTS(SpeechSource):
                         self._router.observe_ttfb(endpoint, now - started, now)
                         self._breakers[endpoint].on_success(now)
                         return _Opened(
-                            endpoint, request_id, response, decoder, frames[index:], now
+                            endpoint, request_id, response, decoder, frames[index:], now, metrics
                         )
                     if isinstance(frame, Metrics):
                         self._observe_metrics(endpoint, frame)
+                        metrics.update(frame.values)
                     elif isinstance(frame, ErrorFrame):
                         raise _service_error(frame, endpoint)
         except BaseException as error:

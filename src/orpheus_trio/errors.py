@@ -26,6 +26,7 @@ __all__ = [
     "DeadlineExceeded",
     "HTTPStatusError",
     "CircuitOpenError",
+    "TruncatedSpeechWarning",
     "RETRYABLE_STATUS",
 ]
 
@@ -134,3 +135,11 @@ class CircuitOpenError(OrpheusError, RuntimeError):
         names = ", ".join(endpoints)
         hint = f"; next probe allowed in {retry_in_s:.1f} s" if retry_in_s is not None else ""
         super().__init__(f"Circuit open for endpoint {names}{hint}")
+
+
+class TruncatedSpeechWarning(UserWarning):
+    """The model hit ``max_tokens`` before it finished speaking: the audio stops early.
+
+    Issued by on-box synthesis, and by the network client when the service's
+    ``metrics`` frame says ``"truncated": true``.
+    """

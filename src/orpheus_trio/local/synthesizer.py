@@ -27,7 +27,7 @@ from typing import Any, Self
 
 import trio
 
-from ..errors import DeadlineExceeded
+from ..errors import DeadlineExceeded, TruncatedSpeechWarning
 from ..speech import SpeechSource
 from .generation import ThreadedGenerator
 from .llm import (
@@ -51,10 +51,6 @@ __all__ = [
 
 
 _CLOSED_WHILE_READING = "the audio stream was closed by another task"
-
-
-class TruncatedSpeechWarning(UserWarning):
-    """The model hit ``max_tokens`` before it finished speaking: the audio stops early."""
 
 
 class LocalAudioStream:

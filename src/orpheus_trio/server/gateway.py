@@ -37,7 +37,14 @@ from ..errors import (
 )
 from .app import OrpheusApp, create_app
 from .config import ServerConfig
-from .engine import CURRENT_REQUEST, EngineError, InvalidParam, Piece, RequestContext
+from .engine import (
+    CURRENT_REQUEST,
+    EngineError,
+    Hints,
+    InvalidParam,
+    Piece,
+    RequestContext,
+)
 from .gateway_metrics import UpstreamMetrics
 from .gateway_upstreams import UpstreamWatch
 from .run import serve_app
@@ -45,6 +52,11 @@ from .run import serve_app
 __all__ = ["Gateway", "GatewayEngine", "upstream_error"]
 
 GATEWAY_NAME = "orpheus-trio-gateway"
+#: Metrics keys the gateway reports itself (its load, its timings); a worker's
+#: others (an engine's ``finish_reason``, ``truncated``, ...) are passed on.
+_GATEWAYS_OWN_METRICS = frozenset(
+    {"queue_depth", "inflight", "capacity", "ttfb_ms", "rtf", "audio_s"}
+)
 #: Keys of ``open_stream`` that are not engine parameters.
 _RESERVED_PARAMS = frozenset({"request_id", "endpoints"})
 #: The longest ``X-Request-Id`` a server keeps (``app.py``); a longer one is replaced.
@@ -119,6 +131,11 @@ class GatewayEngine:
                 ).observe(audio.ttfb_s)
                 async for pcm in audio:
                     yield pcm
+                outcome = {
+                    k: v for k, v in audio.metrics.items() if k not in _GATEWAYS_OWN_METRICS
+                }
+            if outcome:  # e.g. finish_reason and truncated: the caller must learn of a cut
+                yield Hints(outcome)
         except (OrpheusError, httpx.HTTPError) as error:
             raise self._redact(upstream_error(error, streaming=streaming)) from error
 
@@ -304,6 +321,7 @@ class Gateway:
             api_key=upstream_api_key,
             hedge_ttfb_ms=hedge_ttfb_ms,
             endpoint_fault_status=_WORKERS_FAULT_STATUS,
+            truncation_warning=False,  # passed on to the caller in-band instead
             **client_options,
         )
         ssl_context = client_options.get("ssl_context")
