@@ -88,6 +88,31 @@ async def test_two_servers_in_one_process_keep_separate_metrics(
     assert ("orpheus_requests_total", (("status", "200"),)) not in idle_metrics
 
 
+async def test_routine_service_requests_log_at_debug_and_their_failures_at_info(
+    start_server: StartServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A gateway polls each worker's /v1/system every few seconds: at INFO those
+    # lines would bury the synthesis requests.
+    server = await start_server(api_keys=("k",), protect_service_endpoints=True)
+    caplog.set_level(logging.DEBUG, logger=ACCESS_LOGGER)
+    async with httpx.AsyncClient(base_url=server.base_url) as client:
+        for path, key in [("/v1/system", "k"), ("/metrics", "k"), ("/v1/system", "bad")]:
+            await client.get(path, headers={"X-API-Key": key})
+    with trio.fail_after(2):
+        while len([r for r in caplog.records if r.name == ACCESS_LOGGER]) < 3:
+            await trio.sleep(0.01)
+    levels = {
+        (record["path"], record["status"]): r.levelno
+        for r in caplog.records
+        if r.name == ACCESS_LOGGER and (record := getattr(r, "request"))
+    }
+    assert levels == {
+        ("/v1/system", 200): logging.DEBUG,
+        ("/metrics", 200): logging.DEBUG,
+        ("/v1/system", 401): logging.INFO,
+    }
+
+
 async def test_one_structured_log_line_per_request_without_the_key(
     start_server: StartServer, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -623,7 +623,11 @@ class OrpheusApp:
             "engine": self.engine.name,
             **ex.extra,
         }
-        _access_log.info("request %s", json.dumps(record), extra={"request": record})
+        # Health polls (a gateway asks every worker's /v1/system every few
+        # seconds) and scrapes that went well are routine: DEBUG, not INFO.
+        routine = ex.path != "/v1/tts/stream" and status == 200
+        level = logging.DEBUG if routine else logging.INFO
+        _access_log.log(level, "request %s", json.dumps(record), extra={"request": record})
 
 
 def create_app(
