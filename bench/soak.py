@@ -77,6 +77,8 @@ class SoakConfig:
     rtf: float = 0.05
     seed: int = 1
     sample_every_s: float = 0.5
+    #: The client's breaker threshold (consecutive failures that open it).
+    breaker_failures: int = 5
 
 
 @dataclass
@@ -213,6 +215,7 @@ async def run_soak(urls: list[str], cfg: SoakConfig) -> SoakReport:
             urls,
             hedge_ttfb_ms=cfg.hedge_ms,
             max_connections_per_endpoint=cfg.streams,
+            breaker_failures=cfg.breaker_failures,
             rng=random.Random(cfg.seed),
         ) as tts,
         trio.open_nursery() as outer,

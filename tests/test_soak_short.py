@@ -35,6 +35,13 @@ def test_short_soak_loses_nothing_and_leaks_nothing() -> None:
         persistent_rate=0.15,
         hedge_ms=300.0,
         seed=11,
+        # With 15% of requests failing on purpose, 5 failures in a row on an
+        # endpoint come by chance (~0.15**5 a request), and both endpoints
+        # open together in about 1% of runs: every request then gets a
+        # correct CircuitOpenError this test would count as unexpected.
+        # At 10 in a row chance is out of it (~6e-9); an open breaker means
+        # something real went wrong.
+        breaker_failures=10,
     )
     report = soak.soak(cfg)
     soak.print_report(report)
