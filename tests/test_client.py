@@ -306,9 +306,10 @@ async def test_a_reply_the_service_says_was_cut_short_warns_and_says_so(
 
     fake = FakeTransport(in_order(reply(True), reply(False)))
     tts = OrpheusTTS(A, transport=fake)
-    with pytest.warns(TruncatedSpeechWarning, match="cut the speech short .*'length'"):
+    with pytest.warns(TruncatedSpeechWarning, match="cut the speech short .*'length'") as caught:
         async with tts.open_stream("hi") as audio:
             assert [pcm async for pcm in audio] == [b"\x01\x02"]
+    assert caught[0].filename == __file__  # shown at the caller's line, not in trio
     assert audio.truncated and audio.metrics["finish_reason"] == "length"
     assert audio.metrics["inflight"] == 1  # the frame before the audio counts too
     with warnings.catch_warnings():

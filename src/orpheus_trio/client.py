@@ -335,7 +335,7 @@ class AudioStream:
                     f"(finish_reason {self.metrics.get('finish_reason')!r}): "
                     "the audio stops early",
                     TruncatedSpeechWarning,
-                    stacklevel=4,
+                    stacklevel=3,  # _handle, __anext__, then the caller's `async for`
                 )
             return None
         assert isinstance(frame, ErrorFrame)
