@@ -105,9 +105,10 @@ async def test_a_shared_batching_decoder_gives_the_same_audio() -> None:
 
 
 async def test_reply_cut_by_max_tokens_is_flagged_and_keeps_whole_frames() -> None:
-    with pytest.warns(TruncatedSpeechWarning, match=r"max_tokens \(17\) reached"):
+    with pytest.warns(TruncatedSpeechWarning, match=r"max_tokens \(17\) reached") as caught:
         async with synth().open_stream("hello", max_tokens=17) as audio:
             pcm = b"".join([piece async for piece in audio])
+    assert caught[0].filename == __file__  # shown at the caller's line
     assert audio.finish_reason == "length" and audio.truncated
     assert audio.tokens == 17
     assert audio.frames == 2 and audio.dropped_tokens == 3

@@ -131,6 +131,13 @@ class LocalAudioStream:
             await self.aclose()
             if closed_by_another_task:
                 raise trio.ClosedResourceError(_CLOSED_WHILE_READING) from None
+            if self.truncated:  # here, so the warning shows at the caller's line
+                warnings.warn(
+                    f"max_tokens ({self.tokens}) reached before end of speech: "
+                    "the audio is cut short",
+                    TruncatedSpeechWarning,
+                    stacklevel=2,
+                )
             raise
         except trio.TooSlowError:
             await self.aclose()
@@ -210,12 +217,8 @@ async def _decode(
             return  # the stream was closed while this waited for a token
         if reason == "length":
             # The cut may fall inside a frame: keep the whole frames, say what was dropped.
+            # (LocalAudioStream warns once the audio is out.)
             progress.dropped_tokens = assembler.pending_tokens
-            message = (
-                f"max_tokens ({tokens.items}) reached before end of speech: "
-                "the audio is cut short"
-            )
-            warnings.warn(message, TruncatedSpeechWarning, stacklevel=2)
         else:
             assembler.close()  # a reply that stopped inside a frame is an error here
         progress.dropped_tokens += assembler.dropped_tokens
