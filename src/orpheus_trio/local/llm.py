@@ -186,7 +186,7 @@ def _looks_like_missing_path(where: str | os.PathLike[str]) -> bool:
         or path.is_absolute()
         or text.startswith((".", "~"))
         or len(path.parts) > 2  # hub ids are `name` or `owner/name`
-        or path.parent.is_dir()
+        or (len(path.parts) == 2 and path.parent.is_dir())  # `models/x`, a local `models`
     )
     return explicit and not path.exists()
 
