@@ -322,18 +322,25 @@ async def test_batcher_waits_at_most_max_wait_for_company() -> None:
     assert 0.03 <= elapsed < 5
 
 
-async def test_a_lone_stream_waits_for_company_once_not_at_every_window() -> None:
+async def test_a_lone_stream_waits_for_company_once_not_at_every_window(
+    mock_clock: trio.testing.MockClock,
+) -> None:
     # The first batch has no history, so it waits max_wait; it held one window,
     # so later windows go as soon as they come (a lone stream pays no wait).
+    # The clock only moves when told to (or, should a wait regress, after 5
+    # idle real seconds): a window that waited shows as time passed.
+    mock_clock.autojump_threshold = 5.0
     window = drain_one_window()
     async with BatchingDecoder(shared_decoder(), max_batch=64, max_wait_ms=1000) as batcher:
-        waits = []
-        for _ in range(3):
-            start = trio.current_time()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(batcher.decode_window, window)
+            await trio.testing.wait_all_tasks_blocked()
+            assert batcher.batches_run == 0  # gathering company, for up to 1 s
+            mock_clock.jump(1.0)
+        start = trio.current_time()
+        for _ in range(2):
             await batcher.decode_window(window)
-            waits.append(trio.current_time() - start)
-    assert waits[0] >= 1.0
-    assert max(waits[1:]) < 0.9  # a decode, no wait (a window decodes in ~0.05 s)
+        assert trio.current_time() == start  # no wait at all
     assert batcher.batches_run == 3
 
 
