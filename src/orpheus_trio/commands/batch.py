@@ -32,6 +32,7 @@ from .options import (
     EXIT_USAGE,
     ConnectionSettings,
     add_connection_options,
+    add_on_box_options,
     add_voice_options,
     connection_settings,
     engine_params,
@@ -76,6 +77,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress line")
     add_connection_options(parser)
+    add_on_box_options(parser)
     add_voice_options(parser)
     parser.set_defaults(run=run)
 

@@ -24,8 +24,10 @@ __all__ = [
     "EXIT_OK",
     "EXIT_USAGE",
     "ConnectionSettings",
+    "OnBoxModel",
     "UsageError",
     "add_connection_options",
+    "add_on_box_options",
     "add_voice_options",
     "connection_settings",
     "engine_params",
@@ -47,13 +49,25 @@ class UsageError(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
+class OnBoxModel:
+    """An Orpheus checkpoint and SNAC decoder for the embedded server to run instead of espeak."""
+
+    model: str
+    snac: str
+    tokenizer: str | None = None
+    device: str | None = None
+    dtype: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ConnectionSettings:
-    """Where to send requests; no URLs means the embedded espeak server."""
+    """Where to send requests; no URLs means the embedded server (espeak, or ``on_box``)."""
 
     urls: tuple[str, ...]
     api_key: str | None
     hedge_ttfb_ms: float | None
     timeout_s: float | None
+    on_box: OnBoxModel | None = None
 
 
 def http_url(value: str) -> str:
@@ -147,6 +161,37 @@ def add_connection_options(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
+def add_on_box_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "on-box synthesis (the embedded server runs Orpheus instead of espeak; "
+        "needs the local and server extras)"
+    )
+    group.add_argument("--model", metavar="PATH", help="Orpheus checkpoint: local directory or hub id")
+    group.add_argument("--snac", metavar="PATH", help="SNAC 24 kHz checkpoint: local directory or hub id")
+    group.add_argument("--tokenizer", metavar="PATH", help="tokenizer, if not the model's own")
+    group.add_argument("--device", help="torch device (default: cuda when present, else cpu)")
+    group.add_argument("--dtype", help="model dtype (default: bfloat16 on cuda, float32 on cpu)")
+
+
+def _on_box(args: argparse.Namespace) -> OnBoxModel | None:
+    """The ``--model`` flags, checked; ``None`` when not given (or not offered)."""
+    given = {
+        flag: getattr(args, flag, None)
+        for flag in ("model", "snac", "tokenizer", "device", "dtype")
+    }
+    if given["model"] is None and given["snac"] is None:
+        extra = [f"--{flag}" for flag, value in given.items() if value is not None]
+        if extra:
+            raise UsageError(f"{', '.join(extra)}: only with --model and --snac (on-box synthesis)")
+        return None
+    model, snac = given["model"], given["snac"]
+    if model is None or snac is None:
+        raise UsageError("on-box synthesis needs both --model and --snac")
+    if args.urls:
+        raise UsageError("--model runs the model here, --url sends to a service: give one of them")
+    return OnBoxModel(model, snac, given["tokenizer"], given["device"], given["dtype"])
+
+
 def add_voice_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("voice and engine parameters")
     group.add_argument(
@@ -195,7 +240,8 @@ def engine_params(args: argparse.Namespace) -> dict[str, Any]:
 
 def connection_settings(args: argparse.Namespace) -> ConnectionSettings:
     urls: list[str] = list(args.urls)
-    if not urls:
+    on_box = _on_box(args)
+    if not urls and on_box is None:  # an explicit --model wins over $ORPHEUS_URLS
         for url in os.environ.get("ORPHEUS_URLS", "").split(","):
             if url.strip():
                 try:
@@ -212,7 +258,7 @@ def connection_settings(args: argparse.Namespace) -> ConnectionSettings:
         hedge = (
             400.0 if urls else None
         )  # a hedge to the same in-process engine cannot be faster
-    return ConnectionSettings(tuple(urls), api_key, hedge or None, args.timeout_s)
+    return ConnectionSettings(tuple(urls), api_key, hedge or None, args.timeout_s, on_box)
 
 
 def report_failure(command: str, error: BaseException) -> int:

@@ -1,9 +1,11 @@
-"""A client session for a command: remote services, or the embedded espeak server.
+"""A client session for a command: remote services, or the embedded server.
 
-With no URL, the reference server runs in-process with the espeak engine on
-127.0.0.1, port 0, and the command talks to it over real HTTP through the full
-client stack (routing, breaker, frames decoder), exactly as it would to a
-remote service. Leaving the session closes the client, then stops the server.
+With no URL, the reference server runs in-process on 127.0.0.1, port 0, with
+the espeak engine, or with the orpheus engine when ``--model``/``--snac`` name
+a checkpoint (on-box synthesis), and the command talks to it over real HTTP
+through the full client stack (routing, breaker, frames decoder), exactly as
+it would to a remote service. Leaving the session closes the client, then
+stops the server.
 
 :func:`speech` streams text through a session, split into pieces when long
 (``textsplit`` + ``longtext``), noting which endpoint served each piece.
@@ -13,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -22,7 +24,7 @@ from .._groups import single_exception
 from ..client import OrpheusTTS
 from ..longtext import ordered_stream
 from ..textsplit import SplitMode, split_for_synthesis
-from .options import ConnectionSettings
+from .options import ConnectionSettings, OnBoxModel
 
 if TYPE_CHECKING:
     from ..server.engine import Engine
@@ -37,7 +39,7 @@ __all__ = [
 
 
 class EmbeddedServerUnavailable(RuntimeError):
-    """The embedded espeak server could not start (missing extra, espeak-ng failed to load)."""
+    """The embedded server could not start (a missing extra, espeak-ng or the model failed to load)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +53,8 @@ class PieceServed:
 class Session:
     client: OrpheusTTS
     embedded: bool
+    #: The embedded server's engine (``espeak``, ``orpheus``); ``None`` for remote services.
+    engine: str | None = None
     #: Filled by :func:`speech`, in piece order of arrival.
     served: list[PieceServed] = field(default_factory=list)
 
@@ -79,6 +83,20 @@ def _load_espeak() -> Engine:
         ) from error
 
 
+def _load_orpheus(on_box: OnBoxModel) -> Engine:
+    hint = "install the local and server extras from the checkout: pip install '.[local,server]'"
+    try:
+        from ..server.engines.orpheus import OrpheusEngine
+    except ImportError as error:
+        raise EmbeddedServerUnavailable(
+            f"on-box synthesis needs {error.name or error}; {hint}"
+        ) from error
+    try:
+        return OrpheusEngine.load(**asdict(on_box))  # model, snac, tokenizer, device, dtype
+    except (OSError, ValueError) as error:  # a missing checkpoint, a bad device or dtype
+        raise EmbeddedServerUnavailable(f"the model could not be loaded: {error}") from error
+
+
 @asynccontextmanager
 async def open_session(settings: ConnectionSettings) -> AsyncIterator[Session]:
     """A connected client; the embedded server runs for as long as the session when no URL is set."""
@@ -88,7 +106,7 @@ async def open_session(settings: ConnectionSettings) -> AsyncIterator[Session]:
         return
     from ..server import ServerConfig, serve
 
-    engine = _load_espeak()
+    engine = _load_orpheus(settings.on_box) if settings.on_box else _load_espeak()
     try:
         # The server task ends only by our cancel, so a group wraps the one error from the
         # command itself (or a server that failed to start).
@@ -99,7 +117,7 @@ async def open_session(settings: ConnectionSettings) -> AsyncIterator[Session]:
                 )
                 try:
                     async with _client((base_url,), settings) as client:
-                        yield Session(client, embedded=True)
+                        yield Session(client, embedded=True, engine=engine.name)
                 finally:
                     nursery.cancel_scope.cancel()
     finally:

@@ -32,6 +32,7 @@ from .options import (
     ConnectionSettings,
     UsageError,
     add_connection_options,
+    add_on_box_options,
     add_voice_options,
     connection_settings,
     engine_params,
@@ -57,7 +58,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "speak",
         help="say one text into a WAV file (or stdout)",
         description="Synthesize TEXT and write it to a file or standard output. With no --url "
-        "(and no $ORPHEUS_URLS) an embedded espeak server is started on 127.0.0.1 for the run.",
+        "(and no $ORPHEUS_URLS) an embedded server is started on 127.0.0.1 for the run: espeak, "
+        "or your Orpheus checkpoint with --model and --snac.",
         epilog='examples:\n  orpheus-trio speak "Hello from Orpheus." -o hello.wav\n'
         "  orpheus-trio speak - -o - --format pcm < story.txt | aplay -f S16_LE -r 24000 -c 1\n"
         '  orpheus-trio speak "Hi" -o hi.wav --url http://gpu1:8000 --url http://gpu2:8000\n\n'
@@ -79,6 +81,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="wav (default for files) or pcm: raw s16le mono 24 kHz (default for stdout)",
     )  # fmt: skip
     add_connection_options(parser)
+    add_on_box_options(parser)
     add_voice_options(parser)
     parser.add_argument(
         "-q", "--quiet", action="store_true", help="no report on stderr"
@@ -92,6 +95,7 @@ class SpeakResult:
     first_audio_s: float | None
     total_s: float
     session_embedded: bool
+    session_engine: str | None
     served: list[PieceServed]
 
 
@@ -154,6 +158,7 @@ async def _speak(
             first_audio_s=first_audio,
             total_s=trio.current_time() - started,
             session_embedded=session.embedded,
+            session_engine=session.engine,
             served=list(session.served),
         )
 
@@ -266,7 +271,7 @@ def _report(result: SpeakResult, output: str, fmt: str) -> None:
             f"({speed:.1f}x real time)"
         )
     endpoints = sorted({piece.endpoint for piece in result.served})
-    label = " (embedded espeak server)" if result.session_embedded else ""
+    label = f" (embedded {result.session_engine} server)" if result.session_embedded else ""
     pieces = f", {len(result.served)} pieces" if len(result.served) > 1 else ""
     if endpoints:
         request = (
