@@ -10,11 +10,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
 import numpy as np
 from _support_cli import orpheus_trio
 from _support_llm import frame_codes, scripted_model_dir, snac_dir
 
 from orpheus_trio.audio import read_wav
+from orpheus_trio.commands.options import ConnectionSettings, OnBoxModel
+from orpheus_trio.commands.session import open_session
 from orpheus_trio.local.snac_decoder import SnacDecoder
 
 FRAMES = 5
@@ -77,3 +80,15 @@ async def test_on_box_flags_that_cannot_work_are_refused_before_loading(
         assert done.returncode == 1 and "the model could not be loaded" in err, err
         assert message in err and "Traceback" not in err
     assert not out.exists()
+
+
+async def test_the_on_box_server_gives_a_slow_cpu_model_time() -> None:
+    # Espeak's 60 s default would cut a real Orpheus on a CPU short mid-paragraph.
+    on_box = OnBoxModel(str(scripted_model_dir(FRAMES)), str(snac_dir()), device="cpu")
+    settings = ConnectionSettings((), None, None, None, on_box)
+    async with open_session(settings) as session:
+        assert session.embedded and session.engine == "orpheus"
+        async with httpx.AsyncClient() as http:
+            info = (await http.get(session.base_urls[0] + "/v1/system")).json()
+    assert info["engine"] == "orpheus"
+    assert info["default_timeout_s"] == info["max_timeout_s"] == 600

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -107,14 +107,17 @@ async def open_session(settings: ConnectionSettings) -> AsyncIterator[Session]:
     from ..server import ServerConfig, serve
 
     engine = _load_orpheus(settings.on_box) if settings.on_box else _load_espeak()
+    config = ServerConfig(host="127.0.0.1", port=0)
+    if settings.on_box:
+        # A model on the user's own CPU may take minutes for a paragraph: give
+        # each request the server's cap, not its 60 s default (--timeout-s still sets one).
+        config = replace(config, default_timeout_s=config.max_timeout_s)
     try:
         # The server task ends only by our cancel, so a group wraps the one error from the
         # command itself (or a server that failed to start).
         with single_exception():
             async with trio.open_nursery() as nursery:
-                base_url: str = await nursery.start(
-                    serve, engine, ServerConfig(host="127.0.0.1", port=0)
-                )
+                base_url: str = await nursery.start(serve, engine, config)
                 try:
                     async with _client((base_url,), settings) as client:
                         yield Session(client, embedded=True, engine=engine.name)
