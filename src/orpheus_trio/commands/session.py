@@ -52,11 +52,14 @@ class PieceServed:
 @dataclass(slots=True)
 class Session:
     client: OrpheusTTS
-    embedded: bool
     #: The embedded server's engine (``espeak``, ``orpheus``); ``None`` for remote services.
     engine: str | None = None
     #: Filled by :func:`speech`, in piece order of arrival.
     served: list[PieceServed] = field(default_factory=list)
+
+    @property
+    def embedded(self) -> bool:
+        return self.engine is not None
 
     @property
     def base_urls(self) -> tuple[str, ...]:
@@ -102,7 +105,7 @@ async def open_session(settings: ConnectionSettings) -> AsyncIterator[Session]:
     """A connected client; the embedded server runs for as long as the session when no URL is set."""
     if settings.urls:
         async with _client(settings.urls, settings) as client:
-            yield Session(client, embedded=False)
+            yield Session(client)
         return
     from ..server import ServerConfig, serve
 
@@ -120,7 +123,7 @@ async def open_session(settings: ConnectionSettings) -> AsyncIterator[Session]:
                 base_url: str = await nursery.start(serve, engine, config)
                 try:
                     async with _client((base_url,), settings) as client:
-                        yield Session(client, embedded=True, engine=engine.name)
+                        yield Session(client, engine=engine.name)
                 finally:
                     nursery.cancel_scope.cancel()
     finally:

@@ -94,7 +94,7 @@ class SpeakResult:
     audio_s: float
     first_audio_s: float | None
     total_s: float
-    session_embedded: bool
+    #: The embedded server's engine; ``None`` when a remote service spoke.
     session_engine: str | None
     served: list[PieceServed]
 
@@ -157,7 +157,6 @@ async def _speak(
             / ORPHEUS_FORMAT.sample_rate,
             first_audio_s=first_audio,
             total_s=trio.current_time() - started,
-            session_embedded=session.embedded,
             session_engine=session.engine,
             served=list(session.served),
         )
@@ -271,7 +270,7 @@ def _report(result: SpeakResult, output: str, fmt: str) -> None:
             f"({speed:.1f}x real time)"
         )
     endpoints = sorted({piece.endpoint for piece in result.served})
-    label = f" (embedded {result.session_engine} server)" if result.session_embedded else ""
+    label = f" (embedded {result.session_engine} server)" if result.session_engine else ""
     pieces = f", {len(result.served)} pieces" if len(result.served) > 1 else ""
     if endpoints:
         request = (
