@@ -605,6 +605,12 @@ class OrpheusApp:
             self.metrics.requests.labels(status=str(status)).inc()
             self.metrics.request_duration.observe(now - ex.received_at)
             self.metrics.audio_seconds.inc(ex.samples / SAMPLE_RATE)
+        # Health polls (a gateway asks every worker's /v1/system every few
+        # seconds) and scrapes that went well are routine: DEBUG, not INFO.
+        routine = ex.path != "/v1/tts/stream" and status == 200
+        level = logging.DEBUG if routine else logging.INFO
+        if not _access_log.isEnabledFor(level):
+            return  # no record and no JSON for a line nobody will see
         record: dict[str, Any] = {
             "request_id": ex.request_id,
             "method": ex.method,
@@ -623,10 +629,6 @@ class OrpheusApp:
             "engine": self.engine.name,
             **ex.extra,
         }
-        # Health polls (a gateway asks every worker's /v1/system every few
-        # seconds) and scrapes that went well are routine: DEBUG, not INFO.
-        routine = ex.path != "/v1/tts/stream" and status == 200
-        level = logging.DEBUG if routine else logging.INFO
         _access_log.log(level, "request %s", json.dumps(record), extra={"request": record})
 
 
