@@ -7,10 +7,11 @@ get ``--drain-grace-s`` to finish); a second signal stops at once.
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import trio
 
@@ -27,6 +28,7 @@ __all__ = [
     "config_from_args",
     "register",
     "run",
+    "run_server_command",
     "serve_until_signalled",
 ]
 
@@ -142,14 +144,25 @@ def run(args: argparse.Namespace) -> int:
         print(f"orpheus-trio serve: {error}", file=sys.stderr)
         return 2
     app = create_app(engine, config)
+    main = functools.partial(serve_until_signalled, app, f"{engine.name} engine")
+    return run_server_command("serve", main, engine.aclose)
+
+
+def run_server_command(
+    command: str,
+    main: Callable[[], Awaitable[None]],
+    aclose: Callable[[], Awaitable[None]],
+) -> int:
+    """``trio.run(main)``, then ``aclose`` whatever happened; an address that
+    cannot be served (the port in use, not on this machine) is one line and exit 1."""
     try:
         with single_exception():
-            trio.run(serve_until_signalled, app, f"{engine.name} engine")
-    except OSError as error:  # the port in use, an address not on this machine
-        print(f"orpheus-trio serve: error: {error}", file=sys.stderr)
+            trio.run(main)
+    except OSError as error:
+        print(f"orpheus-trio {command}: error: {error}", file=sys.stderr)
         return 1
     finally:
-        trio.run(engine.aclose)
+        trio.run(aclose)
     return 0
 
 

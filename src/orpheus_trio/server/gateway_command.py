@@ -7,14 +7,19 @@ signal drains, a second stops at once.
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import sys
 
 import trio
 
-from .._groups import single_exception
-from .command import add_server_arguments, config_from_args, serve_until_signalled
+from .command import (
+    add_server_arguments,
+    config_from_args,
+    run_server_command,
+    serve_until_signalled,
+)
 from .gateway import Gateway
 
 __all__ = ["UPSTREAM_KEY_ENV", "register", "run"]
@@ -72,15 +77,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"orpheus-trio gateway: {error}", file=sys.stderr)
         return 2
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(message)s")
-    try:
-        with single_exception():
-            trio.run(_serve, gateway)
-    except OSError as error:  # the port in use, an address not on this machine
-        print(f"orpheus-trio gateway: error: {error}", file=sys.stderr)
-        return 1
-    finally:
-        trio.run(gateway.aclose)
-    return 0
+    return run_server_command("gateway", functools.partial(_serve, gateway), gateway.aclose)
 
 
 async def _serve(gateway: Gateway) -> None:
