@@ -172,6 +172,17 @@ def engine_of(worker: Worker) -> RecordingEngine:
 SYSTEM_ANSWER = {"api": "v1", "engine": "scripted", "voices": ["tara"], "capacity": 4}
 
 
+async def read_request_head(stream: trio.SocketStream) -> bytes | None:
+    """Bytes up to the end of a request's head; ``None`` if the peer left first."""
+    head = b""
+    while b"\r\n\r\n" not in head:
+        data = await stream.receive_some(65536)
+        if not data:
+            return None
+        head += data
+    return head
+
+
 async def start_scripted_worker(
     nursery: trio.Nursery,
     stream_answer: bytes,
@@ -189,12 +200,9 @@ async def start_scripted_worker(
 
     async def handle(stream: trio.SocketStream) -> None:
         async with stream:
-            head = b""
-            while b"\r\n\r\n" not in head:
-                data = await stream.receive_some(65536)
-                if not data:
-                    return
-                head += data
+            head = await read_request_head(stream)
+            if head is None:
+                return
             try:
                 await stream.send_all(
                     system if head.startswith(b"GET /v1/system") else stream_answer

@@ -25,6 +25,7 @@ from _support_gateway import (
     error_answer,
     ndjson_answer,
     post_tts,
+    read_request_head,
     start_gateway,
     start_scripted_worker,
     start_worker,
@@ -603,13 +604,8 @@ async def _start_raw_worker(
 
     async def handle(stream: trio.SocketStream) -> None:
         async with stream:
-            head = b""
-            while b"\r\n\r\n" not in head:
-                data = await stream.receive_some(65536)
-                if not data:
-                    return
-                head += data
-            await after_request(stream)
+            if await read_request_head(stream) is not None:
+                await after_request(stream)
 
     listeners = await nursery.start(
         functools.partial(trio.serve_tcp, handle, 0, host="127.0.0.1")
