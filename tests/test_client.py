@@ -337,3 +337,22 @@ async def test_audio_stream_ended_by_aclose_or_an_error_stays_ended(
             await audio.__anext__()
         assert [pcm async for pcm in audio] == []
     assert tts.endpoints()[0].in_flight == 0
+
+
+async def test_truncation_warning_points_at_the_callers_line_from_stream_and_synthesize(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    cut = Script(
+        body=[
+            (0.1, encode_chunk(0, b"\x01\x02")),
+            (0.0, encode_metrics(finish_reason="length", truncated=True)),
+            (0.0, encode_eos(1, 1)),
+        ]
+    )
+    tts = OrpheusTTS(A, transport=FakeTransport(in_order(cut)))
+    with pytest.warns(TruncatedSpeechWarning) as from_stream:
+        assert [pcm async for pcm in tts.stream("hi")] == [b"\x01\x02"]
+    with pytest.warns(TruncatedSpeechWarning) as from_synthesize:
+        assert await tts.synthesize("hi") == b"\x01\x02"
+    assert [w.filename for w in from_stream] == [__file__]
+    assert [w.filename for w in from_synthesize] == [__file__]

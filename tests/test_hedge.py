@@ -494,3 +494,25 @@ async def test_each_hedge_waits_its_own_delay_up_to_max_attempts(
     assert relative(fake.start_times, t0) == [0.0, 0.4, 0.8]
     assert len({s.endpoint for s in fake.started}) == 3
     assert all(r.closed_at == pytest.approx(t0 + 1.1) for r in fake.responses()[:2])
+
+
+async def test_all_attempts_failed_keeps_every_attempts_own_cause(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Each ConnectError carries the OSError under it; raising the chosen error
+    # `from` a group that holds it would overwrite its own cause (and loop).
+    def refused(n: int) -> httpx.ConnectError:
+        try:
+            raise httpx.ConnectError(f"refused {n}") from OSError(111, f"os says no {n}")
+        except httpx.ConnectError as error:
+            return error
+
+    fake = FakeTransport(in_order(Script(fail=refused(0)), Script(fail=refused(1))))
+    with pytest.raises(httpx.ConnectError, match="refused 1") as caught:
+        await client(fake, [A, B], max_attempts=2).synthesize("hi")
+    group = caught.value.__cause__
+    assert isinstance(group, ExceptionGroup)
+    assert caught.value not in group.exceptions  # a fresh error, as Happy Eyeballs raises
+    causes = [e.__cause__ for e in group.exceptions]
+    assert [str(c) for c in causes] == ["[Errno 111] os says no 0", "[Errno 111] os says no 1"]
+    assert all(isinstance(c, OSError) for c in causes)

@@ -16,7 +16,6 @@ import random
 import re
 import ssl
 import uuid
-import warnings
 from collections import deque
 from collections.abc import (
     AsyncIterator,
@@ -34,6 +33,7 @@ from urllib.parse import urlsplit
 import httpx
 import trio
 
+from ._callsite import warn_at_caller
 from .apikey import check_api_key
 from .breaker import CircuitBreaker
 from .budget import RetryBudget
@@ -330,12 +330,11 @@ class AudioStream:
         self._finished = True
         if isinstance(frame, EndOfStream):
             if self.truncated and self._client.truncation_warning:
-                warnings.warn(
+                warn_at_caller(
                     f"{self.endpoint} cut the speech short "
                     f"(finish_reason {self.metrics.get('finish_reason')!r}): "
                     "the audio stops early",
                     TruncatedSpeechWarning,
-                    stacklevel=3,  # _handle, __anext__, then the caller's `async for`
                 )
             return None
         assert isinstance(frame, ErrorFrame)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 import os
-import warnings
 from collections.abc import AsyncGenerator, AsyncIterator, Collection, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from typing import Any, Self
 
 import trio
 
+from .._callsite import warn_at_caller
 from ..errors import DeadlineExceeded, TruncatedSpeechWarning
 from ..speech import SpeechSource
 from .generation import ThreadedGenerator
@@ -132,11 +132,10 @@ class LocalAudioStream:
             if closed_by_another_task:
                 raise trio.ClosedResourceError(_CLOSED_WHILE_READING) from None
             if self.truncated:  # here, so the warning shows at the caller's line
-                warnings.warn(
+                warn_at_caller(
                     f"max_tokens ({self.tokens}) reached before end of speech: "
                     "the audio is cut short",
                     TruncatedSpeechWarning,
-                    stacklevel=2,
                 )
             raise
         except trio.TooSlowError:
