@@ -9,27 +9,29 @@ other attempt closes its own response on the way out, and one that finishes
 after the winner is handed to ``plan.discard``. A non-retryable error ends the
 race at once.
 
-When every attempt failed, the most relevant error is raised ``from`` an
-ExceptionGroup holding every attempt's error (a single attempt's error is
-raised as it is). Policy (which endpoint, whether the budget allows another
-attempt, which errors are retryable) lives in the ``plan``.
+When every attempt failed, a copy of the most relevant error
+(:func:`~orpheus_trio.failure.most_relevant`) is raised ``from`` an
+ExceptionGroup holding every attempt's own error, each with its own cause (a
+single attempt's error is raised as it is). Policy (which endpoint, whether
+the budget allows another attempt, which errors are retryable) lives in the
+``plan``; the race holds none and knows no HTTP library.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import Literal, Protocol, TypeVar
 
-import httpx
 import trio
 
 from ._groups import single_exception
-from .errors import HTTPStatusError, OrpheusError
+from .failure import most_relevant
 
-__all__ = ["RacePlan", "Reason", "most_relevant_error", "race"]
+__all__ = ["RacePlan", "Reason", "race"]
 
 W = TypeVar("W")
+E = TypeVar("E", bound=BaseException)
 
 #: Why another attempt is wanted: no audio after the hedge delay, or the last attempt failed.
 Reason = Literal["hedge", "failover"]
@@ -51,30 +53,18 @@ class RacePlan(Protocol[W]):
         ...
 
 
-def _relevance(error: Exception) -> int:
-    if isinstance(error, HTTPStatusError):
-        return 2 if error.retryable else 4
-    if isinstance(error, OrpheusError):
-        return 3  # the server answered and said what went wrong
-    if isinstance(error, httpx.HTTPError):
-        return 1
-    return 5  # not an expected failure at all: surface it
-
-
-def most_relevant_error(errors: Sequence[Exception]) -> Exception:
-    """The error that explains a failed race best (latest one among equals).
-
-    Unexpected errors first, then a non-retryable HTTP status (400, 401, ...),
-    then errors the server reported (in-band errors, broken streams), then
-    retryable statuses (429, 5xx), then network errors.
-    """
-    if not errors:
-        raise ValueError("no errors to choose from")
-    best = errors[0]
-    for error in errors[1:]:
-        if _relevance(error) >= _relevance(best):
-            best = error
-    return best
+def _fresh(error: E) -> E:
+    """A new error like ``error`` (same type, message and attributes), to raise
+    ``from`` the group that holds the original, whose own cause stays intact."""
+    try:
+        fresh = type(error).__new__(type(error), *error.args)
+        fresh.__dict__.update(vars(error))
+    except (TypeError, AttributeError):  # an exotic error type: raise the original
+        return error
+    fresh.args = error.args
+    if hasattr(error, "__notes__"):
+        fresh.__notes__ = list(error.__notes__)
+    return fresh
 
 
 async def race(
@@ -128,7 +118,11 @@ async def race(
 
     if won:
         return won[0]
-    chosen = fatal[0] if fatal else most_relevant_error(errors)
+    chosen = fatal[0] if fatal else most_relevant(errors)
     if len(errors) == 1:
         raise chosen
-    raise chosen from ExceptionGroup(f"all {len(errors)} attempts failed", errors)
+    # A fresh error, as trio's Happy Eyeballs raises: raising ``chosen`` itself
+    # from a group holding it would overwrite its own cause (the OSError under
+    # a ConnectError) and lose it from every traceback.
+    group = ExceptionGroup(f"all {len(errors)} attempts failed", errors)
+    raise _fresh(chosen) from group
