@@ -9,7 +9,12 @@ could never match. Both sides refuse it when they are configured instead.
 
 from __future__ import annotations
 
-__all__ = ["check_api_key"]
+import re
+
+__all__ = ["REDACTED", "Secret", "check_api_key"]
+
+#: What stands in a message where a server echoed the key.
+REDACTED = "<api key>"
 
 _VISIBLE_ASCII = frozenset(chr(c) for c in range(0x21, 0x7F))
 
@@ -30,3 +35,21 @@ def check_api_key(key: object, what: str = "api_key") -> str:
             f"characters or non-ASCII letters); character {bad + 1} of {len(key)} is not"
         )
     return key
+
+
+class Secret:
+    """Holds an API key: its repr never shows it, and :meth:`redact` blanks it
+    out of text a server wrote (a server or a proxy may echo the header it got)."""
+
+    __slots__ = ("value", "_pattern")
+
+    def __init__(self, value: str) -> None:
+        self.value = value
+        self._pattern = re.compile(re.escape(value), re.IGNORECASE)
+
+    def __repr__(self) -> str:
+        return "<hidden>"
+
+    def redact(self, text: str) -> str:
+        """``text`` with every occurrence of the key (in any letter case) replaced."""
+        return self._pattern.sub(REDACTED, text) if self.value else text

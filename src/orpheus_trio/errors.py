@@ -97,7 +97,10 @@ class DeadlineExceeded(ServiceError, trio.TooSlowError):
 
 
 class HTTPStatusError(OrpheusError, httpx.HTTPStatusError):
-    """A non-2xx answer before any audio, with the server's error ``code`` and ``message``."""
+    """A non-2xx answer before any audio, with the server's error ``code`` and ``message``.
+
+    ``hint``, if any, ends the text: what to do about it (a 401: how to pass a key).
+    """
 
     def __init__(
         self,
@@ -108,6 +111,7 @@ class HTTPStatusError(OrpheusError, httpx.HTTPStatusError):
         request: httpx.Request,
         response: httpx.Response,
         retry_after_s: float | None = None,
+        hint: str = "",
     ) -> None:
         self.status_code = status_code
         self.code = code
@@ -115,7 +119,8 @@ class HTTPStatusError(OrpheusError, httpx.HTTPStatusError):
         self.retry_after_s = retry_after_s
         httpx.HTTPStatusError.__init__(
             self,
-            f"{status_code} {code}: {message} ({request.method} {request.url})",
+            f"{status_code} {code}: {message} ({request.method} {request.url})"
+            + (f"; {hint}" if hint else ""),
             request=request,
             response=response,
         )

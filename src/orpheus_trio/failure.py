@@ -154,11 +154,11 @@ _DEFAULT = FailurePolicy()
 
 def parse_retry_after(headers: Mapping[str, str]) -> float | None:
     """A ``Retry-After`` header in seconds (capped at :data:`MAX_RETRY_AFTER_S`);
-    ``None`` when absent or not a non-negative number (an HTTP date included)."""
+    ``None`` when absent or not a finite number >= 0 (an HTTP date included)."""
     try:
         seconds = float(headers.get("retry-after", ""))
     except ValueError:
         return None
-    if math.isnan(seconds) or seconds < 0:
+    if not math.isfinite(seconds) or seconds < 0:
         return None
     return min(seconds, MAX_RETRY_AFTER_S)
