@@ -7,6 +7,7 @@ tests/test_server_bad_input.py).
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import ssl
 import traceback
@@ -18,6 +19,7 @@ import httpx
 import pytest
 import trio
 from _support_faults import (
+    Conn,
     RawServer,
     Reply,
     body,
@@ -34,7 +36,7 @@ from _support_faults import (
 from _support_server import StartServer, raw_exchange
 
 from orpheus_trio import OrpheusTTS
-from orpheus_trio.frames import encode_chunk
+from orpheus_trio.frames import encode_chunk, encode_error
 from orpheus_trio.server.engines.synthetic import SyntheticEngine, expected_stream
 from orpheus_trio.transport import StreamRequest
 from orpheus_trio.trio_transport import InsecureTransportWarning
@@ -122,6 +124,50 @@ async def test_api_key_is_sent_but_never_shown(
     assert_not_logged(caplog)
     # The key did travel, as a bearer token, to the endpoint it was meant for.
     assert f"Bearer {KEY}".encode() in server.heads[0]
+
+
+def echoing(server: RawServer, shape: str) -> Reply:
+    """A server that writes the Authorization header it got back into its error:
+    in a JSON 401 (code, message, a header), a plain-text 500, or an error frame."""
+
+    async def reply(conn: Conn) -> None:
+        head = server.heads[conn.index].decode("latin-1")
+        sent = next(
+            line.split(":", 1)[1].strip()
+            for line in head.split("\r\n")
+            if line.lower().startswith("authorization:")
+        )
+        words = f"you sent {sent!r}, i.e. {sent.lower()}"
+        if shape == "error frame":
+            await conn.send_stream_head()
+            await conn.send_piece(encode_error(sent, words))
+            await conn.end_body()
+            return
+        if shape == "json 401":
+            payload = json.dumps({"error": {"code": sent, "message": words}}).encode()
+        else:
+            payload = words.encode()
+        headers = [("Content-Length", str(len(payload))), ("X-Echo", sent)]
+        await conn.send_head(401 if shape == "json 401" else 500, headers)
+        await conn.stream.send_all(payload)
+        await conn.until_client_closes()
+
+    return reply
+
+
+@pytest.mark.parametrize("shape", ["json 401", "plain 500", "error frame"])
+async def test_a_server_echoing_the_authorization_header_never_shows_the_key(
+    nursery: trio.Nursery, shape: str
+) -> None:
+    server = RawServer(lambda n: echoing(server, shape))
+    await server.start(nursery)
+    with trio.fail_after(10):
+        async with OrpheusTTS(server.url, api_key=KEY, hedge_ttfb_ms=None, max_attempts=1) as tts:
+            with pytest.raises(Exception) as caught:
+                await tts.synthesize("secret test")
+    assert_hidden(caught.value)
+    assert KEY.lower() not in "".join(traceback.format_exception(caught.value)).lower()
+    assert "you sent 'Bearer <api key>'" in str(caught.value)  # the rest of its words stay
 
 
 async def test_api_key_hidden_on_refused_connection_and_in_request_reprs(
