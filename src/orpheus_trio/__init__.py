@@ -12,6 +12,7 @@ from .errors import (
     ServiceError,
     TruncatedSpeechWarning,
 )
+from .options import Breaker, Hedging, Pool, Timeouts
 
 __version__ = "0.1.0"
 
@@ -19,6 +20,10 @@ __all__ = [
     "AudioStream",
     "EndpointSnapshot",
     "OrpheusTTS",
+    "Breaker",
+    "Hedging",
+    "Pool",
+    "Timeouts",
     "CircuitOpenError",
     "DeadlineExceeded",
     "HTTPStatusError",

@@ -14,10 +14,11 @@ Transports raise httpx's exception types for network faults
 
 from __future__ import annotations
 
+import json
 import ssl
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import httpx
 
@@ -50,6 +51,10 @@ class StreamRequest:
     @property
     def url(self) -> str:
         return self.endpoint.rstrip("/") + self.path
+
+    def json(self) -> Any:
+        """The body, parsed (the client sends JSON)."""
+        return json.loads(self.body)
 
     def __repr__(self) -> str:
         # Headers hold the API key: never show them.
