@@ -168,27 +168,14 @@ class OrpheusTTS(SpeechSource):
     ) -> None:
         self.base_urls = normalize_urls(base_urls)
         self._api_key = Secret(check_api_key(api_key)) if api_key is not None else None
-        self.hedging = _one_of(
-            hedging,
-            Hedging(
-                hedge_ttfb_ms,
-                max_attempts,
-                hedge_budget_ratio,
-                hedge_budget_min,
-                hedge_budget_window_s,
-            ),
-            "hedging",
+        flat = Hedging(
+            hedge_ttfb_ms, max_attempts, hedge_budget_ratio, hedge_budget_min, hedge_budget_window_s
         )
-        self.timeouts = _one_of(
-            timeouts,
-            Timeouts(timeout_s, connect_timeout_s, read_timeout_s, close_timeout_s),
-            "timeouts",
-        )
-        self.breaker = _one_of(
-            breaker,
-            Breaker(breaker_failures, breaker_base_cooldown_s, breaker_max_cooldown_s),
-            "breaker",
-        )
+        self.hedging = _one_of(hedging, flat, "hedging")
+        flat_timeouts = Timeouts(timeout_s, connect_timeout_s, read_timeout_s, close_timeout_s)
+        self.timeouts = _one_of(timeouts, flat_timeouts, "timeouts")
+        flat_breaker = Breaker(breaker_failures, breaker_base_cooldown_s, breaker_max_cooldown_s)
+        self.breaker = _one_of(breaker, flat_breaker, "breaker")
         self.pool = _one_of(pool, Pool(max_connections_per_endpoint, max_line_bytes), "pool")
         self._policy = FailurePolicy(frozenset(endpoint_fault_status))
         self.truncation_warning = truncation_warning

@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..batch import describe_error
+from ..options import Hedging
 from ..textsplit import SPLIT_MODES
 
 __all__ = [
@@ -255,9 +256,8 @@ def connection_settings(args: argparse.Namespace) -> ConnectionSettings:
     )
     hedge: float | None = args.hedge_ms
     if hedge is None:
-        hedge = (
-            400.0 if urls else None
-        )  # a hedge to the same in-process engine cannot be faster
+        # A hedge to the same in-process engine cannot be faster.
+        hedge = Hedging.ttfb_ms if urls else None
     return ConnectionSettings(tuple(urls), api_key, hedge or None, args.timeout_s, on_box)
 
 

@@ -35,6 +35,8 @@ from ..errors import (
     OrpheusError,
     ServiceError,
 )
+from ..failure import BUSY_STATUS
+from ..options import Hedging
 from .app import OrpheusApp, create_app
 from .config import ServerConfig
 from .engine import (
@@ -66,7 +68,7 @@ _CALLERS_FAULT_STATUS = frozenset({400, 413})
 #: A worker's other answers but 200 blame that worker (its key, its URL, a proxy
 #: in front of it): fail over, and count against it. 429/503 just say "busy".
 _WORKERS_FAULT_STATUS = (
-    frozenset(range(100, 600)) - {200, 429, 503} - _CALLERS_FAULT_STATUS
+    frozenset(range(100, 600)) - {200} - BUSY_STATUS - _CALLERS_FAULT_STATUS
 )
 #: Errors that mean no worker was reached at all (our own pool full included).
 _UNREACHABLE = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
@@ -217,7 +219,7 @@ def upstream_error(error: Exception, *, streaming: bool) -> EngineError:
     if streaming:
         return EngineError("engine_error", f"upstream stream broke: {error}")
     if isinstance(error, HTTPStatusError):
-        if error.status_code == 429 or error.status_code == 503:
+        if error.status_code in BUSY_STATUS:
             code = "overloaded" if error.status_code == 429 else "unavailable"
             return EngineError(
                 code,
@@ -306,7 +308,7 @@ class Gateway:
         config: ServerConfig,
         *,
         upstream_api_key: str | None = None,
-        hedge_ttfb_ms: float | None = 400,
+        hedge_ttfb_ms: float | None = Hedging.ttfb_ms,
         health_interval_s: float = 2.0,
         health_timeout_s: float = 2.0,
         **client_options: Any,

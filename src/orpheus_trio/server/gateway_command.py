@@ -14,6 +14,7 @@ import sys
 
 import trio
 
+from ..options import Hedging
 from .command import (
     add_server_arguments,
     config_from_args,
@@ -46,9 +47,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "separate from the callers' --api-key",
     )  # fmt: skip
     parser.add_argument(
-        "--hedge-ttfb-ms", type=float, default=400.0, metavar="MS",
+        "--hedge-ttfb-ms", type=float, default=Hedging.ttfb_ms, metavar="MS",
         help="start a backup attempt when no audio came this long (0 = no hedging; "
-        "default 400)",
+        f"default {Hedging.ttfb_ms:g})",
     )  # fmt: skip
     parser.add_argument(
         "--max-attempts", type=int, default=3, metavar="N",
