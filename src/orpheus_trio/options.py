@@ -23,22 +23,29 @@ __all__ = [
     "Hedging",
     "Pool",
     "Timeouts",
+    "is_positive_seconds",
     "positive_seconds",
 ]
+
+
+def is_positive_seconds(value: object) -> bool:
+    """Whether ``value`` is a positive, finite number of seconds (``True`` is no number)."""
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and value > 0
+        and math.isfinite(value)
+    )
 
 
 def positive_seconds(name: str, value: object, *, none_allowed: bool = True) -> float | None:
     """``value`` as float seconds if positive and finite (or ``None`` if allowed), else ``ValueError``."""
     if value is None and none_allowed:
         return None
-    if not (
-        isinstance(value, (int, float))
-        and not isinstance(value, bool)
-        and value > 0
-        and math.isfinite(value)
-    ):
+    if not is_positive_seconds(value):
         also = " or None" if none_allowed else ""
         raise ValueError(f"{name} must be a positive number of seconds{also}, got {value!r}")
+    assert isinstance(value, (int, float))
     return float(value)
 
 

@@ -28,6 +28,7 @@ import trio
 
 from .._callsite import warn_at_caller
 from ..errors import DeadlineExceeded, TruncatedSpeechWarning
+from ..options import is_positive_seconds
 from ..speech import SpeechSource
 from .generation import ThreadedGenerator
 from .llm import (
@@ -45,6 +46,7 @@ from .tokens import FrameAssembler, OnInvalid
 __all__ = [
     "DEFAULT_VOICES",
     "LocalAudioStream",
+    "LocalOptions",
     "LocalSynthesizer",
     "TruncatedSpeechWarning",
 ]
@@ -248,6 +250,46 @@ async def _decode_window(
     return float_to_pcm16(audio)
 
 
+@dataclass(frozen=True)
+class LocalOptions:
+    """A :class:`LocalSynthesizer`'s settings (its defaults, written once), checked
+    when made: at construction, never per request."""
+
+    voices: Collection[str] | None = DEFAULT_VOICES
+    defaults: Mapping[str, Any] | None = None
+    timeout_s: float | None = None
+    on_invalid: OnInvalid = "error"
+    first_hop: int = 1
+    max_hop: int = 16
+
+    def __post_init__(self) -> None:
+        voices, first_hop, max_hop = self.voices, self.first_hop, self.max_hop
+        if isinstance(voices, str):
+            raise TypeError(
+                f"voices must be a collection of names, not a str (e.g. [{voices!r}])"
+            )
+        if voices is not None and not all(isinstance(v, str) and v for v in voices):
+            raise ValueError(f"voices must be non-empty strings, got {voices!r}")
+        if self.timeout_s is not None and not is_positive_seconds(self.timeout_s):
+            raise ValueError(
+                f"timeout_s must be a positive number or None, got {self.timeout_s!r}"
+            )
+        if self.on_invalid not in ("error", "resync"):
+            raise ValueError(
+                f"on_invalid must be 'error' or 'resync', got {self.on_invalid!r}"
+            )
+        if (
+            isinstance(first_hop, bool)
+            or not isinstance(first_hop, int)
+            or not isinstance(max_hop, int)
+            or not 1 <= first_hop <= max_hop
+        ):
+            raise ValueError(
+                f"need 1 <= first_hop <= max_hop, got {first_hop!r}, {max_hop!r}"
+            )
+        SamplingParams.from_params(dict(self.defaults or {}))
+
+
 class LocalSynthesizer(SpeechSource):
     """Orpheus speech made on this machine, with the client's ``stream``/``synthesize`` API.
 
@@ -264,12 +306,12 @@ class LocalSynthesizer(SpeechSource):
         lm: OrpheusLM,
         decoder: SnacDecoder | WindowDecoder,
         *,
-        voices: Collection[str] | None = DEFAULT_VOICES,
-        defaults: Mapping[str, Any] | None = None,
-        timeout_s: float | None = None,
-        on_invalid: OnInvalid = "error",
-        first_hop: int = 1,
-        max_hop: int = 16,
+        voices: Collection[str] | None = LocalOptions.voices,
+        defaults: Mapping[str, Any] | None = LocalOptions.defaults,
+        timeout_s: float | None = LocalOptions.timeout_s,
+        on_invalid: OnInvalid = LocalOptions.on_invalid,
+        first_hop: int = LocalOptions.first_hop,
+        max_hop: int = LocalOptions.max_hop,
     ) -> None:
         snac = (
             decoder
@@ -280,14 +322,7 @@ class LocalSynthesizer(SpeechSource):
             raise TypeError(
                 "decoder must be a SnacDecoder or a BatchingDecoder wrapping one"
             )
-        self.check_options(
-            voices=voices,
-            defaults=defaults,
-            timeout_s=timeout_s,
-            on_invalid=on_invalid,
-            first_hop=first_hop,
-            max_hop=max_hop,
-        )
+        LocalOptions(voices, defaults, timeout_s, on_invalid, first_hop, max_hop)
         self.lm = lm
         self.decoder = decoder
         self.snac = snac
@@ -299,45 +334,10 @@ class LocalSynthesizer(SpeechSource):
         self.max_hop = max_hop
 
     @staticmethod
-    def check_options(
-        *,
-        voices: Collection[str] | None = DEFAULT_VOICES,
-        defaults: Mapping[str, Any] | None = None,
-        timeout_s: float | None = None,
-        on_invalid: OnInvalid = "error",
-        first_hop: int = 1,
-        max_hop: int = 16,
-    ) -> None:
-        """Raise ``ValueError``/``TypeError`` for bad options: at construction (and
-        in :meth:`load` before loading anything), never per request."""
-        if isinstance(voices, str):
-            raise TypeError(
-                f"voices must be a collection of names, not a str (e.g. [{voices!r}])"
-            )
-        if voices is not None and not all(isinstance(v, str) and v for v in voices):
-            raise ValueError(f"voices must be non-empty strings, got {voices!r}")
-        if timeout_s is not None and (
-            isinstance(timeout_s, bool)
-            or not isinstance(timeout_s, int | float)
-            or not (timeout_s > 0 and math.isfinite(timeout_s))
-        ):
-            raise ValueError(
-                f"timeout_s must be a positive number or None, got {timeout_s!r}"
-            )
-        if on_invalid not in ("error", "resync"):
-            raise ValueError(
-                f"on_invalid must be 'error' or 'resync', got {on_invalid!r}"
-            )
-        if (
-            isinstance(first_hop, bool)
-            or not isinstance(first_hop, int)
-            or not isinstance(max_hop, int)
-            or not 1 <= first_hop <= max_hop
-        ):
-            raise ValueError(
-                f"need 1 <= first_hop <= max_hop, got {first_hop!r}, {max_hop!r}"
-            )
-        SamplingParams.from_params(dict(defaults or {}))
+    def check_options(**options: Any) -> None:
+        """Raise ``ValueError``/``TypeError`` for bad options (the constructor's keyword
+        arguments): at construction and in :meth:`load` before loading anything."""
+        LocalOptions(**options)
 
     @classmethod
     def load(
@@ -392,11 +392,7 @@ class LocalSynthesizer(SpeechSource):
         """
         sampling = self.validate(voice, params)
         limit = timeout_s if timeout_s is not None else self.timeout_s
-        if limit is not None and (
-            isinstance(limit, bool)
-            or not isinstance(limit, int | float)
-            or not (limit > 0 and math.isfinite(limit))
-        ):
+        if limit is not None and not is_positive_seconds(limit):
             raise InvalidParameter(
                 "timeout_s", f"must be a positive number, got {limit!r}"
             )
