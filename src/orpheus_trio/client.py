@@ -35,7 +35,7 @@ from .budget import RetryBudget
 from .endpoints import STREAM_PATH, Endpoint, EndpointSnapshot, normalize_urls
 from .errors import CircuitOpenError, DeadlineExceeded, IncompleteStreamError
 from .failure import Blame, FailurePolicy
-from .frames import Chunk, Metrics
+from .frames import Metrics
 from .hedge import Reason, race
 from .options import Breaker, Hedging, Pool, Timeouts, positive_seconds
 from .routing import Router

@@ -62,15 +62,19 @@ class Timeouts:
 
     def __post_init__(self) -> None:
         # Checked here rather than failing late, inside the first request, with trio's message.
-        positive_seconds("timeout_s", self.request_s)
-        positive_seconds("connect_timeout_s", self.connect_s, none_allowed=False)
-        positive_seconds("read_timeout_s", self.read_s)
+        # Named as both spellings know them: the flat keyword and the field.
+        positive_seconds("timeout_s (Timeouts.request_s)", self.request_s)
+        positive_seconds(
+            "connect_timeout_s (Timeouts.connect_s)", self.connect_s, none_allowed=False
+        )
+        positive_seconds("read_timeout_s (Timeouts.read_s)", self.read_s)
         close = self.close_s
         if not (
             isinstance(close, (int, float)) and close >= 0 and math.isfinite(close)
         ):
             raise ValueError(
-                f"close_timeout_s must be a finite number of seconds >= 0, got {close!r}"
+                "close_timeout_s (Timeouts.close_s) must be a finite number of seconds >= 0, "
+                f"got {close!r}"
             )
 
 
@@ -91,7 +95,7 @@ class Hedging:
     def __post_init__(self) -> None:
         ttfb = self.ttfb_ms
         if ttfb is not None and (ttfb < 0 or not math.isfinite(ttfb)):
-            raise ValueError(f"hedge_ttfb_ms must be >= 0 or None, got {ttfb!r}")
+            raise ValueError(f"hedge_ttfb_ms (Hedging.ttfb_ms) must be >= 0 or None, got {ttfb!r}")
         if self.max_attempts < 1:
             raise ValueError(f"max_attempts must be >= 1, got {self.max_attempts!r}")
 

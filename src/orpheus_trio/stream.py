@@ -178,7 +178,7 @@ class FrameReader:
                 return  # the audio is complete; the connection is dropped
 
 
-#: Called once when an :class:`AudioStream` ends; ``failed``: the endpoint is to blame.
+#: Called once when an :class:`AudioStream` ends, with the error that ended it (``None``: it did not fail).
 Release = Callable[[BaseException | None], None]
 
 
