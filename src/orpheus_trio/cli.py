@@ -2,31 +2,77 @@
 
 Exit codes: 0 success, 1 the work failed (a request, a batch item), 2 bad usage,
 130 interrupted.
+
+The sub-command modules are imported when the parser is built, each on its
+own: a client-only install (no ``server`` extra) still runs ``speak``,
+``batch`` and ``system``, and there ``serve`` and ``gateway`` say which extra
+to install instead of failing with a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import importlib
 import sys
 from collections.abc import Callable, Sequence
 
-from .commands.batch import register as register_batch
-from .commands.options import EXIT_CODES
-from .commands.speak import register as register_speak
-from .commands.system import register as register_system
-from .server.command import register as register_serve
-from .server.gateway_command import register as register_gateway
+from .commands.interrupt import (
+    INTERRUPTED_LINE,
+    signals_deferred,
+    stop_listening,
+    take_charge_of_signals,
+)
+from .commands.options import EXIT_CODES, EXIT_FAILED
 
 #: Each registers one sub-command and sets ``run`` (args -> exit code) as its default.
 Registrar = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
-#: In ``--help`` order.
-REGISTRARS: list[Registrar] = [
-    register_speak,
-    register_batch,
-    register_system,
-    register_serve,
-    register_gateway,
-]
+
+#: (name, module with its ``register``, one-line help, the extra it needs beyond the base
+#: install), in ``--help`` order.
+COMMANDS: list[tuple[str, str, str, str | None]] = [
+    ("speak", "orpheus_trio.commands.speak", "say one text into a WAV file (or stdout)", None),
+    ("batch", "orpheus_trio.commands.batch", "say many texts into one WAV each", None),
+    ("system", "orpheus_trio.commands.system", "print a service's /v1/system", None),
+    ("serve", "orpheus_trio.server.command", "run the reference v1 server", "server"),
+    ("gateway", "orpheus_trio.server.gateway_command", "serve v1 in front of several workers", "server"),
+]  # fmt: skip
+
+
+def _load(module: str, extra: str | None) -> Registrar | ModuleNotFoundError:
+    """The module's ``register``, or the missing third-party module that keeps it from loading."""
+    try:
+        registrar: Registrar = importlib.import_module(module).register
+    except ModuleNotFoundError as error:
+        if extra is None or (error.name or "orpheus_trio").startswith("orpheus_trio"):
+            raise  # a base dependency or our own module: a broken install, not a missing extra
+        return error
+    return registrar
+
+
+def _needs_extra(name: str, extra: str, missing: str | None, args: argparse.Namespace) -> int:
+    # The package is installed from a checkout (it is not published), so name the checkout form.
+    print(
+        f"orpheus-trio {name}: needs the {extra} extra ({missing} is not installed); "
+        f"install it from the checkout: pip install '.[{extra}]'",
+        file=sys.stderr,
+    )
+    return EXIT_FAILED
+
+
+def _register_unavailable(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    summary: str,
+    extra: str,
+    missing: str | None,
+) -> None:
+    """A stand-in that takes any arguments (even ``--help``) and says which extra to install."""
+    parser = commands.add_parser(
+        name, help=f"{summary} (needs the {extra} extra)", add_help=False, prefix_chars="\0"
+    )
+    parser.add_argument("ignored", nargs="*")
+    parser.set_defaults(run=functools.partial(_needs_extra, name, extra, missing))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,18 +84,27 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for register in REGISTRARS:
-        register(commands)
+    for name, module, summary, extra in COMMANDS:
+        loaded = _load(module, extra)
+        if isinstance(loaded, ModuleNotFoundError):
+            assert extra is not None  # _load raises for commands of the base install
+            _register_unavailable(commands, name, summary, extra, loaded.name)
+        else:
+            loaded(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    run: Callable[[argparse.Namespace], int] = args.run
     try:
+        take_charge_of_signals()
+        with signals_deferred():  # the sub-commands' modules are imported meanwhile
+            parser = build_parser()
+        args = parser.parse_args(argv)
+        run: Callable[[argparse.Namespace], int] = args.run
         return run(args)
-    except KeyboardInterrupt:
-        print("orpheus-trio: interrupted", file=sys.stderr)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM; inside a Trio run, raised once all is closed
+        stop_listening()
+        print(INTERRUPTED_LINE, file=sys.stderr)
         return 130
 
 

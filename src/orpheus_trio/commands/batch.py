@@ -8,6 +8,7 @@ listed at the end with their reasons; any failure means exit code 1.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -25,6 +26,7 @@ from ..batch import (
     run_batch,
 )
 from ..errors import OrpheusError
+from .interrupt import run_interruptibly
 from .options import (
     EXIT_CODES,
     EXIT_FAILED,
@@ -104,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"orpheus-trio batch: error: {args.file} holds no items", file=sys.stderr)
         return EXIT_USAGE
     try:
-        report = trio.run(_batch, args, items, settings)
+        report = run_interruptibly(_batch, args, items, settings)
     except (OrpheusError, httpx.HTTPError, OSError, EmbeddedServerUnavailable) as error:
         return report_failure("batch", error)
     return _summarize(report, args.out_dir)
@@ -132,7 +134,7 @@ async def _batch(
             )
 
         def progressed(item: BatchItem, audio_s: float | None) -> None:
-            if display is not None:
+            if display is not None and not _cancelled():
                 display.progress.item_finished(audio_s)
                 display.show(trio.current_time())
 
@@ -145,8 +147,13 @@ async def _batch(
                 on_progress=progressed,
             )
         finally:
-            if display is not None:
+            if display is not None and not _cancelled():
                 display.close(trio.current_time())
+
+
+def _cancelled() -> bool:
+    """Whether the run is being cancelled (Ctrl-C): then nothing more is drawn."""
+    return trio.current_effective_deadline() == -math.inf
 
 
 class ProgressDisplay:

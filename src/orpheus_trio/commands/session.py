@@ -107,25 +107,36 @@ async def open_session(settings: ConnectionSettings) -> AsyncIterator[Session]:
         async with _client(settings.urls, settings) as client:
             yield Session(client)
         return
-    from ..server import ServerConfig, serve
-
     engine = _load_orpheus(settings.on_box) if settings.on_box else _load_espeak()
+    from ..server import ServerConfig, serve  # present: the engine loaded, with the server extra
+
     config = ServerConfig(host="127.0.0.1", port=0)
     if settings.on_box:
         # A model on the user's own CPU may take minutes for a paragraph: give
         # each request the server's cap, not its 60 s default (--timeout-s still sets one).
         config = replace(config, default_timeout_s=config.max_timeout_s)
+    # Once it is up, the server is shielded from the command's own cancellation
+    # (Ctrl-C): it stops after the client has closed, so no request of ours sees it
+    # vanish first. Not while it starts: a task that has not called ``started``
+    # when its parent is cancelled must end on its own, and a shielded one never would.
+    server_scope = trio.CancelScope()
+
+    async def run_server(task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
+        with server_scope:
+            await serve(engine, config, task_status=task_status)
+
     try:
         # The server task ends only by our cancel, so a group wraps the one error from the
         # command itself (or a server that failed to start).
         with single_exception():
             async with trio.open_nursery() as nursery:
-                base_url: str = await nursery.start(serve, engine, config)
                 try:
+                    base_url: str = await nursery.start(run_server)
+                    server_scope.shield = True
                     async with _client((base_url,), settings) as client:
                         yield Session(client, engine=engine.name)
                 finally:
-                    nursery.cancel_scope.cancel()
+                    server_scope.cancel()
     finally:
         with trio.CancelScope(shield=True):
             await engine.aclose()

@@ -26,6 +26,7 @@ except ImportError:  # not POSIX: a WAV on standard output keeps its unknown-len
 
 from ..audio import ORPHEUS_FORMAT, WavWriter, temporary_path, wav_header
 from ..errors import OrpheusError
+from .interrupt import run_interruptibly
 from .options import (
     EXIT_CODES,
     EXIT_OK,
@@ -111,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(
                 "standard output is a terminal: redirect it (> file, | player) or use -o FILE"
             )
-        result = trio.run(_speak, args, text, settings, params, fmt)
+        result = run_interruptibly(_speak, args, text, settings, params, fmt)
     except COMMAND_ERRORS as error:
         return report_failure("speak", error)
     if not args.quiet:

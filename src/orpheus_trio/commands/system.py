@@ -7,8 +7,8 @@ import json
 from typing import Any
 
 import httpx
-import trio
 
+from .interrupt import run_interruptibly
 from .options import (
     EXIT_CODES,
     EXIT_OK,
@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         args.urls = [args.url]
     try:
         settings = connection_settings(args)
-        info = trio.run(_query, settings, timeout_s)
+        info = run_interruptibly(_query, settings, timeout_s)
     except (
         httpx.HTTPError,
         SystemQueryFailed,
