@@ -90,12 +90,13 @@ def _load_orpheus(on_box: OnBoxModel) -> Engine:
     hint = "install the local and server extras from the checkout: pip install '.[local,server]'"
     try:
         from ..server.engines.orpheus import OrpheusEngine
+
+        # torch and the rest of the local extra are imported as the engine loads.
+        return OrpheusEngine.load(**asdict(on_box))  # model, snac, tokenizer, device, dtype
     except ImportError as error:
         raise EmbeddedServerUnavailable(
             f"on-box synthesis needs {error.name or error}; {hint}"
         ) from error
-    try:
-        return OrpheusEngine.load(**asdict(on_box))  # model, snac, tokenizer, device, dtype
     except (OSError, ValueError) as error:  # a missing checkpoint, a bad device or dtype
         raise EmbeddedServerUnavailable(f"the model could not be loaded: {error}") from error
 
