@@ -33,12 +33,14 @@ from .options import (
     EXIT_OK,
     EXIT_USAGE,
     ConnectionSettings,
+    UsageError,
     add_connection_options,
     add_on_box_options,
     add_voice_options,
     connection_settings,
     engine_params,
     positive_int,
+    read_text,
     report_failure,
 )
 from .session import EmbeddedServerUnavailable, open_session, speech
@@ -86,18 +88,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def run(args: argparse.Namespace) -> int:
     try:
-        content = (
-            sys.stdin.read()
-            if args.file == "-"
-            else Path(args.file).read_text(encoding="utf-8")
-        )
+        content = read_text(args.file)
         items = parse_items(content, voice=args.voice, params=engine_params(args))
         settings = connection_settings(args)
-    except (OSError, UnicodeDecodeError) as error:
+    except OSError as error:
         print(
             f"orpheus-trio batch: error: cannot read {args.file}: {error}",
             file=sys.stderr,
         )
+        return EXIT_USAGE
+    except UsageError as error:  # the file's encoding, a flag's value
+        print(f"orpheus-trio batch: error: {error}", file=sys.stderr)
         return EXIT_USAGE
     except (BatchInputError, ValueError) as error:
         print(f"orpheus-trio batch: error: {args.file}: {error}", file=sys.stderr)

@@ -12,6 +12,7 @@ import math
 import os
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -34,7 +35,9 @@ __all__ = [
     "engine_params",
     "http_url",
     "parse_param",
+    "read_text",
     "report_failure",
+    "text_argument",
 ]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -259,6 +262,39 @@ def connection_settings(args: argparse.Namespace) -> ConnectionSettings:
         # A hedge to the same in-process engine cannot be faster.
         hedge = Hedging.ttfb_ms if urls else None
     return ConnectionSettings(tuple(urls), api_key, hedge or None, args.timeout_s, on_box)
+
+
+def decode_text(data: bytes, source: str) -> str:
+    """``data`` as UTF-8, strictly: a wrong encoding is a :class:`UsageError` naming the byte."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise UsageError(
+            f"{source} is not UTF-8 text: byte 0x{data[error.start]:02x} at offset {error.start} "
+            f"(line {line}) cannot be decoded ({error.reason}); convert it to UTF-8, "
+            "e.g. iconv -f LATIN1 -t UTF-8"
+        ) from None
+
+
+def read_text(source: str) -> str:
+    """The text of a file, or of standard input for ``"-"``, whatever the locale says.
+
+    Python reads standard input with ``surrogateescape`` in a C locale, which
+    would pass undecodable bytes on as lone surrogates; read bytes, decode here.
+    """
+    if source == "-":
+        return decode_text(sys.stdin.buffer.read(), "standard input")
+    return decode_text(Path(source).read_bytes(), source)
+
+
+def text_argument(text: str) -> str:
+    """A TEXT argument, checked: Python decodes argv with ``surrogateescape`` too."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return decode_text(os.fsencode(text), "TEXT")
+    return text
 
 
 def report_failure(command: str, error: BaseException) -> int:

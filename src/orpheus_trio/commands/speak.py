@@ -37,7 +37,9 @@ from .options import (
     add_voice_options,
     connection_settings,
     engine_params,
+    read_text,
     report_failure,
+    text_argument,
 )
 from .session import EmbeddedServerUnavailable, PieceServed, open_session, speech
 
@@ -102,7 +104,7 @@ class SpeakResult:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        text = sys.stdin.read() if args.text == "-" else args.text
+        text = read_text("-") if args.text == "-" else text_argument(args.text)
         if not text.strip():
             raise UsageError("the text is empty")
         settings = connection_settings(args)
