@@ -108,6 +108,8 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     try:
         report = run_interruptibly(_batch, args, items, settings)
+    except PermissionError as error:  # on the lock file: name the folder the user gave
+        return report_failure("batch", PermissionError(error.errno, error.strerror, str(args.out_dir)))
     except (OrpheusError, httpx.HTTPError, OSError, EmbeddedServerUnavailable) as error:
         return report_failure("batch", error)
     return _summarize(report, args.out_dir)

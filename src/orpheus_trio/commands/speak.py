@@ -175,7 +175,10 @@ class _FileSink:
             raise IsADirectoryError(f"cannot write {path}: it is a folder")
         self._final = path
         self._tmp = temporary_path(path)
-        self._file: BinaryIO = open(self._tmp, "wb")  # noqa: SIM115 (closed by finish/abort)
+        try:
+            self._file: BinaryIO = open(self._tmp, "wb")  # noqa: SIM115 (closed by finish/abort)
+        except OSError as error:  # name the user's path, not the hidden temporary one
+            raise type(error)(error.errno, error.strerror, str(path)) from None
         self._wav = WavWriter(self._file) if fmt == "wav" else None
         self._renamed = False
         self.data_bytes = 0
