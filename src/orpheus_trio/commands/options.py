@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 from ..batch import describe_error
 from ..options import Hedging
-from ..textsplit import SPLIT_MODES
+from ..textsplit import AUTO_SPLIT_CHARS, DEFAULT_MAX_CHARS, SPLIT_MODES
 
 __all__ = [
     "EXIT_CODES",
@@ -218,7 +218,9 @@ def add_voice_options(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     group.add_argument(
         "--split", choices=SPLIT_MODES, default="auto",
-        help="long text: auto = split above 400 characters, sentences = always, never = one request",
+        help=f"long text: auto = split above {AUTO_SPLIT_CHARS} characters; sentences = split at any "
+        f"length into pieces of whole sentences packed up to {DEFAULT_MAX_CHARS} characters; "
+        "never = one request",
     )  # fmt: skip
     group.add_argument(
         "--prefetch", type=non_negative_int, default=1, metavar="N",
