@@ -1,14 +1,27 @@
 #!/usr/bin/env bash
-# Create .venv and install orpheus-trio with every extra, building the Cython decoder.
-# Idempotent: safe to run again; a fresh machine needs nothing but python3 and gcc.
+# Create .venv and install orpheus-trio with the extras named (default: every extra, for
+# development and the tests), building the Cython decoder in place.
+#   ./scripts/setup.sh                 server,local,test,bench (what scripts/test.sh uses)
+#   ./scripts/setup.sh server          the reference server and espeak only (what the demo uses)
+# Idempotent: safe to run again, also to add extras; a fresh machine needs nothing but python3
+# and gcc. When an extra needs torch (local), the CPU build is pinned first, else pip pulls the
+# CUDA build (several GB): TORCH='torch==2.13.0' (from PyPI: CUDA) or any other spec overrides it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
+EXTRAS=${1:-server,local,test,bench}
+TORCH=${TORCH:-torch==2.13.0+cpu}
 if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip setuptools wheel "Cython>=3.0"
-# The CPU build of torch first: otherwise a dependency pulls the CUDA build (several GB).
-.venv/bin/python -m pip install -q "torch==2.13.0"
-.venv/bin/python -m pip install -q -e ".[server,local,test,bench]"
+if [[ ",$EXTRAS," == *,local,* ]]; then
+    if ! .venv/bin/python -m pip install -q "$TORCH"; then
+        echo "setup.sh: cannot install $TORCH. CPU builds are on PyTorch's own index:" \
+            "PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu ./scripts/setup.sh;" \
+            "or TORCH='torch==2.13.0' for PyPI's (CUDA) build" >&2
+        exit 1
+    fi
+fi
+.venv/bin/python -m pip install -q -e ".[$EXTRAS]"
 .venv/bin/python -c "import orpheus_trio.frames as f; print('orpheus-trio installed; frame decoder:', f.BACKEND)"
