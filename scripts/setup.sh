@@ -14,6 +14,7 @@ TORCH=${TORCH:-torch==2.13.0+cpu}
 if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
 fi
+# pyproject.toml's build requirements, here once: the build below uses them (no isolated copy).
 .venv/bin/python -m pip install -q --upgrade pip setuptools wheel "Cython>=3.0"
 if [[ ",$EXTRAS," == *,local,* ]]; then
     if ! .venv/bin/python -m pip install -q "$TORCH"; then
@@ -23,5 +24,5 @@ if [[ ",$EXTRAS," == *,local,* ]]; then
         exit 1
     fi
 fi
-.venv/bin/python -m pip install -q -e ".[$EXTRAS]"
+.venv/bin/python -m pip install -q --no-build-isolation -e ".[$EXTRAS]"
 .venv/bin/python -c "import orpheus_trio.frames as f; print('orpheus-trio installed; frame decoder:', f.BACKEND)"
