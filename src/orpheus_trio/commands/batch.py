@@ -11,6 +11,7 @@ import argparse
 import math
 import sys
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from pathlib import Path
 from typing import TextIO
 
@@ -37,8 +38,10 @@ from .options import (
     add_connection_options,
     add_on_box_options,
     add_voice_options,
+    api_key_hint,
     connection_settings,
     engine_params,
+    http_status,
     positive_int,
     read_text,
     report_failure,
@@ -106,17 +109,22 @@ def run(args: argparse.Namespace) -> int:
     if not items:
         print(f"orpheus-trio batch: error: {args.file} holds no items", file=sys.stderr)
         return EXIT_USAGE
+    statuses: set[int] = set()  # the HTTP statuses items failed with, for the hint at the end
     try:
-        report = run_interruptibly(_batch, args, items, settings)
+        report = run_interruptibly(_batch, args, items, settings, statuses)
     except PermissionError as error:  # on the lock file: name the folder the user gave
         return report_failure("batch", PermissionError(error.errno, error.strerror, str(args.out_dir)))
     except (OrpheusError, httpx.HTTPError, OSError, EmbeddedServerUnavailable) as error:
-        return report_failure("batch", error)
-    return _summarize(report, args.out_dir)
+        return report_failure("batch", error, api_key=settings.api_key)
+    hints = (api_key_hint(status, settings.api_key) for status in sorted(statuses))
+    return _summarize(report, args.out_dir, next((h for h in hints if h), None))
 
 
 async def _batch(
-    args: argparse.Namespace, items: list[BatchItem], settings: ConnectionSettings
+    args: argparse.Namespace,
+    items: list[BatchItem],
+    settings: ConnectionSettings,
+    statuses: set[int],
 ) -> BatchReport:
     async with open_session(settings) as session:
         todo = sum(1 for item in items if not (args.out_dir / item.output).exists())
@@ -126,8 +134,8 @@ async def _batch(
             else ProgressDisplay(BatchProgress(todo, trio.current_time()))
         )
 
-        def synthesize(item: BatchItem) -> AsyncIterator[bytes]:
-            return speech(
+        async def synthesize(item: BatchItem) -> AsyncIterator[bytes]:
+            audio_stream = speech(
                 session,
                 item.text,
                 item.voice,
@@ -135,6 +143,15 @@ async def _batch(
                 split=args.split,
                 prefetch=args.prefetch,
             )
+            try:
+                async with aclosing(audio_stream) as audio:
+                    async for pcm in audio:
+                        yield pcm
+            except Exception as error:
+                status = http_status(error)
+                if status is not None:
+                    statuses.add(status)
+                raise
 
         def progressed(item: BatchItem, audio_s: float | None) -> None:
             if display is not None and not _cancelled():
@@ -196,7 +213,7 @@ class ProgressDisplay:
             self._stream.flush()
 
 
-def _summarize(report: BatchReport, out_dir: Path) -> int:
+def _summarize(report: BatchReport, out_dir: Path, hint: str | None = None) -> int:
     err = sys.stderr
     print(
         f"orpheus-trio batch: {len(report.written)} written, {len(report.skipped)} skipped (already complete), "
@@ -207,8 +224,9 @@ def _summarize(report: BatchReport, out_dir: Path) -> int:
         item = failure.item
         print(f"  FAILED line {item.line} -> {item.output}: {failure.reason}", file=err)
     if report.failed:
+        then = f"{hint}, then run" if hint else "run"  # said once, not after every item
         print(
-            "orpheus-trio batch: run the same command again to retry only the failed items",
+            f"orpheus-trio batch: {then} the same command again to retry only the failed items",
             file=err,
         )
         return EXIT_FAILED

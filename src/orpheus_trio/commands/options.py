@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
+
 from ..batch import describe_error
 from ..options import Hedging
 from ..textsplit import AUTO_SPLIT_CHARS, DEFAULT_MAX_CHARS, SPLIT_MODES
@@ -31,8 +33,11 @@ __all__ = [
     "add_connection_options",
     "add_on_box_options",
     "add_voice_options",
+    "api_key_hint",
     "connection_settings",
     "engine_params",
+    "given_api_key",
+    "http_status",
     "http_url",
     "parse_param",
     "read_text",
@@ -244,6 +249,29 @@ def engine_params(args: argparse.Namespace) -> dict[str, Any]:
     return params
 
 
+def given_api_key(args: argparse.Namespace) -> str | None:
+    """``--api-key``, else ``$ORPHEUS_KEY``, else none."""
+    key: str | None = args.api_key
+    return key if key is not None else os.environ.get("ORPHEUS_KEY") or None
+
+
+def api_key_hint(status: int | None, api_key: str | None) -> str | None:
+    """What to do about a 401: pass a key, or check the one that was sent."""
+    if status != 401:
+        return None
+    if api_key is None:
+        return "the service needs an API key: pass --api-key KEY or set ORPHEUS_KEY"
+    return "the service refused the API key given (--api-key or ORPHEUS_KEY): check it"
+
+
+def http_status(error: BaseException) -> int | None:
+    """The HTTP status a failure carries, if any."""
+    status = getattr(error, "status_code", None)
+    if status is None and isinstance(getattr(error, "response", None), httpx.Response):
+        status = error.response.status_code  # type: ignore[attr-defined]
+    return status if isinstance(status, int) else None
+
+
 def connection_settings(args: argparse.Namespace) -> ConnectionSettings:
     urls: list[str] = list(args.urls)
     on_box = _on_box(args)
@@ -254,11 +282,7 @@ def connection_settings(args: argparse.Namespace) -> ConnectionSettings:
                     urls.append(http_url(url.strip()))
                 except argparse.ArgumentTypeError as error:
                     raise UsageError(f"ORPHEUS_URLS: {error}") from None
-    api_key = (
-        args.api_key
-        if args.api_key is not None
-        else os.environ.get("ORPHEUS_KEY") or None
-    )
+    api_key = given_api_key(args)
     hedge: float | None = args.hedge_ms
     if hedge is None:
         # A hedge to the same in-process engine cannot be faster.
@@ -299,10 +323,17 @@ def text_argument(text: str) -> str:
     return text
 
 
-def report_failure(command: str, error: BaseException) -> int:
-    """Print the failure on stderr; the exit code that goes with it."""
+def report_failure(command: str, error: BaseException, *, api_key: str | None = None) -> int:
+    """Print the failure on stderr; the exit code that goes with it.
+
+    ``api_key``: the key that was sent, for the hint a 401 gets.
+    """
     if isinstance(error, UsageError):
         print(f"orpheus-trio {command}: error: {error}", file=sys.stderr)
         return EXIT_USAGE
-    print(f"orpheus-trio {command}: error: {describe_error(error)}", file=sys.stderr)
+    line = describe_error(error)
+    hint = api_key_hint(http_status(error), api_key)
+    if hint is not None:
+        line += f"; {hint}"
+    print(f"orpheus-trio {command}: error: {line}", file=sys.stderr)
     return EXIT_FAILED

@@ -37,6 +37,7 @@ from .options import (
     add_voice_options,
     connection_settings,
     engine_params,
+    given_api_key,
     read_text,
     report_failure,
     text_argument,
@@ -116,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
             )
         result = run_interruptibly(_speak, args, text, settings, params, fmt)
     except COMMAND_ERRORS as error:
-        return report_failure("speak", error)
+        return report_failure("speak", error, api_key=given_api_key(args))
     if not args.quiet:
         _report(result, args.output, fmt)
     return EXIT_OK

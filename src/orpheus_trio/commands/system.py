@@ -14,6 +14,7 @@ from .options import (
     EXIT_OK,
     ConnectionSettings,
     connection_settings,
+    given_api_key,
     http_url,
     positive_float,
     report_failure,
@@ -25,6 +26,10 @@ __all__ = ["register", "run"]
 
 class SystemQueryFailed(RuntimeError):
     """The service answered, but not with a 200 and a JSON object."""
+
+    def __init__(self, message: str, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -65,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         EmbeddedServerUnavailable,
         ValueError,
     ) as error:
-        return report_failure("system", error)
+        return report_failure("system", error, api_key=given_api_key(args))
     print(json.dumps(info, indent=2, sort_keys=True))
     return EXIT_OK
 
@@ -80,7 +85,8 @@ async def _query(settings: ConnectionSettings, timeout_s: float) -> dict[str, An
             response = await http.get(url, headers=headers)
     if response.status_code != 200:
         raise SystemQueryFailed(
-            f"GET {url}: {response.status_code} {response.text[:300].strip()}"
+            f"GET {url}: {response.status_code} {response.text[:300].strip()}",
+            response.status_code,
         )
     try:
         info = response.json()
