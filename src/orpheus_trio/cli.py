@@ -20,8 +20,8 @@ from collections.abc import Callable, Sequence
 from .commands.interrupt import (
     INTERRUPTED_LINE,
     signals_deferred,
+    signals_taken,
     stop_listening,
-    take_charge_of_signals,
 )
 from .commands.options import EXIT_CODES, EXIT_FAILED
 
@@ -95,17 +95,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    try:
-        take_charge_of_signals()
-        with signals_deferred():  # the sub-commands' modules are imported meanwhile
-            parser = build_parser()
-        args = parser.parse_args(argv)
-        run: Callable[[argparse.Namespace], int] = args.run
-        return run(args)
-    except KeyboardInterrupt:  # Ctrl-C or SIGTERM; inside a Trio run, raised once all is closed
-        stop_listening()
-        print(INTERRUPTED_LINE, file=sys.stderr)
-        return 130
+    with signals_taken():
+        try:
+            with signals_deferred():  # the sub-commands' modules are imported meanwhile
+                parser = build_parser()
+            args = parser.parse_args(argv)
+            run: Callable[[argparse.Namespace], int] = args.run
+            return run(args)
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM; in a Trio run, raised once all is closed
+            stop_listening()
+            print(INTERRUPTED_LINE, file=sys.stderr)
+            return 130
 
 
 if __name__ == "__main__":

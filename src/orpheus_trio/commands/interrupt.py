@@ -9,12 +9,12 @@ blocks (temporary files removed, the client closed, then the embedded
 server stopped), and :class:`Interrupted` is raised once all is closed.
 
 Outside the Trio run (parsing arguments, reading standard input) the code
-is sequential and a ``KeyboardInterrupt`` is safe; :func:`take_charge_of_signals`
+is sequential and a ``KeyboardInterrupt`` is safe; :func:`signals_taken`
 makes SIGTERM raise it too, so both signals end the same way. Except while
 modules are imported: a library may swallow it there (a bare ``except:``
 around an optional import), or it may escape from code run by ``exec`` (a
 dataclass being made), after which CPython exits killed by SIGINT whatever
-exit code we return. :func:`signals_deferred` holds signals back meanwhile.
+exit code we return. :func:`signals_deferred` holds them back meanwhile.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ __all__ = [
     "Interrupted",
     "run_interruptibly",
     "signals_deferred",
+    "signals_taken",
     "stop_listening",
-    "take_charge_of_signals",
 ]
 
 T = TypeVar("T")
@@ -64,24 +64,44 @@ def _terminate_like_ctrl_c(signum: int, frame: FrameType | None) -> None:
     handler(signal.SIGINT, frame)  # Python's default_int_handler raises; Trio's delivers it safely
 
 
-def take_charge_of_signals() -> None:
-    """SIGTERM behaves as Ctrl-C does (a ``KeyboardInterrupt``) instead of killing the process."""
+@contextmanager
+def signals_taken() -> Iterator[None]:
+    """Within the block SIGTERM does what Ctrl-C does (a ``KeyboardInterrupt``) instead of
+    killing the process; on the way out both handlers are put back as they were."""
+    before = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
     if signal.SIGTERM in _watched():
         signal.signal(signal.SIGTERM, _terminate_like_ctrl_c)
+    try:
+        yield
+    finally:
+        for signum, handler in before.items():
+            if handler is not None:  # None: set outside Python, cannot be put back from here
+                signal.signal(signum, handler)
 
 
 @contextmanager
 def signals_deferred() -> Iterator[None]:
-    """SIGINT and SIGTERM wait until the block ends, then take effect (where POSIX allows)."""
-    if not hasattr(signal, "pthread_sigmask"):
-        yield
-        return
-    held = {signal.SIGINT, signal.SIGTERM}
-    before = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    """SIGINT and SIGTERM are noted, not acted on, until the block ends: then a ``KeyboardInterrupt``.
+
+    Handlers that only take note, rather than a blocked signal mask: Python runs
+    its handlers in the main thread, whichever thread the OS delivered the signal to.
+    """
+    received: list[int] = []
+
+    def note(signum: int, frame: FrameType | None) -> None:
+        received.append(signum)
+
+    before = {signum: signal.getsignal(signum) for signum in _watched()}
+    for signum in before:
+        signal.signal(signum, note)
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+        for signum, handler in before.items():
+            if handler is not None:  # None: set outside Python, cannot be put back from here
+                signal.signal(signum, handler)
+    if received:
+        raise KeyboardInterrupt
 
 
 def stop_listening() -> None:

@@ -1,0 +1,84 @@
+"""The CLI's signal handling in-process: one receiver cancels the run, then ``Interrupted``."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+import trio
+
+from orpheus_trio.commands.interrupt import (
+    Interrupted,
+    run_interruptibly,
+    signals_deferred,
+    signals_taken,
+)
+
+
+def test_a_signal_cancels_every_task_then_raises_interrupted() -> None:
+    closed: list[str] = []
+
+    async def command() -> None:
+        async def worker(name: str) -> None:
+            try:
+                await trio.sleep_forever()
+            finally:
+                closed.append(name)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(worker, "a")
+            nursery.start_soon(worker, "b")
+            await trio.sleep(0.01)
+            os.kill(os.getpid(), signal.SIGTERM)
+            await trio.sleep_forever()
+
+    with pytest.raises(Interrupted):
+        run_interruptibly(command)
+    assert sorted(closed) == ["a", "b"]
+
+
+def test_an_error_the_cancellation_caused_still_reads_interrupted() -> None:
+    async def command() -> None:
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            await trio.sleep_forever()
+        except trio.Cancelled:
+            raise RuntimeError("a stream cut short") from None
+
+    with pytest.raises(Interrupted):
+        run_interruptibly(command)
+
+
+def test_without_a_signal_the_result_and_errors_are_the_commands_own() -> None:
+    async def answer(value: int) -> int:
+        await trio.sleep(0)
+        return value
+
+    async def fail() -> None:
+        await trio.sleep(0)
+        raise ValueError("bad")
+
+    assert run_interruptibly(answer, 42) == 42
+    with pytest.raises(ValueError, match="bad"):  # itself, not in a group
+        run_interruptibly(fail)
+
+
+def test_sigterm_outside_trio_raises_keyboard_interrupt_and_handlers_come_back() -> None:
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    with signals_taken(), pytest.raises(KeyboardInterrupt):
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(1000):  # the handler runs between bytecodes
+            pass
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
+
+
+def test_deferred_signals_take_effect_when_the_block_ends() -> None:
+    reached_end_of_block = False
+    with signals_taken(), pytest.raises(KeyboardInterrupt):
+        with signals_deferred():
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(1000):
+                pass
+            reached_end_of_block = True
+    assert reached_end_of_block
