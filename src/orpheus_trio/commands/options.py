@@ -333,7 +333,7 @@ def report_failure(command: str, error: BaseException, *, api_key: str | None = 
         return EXIT_USAGE
     line = describe_error(error)
     hint = api_key_hint(http_status(error), api_key)
-    if hint is not None:
+    if hint is not None and "--api-key" not in line:  # the client's own message may say it
         line += f"; {hint}"
     print(f"orpheus-trio {command}: error: {line}", file=sys.stderr)
     return EXIT_FAILED
