@@ -69,15 +69,18 @@ class _Codec:
     codec: str
     bit_rate: int | None
     options: dict[str, str]
+    codec_options: dict[str, str]
 
 
 # Bit rates suit 24 kHz mono speech. Ogg pages are flushed every 20 ms, not
 # every second (its default), so Opus bytes leave as soon as they are encoded.
+# FLAC blocks of 1152 samples (not 4608) so the first 85 ms chunk already
+# yields audio.
 _CODECS = {
-    "mp3": _Codec("mp3", "libmp3lame", 64_000, {}),
-    "opus": _Codec("ogg", "libopus", 32_000, {"page_duration": "20000"}),
-    "aac": _Codec("adts", "aac", 64_000, {}),
-    "flac": _Codec("flac", "flac", None, {}),
+    "mp3": _Codec("mp3", "libmp3lame", 64_000, {}, {}),
+    "opus": _Codec("ogg", "libopus", 32_000, {"page_duration": "20000"}, {}),
+    "aac": _Codec("adts", "aac", 64_000, {}, {}),
+    "flac": _Codec("flac", "flac", None, {}, {"frame_size": "1152"}),
 }
 
 
@@ -241,7 +244,7 @@ class _AvEncoder:
             self._out, mode="w", format=codec.container, options=codec.options
         )
         self._stream = self._container.add_stream(
-            codec.codec, rate=SAMPLE_RATE, layout="mono"
+            codec.codec, rate=SAMPLE_RATE, layout="mono", options=codec.codec_options
         )
         if codec.bit_rate is not None:
             self._stream.bit_rate = codec.bit_rate

@@ -157,9 +157,11 @@ class OrpheusApp:
             "/v1/system": ("GET", self._system),
             "/metrics": ("GET", self._metrics),
         }
+        #: path -> a hook that sees each exchange first (before auth and routing)
+        self._prepare: dict[str, Callable[[_Exchange], None]] = {}
         from .openai_speech import mount  # (it builds on this module)
 
-        mount(self, self._routes)
+        mount(self, self._routes, self._prepare)
 
     # -- draining ----------------------------------------------------------
 
@@ -196,6 +198,9 @@ class OrpheusApp:
             path=scope["path"],
             received_at=self.clock(),
         )
+        prepare = self._prepare.get(exchange.path)
+        if prepare is not None:
+            prepare(exchange)
         token = CURRENT_REQUEST.set(RequestContext(exchange.request_id, exchange.extra))
         try:
             await self._route(scope, headers, receive, exchange)

@@ -68,9 +68,18 @@ Message = MutableMapping[str, Any]
 Send = Callable[[Message], Awaitable[None]]
 
 
-def mount(app: OrpheusApp, routes: dict[str, tuple[str, Handler]]) -> None:
-    """Add this module's routes to ``app``'s table (the gateway's app too: it is one)."""
+def mount(
+    app: OrpheusApp,
+    routes: dict[str, tuple[str, Handler]],
+    prepare: dict[str, Callable[[_Exchange], None]],
+) -> None:
+    """Add this module's routes to ``app``'s table (the gateway's app too: it is one).
+
+    ``prepare`` translates every answer on :data:`SPEECH_PATH` from its first
+    byte, so auth (401), method (405) and body-limit errors are OpenAI-shaped too.
+    """
     routes[SPEECH_PATH] = ("POST", SpeechRoute(app))
+    prepare[SPEECH_PATH] = SpeechRoute.prepare
     if app.config.playground:
         routes[PLAYGROUND_PATH] = ("GET", _Playground())
 
@@ -176,12 +185,17 @@ class SpeechRoute:
     def __init__(self, app: OrpheusApp) -> None:
         self._app = app
 
+    @staticmethod
+    def prepare(ex: _Exchange) -> None:
+        """Translate every answer of this exchange, errors before routing included."""
+        ex.send = _Response(ex.send)
+        ex.extra["api"] = "openai"
+
     async def __call__(
         self, headers: dict[str, str], receive: Receive, ex: _Exchange
     ) -> None:
-        response = _Response(ex.send)
-        ex.send = response.send  # every answer from here on is translated
-        ex.extra["api"] = "openai"
+        response = ex.send
+        assert isinstance(response, _Response), "mount() installs SpeechRoute.prepare"
         translated = _TranslatedReceive(
             receive, self._app.config.max_body_bytes, response, ex.extra
         )
@@ -245,7 +259,7 @@ class _Response:
         self._error_start: Message | None = None
         self._ended = False
 
-    async def send(self, message: Message) -> None:
+    async def __call__(self, message: Message) -> None:
         if self._ended:
             return
         if message["type"] == "http.response.start":
