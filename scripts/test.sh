@@ -3,5 +3,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
+./scripts/install-chromium.sh
 .venv/bin/python -m mypy
 .venv/bin/python -m pytest -q "$@"
