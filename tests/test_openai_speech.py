@@ -7,6 +7,7 @@ synthetic engine produced; WAV and PCM must be the engine's exact bytes.
 from __future__ import annotations
 
 import io
+import sys
 import json
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
@@ -299,3 +300,35 @@ def test_encoder_output_is_the_same_fed_whole_or_in_pieces() -> None:
     pieces = [encoder.encode(pcm[i : i + 1000]) for i in range(0, len(pcm), 1000)]
     data = b"".join(pieces) + encoder.finish()
     assert wav_pcm(data) == pcm
+
+
+@pytest.mark.parametrize("library", ["lameenc", "av"])
+def test_mp3_by_either_library_decodes(library: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """lameenc is the first choice for MP3; without it PyAV encodes the same stream."""
+    from orpheus_trio import formats
+
+    if library == "av":
+        monkeypatch.setitem(sys.modules, "lameenc", None)  # import fails
+    encoder = formats.open_encoder("mp3")
+    assert type(encoder).__name__ == ("_LameEncoder" if library == "lameenc" else "_AvEncoder")
+    pcm = b"".join(expected_stream(TEXT, VOICE, {}))
+    data = b"".join(encoder.encode(pcm[i : i + 4800]) for i in range(0, len(pcm), 4800))
+    data += encoder.finish()
+    assert SECONDS - 0.01 <= decoded_seconds(data, "mp3") <= SECONDS + LOSSY_SLACK_S
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [({"response_format": "opus"}, "response_format"), ({"response_format": "wav", "speed": 1.5}, "speed")],
+)
+async def test_without_pyav_the_400_says_what_to_install(
+    body: dict[str, Any], param: str, start_server: StartServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = await start_server()
+    monkeypatch.setitem(sys.modules, "av", None)
+    answer = await error_of(server.base_url, {"input": "hi", **body})
+    error = answer.json()["error"]
+    assert answer.status_code == 400 and error["param"] == param
+    assert "pip install 'orpheus-trio[formats]'" in error["message"]
+    still = await error_of(server.base_url, {"input": "hi", "response_format": "wav"})
+    assert still.status_code == 200

@@ -4,10 +4,12 @@ One encoder per stream, fed chunk by chunk: ``encode(pcm)`` returns the bytes
 that are ready now (possibly none: codecs work in frames), ``finish()`` the
 rest. ``pcm`` passes through; ``wav`` is a header with unknown length (sizes
 ``0xFFFFFFFF``, what ffmpeg, browsers and common players accept for a stream)
-then the PCM; ``mp3``, ``opus`` (Ogg), ``aac`` (ADTS) and ``flac`` use PyAV,
-which bundles ffmpeg's encoders (``pip install 'orpheus-trio[formats]'``).
-PyAV was picked by measurement against lameenc and soundfile
-(``bench/encoders.py``, figures in ``bench/RESULTS.md``).
+then the PCM; ``opus`` (Ogg), ``aac`` (ADTS) and ``flac`` use PyAV, which
+bundles ffmpeg's encoders; ``mp3`` uses lameenc (LAME itself), or PyAV where
+lameenc is missing (``pip install 'orpheus-trio[formats]'`` brings both).
+Picked by measurement (``bench/encoders.py``, figures in ``bench/RESULTS.md``):
+lameenc costs a third of PyAV's CPU for the same MP3; soundfile (libsndfile)
+seeks back to patch its headers, so it cannot hand bytes out as they are made.
 
 ``speed`` other than 1 time-stretches the audio before encoding (ffmpeg's
 ``atempo``: same pitch, shorter or longer), so every format honours it.
@@ -40,7 +42,6 @@ __all__ = [
     "check_format",
     "check_speed",
     "encode_stream",
-    "needs_codec_library",
     "open_encoder",
     "require_codec_library",
     "wav_stream_header",
@@ -72,12 +73,13 @@ class _Codec:
     codec_options: dict[str, str]
 
 
+_MP3_KBPS = 64
 # Bit rates suit 24 kHz mono speech. Ogg pages are flushed every 20 ms, not
 # every second (its default), so Opus bytes leave as soon as they are encoded.
 # FLAC blocks of 1152 samples (not 4608) so the first 85 ms chunk already
 # yields audio.
-_CODECS = {
-    "mp3": _Codec("mp3", "libmp3lame", 64_000, {}, {}),
+_CODECS: dict[str, _Codec] = {
+    "mp3": _Codec("mp3", "libmp3lame", _MP3_KBPS * 1000, {}, {}),
     "opus": _Codec("ogg", "libopus", 32_000, {"page_duration": "20000"}, {}),
     "aac": _Codec("adts", "aac", 64_000, {}, {}),
     "flac": _Codec("flac", "flac", None, {}, {"frame_size": "1152"}),
@@ -120,14 +122,12 @@ def check_speed(speed: object) -> float:
     return float(speed)
 
 
-def needs_codec_library(format: str, speed: float = 1.0) -> bool:
-    """Whether encoding ``format`` at ``speed`` needs PyAV."""
-    return format not in _BUILTIN or speed != 1.0
-
-
-def require_codec_library() -> None:
-    """Raise :class:`FormatUnavailable` unless PyAV can be imported."""
-    _import_av()
+def require_codec_library(format: str, speed: float = 1.0) -> None:
+    """Raise :class:`FormatUnavailable` unless ``format`` at ``speed`` can be encoded here."""
+    if format == "mp3" and speed == 1.0 and _lameenc() is not None:
+        return
+    if format not in _BUILTIN or speed != 1.0:
+        _import_av()
 
 
 def open_encoder(format: str, *, speed: float = 1.0) -> Encoder:
@@ -139,6 +139,8 @@ def open_encoder(format: str, *, speed: float = 1.0) -> Encoder:
         inner = _PcmEncoder()
     elif format == "wav":
         inner = _WavEncoder()
+    elif format == "mp3" and _lameenc() is not None:
+        inner = _LameEncoder()
     else:
         inner = _AvEncoder(_CODECS[format])
     if speed != 1.0:
@@ -212,6 +214,36 @@ def _import_av() -> Any:
             f"this format needs PyAV, which is not installed: {_INSTALL_HINT}"
         ) from error
     return av
+
+
+def _lameenc() -> Any:
+    try:
+        import lameenc
+    except ImportError:
+        return None
+    return lameenc
+
+
+class _LameEncoder:
+    """MP3 by LAME (lameenc): plain MPEG frames, which players stream as they come."""
+
+    def __init__(self) -> None:
+        lameenc = _lameenc()
+        self._lame = lameenc.Encoder()
+        self._lame.set_bit_rate(_MP3_KBPS)
+        self._lame.set_in_sample_rate(SAMPLE_RATE)
+        self._lame.set_channels(1)
+        self._lame.set_quality(5)  # LAME's default trade-off of speed and quality
+        self._done = False
+
+    def encode(self, pcm: bytes) -> bytes:
+        return bytes(self._lame.encode(pcm)) if pcm else b""
+
+    def finish(self) -> bytes:
+        if self._done:
+            return b""
+        self._done = True
+        return bytes(self._lame.flush())
 
 
 class _Collector:

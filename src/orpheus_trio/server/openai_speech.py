@@ -38,7 +38,6 @@ from ..formats import (
     FormatUnavailable,
     check_format,
     check_speed,
-    needs_codec_library,
     open_encoder,
     require_codec_library,
 )
@@ -145,18 +144,17 @@ def parse_speech_request(body: bytes) -> SpeechRequest:
         speed = check_speed(obj.get("speed", 1.0))
     except ValueError as error:
         raise HTTPError(400, "invalid_param", str(error), param="speed") from None
-    if needs_codec_library(format, speed):
-        try:
-            require_codec_library()
-        except FormatUnavailable as error:
-            what = "speed other than 1" if format in ("wav", "pcm") else f"{format!r}"
-            raise HTTPError(
-                400,
-                "invalid_param",
-                f"{what} is not available on this server: {error}; "
-                "response_format wav and pcm at speed 1 work without it",
-                param="speed" if format in ("wav", "pcm") else "response_format",
-            ) from None
+    try:
+        require_codec_library(format, speed)
+    except FormatUnavailable as error:
+        what = "speed other than 1" if format in ("wav", "pcm") else f"{format!r}"
+        raise HTTPError(
+            400,
+            "invalid_param",
+            f"{what} is not available on this server: {error}; "
+            "response_format wav and pcm at speed 1 work without it",
+            param="speed" if format in ("wav", "pcm") else "response_format",
+        ) from None
     stream_format = obj.get("stream_format", "audio")
     if stream_format not in STREAM_FORMATS:
         raise HTTPError(
