@@ -5,7 +5,7 @@ chunks a server gets from its engine (2400 samples = 100 ms), to bytes in
 memory, side by side in one run:
 
 - PyAV (ffmpeg's encoders): mp3 (libmp3lame), opus (libopus in Ogg), aac, flac;
-  through :func:`orpheus_trio.formats.open_encoder`, exactly what the server runs;
+  the server's own PyAV encoder class (muxing into memory included);
 - lameenc (LAME): mp3;
 - soundfile (libsndfile): flac, mp3, opus (Ogg). libsndfile seeks back to patch
   headers, so it needs a seekable output: it cannot hand bytes out as they are
@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from orpheus_trio.formats import open_encoder
+from orpheus_trio import formats
 
 RATE = 24_000
 CHUNK = 2_400
@@ -53,7 +53,7 @@ Run = Callable[[list[bytes]], tuple[int, bool]]
 
 def pyav(format: str) -> Run:
     def run(chunks: list[bytes]) -> tuple[int, bool]:
-        encoder = open_encoder(format)
+        encoder = formats._AvEncoder(formats._CODECS[format])
         first = encoder.encode(chunks[0])
         total = len(first) + sum(len(encoder.encode(c)) for c in chunks[1:])
         return total + len(encoder.finish()), bool(first)

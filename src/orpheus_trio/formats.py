@@ -8,7 +8,7 @@ then the PCM; ``opus`` (Ogg), ``aac`` (ADTS) and ``flac`` use PyAV, which
 bundles ffmpeg's encoders; ``mp3`` uses lameenc (LAME itself), or PyAV where
 lameenc is missing (``pip install 'orpheus-trio[formats]'`` brings both).
 Picked by measurement (``bench/encoders.py``, figures in ``bench/RESULTS.md``):
-lameenc costs a third of PyAV's CPU for the same MP3; soundfile (libsndfile)
+lameenc costs a fifth of PyAV's CPU for the same MP3; soundfile (libsndfile)
 seeks back to patch its headers, so it cannot hand bytes out as they are made.
 
 ``speed`` other than 1 time-stretches the audio before encoding (ffmpeg's
