@@ -332,3 +332,20 @@ async def test_without_pyav_the_400_says_what_to_install(
     assert "pip install 'orpheus-trio[formats]'" in error["message"]
     still = await error_of(server.base_url, {"input": "hi", "response_format": "wav"})
     assert still.status_code == 200
+
+
+@pytest.mark.parametrize("command", ["serve", "gateway"])
+def test_no_playground_flag_on_serve_and_gateway(command: str) -> None:
+    import argparse
+
+    from orpheus_trio.server import command as serve_command
+    from orpheus_trio.server import gateway_command
+
+    parser = argparse.ArgumentParser()
+    subparsers = parser.add_subparsers()
+    serve_command.register(subparsers)
+    gateway_command.register(subparsers)
+    extra = ["--upstream", "http://127.0.0.1:1"] if command == "gateway" else []
+    on = serve_command.config_from_args(parser.parse_args([command, *extra]))
+    off = serve_command.config_from_args(parser.parse_args([command, *extra, "--no-playground"]))
+    assert on.playground and not off.playground
