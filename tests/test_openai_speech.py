@@ -349,3 +349,17 @@ def test_no_playground_flag_on_serve_and_gateway(command: str) -> None:
     on = serve_command.config_from_args(parser.parse_args([command, *extra]))
     off = serve_command.config_from_args(parser.parse_args([command, *extra, "--no-playground"]))
     assert on.playground and not off.playground
+
+
+@pytest.mark.parametrize("format", FORMATS)
+@pytest.mark.parametrize("speed", [1.0, 1.5])
+def test_an_encoder_that_got_no_audio_finishes_cleanly(format: str, speed: float) -> None:
+    from orpheus_trio.formats import open_encoder
+
+    encoder = open_encoder(format, speed=speed)
+    data = encoder.encode(b"") + encoder.finish()
+    assert encoder.finish() == b""  # finishing twice is harmless
+    if format == "wav":
+        assert len(data) == 44  # a valid, empty WAV
+    elif format in ("pcm", "mp3"):
+        assert data == b""

@@ -234,13 +234,17 @@ class _LameEncoder:
         self._lame.set_in_sample_rate(SAMPLE_RATE)
         self._lame.set_channels(1)
         self._lame.set_quality(5)  # LAME's default trade-off of speed and quality
-        self._done = False
+        self._started = self._done = False
 
     def encode(self, pcm: bytes) -> bytes:
-        return bytes(self._lame.encode(pcm)) if pcm else b""
+        if not pcm:
+            return b""
+        self._started = True
+        return bytes(self._lame.encode(pcm))
 
     def finish(self) -> bytes:
-        if self._done:
+        if self._done or not self._started:  # lameenc refuses to flush an unused encoder
+            self._done = True
             return b""
         self._done = True
         return bytes(self._lame.flush())
