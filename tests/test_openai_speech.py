@@ -363,3 +363,16 @@ def test_an_encoder_that_got_no_audio_finishes_cleanly(format: str, speed: float
         assert len(data) == 44  # a valid, empty WAV
     elif format in ("pcm", "mp3"):
         assert data == b""
+
+
+async def test_the_deadline_applies(start_server: StartServer) -> None:
+    server = await start_server()
+    body = {"input": TEXT, "voice": VOICE, "response_format": "opus", "stream_format": "sse",
+            "timeout_s": 0.3, "stall_s": 30, "stall_after": 1}  # fmt: skip
+    async with httpx.AsyncClient(timeout=10) as http:
+        with trio.fail_after(5):
+            answer = await http.post(server.base_url + "/v1/audio/speech", json=body)
+    events = [json.loads(b.removeprefix("data: ")) for b in answer.text.split("\n\n") if b]
+    assert events[0]["type"] == "speech.audio.delta"  # the first chunk came before the stall
+    assert events[-1]["type"] == "error"
+    assert events[-1]["error"]["code"] == "deadline_exceeded"
