@@ -376,3 +376,40 @@ async def test_the_deadline_applies(start_server: StartServer) -> None:
     assert events[0]["type"] == "speech.audio.delta"  # the first chunk came before the stall
     assert events[-1]["type"] == "error"
     assert events[-1]["error"]["code"] == "deadline_exceeded"
+
+
+async def test_encoding_never_blocks_the_event_loop(
+    start_server: StartServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While an encoder is stuck in its thread, the server still answers others."""
+    import threading
+
+    from orpheus_trio.server import openai_speech
+
+    entered, release, returned = threading.Event(), threading.Event(), threading.Event()
+    real_open = openai_speech.open_encoder
+
+    class Stuck:
+        def __init__(self, format: str, *, speed: float = 1.0) -> None:
+            self._inner = real_open(format, speed=speed)
+
+        def encode(self, pcm: bytes) -> bytes:
+            entered.set()
+            release.wait(timeout=10)  # on the loop, this would freeze everything
+            returned.set()
+            return self._inner.encode(pcm)
+
+        def finish(self) -> bytes:
+            return self._inner.finish()
+
+    monkeypatch.setattr(openai_speech, "open_encoder", Stuck)
+    server = await start_server()
+    async with httpx.AsyncClient(timeout=20) as http, trio.open_nursery() as nursery:
+        nursery.start_soon(
+            error_of, server.base_url, {"input": "hi", "voice": VOICE, "response_format": "mp3"}
+        )
+        await trio.to_thread.run_sync(entered.wait, 10)
+        system = await http.get(server.base_url + "/v1/system")
+        answered_while_stuck = not returned.is_set()
+        release.set()
+    assert system.status_code == 200 and answered_while_stuck
