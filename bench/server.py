@@ -9,6 +9,10 @@ HTTP/1.1 client (no JSON or base64 decoding: we measure the server, not a client
   streams/s, audio seconds/s, server CPU ms per audio second, median first chunk.
 - espeak engine, one paragraph at a time: real-time factor (wall time / audio
   time) and time to first chunk.
+- ``POST /v1/audio/speech`` (OpenAI's API) per ``response_format``, synthetic
+  engine, one stream at a time, beside ``/v1/tts/stream`` (NDJSON) in the same
+  run: median time to the first body byte and server CPU ms per audio second
+  (what encoding each format costs the server).
 
     .venv/bin/python bench/server.py [--quick] [--json PATH]
 """
@@ -112,6 +116,88 @@ class RawClient:
         return first_chunk_s, int(eos.group(1))
 
 
+class SpeechClient(RawClient):
+    """``POST /v1/audio/speech`` on a kept-alive connection, chunked body read to its end."""
+
+    async def speech(self, body: dict[str, Any]) -> tuple[float, int]:
+        """Stream one request; return (seconds to the first body byte, body bytes)."""
+        payload = json.dumps(body).encode()
+        request = (
+            b"POST /v1/audio/speech HTTP/1.1\r\nHost: bench\r\n"
+            b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+        ) % (len(payload), payload)
+        if self.stream is None:
+            self.stream = await trio.open_tcp_stream(self.host, self.port)
+        start = time.perf_counter()
+        await self.stream.send_all(request)
+        buffer = bytearray()
+        while b"\r\n\r\n" not in buffer:
+            buffer += await self._receive()
+        head, _, rest = bytes(buffer).partition(b"\r\n\r\n")
+        if b" 200 " not in head[:16]:
+            raise RuntimeError(head.decode(errors="replace"))
+        buffer = bytearray(rest)
+        first_byte_s: float | None = None
+        size = 0
+        while True:  # chunked framing: "<hex size>\r\n<data>\r\n", ended by size 0
+            while b"\r\n" not in buffer:
+                buffer += await self._receive()
+            line, _, remainder = bytes(buffer).partition(b"\r\n")
+            length = int(line.split(b";")[0], 16)
+            while len(remainder) < length + 2:
+                remainder += await self._receive()
+            if length and first_byte_s is None:
+                first_byte_s = time.perf_counter() - start
+            size += length
+            buffer = bytearray(remainder[length + 2 :])
+            if length == 0:
+                break
+        assert first_byte_s is not None
+        return first_byte_s, size
+
+    async def _receive(self) -> bytes:
+        assert self.stream is not None
+        data = await self.stream.receive_some(1 << 16)
+        if not data:
+            raise RuntimeError("server closed the connection")
+        return data
+
+
+SPEECH_FORMATS = ("pcm", "ndjson", "wav", "mp3", "opus", "aac", "flac")
+
+
+async def speech_rows(server: ServerProcess, runs: int) -> list[dict[str, Any]]:
+    """TTFB and server CPU per audio second for each format, one stream at a time."""
+    client = SpeechClient(server.host, server.port)
+    audio_s = SYNTHETIC_BODY["chunks"] * SYNTHETIC_BODY["chunk_samples"] / 24_000
+    body = {"input": SYNTHETIC_BODY["text"], "chunks": SYNTHETIC_BODY["chunks"],
+            "chunk_samples": SYNTHETIC_BODY["chunk_samples"]}  # fmt: skip
+    rows = []
+    for format in SPEECH_FORMATS:
+        request = body if format == "ndjson" else {**body, "response_format": format}
+        for _ in range(2):  # warm up: codec tables, first imports
+            await (client.post(SYNTHETIC_BODY) if format == "ndjson" else client.speech(request))
+        cpu_before = server.cpu_s()
+        firsts, sizes = [], []
+        for _ in range(runs):
+            if format == "ndjson":
+                first, samples = await client.post(SYNTHETIC_BODY)
+                size = samples * 2
+            else:
+                first, size = await client.speech(request)
+            firsts.append(first)
+            sizes.append(size)
+        cpu = server.cpu_s() - cpu_before
+        rows.append({
+            "format": format,
+            "streams": runs,
+            "ttfb_ms_p50": round(1000 * statistics.median(firsts), 2),
+            "server_cpu_ms_per_audio_s": round(1000 * cpu / (runs * audio_s), 3),
+            "bytes_per_audio_s": round(statistics.median(sizes) / audio_s),
+        })  # fmt: skip
+    return rows
+
+
 async def stream_many(
     server: ServerProcess, body: dict[str, Any], concurrency: int, total: int
 ) -> tuple[list[tuple[float, int]], float]:
@@ -187,6 +273,7 @@ def main() -> int:
             results["synthetic"].append(
                 trio.run(drive, server, SYNTHETIC_BODY, concurrency, total)
             )
+        results["speech"] = trio.run(speech_rows, server, 20 * scale)
     finally:
         server.stop()
     server = ServerProcess("espeak")
@@ -205,6 +292,13 @@ def main() -> int:
             f"{row['concurrency']:>10} {row['streams']:>8} {row['streams_per_s']:>10} "
             f"{row['audio_s_per_s']:>10} {row['server_cpu_ms_per_audio_s']:>15} "
             f"{row['first_chunk_ms_p50']:>13} ms"
+        )
+    print("\nPOST /v1/audio/speech per response_format (ndjson = /v1/tts/stream), 2.5 s, 1 at a time")
+    print(f"{'format':>8} {'streams':>8} {'TTFB p50':>11} {'CPU ms/audio s':>15} {'bytes/audio s':>14}")
+    for row in results["speech"]:
+        print(
+            f"{row['format']:>8} {row['streams']:>8} {row['ttfb_ms_p50']:>8} ms "
+            f"{row['server_cpu_ms_per_audio_s']:>15} {row['bytes_per_audio_s']:>14}"
         )
     e = results["espeak"]
     print(

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Create .venv and install orpheus-trio with the extras named (default: every extra, for
 # development and the tests), building the Cython decoder in place.
-#   ./scripts/setup.sh                 server,local,test,bench (what scripts/test.sh uses)
+#   ./scripts/setup.sh                 server,formats,local,test,bench (what scripts/test.sh uses)
 #   ./scripts/setup.sh server          the reference server and espeak only (what the demo uses)
 # Idempotent: safe to run again, also to add extras; a fresh machine needs nothing but python3
 # and gcc. When an extra needs torch (local), the CPU build is pinned first, else pip pulls the
@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
-EXTRAS=${1:-server,local,test,bench}
+EXTRAS=${1:-server,formats,local,test,bench}
 TORCH=${TORCH:-torch==2.13.0+cpu}
 if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv

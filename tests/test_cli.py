@@ -254,7 +254,7 @@ async def test_unreachable_service_exits_1_with_a_clear_message(tmp_path: Path) 
             ["speak", "hi", "-o", "x.wav", "--url", "localhost:8000"],
             "expected http(s)://host[:port]",
         ),
-        (["speak", "hi", "-o", "x.wav", "--format", "mp3"], "invalid choice: 'mp3'"),
+        (["speak", "hi", "-o", "x.wav", "--format", "ogg"], "invalid choice: 'ogg'"),
         (
             ["speak", "hi", "-o", "x.wav", "--temperature", "warm"],
             "expected a number, got 'warm'",

@@ -59,7 +59,7 @@ def test_the_development_setup_pins_the_cpu_torch_before_every_extra(tmp_path: P
     torch = next(i for i, spec in enumerate(packages) if "torch" in spec)
     extras = next(i for i, spec in enumerate(packages) if "-e .[" in spec)
     assert packages[torch].endswith("torch==2.13.0+cpu"), packages
-    assert packages[extras].endswith("-e .[server,local,test,bench]"), packages
+    assert packages[extras].endswith("-e .[server,formats,local,test,bench]"), packages
     assert torch < extras
 
 

@@ -14,6 +14,7 @@ from collections.abc import AsyncGenerator, AsyncIterable
 from contextlib import AbstractAsyncContextManager, aclosing
 from typing import Any
 
+from .formats import check_format, encode_stream, require_codec_library
 from .longtext import ordered_stream
 from .textsplit import SplitMode, split_for_synthesis
 
@@ -41,9 +42,14 @@ class SpeechSource(ABC):
         *,
         split: SplitMode = "auto",
         timeout_s: float | None = None,
+        format: str = "pcm",
         **params: Any,
     ) -> AsyncGenerator[bytes, None]:
         """Yield the speech for ``text`` as raw PCM chunks (s16le mono 24 kHz, even length).
+
+        ``format`` other than ``"pcm"`` (``mp3``, ``opus``, ``aac``, ``flac``,
+        ``wav``) yields that file's bytes instead, encoded as the audio arrives
+        (:func:`orpheus_trio.formats.encode_stream`); checked before any request.
 
         ``params`` go to the engine. ``split``: ``"auto"`` (the default) splits
         text longer than 400 characters into sentence-aligned pieces,
@@ -53,6 +59,16 @@ class SpeechSource(ABC):
         Break out early with ``contextlib.aclosing``, or use :meth:`open_stream`,
         to close the stream at once.
         """
+        if format != "pcm":
+            check_format(format)
+            require_codec_library(format)
+            encoded = encode_stream(
+                self.stream(text, voice, split=split, timeout_s=timeout_s, **params), format
+            )
+            async with aclosing(encoded):
+                async for data in encoded:
+                    yield data
+            return
         pieces = split_for_synthesis(text, split)
 
         async def one(piece: str) -> AsyncGenerator[bytes, None]:
@@ -74,9 +90,13 @@ class SpeechSource(ABC):
         *,
         split: SplitMode = "auto",
         timeout_s: float | None = None,
+        format: str = "pcm",
         **params: Any,
     ) -> bytes:
-        """The whole speech for ``text`` as one PCM buffer (long text split as in :meth:`stream`)."""
-        audio = self.stream(text, voice, split=split, timeout_s=timeout_s, **params)
+        """The whole speech for ``text`` as one PCM buffer, or one file in ``format``
+        (long text split as in :meth:`stream`)."""
+        audio = self.stream(
+            text, voice, split=split, timeout_s=timeout_s, format=format, **params
+        )
         async with aclosing(audio):
             return b"".join([pcm async for pcm in audio])

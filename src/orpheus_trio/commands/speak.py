@@ -1,4 +1,7 @@
-"""``orpheus-trio speak "text" -o out.wav``: one text to one WAV (or raw PCM) file, or to stdout.
+"""``orpheus-trio speak "text" -o out.wav``: one text to one audio file, or to stdout.
+
+WAV and raw PCM are written as they are; mp3, opus (Ogg), aac and flac are
+encoded as the audio arrives (:mod:`orpheus_trio.formats`, in a worker thread).
 
 Reports on stderr the time to first audio, the audio duration and the
 endpoint(s) that served it. A file is written under a temporary name and
@@ -26,6 +29,7 @@ except ImportError:  # not POSIX: a WAV on standard output keeps its unknown-len
 
 from ..audio import ORPHEUS_FORMAT, WavWriter, temporary_path, wav_header
 from ..errors import OrpheusError
+from ..formats import FORMATS, Encoder, FormatUnavailable, open_encoder, require_codec_library
 from .interrupt import run_interruptibly
 from .options import (
     EXIT_CODES,
@@ -54,6 +58,7 @@ COMMAND_ERRORS = (
     EmbeddedServerUnavailable,
     UsageError,
     ValueError,
+    FormatUnavailable,
 )
 
 
@@ -81,8 +86,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help='file to write, or "-" for standard output',
     )
     parser.add_argument(
-        "--format", choices=["wav", "pcm"], default=None,
-        help="wav (default for files) or pcm: raw s16le mono 24 kHz (default for stdout)",
+        "--format", choices=FORMATS, default=None,
+        help="pcm is raw s16le mono 24 kHz (the default for stdout); opus is Ogg Opus, "
+        "aac is ADTS; default for a file: its suffix if it names a format, else wav",
     )  # fmt: skip
     add_connection_options(parser)
     add_on_box_options(parser)
@@ -110,7 +116,11 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError("the text is empty")
         settings = connection_settings(args)
         params = engine_params(args)
-        fmt = args.format or ("pcm" if args.output == "-" else "wav")
+        fmt = args.format or _default_format(args.output)
+        try:
+            require_codec_library(fmt)
+        except FormatUnavailable as error:
+            raise UsageError(f"--format {fmt}: {error}") from None
         if args.output == "-" and sys.stdout.isatty():
             raise UsageError(
                 "standard output is a terminal: redirect it (> file, | player) or use -o FILE"
@@ -133,11 +143,9 @@ async def _speak(
     async with open_session(settings) as session:
         started = trio.current_time()
         first_audio: float | None = None
-        sink = (
-            _StdoutSink(fmt)
-            if args.output == "-"
-            else _FileSink(Path(args.output), fmt)
-        )
+        raw = fmt if fmt in ("wav", "pcm") else "pcm"
+        writer = _StdoutSink(raw) if args.output == "-" else _FileSink(Path(args.output), raw)
+        sink = writer if fmt == raw else _EncodingSink(writer, open_encoder(fmt))
         try:
             audio_stream = speech(
                 session,
@@ -166,6 +174,39 @@ async def _speak(
         )
 
 
+def _default_format(output: str) -> str:
+    """pcm for stdout; for a file the format its suffix names (``.ogg`` is opus), else wav."""
+    if output == "-":
+        return "pcm"
+    suffix = Path(output).suffix.lower().removeprefix(".")
+    suffix = "opus" if suffix == "ogg" else suffix
+    return suffix if suffix in FORMATS else "wav"
+
+
+class _EncodingSink:
+    """Encodes PCM (in a worker thread) and hands the bytes to a raw sink."""
+
+    def __init__(self, inner: _FileSink | _StdoutSink, encoder: Encoder) -> None:
+        self._inner = inner
+        self._encoder = encoder
+        self.data_bytes = 0  # PCM bytes, for the report's duration
+
+    async def write(self, pcm: bytes) -> None:
+        data = await trio.to_thread.run_sync(self._encoder.encode, pcm)
+        self.data_bytes += len(pcm)
+        if data:
+            await self._inner.write_encoded(data)
+
+    async def finish(self) -> None:
+        tail = await trio.to_thread.run_sync(self._encoder.finish)
+        if tail:
+            await self._inner.write_encoded(tail)
+        await self._inner.finish()
+
+    def abort(self) -> None:
+        self._inner.abort()
+
+
 class _FileSink:
     """Writes to a temporary name beside the target; ``finish`` renames it into place."""
 
@@ -190,6 +231,9 @@ class _FileSink:
         else:
             self._file.write(pcm)
         self.data_bytes += len(pcm)
+
+    async def write_encoded(self, data: bytes) -> None:
+        self._file.write(data)
 
     async def finish(self) -> None:
         if self._wav is not None:
@@ -230,6 +274,9 @@ class _StdoutSink:
         self._pending_header = b""
         self.data_bytes += len(pcm)
 
+    async def write_encoded(self, data: bytes) -> None:
+        await self._send(data)
+
     async def finish(self) -> None:
         if (
             self._pending_header
@@ -268,7 +315,8 @@ def _patchable_position(out: BinaryIO) -> int | None:
 def _report(result: SpeakResult, output: str, fmt: str) -> None:
     where = "standard output" if output == "-" else output
     lines = [
-        f"wrote {where}: {result.audio_s:.2f} s of audio ({fmt}, 24000 Hz, mono, 16-bit)"
+        f"wrote {where}: {result.audio_s:.2f} s of audio ({fmt}, 24000 Hz, mono"
+        + (", 16-bit)" if fmt in ("wav", "pcm") else ")")
     ]
     if result.first_audio_s is not None:
         speed = result.audio_s / result.total_s if result.total_s > 0 else 0.0

@@ -56,6 +56,8 @@ _access_log = logging.getLogger(ACCESS_LOGGER)
 _error_log = logging.getLogger("orpheus_trio.server")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 _MISSING = object()
+#: Paths that synthesize: they need the API key and count in the request metrics.
+_SYNTHESIS_PATHS = frozenset({"/v1/tts/stream", "/v1/audio/speech"})
 
 
 class HTTPError(Exception):
@@ -155,6 +157,11 @@ class OrpheusApp:
             "/v1/system": ("GET", self._system),
             "/metrics": ("GET", self._metrics),
         }
+        #: path -> a hook that sees each exchange first (before auth and routing)
+        self._prepare: dict[str, Callable[[_Exchange], None]] = {}
+        from .openai_speech import mount  # (it builds on this module)
+
+        mount(self, self._routes, self._prepare)
 
     # -- draining ----------------------------------------------------------
 
@@ -191,6 +198,9 @@ class OrpheusApp:
             path=scope["path"],
             received_at=self.clock(),
         )
+        prepare = self._prepare.get(exchange.path)
+        if prepare is not None:
+            prepare(exchange)
         token = CURRENT_REQUEST.set(RequestContext(exchange.request_id, exchange.extra))
         try:
             await self._route(scope, headers, receive, exchange)
@@ -232,7 +242,7 @@ class OrpheusApp:
             raise HTTPError(
                 405, "invalid_request", f"{path} accepts {allowed} only", close=True
             )
-        if path == "/v1/tts/stream" or self.config.protect_service_endpoints:
+        if path in _SYNTHESIS_PATHS or self.config.protect_service_endpoints:
             self._authorize(headers)
         await handler(headers, receive, exchange)
 
@@ -286,6 +296,12 @@ class OrpheusApp:
         await _send_bytes(ex, 200, self.metrics.render(), METRICS_CONTENT_TYPE.encode())
 
     # -- synthesis ------------------------------------------------------------
+
+    async def synthesize_request(
+        self, headers: dict[str, str], receive: Receive, ex: _Exchange
+    ) -> None:
+        """The v1 synthesis handler, for routes that translate to it (openai_speech.py)."""
+        await self._tts(headers, receive, ex)
 
     async def _tts(
         self, headers: dict[str, str], receive: Receive, ex: _Exchange
@@ -601,13 +617,13 @@ class OrpheusApp:
     def _log(self, ex: _Exchange) -> None:
         now = self.clock()
         status = ex.status if ex.status is not None else 499
-        if ex.path == "/v1/tts/stream":
+        if ex.path in _SYNTHESIS_PATHS:
             self.metrics.requests.labels(status=str(status)).inc()
             self.metrics.request_duration.observe(now - ex.received_at)
             self.metrics.audio_seconds.inc(ex.samples / SAMPLE_RATE)
         # Health polls (a gateway asks every worker's /v1/system every few
         # seconds) and scrapes that went well are routine: DEBUG, not INFO.
-        routine = ex.path != "/v1/tts/stream" and status == 200
+        routine = ex.path not in _SYNTHESIS_PATHS and status == 200
         level = logging.DEBUG if routine else logging.INFO
         if not _access_log.isEnabledFor(level):
             return  # no record and no JSON for a line nobody will see

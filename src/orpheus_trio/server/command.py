@@ -88,6 +88,10 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
         "--protect-service-endpoints", action="store_true",
         help="require a key for /v1/system and /metrics too",
     )  # fmt: skip
+    parser.add_argument(
+        "--no-playground", action="store_false", dest="playground",
+        help="do not serve the browser playground at GET /",
+    )  # fmt: skip
     limits = [
         ("--max-concurrency", int, "N", "requests synthesized at once"),
         ("--max-queue", int, "N", "requests waiting for a slot; past this, 429"),
@@ -128,6 +132,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         write_stall_timeout_s=args.write_stall_timeout_s,
         max_connections=args.max_connections,
         drain_grace_s=args.drain_grace_s,
+        playground=args.playground,
     )
 
 

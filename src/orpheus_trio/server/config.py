@@ -38,6 +38,8 @@ class ServerConfig:
     max_connections: int = 1024
     #: On shutdown, how long in-flight streams may take to finish.
     drain_grace_s: float = 30.0
+    #: Serve the browser playground at ``GET /`` (``--no-playground`` turns it off).
+    playground: bool = True
     #: Reported as ``server`` by ``/v1/system``.
     server_name: str = "orpheus-trio"
 
