@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import queue
+import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import pybase64
@@ -73,3 +76,48 @@ def json_of_raw_response(raw: bytes) -> tuple[int, dict[str, str], Any]:
         headers[name.strip().lower()] = value.strip()
     length = int(headers.get("content-length", len(body)))
     return status, headers, json.loads(body[:length]) if length else None
+
+
+class ThreadedServer:
+    """The reference server under ``trio.run`` on a thread of its own (port 0)."""
+
+    def __init__(self, engine: Engine, settings: dict[str, Any]) -> None:
+        self._engine = engine
+        self._config = ServerConfig(**{"host": "127.0.0.1", "port": 0, **settings})
+        self._url: queue.Queue[str | BaseException] = queue.Queue()
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._drain: trio.Event | None = None
+        self._thread = threading.Thread(target=self._run, name="orpheus test server", daemon=True)
+
+    def start(self) -> str:
+        self._thread.start()
+        url = self._url.get(timeout=30)
+        if isinstance(url, BaseException):
+            raise url
+        return url
+
+    def _run(self) -> None:
+        from orpheus_trio.server import create_app, serve_app
+
+        async def main() -> None:
+            self._token = trio.lowlevel.current_trio_token()
+            self._drain = trio.Event()
+            app = create_app(self._engine, self._config)
+            async with trio.open_nursery() as nursery:
+                url = await nursery.start(
+                    partial(serve_app, app, self._config, drain=self._drain)
+                )
+                self._url.put(url)
+
+        try:
+            trio.run(main)
+        except BaseException as error:  # noqa: BLE001 - handed to the test thread
+            self._url.put(error)
+
+    def stop(self) -> None:
+        if self._token is not None and self._drain is not None:
+            try:
+                trio.from_thread.run_sync(self._drain.set, trio_token=self._token)
+            except trio.RunFinishedError:
+                pass
+        self._thread.join(timeout=30)

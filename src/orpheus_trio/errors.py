@@ -2,11 +2,12 @@
 
 Every error the library raises on purpose derives from :class:`OrpheusError`.
 Where an error has a well-known counterpart elsewhere, it also derives from
-that, so code written against httpx or trio keeps working:
+that, so code written against httpx, asyncio or trio keeps working:
 
 - :class:`HTTPStatusError` is an ``httpx.HTTPStatusError`` (4xx/5xx before streaming);
 - :class:`IncompleteStreamError` is an ``httpx.RemoteProtocolError`` (a cut stream);
-- :class:`DeadlineExceeded` is a ``trio.TooSlowError``;
+- :class:`DeadlineExceeded` is a ``TimeoutError`` (so ``asyncio.TimeoutError``) and
+  a ``trio.TooSlowError``;
 - :class:`CircuitOpenError` is a ``RuntimeError``.
 
 Network errors (``httpx.ConnectError``, ``httpx.ReadTimeout``, ...) are raised
@@ -89,7 +90,7 @@ class ServiceError(OrpheusError):
         super().__init__(f"{code}{where}: {message}")
 
 
-class DeadlineExceeded(ServiceError, trio.TooSlowError):
+class DeadlineExceeded(ServiceError, trio.TooSlowError, TimeoutError):
     """The request's deadline passed, on the server (``deadline_exceeded``) or on the client."""
 
     def __init__(self, message: str, *, endpoint: str | None = None) -> None:

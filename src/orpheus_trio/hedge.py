@@ -1,10 +1,12 @@
-"""The race: hedged and failed-over attempts in one nursery; the first audio wins.
+"""The race: hedged and failed-over attempts in one task group; the first audio wins.
 
-The shape is trio's Happy Eyeballs. Attempts run as tasks in a nursery. Each
-attempt gets its own ``trio.Event`` that it sets when it fails, so the next
+The shape is trio's Happy Eyeballs, written on AnyIO so that it runs under
+Trio (where a task group is a nursery) and asyncio alike. Attempts run as
+tasks in a task group. Each attempt gets its own ``anyio.Event`` that it sets
+when it fails, so the next
 attempt starts at once instead of waiting out the hedge delay; otherwise the
 next one starts ``hedge_delay_s`` after the last. The first attempt to return
-(its response open, first audio in hand) wins and cancels the nursery; every
+(its response open, first audio in hand) wins and cancels the group; every
 other attempt closes its own response on the way out, and one that finishes
 after the winner is handed to ``plan.discard``. A non-retryable error ends the
 race at once.
@@ -23,7 +25,8 @@ import math
 from collections.abc import Awaitable, Callable
 from typing import Literal, Protocol, TypeVar
 
-import trio
+import anyio
+from anyio.abc import TaskGroup
 
 from ._groups import single_exception
 from .failure import most_relevant
@@ -77,7 +80,7 @@ async def race(
     fatal: list[Exception] = []
 
     async def run(
-        attempt: Callable[[], Awaitable[W]], failed: trio.Event, nursery: trio.Nursery
+        attempt: Callable[[], Awaitable[W]], failed: anyio.Event, group: TaskGroup
     ) -> None:
         try:
             result = await attempt()
@@ -85,23 +88,23 @@ async def race(
             errors.append(error)
             if not plan.is_retryable(error) and not fatal:
                 fatal.append(error)
-                nursery.cancel_scope.cancel()
+                group.cancel_scope.cancel()
             failed.set()
             return
         if won:
             await plan.discard(result)
         else:
             won.append(result)
-            nursery.cancel_scope.cancel()
+            group.cancel_scope.cancel()
 
     try:
-        with single_exception():  # users see one error, not the nursery's wrapper
-            async with trio.open_nursery() as nursery:
+        with single_exception():  # users see one error, not the task group's wrapper
+            async with anyio.create_task_group() as group:
                 attempt: Callable[[], Awaitable[W]] | None = first
                 while attempt is not None:
-                    failed = trio.Event()
-                    nursery.start_soon(run, attempt, failed, nursery)
-                    with trio.move_on_after(hedge_after) as hedge_timer:
+                    failed = anyio.Event()
+                    group.start_soon(run, attempt, failed, group)
+                    with anyio.move_on_after(hedge_after) as hedge_timer:
                         await failed.wait()
                     if hedge_timer.cancelled_caught:
                         attempt = plan.next_attempt("hedge")
@@ -112,7 +115,7 @@ async def race(
                     attempt = plan.next_attempt("failover")
     except BaseException:
         if won:  # cancelled from outside right after a win: do not leak the winner
-            with trio.CancelScope(shield=True):
+            with anyio.CancelScope(shield=True):
                 await plan.discard(won[0])
         raise
 

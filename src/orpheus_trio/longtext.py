@@ -11,15 +11,17 @@ A failing piece raises its own exception (its type unchanged, so ``except``
 clauses keep working) with a note naming the piece, after all audio of the
 pieces before it; pieces after it are cancelled.
 
-Trio forbids ``yield`` inside a nursery in an async generator, so the tasks
-need a home outside the consumer's generator frame. Two front doors:
+Written on AnyIO, so it runs under Trio and asyncio alike. Neither allows a
+``yield`` inside a task group in an async generator, so the tasks need a home
+outside the consumer's generator frame. Two front doors:
 
-- :func:`open_ordered_stream`, an async context manager that owns the nursery
-  (the structured form: use it where you can write ``async with``);
+- :func:`open_ordered_stream`, an async context manager that owns the task
+  group (the structured form: use it where you can write ``async with``);
 - :func:`ordered_stream`, a plain async iterator for APIs that must be one
-  (``OrpheusTTS.stream``): the producer runs as a Trio system task inside a
-  cancel scope that the iterator owns and cancels when it ends, is closed, or
-  is garbage collected (Trio finalizes abandoned async generators).
+  (``OrpheusTTS.stream``): the producer runs as a detached task (a Trio system
+  task, or a plain asyncio task) inside a cancel scope that the iterator owns
+  and cancels when it ends, is closed, or is garbage collected (both loops
+  finalize abandoned async generators).
 """
 
 from __future__ import annotations
@@ -35,9 +37,10 @@ from collections.abc import (
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
-import trio
+import anyio
 
 from ._groups import single_exception
+from ._loop import spawn_detached
 
 __all__ = ["Piece", "StreamPiece", "open_ordered_stream", "ordered_stream"]
 
@@ -73,11 +76,11 @@ class _Slot:
 
     piece: Piece
     max_buffered_chunks: int
-    started_audio: trio.Event = field(default_factory=trio.Event)
+    started_audio: anyio.Event = field(default_factory=anyio.Event)
     error: Exception | None = None
 
     def __post_init__(self) -> None:
-        self.send, self.receive = trio.open_memory_channel[bytes](
+        self.send, self.receive = anyio.create_memory_object_stream[bytes](
             self.max_buffered_chunks
         )
 
@@ -102,8 +105,8 @@ class _Pipeline:
         self._stream_piece = stream_piece
         self._max_buffered_chunks = max_buffered_chunks
         # One token per piece in flight: the one being consumed plus those prefetched.
-        self._in_flight = trio.Semaphore(prefetch + 1)
-        self._order_send, self._order_receive = trio.open_memory_channel[_Slot](
+        self._in_flight = anyio.Semaphore(prefetch + 1)
+        self._order_send, self._order_receive = anyio.create_memory_object_stream[_Slot](
             prefetch + 1
         )
         self._failure: Exception | None = None
@@ -112,7 +115,7 @@ class _Pipeline:
         """Start each piece in order as prefetch allows. Raises nothing but ``Cancelled``."""
         async with self._order_send:
             try:
-                async with trio.open_nursery() as nursery:
+                async with anyio.create_task_group() as group:
                     previous: _Slot | None = None
                     for piece in self._pieces:
                         await self._in_flight.acquire()
@@ -120,7 +123,7 @@ class _Pipeline:
                             await previous.started_audio.wait()
                         slot = _Slot(piece, self._max_buffered_chunks)
                         name = f"orpheus {piece.describe()}"
-                        nursery.start_soon(self._run_piece, slot, name=name)
+                        group.start_soon(self._run_piece, slot, name=name)
                         await self._order_send.send(slot)
                         previous = slot
             except Exception as exc:  # a bug here must reach the consumer, not crash the run
@@ -135,7 +138,7 @@ class _Pipeline:
                     slot.started_audio.set()
                     try:
                         await slot.send.send(pcm)
-                    except trio.BrokenResourceError:
+                    except anyio.BrokenResourceError:
                         return  # the consumer has gone; nobody wants the rest
             except Exception as exc:  # the stream's own errors, BrokenResourceError too
                 slot.error = exc
@@ -177,17 +180,17 @@ async def open_ordered_stream(
     # The producer raises nothing but Cancelled, which its own scope absorbs, so a group
     # here wraps the one exception from the caller's block.
     with single_exception():
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(pipeline.produce)
+        async with anyio.create_task_group() as group:
+            group.start_soon(pipeline.produce)
             audio = pipeline.audio()
             try:
                 yield audio
             finally:
                 # Shielded so that a Cancelled from this checkpoint cannot replace the
                 # exception leaving the caller's block; closing channels never blocks.
-                with trio.CancelScope(shield=True):
+                with anyio.CancelScope(shield=True):
                     await audio.aclose()
-                nursery.cancel_scope.cancel()
+                group.cancel_scope.cancel()
 
 
 async def ordered_stream(
@@ -199,8 +202,8 @@ async def ordered_stream(
 ) -> AsyncGenerator[bytes, None]:
     """The same ordered audio as a plain async iterator (see the module docstring)."""
     pipeline = _Pipeline(texts, stream_piece, prefetch, max_buffered_chunks)
-    producer_scope = trio.CancelScope()
-    producer_done = trio.Event()
+    producer_scope = anyio.CancelScope()
+    producer_done = anyio.Event()
 
     async def run_producer() -> None:
         try:
@@ -210,7 +213,7 @@ async def ordered_stream(
             producer_done.set()
 
     # The caller's context, so context variables (and tracing) carry into the pieces' requests.
-    trio.lowlevel.spawn_system_task(
+    producer = spawn_detached(  # held: asyncio keeps only a weak reference to its tasks
         run_producer,
         name="orpheus long-text producer",
         context=contextvars.copy_context(),
@@ -221,6 +224,7 @@ async def ordered_stream(
             yield pcm
     finally:
         producer_scope.cancel()
-        with trio.CancelScope(shield=True):
+        with anyio.CancelScope(shield=True):
             await audio.aclose()
             await producer_done.wait()
+        del producer
