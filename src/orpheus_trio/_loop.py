@@ -12,7 +12,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Literal
 
-__all__ = ["Loop", "current_loop", "spawn_detached"]
+__all__ = ["Loop", "current_loop", "loop_identity", "spawn_detached"]
 
 Loop = Literal["trio", "asyncio"]
 
@@ -35,6 +35,20 @@ def current_loop() -> Loop:
             "trio.run(...) or asyncio.run(...)"
         ) from None
     return "asyncio"
+
+
+def loop_identity() -> object:
+    """The running loop itself (Trio's token, or the asyncio loop); ``None`` outside one."""
+    trio = sys.modules.get("trio")
+    if trio is not None:
+        try:
+            return trio.lowlevel.current_trio_token()
+        except RuntimeError:
+            pass
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 def spawn_detached(

@@ -162,12 +162,14 @@ class PooledTransport(ABC):
         keepalive_expiry_s: float = DEFAULT_KEEPALIVE_EXPIRY_S,
         ssl_context: ssl.SSLContext | None = None,
         verify: bool = True,
+        warn: bool = True,
     ) -> None:
+        """``warn=False``: the caller already warned about ``verify=False``."""
         if max_connections_per_endpoint < 1:
             raise ValueError("max_connections_per_endpoint must be >= 1")
         if ssl_context is not None and not verify:
             raise ValueError("give ssl_context or verify=False, not both")
-        if not verify:
+        if not verify and warn:
             warn_verification_off()
         self._connect_timeout_s = connect_timeout_s
         self._read_timeout_s = read_timeout_s
@@ -353,13 +355,21 @@ class PooledTransport(ABC):
             connection.close_now()
 
     async def aclose(self) -> None:
+        self.abandon()
+        await anyio.lowlevel.checkpoint()
+
+    def abandon(self) -> None:
+        """Close the idle connections and take no more requests (without awaiting:
+        also from outside the loop that opened them)."""
         self._closed = True
         endpoints, self._endpoints = self._endpoints, {}
         for pool in endpoints.values():
             idle, pool.idle = pool.idle, []
             for connection in idle:
-                connection.close_now()
-        await anyio.lowlevel.checkpoint()
+                try:
+                    connection.close_now()
+                except RuntimeError:
+                    pass  # its loop is closed, and the socket with it
 
 
 class PooledResponse:
