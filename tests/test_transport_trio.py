@@ -105,12 +105,13 @@ async def test_client_reuses_connections_and_drops_abandoned_ones(
 ) -> None:
     server = await start_server()
     async with OrpheusTTS(server.base_url) as tts:
-        transport = tts._transport
-        assert isinstance(transport, TrioTransport)
         sockets = set()
         for _ in range(3):
             audio = await tts.synthesize("Hi there.", **PARAMS)
             assert audio == b"".join(expected_stream("Hi there.", None, PARAMS))
+            # The default picks the running loop's transport at the first request.
+            transport = tts._transport.inner  # type: ignore[attr-defined]
+            assert isinstance(transport, TrioTransport)
             (connection,) = transport._endpoints[server.base_url].idle
             sockets.add(connection.socket)
         assert len(sockets) == 1  # the whole client path hands connections back

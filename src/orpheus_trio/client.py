@@ -4,8 +4,10 @@ The I/O shell around the sans-IO policies: :mod:`routing` picks endpoints,
 :mod:`hedge` races attempts, :mod:`budget` bounds extra attempts,
 :mod:`breaker` guards each endpoint, :mod:`failure` judges every failed
 attempt, :mod:`transport` does HTTP and :mod:`stream` reads the body.
-Timings come from ``trio.current_time()``, so ``trio.testing.MockClock``
-drives every policy in tests. Settings are :mod:`options` values.
+Written on AnyIO, so it runs natively under Trio and asyncio. Timings come
+from ``anyio.current_time()`` (Trio's clock under Trio), so
+``trio.testing.MockClock`` drives every policy in tests. Settings are
+:mod:`options` values.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from collections.abc import (
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar
 
-import trio
+import anyio
 
 from .apikey import Secret, check_api_key
 from .breaker import CircuitBreaker
@@ -42,7 +44,10 @@ from .routing import Router
 from .speech import SpeechSource
 from .stream import AudioStream, Call, FrameReader, close_quietly, read_status_error
 from .transport import HttpxTransport, StreamRequest, Transport
-from .trio_transport import TrioTransport, warn_verification_off
+from .asyncio_transport import AsyncioTransport
+from .loop_transport import LoopTransport
+from .pooled_http import warn_verification_off
+from .trio_transport import TrioTransport
 
 if TYPE_CHECKING:
     from .local.synthesizer import LocalSynthesizer
@@ -80,7 +85,7 @@ class _Plan:
         client = self._client
         if len(self.tried) >= client.max_attempts:
             return None
-        now = trio.current_time()
+        now = anyio.current_time()
         if now >= self._call.deadline:
             return None
         allowed = client._allowed(now, self._call)
@@ -113,9 +118,11 @@ class OrpheusTTS(SpeechSource):
     ``hedge_ttfb_ms``: start a backup attempt when no audio arrived this long
     after the last attempt started; ``None`` or ``0`` turns hedging off
     (failover stays on). ``timeout_s``: default per-request deadline.
-    ``transport``: the HTTP engine: ``"trio"`` (the default,
-    :class:`~orpheus_trio.trio_transport.TrioTransport`), ``"httpx"``
-    (:class:`~orpheus_trio.transport.HttpxTransport`) or a
+    ``transport``: the HTTP engine: ``None`` (the default,
+    :class:`~orpheus_trio.loop_transport.LoopTransport`: HTTP/1.1 on the
+    sockets of the loop that runs the request, Trio's or asyncio's),
+    ``"trio"`` or ``"asyncio"`` (that loop's only), ``"httpx"``
+    (:class:`~orpheus_trio.transport.HttpxTransport`, both loops) or a
     :class:`~orpheus_trio.transport.Transport` you made (and close).
     ``endpoint_fault_status``: statuses (besides 429 and 5xx) that blame the
     endpoint, not the request: fail over, and count against its breaker (a
@@ -155,7 +162,7 @@ class OrpheusTTS(SpeechSource):
         breaker_max_cooldown_s: float = Breaker.max_cooldown_s,
         close_timeout_s: float = Timeouts.close_s,
         max_line_bytes: int = Pool.max_line_bytes,
-        transport: Transport | Literal["trio", "httpx"] | None = None,
+        transport: Transport | Literal["trio", "asyncio", "httpx"] | None = None,
         ssl_context: ssl.SSLContext | None = None,
         verify: bool = True,
         rng: random.Random | None = None,
@@ -203,7 +210,7 @@ class OrpheusTTS(SpeechSource):
 
     def _make_transport(
         self,
-        transport: Transport | Literal["trio", "httpx"] | None,
+        transport: Transport | Literal["trio", "asyncio", "httpx"] | None,
         ssl_context: ssl.SSLContext | None,
         verify: bool,
     ) -> Transport:
@@ -217,8 +224,11 @@ class OrpheusTTS(SpeechSource):
                 "set them on the transport you pass instead"
             )
         timeouts, pool = self.timeouts, self.pool
-        if transport is None or transport == "trio":
-            return TrioTransport(
+        if transport is None or transport in ("trio", "asyncio"):
+            kinds: dict[str | None, type[LoopTransport | TrioTransport | AsyncioTransport]]
+            kinds = {None: LoopTransport, "trio": TrioTransport, "asyncio": AsyncioTransport}
+            kind = kinds[transport]
+            return kind(
                 connect_timeout_s=timeouts.connect_s,
                 read_timeout_s=timeouts.read_s,
                 max_connections_per_endpoint=pool.max_connections_per_endpoint,
@@ -235,7 +245,10 @@ class OrpheusTTS(SpeechSource):
                 verify=ssl_context if ssl_context is not None else verify,
             )
         if isinstance(transport, str):
-            raise ValueError(f'transport must be "trio", "httpx" or a Transport, got {transport!r}')
+            raise ValueError(
+                f'transport must be None, "trio", "asyncio", "httpx" or a Transport, '
+                f"got {transport!r}"
+            )
         return transport
 
     # Flat views of the settings, as before the option objects.
@@ -358,9 +371,9 @@ class OrpheusTTS(SpeechSource):
 
     def _now(self) -> float:
         try:
-            return trio.current_time()
+            return anyio.current_time()
         except RuntimeError:
-            return self._last_seen  # outside trio: the state as of the last request
+            return self._last_seen  # outside a loop: the state as of the last request
 
     def _make_call(
         self,
@@ -376,7 +389,7 @@ class OrpheusTTS(SpeechSource):
         if voice is not None and not isinstance(voice, str):
             raise TypeError(f"voice must be a str or None, got {type(voice).__name__}")
         timeout = positive_seconds("timeout_s", timeout_s) or self.timeout_s
-        now = self._last_seen = trio.current_time()
+        now = self._last_seen = anyio.current_time()
         deadline = now + timeout if timeout is not None else math.inf
         body: dict[str, Any] = {"text": text, "voice": voice, **params}
         return Call(body=body, started=now, deadline=deadline)
@@ -394,7 +407,7 @@ class OrpheusTTS(SpeechSource):
         return [record.url for record in (ready or allowed)]
 
     async def _start(self, call: Call) -> AudioStream:
-        now = trio.current_time()
+        now = anyio.current_time()
         self._budget.record_request(now)
         first = self._router.choose(now, allowed=self._allowed(now, call), spread=True)
         if first is None:
@@ -405,7 +418,7 @@ class OrpheusTTS(SpeechSource):
             raise CircuitOpenError(candidates, retry_in_s=retry_in)
         self._reserve(first, now)
         plan = _Plan(self, call, first)
-        with trio.move_on_at(call.deadline) as deadline_scope:
+        with anyio.CancelScope(deadline=call.deadline) as deadline_scope:
             audio = await race(
                 lambda: self._attempt(call, first), plan, hedge_delay_s=self.hedge_delay_s
             )
@@ -421,7 +434,7 @@ class OrpheusTTS(SpeechSource):
     def _request(self, call: Call, endpoint: str, request_id: str) -> StreamRequest:
         body = dict(call.body)
         if math.isfinite(call.deadline):
-            remaining = max(0.001, call.deadline - trio.current_time())
+            remaining = max(0.001, call.deadline - anyio.current_time())
             body["timeout_s"] = round(remaining, 3)
         headers = {
             "Content-Type": "application/json",
@@ -466,7 +479,7 @@ class OrpheusTTS(SpeechSource):
             if call.request_id is None
             else f"{call.request_id}.{call.attempts_sent}"
         )
-        started = trio.current_time()
+        started = anyio.current_time()
         reader: FrameReader | None = None
         try:
             response = await self._transport.open_stream(self._request(call, endpoint, request_id))
@@ -492,11 +505,11 @@ class OrpheusTTS(SpeechSource):
                 raise IncompleteStreamError(f"stream from {endpoint} ended before any audio")
             reader.push_back(first)
         except BaseException as error:
-            self._attempt_failed(endpoint, error, trio.current_time() - started)
+            self._attempt_failed(endpoint, error, anyio.current_time() - started)
             if reader is not None:
                 await close_quietly(reader.response, self.close_timeout_s)
             raise
-        now = trio.current_time()
+        now = anyio.current_time()
         self._router.observe_ttfb(endpoint, now - started, now)
         self._endpoints[endpoint].breaker.on_success(now)
         return AudioStream(
@@ -514,7 +527,7 @@ class OrpheusTTS(SpeechSource):
 
     def _attempt_failed(self, endpoint: str, error: BaseException, waited_s: float) -> None:
         """Feed one failed (or cancelled) attempt into routing and the breaker."""
-        now = trio.current_time()
+        now = anyio.current_time()
         record = self._endpoints[endpoint]
         self._router.on_end(endpoint)
         verdict = self._policy.judge(error)
@@ -528,7 +541,7 @@ class OrpheusTTS(SpeechSource):
             self._router.observe_failure(endpoint, now)
             if verdict.retry_after_s:
                 record.busy_until = max(record.busy_until, now + verdict.retry_after_s)
-        elif isinstance(error, trio.Cancelled):
+        elif isinstance(error, anyio.get_cancelled_exc_class()):
             self._router.observe_no_audio_after(endpoint, waited_s, now)
 
     def _observe_queue_header(self, endpoint: str, headers: Mapping[str, str]) -> None:
@@ -538,7 +551,7 @@ class OrpheusTTS(SpeechSource):
                 depth = float(value)
             except ValueError:
                 return  # a malformed hint is ignored, not fatal
-            self._router.observe_queue_depth(endpoint, depth, trio.current_time())
+            self._router.observe_queue_depth(endpoint, depth, anyio.current_time())
 
     def _observe_metrics(self, endpoint: str, frame: Metrics) -> None:
         # A frame splits the load the X-Queue-Depth header sums: ``queue_depth``
@@ -546,11 +559,11 @@ class OrpheusTTS(SpeechSource):
         depth = _number(frame.values.get("queue_depth"))
         if depth is not None:
             load = depth + (_number(frame.values.get("inflight")) or 0.0)
-            self._router.observe_queue_depth(endpoint, load, trio.current_time())
+            self._router.observe_queue_depth(endpoint, load, anyio.current_time())
 
     def _release(self, endpoint: str, error: BaseException | None) -> None:
         """The winner's stream ended (``error``: how, if it failed)."""
         self._router.on_end(endpoint)
         if error is not None and self._policy.blames_endpoint(error):
-            self._endpoints[endpoint].breaker.on_failure(trio.current_time())
+            self._endpoints[endpoint].breaker.on_failure(anyio.current_time())
             self._endpoints[endpoint].failures += 1

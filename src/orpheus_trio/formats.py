@@ -28,7 +28,7 @@ from fractions import Fraction
 from typing import Any, Protocol
 
 import numpy as np
-import trio
+import anyio.to_thread
 
 from .audio import SAMPLE_RATE
 
@@ -159,10 +159,10 @@ async def encode_stream(
     encoder = open_encoder(format, speed=speed)
     async with aclosing(_aiter(chunks)) as source:
         async for pcm in source:
-            data = await trio.to_thread.run_sync(encoder.encode, pcm)
+            data = await anyio.to_thread.run_sync(encoder.encode, pcm)
             if data:
                 yield data
-    tail = await trio.to_thread.run_sync(encoder.finish)
+    tail = await anyio.to_thread.run_sync(encoder.finish)
     if tail:
         yield tail
 

@@ -80,7 +80,7 @@ async def race(
     fatal: list[Exception] = []
 
     async def run(
-        attempt: Callable[[], Awaitable[W]], failed: anyio.Event, group: TaskGroup
+        attempt: Callable[[], Awaitable[W]], failed: anyio.Event, tasks: TaskGroup
     ) -> None:
         try:
             result = await attempt()
@@ -88,22 +88,22 @@ async def race(
             errors.append(error)
             if not plan.is_retryable(error) and not fatal:
                 fatal.append(error)
-                group.cancel_scope.cancel()
+                tasks.cancel_scope.cancel()
             failed.set()
             return
         if won:
             await plan.discard(result)
         else:
             won.append(result)
-            group.cancel_scope.cancel()
+            tasks.cancel_scope.cancel()
 
     try:
         with single_exception():  # users see one error, not the task group's wrapper
-            async with anyio.create_task_group() as group:
+            async with anyio.create_task_group() as tasks:
                 attempt: Callable[[], Awaitable[W]] | None = first
                 while attempt is not None:
                     failed = anyio.Event()
-                    group.start_soon(run, attempt, failed, group)
+                    tasks.start_soon(run, attempt, failed, tasks)
                     with anyio.move_on_after(hedge_after) as hedge_timer:
                         await failed.wait()
                     if hedge_timer.cancelled_caught:

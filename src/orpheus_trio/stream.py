@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-import trio
+import anyio
 
 from ._callsite import warn_at_caller
 from .endpoints import STREAM_PATH
@@ -65,10 +65,10 @@ class Call:
 
 async def close_quietly(response: ResponseStream, limit_s: float) -> None:
     """Close a response even while cancelled, giving up after ``limit_s``."""
-    with trio.move_on_after(limit_s, shield=True):
+    with anyio.move_on_after(limit_s, shield=True):
         try:
             await response.aclose()
-        except (httpx.HTTPError, OSError, trio.BrokenResourceError):
+        except (httpx.HTTPError, OSError, anyio.BrokenResourceError):
             pass  # closing a broken response may fail; the connection is dropped either way
 
 
@@ -152,13 +152,12 @@ class FrameReader:
         try:
             if deadline == math.inf:  # no deadline: spare a cancel scope per read
                 return await self.response.receive()
-            with trio.fail_at(deadline):
+            with anyio.CancelScope(deadline=deadline):
                 return await self.response.receive()
-        except trio.TooSlowError:
             raise DeadlineExceeded(
                 f"client deadline passed after {self.chunks_received} chunks",
                 endpoint=self.endpoint,
-            ) from None
+            )
         except IncompleteStreamError:
             raise
         except (httpx.ReadError, httpx.RemoteProtocolError) as error:
@@ -169,12 +168,12 @@ class FrameReader:
 
     async def drain(self, limit_s: float) -> None:
         """After ``eos``, read the HTTP body's end too, else the connection cannot be reused."""
-        with trio.move_on_after(limit_s):
+        with anyio.move_on_after(limit_s):
             try:
                 while data := await self.response.receive():
                     if data.strip():
                         return  # junk after eos: the connection is not reused
-            except (httpx.HTTPError, OSError, trio.BrokenResourceError):
+            except (httpx.HTTPError, OSError, anyio.BrokenResourceError):
                 return  # the audio is complete; the connection is dropped
 
 
@@ -284,7 +283,7 @@ async def read_status_error(
     ``unauthorized_hint`` (how to pass a key).
     """
     body = bytearray()
-    with trio.move_on_after(_ERROR_BODY_TIMEOUT_S):
+    with anyio.move_on_after(_ERROR_BODY_TIMEOUT_S):
         while len(body) < MAX_ERROR_BODY_BYTES:
             data = await response.receive()
             if not data:

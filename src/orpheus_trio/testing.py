@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-import trio
-import trio.lowlevel
+import anyio
+import anyio.lowlevel
 
 from .frames import encode_chunk, encode_eos, encode_error, encode_metrics
 from .transport import ResponseStream, StreamRequest
@@ -86,14 +86,14 @@ class _Stream:
         self.closed = False
 
     async def receive(self) -> bytes:
-        await trio.lowlevel.checkpoint()
+        await anyio.lowlevel.checkpoint()
         if self.closed:
-            raise trio.ClosedResourceError("receive on a closed response")
+            raise anyio.ClosedResourceError("receive on a closed response")
         return self._pieces.pop(0) if self._pieces else b""
 
     async def aclose(self) -> None:
         self.closed = True
-        await trio.lowlevel.checkpoint()
+        await anyio.lowlevel.checkpoint()
 
 
 class MockTransport:
@@ -113,7 +113,7 @@ class MockTransport:
             answer = await answer
         if not isinstance(answer, MockResponse):
             raise TypeError(f"the handler must return a MockResponse, got {type(answer).__name__}")
-        await trio.lowlevel.checkpoint()
+        await anyio.lowlevel.checkpoint()
         return _Stream(answer)
 
     async def aclose(self) -> None:
