@@ -1,5 +1,8 @@
 """A scripted fake transport for client tests: no sockets, exact timings on MockClock.
 
+Written on AnyIO, so the same scripts drive the client under asyncio too (on
+real time there: keep the delays short).
+
 Each attempt follows a :class:`Script`: wait ``headers_after`` seconds, then
 either raise ``fail`` or answer ``status`` with ``headers``; the body is a list
 of ``(delay, bytes)`` pieces, then either the end (``b""``) or ``body_error``.
@@ -11,8 +14,8 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-import trio
-import trio.lowlevel
+import anyio
+import anyio.lowlevel
 
 from orpheus_trio.frames import encode_chunk, encode_eos, encode_error, encode_metrics
 from orpheus_trio.transport import StreamRequest
@@ -89,19 +92,19 @@ class FakeResponse:
             raise RuntimeError("receive on a closed response")
         if self._next < len(self.script.body):
             delay, data = self.script.body[self._next]
-            await trio.sleep(delay)
+            await anyio.sleep(delay)
             self._next += 1
             self.bytes_sent += len(data)
             return data
-        await trio.lowlevel.checkpoint()
+        await anyio.lowlevel.checkpoint()
         if self.script.body_error is not None:
             raise self.script.body_error
         return b""
 
     async def aclose(self) -> None:
         if self.closed_at is None:
-            self.closed_at = trio.current_time()
-        await trio.lowlevel.checkpoint()
+            self.closed_at = anyio.current_time()
+        await anyio.lowlevel.checkpoint()
 
 
 @dataclass
@@ -128,10 +131,10 @@ class FakeTransport:
         self.closed = False
 
     async def open_stream(self, request: StreamRequest) -> FakeResponse:
-        started = Started(trio.current_time(), request.endpoint, request)
+        started = Started(anyio.current_time(), request.endpoint, request)
         self.started.append(started)
         script = self._script(request.endpoint, len(self.started) - 1)
-        await trio.sleep(script.headers_after)
+        await anyio.sleep(script.headers_after)
         if script.fail is not None:
             raise script.fail
         headers = {k.lower(): v for k, v in script.headers.items()}
