@@ -1,0 +1,58 @@
+"""Play speech as it arrives, on asyncio: the first sound comes after the first chunk.
+
+    python examples/realtime_playback.py ["text"]
+
+Plays through ``aplay`` or ``ffplay`` when one is installed; otherwise writes
+the raw PCM (s16le, mono, 24 kHz) to stdout, e.g. ``... | aplay -f S16_LE -r 24000``.
+Prints the time to first audio and the real-time factor on stderr.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import sys
+import time
+
+from _asyncio_service import api_key, service_urls
+
+from orpheus_trio import SAMPLE_RATE, OrpheusTTS
+
+PLAYERS = {
+    "aplay": ["aplay", "-q", "-f", "S16_LE", "-c", "1", "-r", str(SAMPLE_RATE)],
+    "ffplay": ["ffplay", "-nodisp", "-autoexit", "-loglevel", "quiet",
+               "-f", "s16le", "-ch_layout", "mono", "-ar", str(SAMPLE_RATE), "-"],
+}
+
+
+async def main(text: str) -> None:
+    player = next((cmd for name, cmd in PLAYERS.items() if shutil.which(name)), None)
+    process = (
+        await asyncio.create_subprocess_exec(*player, stdin=asyncio.subprocess.PIPE)
+        if player and sys.stdout.isatty()
+        else None
+    )
+    started, first, samples = time.perf_counter(), None, 0
+    async with OrpheusTTS(service_urls(), api_key=api_key()) as tts:
+        async for pcm in tts.stream(text):
+            first = first if first is not None else time.perf_counter() - started
+            samples += len(pcm) // 2
+            if process is not None and process.stdin is not None:
+                process.stdin.write(pcm)
+                await process.stdin.drain()  # the player's pace is the real-time pace
+            else:
+                sys.stdout.buffer.write(pcm)
+                sys.stdout.buffer.flush()
+    if process is not None and process.stdin is not None:
+        process.stdin.close()
+        await process.wait()
+    elapsed = time.perf_counter() - started
+    print(
+        f"first audio after {1000 * (first or 0):.0f} ms; "
+        f"{samples / SAMPLE_RATE:.2f} s of audio in {elapsed:.2f} s",
+        file=sys.stderr,
+    )
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1] if len(sys.argv) > 1 else "Playing as it arrives."))
