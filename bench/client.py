@@ -1,4 +1,4 @@
-"""Client overhead benchmark: CPU per streamed request and chunks/s, three clients side by side.
+"""Client overhead benchmark: CPU per streamed request and chunks/s, clients side by side, on both loops.
 
 A fast local server (the synthetic engine at full speed, in a separate
 process so only the client's CPU is measured) streams 5 s of audio per
@@ -15,12 +15,20 @@ streams it sequentially and 32 at a time:
 - ``orpheus[trio]``: the same on the default transport, HTTP/1.1 on Trio
   streams (:mod:`orpheus_trio.trio_transport`): the "after".
 
+Then the same on asyncio (``asyncio.run``), each ratio against its own loop's floor:
+
+- ``raw-asyncio``: the raw client on an ``asyncio.Protocol`` (bytes by
+  callback, the cheapest asyncio offers), the same work as ``raw-trio``: the floor.
+- ``orpheus[asyncio]``: ``OrpheusTTS.stream`` natively on asyncio, default
+  transport (:mod:`orpheus_trio.asyncio_transport`).
+
     .venv/bin/python bench/client.py [--quick] [--json PATH]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
 import json
 import subprocess
@@ -29,6 +37,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import anyio
 import httpx
 import trio
 
@@ -41,7 +50,7 @@ from orpheus_trio import OrpheusTTS
 
 TEXT = "The quick brown fox jumps over the lazy dog, again and again."
 PARAMS = {"chunks": 59, "chunk_samples": 2048}
-#: Issue 9: the client's CPU per request within this factor of the raw Trio client's.
+#: Issues 9 and 15: the client's CPU per request within this factor of its loop's raw client.
 TARGET_X_FLOOR = 1.5
 REQUEST_BODY = json.dumps({"text": TEXT, "voice": None, **PARAMS}).encode()
 
@@ -109,6 +118,64 @@ class RawTrioClient:
             await self.stream.aclose()
 
 
+class _Collect(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.buf = bytearray()
+        self.waiter: asyncio.Future[None] | None = None
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+
+class RawAsyncioClient:
+    """The raw client on asyncio: one kept-alive connection, an ``asyncio.Protocol``."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.transport: asyncio.Transport | None = None
+        self.protocol = _Collect()
+        self.request = RawTrioClient(host, port).request
+
+    async def _more(self) -> None:
+        self.protocol.waiter = asyncio.get_running_loop().create_future()
+        await self.protocol.waiter
+
+    async def once(self) -> int:
+        if self.transport is None:
+            loop = asyncio.get_running_loop()
+            self.transport, _ = await loop.create_connection(
+                lambda: self.protocol, self.host, self.port
+            )
+        self.transport.write(self.request)
+        buf = self.protocol.buf
+        while b"\r\n\r\n" not in buf:
+            await self._more()
+        end = buf.index(b"\r\n\r\n")
+        if not buf.startswith(b"HTTP/1.1 200"):
+            raise RuntimeError(bytes(buf[:end]).decode(errors="replace"))
+        pos, lines, body_tail = end + 4, 0, b""
+        while True:
+            while (eol := buf.find(b"\r\n", pos)) < 0:
+                await self._more()
+            size = int(buf[pos:eol].split(b";")[0], 16)
+            start = eol + 2
+            while len(buf) < start + size + 2:
+                await self._more()
+            if size == 0:
+                del buf[: start + 2]
+                return lines
+            data = body_tail + bytes(buf[start : start + size])
+            lines += data.count(b"\n")
+            body_tail = data[data.rfind(b"\n") + 1 :]
+            pos = start + size + 2
+
+    async def aclose(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
 Maker = Callable[[], Awaitable[tuple[StreamOnce, Callable[[], Awaitable[None]]]]]
 
 
@@ -142,9 +209,9 @@ async def measure(
                     chunks += received
 
             cpu0, wall0 = time.process_time(), time.perf_counter()
-            async with trio.open_nursery() as nursery:
+            async with anyio.create_task_group() as group:
                 for once, _ in pool:
-                    nursery.start_soon(run, once)
+                    group.start_soon(run, once)
             total = totals[name]
             total["cpu"] += time.process_time() - cpu0
             total["wall"] += time.perf_counter() - wall0
@@ -163,11 +230,11 @@ async def measure(
     }
 
 
-def clients(url: str) -> dict[str, Maker]:
+def clients(url: str, loop: str) -> dict[str, Maker]:
     host, port = url.removeprefix("http://").split(":")
 
     async def raw() -> tuple[StreamOnce, Callable[[], Awaitable[None]]]:
-        client = RawTrioClient(host, int(port))
+        client = (RawTrioClient if loop == "trio" else RawAsyncioClient)(host, int(port))
         return client.once, client.aclose
 
     def naive(httpx_module: Any) -> Maker:
@@ -211,6 +278,8 @@ def clients(url: str) -> dict[str, Maker]:
 
         return make
 
+    if loop == "asyncio":
+        return {"raw-asyncio": raw, "orpheus[asyncio]": orpheus("asyncio")}
     makers: dict[str, Maker] = {"raw-trio": raw, "naive-httpx": naive(httpx)}
     if httpx2 is not None:
         makers["naive-httpx2"] = naive(httpx2)
@@ -219,15 +288,15 @@ def clients(url: str) -> dict[str, Maker]:
     return makers
 
 
-async def main_async(url: str, args: argparse.Namespace) -> list[dict[str, Any]]:
+async def main_async(url: str, args: argparse.Namespace, loop: str) -> list[dict[str, Any]]:
     rows = []
     for mode, requests, concurrency in (
         ("sequential", args.sequential, 1),
         ("32 concurrent", args.concurrent, 32),
     ):
-        results = await measure(clients(url), requests, concurrency, args.rounds)
+        results = await measure(clients(url, loop), requests, concurrency, args.rounds)
         for name, result in results.items():
-            rows.append({"client": name, "mode": mode, **result})
+            rows.append({"client": name, "loop": loop, "mode": mode, **result})
     return rows
 
 
@@ -249,28 +318,31 @@ def main(argv: list[str] | None = None) -> int:
         url = server.stdout.readline().strip()
         if not url.startswith("http://"):
             raise SystemExit("the benchmark server did not start")
-        rows = trio.run(main_async, url, args)
+        rows = anyio.run(main_async, url, args, "trio", backend="trio")
+        rows += anyio.run(main_async, url, args, "asyncio", backend="asyncio")
     finally:
         server.terminate()
         server.wait(10)
     floor = {
-        r["mode"]: r["cpu_ms_per_request"] for r in rows if r["client"] == "raw-trio"
+        (r["loop"], r["mode"]): r["cpu_ms_per_request"]
+        for r in rows
+        if r["client"].startswith("raw-")
     }
     print(
         "5 s of audio per request (59 chunks, ~325 KB NDJSON); server in a separate process"
     )
-    print(f"{'client':<16}{'mode':<15}{'CPU ms/req':>11}{'x floor':>9}{'chunks/s':>11}")
+    print(f"{'client':<18}{'mode':<15}{'CPU ms/req':>11}{'x floor':>9}{'chunks/s':>11}")
     for r in rows:
-        r["x_floor"] = r["cpu_ms_per_request"] / floor[r["mode"]]
+        r["x_floor"] = r["cpu_ms_per_request"] / floor[r["loop"], r["mode"]]
         print(
-            f"{r['client']:<16}{r['mode']:<15}{r['cpu_ms_per_request']:>11.3f}{r['x_floor']:>9.2f}"
+            f"{r['client']:<18}{r['mode']:<15}{r['cpu_ms_per_request']:>11.3f}{r['x_floor']:>9.2f}"
             f"{r['chunks_per_s']:>11.0f}"
         )
     for r in rows:
-        if r["client"] == "orpheus[trio]":
+        if r["client"] in ("orpheus[trio]", "orpheus[asyncio]"):
             verdict = "met" if r["x_floor"] <= TARGET_X_FLOOR else "NOT met"
             print(
-                f"orpheus[trio] {r['mode']}: {r['x_floor']:.2f}x the floor "
+                f"{r['client']} {r['mode']}: {r['x_floor']:.2f}x its loop's floor "
                 f"(target <= {TARGET_X_FLOOR}x): {verdict}"
             )
     if args.json:
