@@ -20,7 +20,8 @@ from typing import Self
 
 import numpy as np
 import numpy.typing as npt
-import trio
+import anyio
+import anyio.to_thread
 
 from .snac_decoder import SnacDecoder
 from .stream_decode import Audio, DecodeWindow
@@ -34,7 +35,7 @@ CPU_BATCH_LATENTS = 96
 @dataclass(eq=False)
 class _Request:
     window: DecodeWindow
-    done: trio.Event = field(default_factory=trio.Event)
+    done: anyio.Event = field(default_factory=anyio.Event)
     audio: Audio | None = None
     error: BaseException | None = None
     #: The stream stopped waiting (cancelled): nobody wants this window any more.
@@ -83,7 +84,7 @@ class BatchingDecoder:
         self.max_wait_s = max_wait_ms / 1000
         self.batches_run = 0
         self.windows_decoded = 0
-        self._send, self._receive = trio.open_memory_channel[_Request](math.inf)
+        self._send, self._receive = anyio.create_memory_object_stream[_Request](math.inf)
         self._stack: AsyncExitStack | None = None
 
     @property
@@ -94,9 +95,9 @@ class BatchingDecoder:
         if self._stack is not None:
             raise RuntimeError("BatchingDecoder is already running")
         async with AsyncExitStack() as stack:
-            nursery = await stack.enter_async_context(trio.open_nursery())
-            nursery.start_soon(self._serve)
-            stack.callback(nursery.cancel_scope.cancel)
+            tasks = await stack.enter_async_context(anyio.create_task_group())
+            tasks.start_soon(self._serve)
+            stack.callback(tasks.cancel_scope.cancel)
             self._stack = stack.pop_all()
         return self
 
@@ -115,7 +116,7 @@ class BatchingDecoder:
             while True:
                 try:
                     self._receive.receive_nowait().fail(_closed_error())
-                except trio.WouldBlock:
+                except anyio.WouldBlock:
                     break
 
     async def decode_window(self, window: DecodeWindow) -> Audio:
@@ -146,14 +147,14 @@ class BatchingDecoder:
         expected = self.max_batch  # no history yet: wait for a full batch (or max_wait)
         while True:
             batch[:] = [await self._receive.receive()]
-            with trio.move_on_after(self.max_wait_s):
+            with anyio.move_on_after(self.max_wait_s):
                 while len(batch) < expected:
                     batch.append(await self._receive.receive())
             # Whatever else is queued rides along too.
             while len(batch) < self.max_batch:
                 try:
                     batch.append(self._receive.receive_nowait())
-                except trio.WouldBlock:
+                except anyio.WouldBlock:
                     break
             expected = len(batch)
             groups: dict[tuple[int, int, int], list[_Request]] = {}
@@ -170,7 +171,7 @@ class BatchingDecoder:
         first = group[0].window
         frames: npt.NDArray[np.int64] = np.stack([r.window.frames for r in group])
         try:
-            audio = await trio.to_thread.run_sync(
+            audio = await anyio.to_thread.run_sync(
                 self._decoder.decode_batch, frames, first.latent_start, first.latent_stop
             )
         except Exception as exc:  # noqa: BLE001 - every waiting stream gets the decode's error

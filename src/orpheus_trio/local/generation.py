@@ -1,7 +1,7 @@
-"""Run a blocking generator on a worker thread and consume it from Trio.
+"""Run a blocking generator on a worker thread and consume it from Trio or asyncio.
 
 The generator (token generation, in practice) runs on its own thread and hands
-each item to Trio through a small bounded memory channel, so it never runs far
+each item to the event loop (through AnyIO, so either loop) through a small bounded memory channel, so it never runs far
 ahead of the consumer. When the consumer stops (``aclose``, cancellation, or
 just leaving ``async with``), the thread sees it before producing the next item:
 a blocked hand-over fails at once, and a stop flag is checked between items.
@@ -11,11 +11,15 @@ it returns.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable, Generator
 from types import TracebackType
 from typing import Generic, TypeVar
 
+import anyio
+import anyio.from_thread
+import anyio.lowlevel
 import outcome
 import trio
 
@@ -25,10 +29,11 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 _CONSUMER_GONE = (
-    trio.BrokenResourceError,
-    trio.ClosedResourceError,
-    trio.RunFinishedError,
+    anyio.BrokenResourceError,
+    anyio.ClosedResourceError,
+    anyio.RunFinishedError,
     trio.Cancelled,
+    asyncio.CancelledError,
 )
 
 
@@ -52,9 +57,9 @@ class ThreadedGenerator(Generic[T, R]):
         self._make = make
         self._name = name
         self._join_timeout_s = join_timeout_s
-        self._send, self._receive = trio.open_memory_channel[T](buffer)
+        self._send, self._receive = anyio.create_memory_object_stream[T](buffer)
         self._stop = threading.Event()
-        self._done = trio.Event()
+        self._done = threading.Event()  # set on the loop, by _finish
         self._started = False
         self._outcome: outcome.Outcome[R | None] | None = None
         self._stopped_early = False  # written by the thread before it ends
@@ -74,7 +79,7 @@ class ThreadedGenerator(Generic[T, R]):
         """Whether the worker thread has ended."""
         return self._done.is_set()
 
-    def _produce(self, token: trio.lowlevel.TrioToken) -> R | None:
+    def _produce(self, token: anyio.lowlevel.EventLoopToken) -> R | None:
         generator = self._make()
         try:
             while not self._stop.is_set():
@@ -84,7 +89,7 @@ class ThreadedGenerator(Generic[T, R]):
                     result: R = end.value
                     return result
                 try:
-                    trio.from_thread.run(self._send.send, item, trio_token=token)
+                    anyio.from_thread.run(self._send.send, item, token=token)
                 except _CONSUMER_GONE:
                     break
             self._stop.set()
@@ -98,19 +103,20 @@ class ThreadedGenerator(Generic[T, R]):
         self.stopped_early = self._stopped_early
         self._send.close()
         self._done.set()
+        self._loop_done.set()
 
     def _start(self) -> None:
-        token = trio.lowlevel.current_trio_token()
+        token = anyio.lowlevel.current_token()
+        self._loop_done = anyio.Event()
 
-        def deliver(result: outcome.Outcome[R | None]) -> None:
+        def run() -> None:
+            result = outcome.capture(self._produce, token)
             try:
-                token.run_sync_soon(self._finish, result)
-            except trio.RunFinishedError:
-                pass  # Trio has gone; nobody is left to tell.
+                anyio.from_thread.run_sync(self._finish, result, token=token)
+            except RuntimeError:
+                pass  # the loop has gone; nobody is left to tell.
 
-        trio.lowlevel.start_thread_soon(
-            lambda: self._produce(token), deliver, name=self._name
-        )
+        threading.Thread(target=run, name=self._name, daemon=True).start()
         self._started = True
 
     def __aiter__(self) -> ThreadedGenerator[T, R]:
@@ -123,8 +129,8 @@ class ThreadedGenerator(Generic[T, R]):
             self._start()
         try:
             item = await self._receive.receive()
-        except (trio.EndOfChannel, trio.ClosedResourceError):
-            await self._done.wait()
+        except (anyio.EndOfStream, anyio.ClosedResourceError):
+            await self._loop_done.wait()
             if isinstance(self._outcome, outcome.Error):
                 self._outcome.unwrap()
             raise StopAsyncIteration from None
@@ -137,8 +143,8 @@ class ThreadedGenerator(Generic[T, R]):
         self._receive.close()
         if not self._started:
             return
-        with trio.CancelScope(shield=True), trio.move_on_after(self._join_timeout_s):
-            await self._done.wait()
+        with anyio.move_on_after(self._join_timeout_s, shield=True):
+            await self._loop_done.wait()
 
     async def __aenter__(self) -> ThreadedGenerator[T, R]:
         return self

@@ -32,7 +32,8 @@ from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
-import trio
+import anyio
+import anyio.to_thread
 
 from .snac_decoder import SnacDecoder, float_to_pcm16
 from .tokens import TOKENS_PER_FRAME, FrameAssembler, OnInvalid
@@ -276,7 +277,7 @@ async def pcm_from_tokens(
         frames = assembler.feed_text(token) if isinstance(token, str) else assembler.feed_id(token)
         if len(frames):
             planner.push(frames)
-            while (window := planner.next_window(trio.current_time())) is not None:
+            while (window := planner.next_window(anyio.current_time())) is not None:
                 yield float_to_pcm16(await _decode(decoder, window))
     assembler.close()
     planner.finish()
@@ -286,7 +287,7 @@ async def pcm_from_tokens(
 
 async def _decode(decoder: SnacDecoder | WindowDecoder, window: DecodeWindow) -> Audio:
     if isinstance(decoder, SnacDecoder):
-        audio = await trio.to_thread.run_sync(
+        audio = await anyio.to_thread.run_sync(
             decoder.decode_batch, window.frames[None], window.latent_start, window.latent_stop
         )
         return window.keep(audio[0])

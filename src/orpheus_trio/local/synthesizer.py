@@ -24,7 +24,9 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
 
-import trio
+import anyio
+import anyio.to_thread
+import trio  # its exception types only: raised on either loop
 
 from .._callsite import warn_at_caller
 from ..errors import DeadlineExceeded, TruncatedSpeechWarning
@@ -55,6 +57,10 @@ __all__ = [
 _CLOSED_WHILE_READING = "the audio stream was closed by another task"
 
 
+class _Late(Exception):
+    """The stream's deadline passed during a read (raised as DeadlineExceeded)."""
+
+
 class LocalAudioStream:
     """One utterance being synthesized: ``async for pcm in stream`` yields PCM bytes.
 
@@ -76,7 +82,7 @@ class LocalAudioStream:
             lambda: lm.generate(prompt_ids, params), name="orpheus-llm"
         )
         self._deadline = deadline
-        self._started = trio.current_time()
+        self._started = anyio.current_time()
         self._progress = _Progress()
         # No reference back to this stream: a stream dropped without aclose() is
         # freed at once, and Trio's finalizer closes the generator, which stops the thread.
@@ -124,8 +130,11 @@ class LocalAudioStream:
         self._reading = True
         try:
             try:
-                with trio.fail_at(self._deadline):
+                pcm: bytes | None = None
+                with anyio.CancelScope(deadline=self._deadline):
                     pcm = await self._pcm.__anext__()
+                if pcm is None:  # the deadline cancelled the read
+                    raise _Late
             finally:
                 self._reading = False
         except StopAsyncIteration:
@@ -140,7 +149,7 @@ class LocalAudioStream:
                     TruncatedSpeechWarning,
                 )
             raise
-        except trio.TooSlowError:
+        except _Late:
             await self.aclose()
             raise DeadlineExceeded(
                 f"local synthesis deadline passed after {self.samples} samples"
@@ -152,7 +161,7 @@ class LocalAudioStream:
             await self._pcm.aclose()
             raise trio.ClosedResourceError(_CLOSED_WHILE_READING)
         if self.ttfb_s is None:
-            self.ttfb_s = trio.current_time() - self._started
+            self.ttfb_s = anyio.current_time() - self._started
         self.samples += len(pcm) // 2
         return pcm
 
@@ -169,7 +178,7 @@ class LocalAudioStream:
                 await self._pcm.aclose()
         finally:
             await self._tokens.aclose()
-            self.elapsed_s = trio.current_time() - self._started
+            self.elapsed_s = anyio.current_time() - self._started
             if self._progress.finish_reason is None:
                 self._progress.finish_reason = self._tokens.result or "cancelled"
 
@@ -237,7 +246,7 @@ async def _decode_window(
     decoder = synthesizer.decoder
     audio: Audio
     if isinstance(decoder, SnacDecoder):
-        batch = await trio.to_thread.run_sync(
+        batch = await anyio.to_thread.run_sync(
             decoder.decode_batch,
             window.frames[None],
             window.latent_start,
@@ -398,7 +407,7 @@ class LocalSynthesizer(SpeechSource):
             )
         prompt = self.lm.prompt_ids(text, voice)
         self.lm.check_fits(len(prompt), sampling)
-        deadline = trio.current_time() + limit if limit is not None else math.inf
+        deadline = anyio.current_time() + limit if limit is not None else math.inf
         return LocalAudioStream(self, prompt, sampling, deadline=deadline)
 
     @asynccontextmanager
