@@ -18,6 +18,7 @@ from types import ModuleType
 
 import httpx
 import pytest
+import uvicorn  # the test extra brings it, and fastapi
 from _support_cli import clean_env
 
 from orpheus_trio import DeadlineExceeded, OrpheusTTS
@@ -90,8 +91,6 @@ def test_client_survives_a_second_asyncio_run(threaded_server: StartThreaded) ->
 
 
 def test_fastapi_streaming_response_under_uvicorn(threaded_server: StartThreaded) -> None:
-    pytest.importorskip("fastapi")
-    uvicorn = pytest.importorskip("uvicorn")
     url = threaded_server()
     app = example_module("fastapi_app").create_app([url])
 
