@@ -12,6 +12,7 @@ watchdog, the same idea).
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 
 import httpx
@@ -166,7 +167,15 @@ class _AsyncioConnection(Connection):
             protocol.error = _Closed("the connection was closed")
         protocol.eof = True
         protocol._wake()
-        self.transport.abort()
+        try:
+            self.transport.abort()
+        except RuntimeError:  # its loop is closed (the client moved to a new loop)
+            sock = self.transport.get_extra_info("socket")
+            if sock is not None:
+                try:  # the peer sees the end now; the fd goes with the transport
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
 
     def peer_spoke(self) -> bool:
         protocol = self.protocol

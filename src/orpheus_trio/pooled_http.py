@@ -366,10 +366,7 @@ class PooledTransport(ABC):
         for pool in endpoints.values():
             idle, pool.idle = pool.idle, []
             for connection in idle:
-                try:
-                    connection.close_now()
-                except RuntimeError:
-                    pass  # its loop is closed, and the socket with it
+                connection.close_now()
 
 
 class PooledResponse:
