@@ -170,12 +170,12 @@ class _AsyncioConnection(Connection):
         try:
             self.transport.abort()
         except RuntimeError:  # its loop is closed (the client moved to a new loop)
-            sock = self.transport.get_extra_info("socket")
-            if sock is not None:
-                try:  # the peer sees the end now; the fd goes with the transport
-                    sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+            # asyncio only hands out a TransportSocket wrapper (no close()); the socket
+            # it wraps is closed here, else the fd would stay open until collected.
+            wrapper = self.transport.get_extra_info("socket")
+            sock = getattr(wrapper, "_sock", None)
+            if isinstance(sock, socket.socket):
+                sock.close()
 
     def peer_spoke(self) -> bool:
         protocol = self.protocol
