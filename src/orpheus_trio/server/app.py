@@ -32,6 +32,7 @@ from .config import ServerConfig
 from .engine import (
     CURRENT_REQUEST,
     AbortStream,
+    ChunkLines,
     Engine,
     EngineError,
     Hints,
@@ -519,20 +520,29 @@ class OrpheusApp:
                     if len(piece) % 2:
                         raise RuntimeError(f"engine produced {len(piece)} bytes (odd)")
                     prefix = b"" if ex.started else await self._start_stream(ex)
-                    if ex.first_audio_at is None:
-                        ex.first_audio_at = self.clock()
-                        self.metrics.time_to_first_audio.observe(
-                            ex.first_audio_at - ex.received_at
-                        )
+                    self._mark_first_audio(ex)
                     await ex.write(prefix + encode_chunk(ex.chunks, piece))
                     ex.chunks += 1
                     ex.samples += len(piece) // 2
+                elif isinstance(piece, ChunkLines):
+                    if not piece.chunks:
+                        continue
+                    prefix = b"" if ex.started else await self._start_stream(ex)
+                    self._mark_first_audio(ex)
+                    await ex.write(prefix + piece.data)
+                    ex.chunks += piece.chunks
+                    ex.samples += piece.samples
                 elif isinstance(piece, Hints):
                     prefix = b"" if ex.started else await self._start_stream(ex)
                     await ex.write(prefix + encode_metrics(**piece.values))
                 elif isinstance(piece, RawLine):
                     prefix = b"" if ex.started else await self._start_stream(ex)
                     await ex.write(prefix + piece.data)
+
+    def _mark_first_audio(self, ex: _Exchange) -> None:
+        if ex.first_audio_at is None:
+            ex.first_audio_at = self.clock()
+            self.metrics.time_to_first_audio.observe(ex.first_audio_at - ex.received_at)
 
     async def _start_stream(self, ex: _Exchange) -> bytes:
         """Send the 200 headers; return the opening metrics frame for the first write."""

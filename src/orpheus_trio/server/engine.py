@@ -12,6 +12,9 @@ What an engine's generator may yield:
   Each piece becomes one ``chunk`` frame.
 - :class:`Hints`: routing hints, sent as a ``metrics`` frame (a gateway
   forwards its upstream's hints this way).
+- :class:`ChunkLines`: ``chunk`` lines already encoded and checked, written
+  as they are (a gateway relays its worker's lines this way, without decoding
+  the audio). They must continue the stream's ``seq`` numbering.
 - :class:`RawLine`: bytes written to the body verbatim. Only for fault
   injection (a malformed line); real engines never need it.
 
@@ -51,6 +54,7 @@ __all__ = [
     "CURRENT_REQUEST",
     "SAMPLING_PARAMS",
     "AbortStream",
+    "ChunkLines",
     "Engine",
     "EngineError",
     "Hints",
@@ -73,13 +77,23 @@ class Hints:
 
 
 @dataclass(frozen=True, slots=True)
+class ChunkLines:
+    """``chunks`` whole, valid ``chunk`` lines holding ``samples`` samples in all,
+    numbered on from the stream's chunks so far (see the module docstring)."""
+
+    data: bytes
+    chunks: int
+    samples: int
+
+
+@dataclass(frozen=True, slots=True)
 class RawLine:
     """Bytes written to the response body as they are (fault injection only)."""
 
     data: bytes
 
 
-Piece = bytes | Hints | RawLine
+Piece = bytes | Hints | ChunkLines | RawLine
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import AsyncGenerator, Callable, Sequence
+from contextlib import AsyncExitStack
 from dataclasses import replace
 from typing import Any
 
@@ -27,7 +28,7 @@ import httpx
 import trio
 
 from ..apikey import check_api_key
-from ..client import EndpointSnapshot, OrpheusTTS
+from ..client import AudioStream, EndpointSnapshot, OrpheusTTS
 from ..errors import (
     CircuitOpenError,
     DeadlineExceeded,
@@ -37,10 +38,14 @@ from ..errors import (
 )
 from ..failure import BUSY_STATUS
 from ..options import Hedging
+from ..frames import ChunkLine, ErrorFrame, FrameDecoder, Metrics
+from ..transport import HttpxTransport, Transport
+from ..trio_transport import TrioTransport, warn_verification_off
 from .app import OrpheusApp, create_app
 from .config import ServerConfig
 from .engine import (
     CURRENT_REQUEST,
+    ChunkLines,
     EngineError,
     Hints,
     InvalidParam,
@@ -48,6 +53,7 @@ from .engine import (
     RequestContext,
 )
 from .gateway_metrics import UpstreamMetrics
+from .gateway_relay import CapturedResponse, RelayTransport, capturing, winner_of
 from .gateway_upstreams import UpstreamWatch
 from .run import serve_app
 
@@ -113,14 +119,18 @@ class GatewayEngine:
         request = CURRENT_REQUEST.get()
         streaming = False
         try:
-            async with self.client.open_stream(
-                text,
-                voice,
-                timeout_s=max(remaining, 0.001) if remaining is not None else None,
-                request_id=self._parent_id(request),
-                endpoints=self.upstreams.offering(voice),
-                **forwarded,
-            ) as audio:
+            async with AsyncExitStack() as stack:
+                with capturing() as captured:  # no yield inside: see capturing()
+                    audio = await stack.enter_async_context(
+                        self.client.open_stream(
+                            text,
+                            voice,
+                            timeout_s=max(remaining, 0.001) if remaining is not None else None,
+                            request_id=self._parent_id(request),
+                            endpoints=self.upstreams.offering(voice),
+                            **forwarded,
+                        )
+                    )
                 streaming = True
                 if request is not None:
                     request.log_fields.update(
@@ -131,15 +141,71 @@ class GatewayEngine:
                 self.metrics.time_to_first_audio.labels(
                     upstream=audio.endpoint
                 ).observe(audio.ttfb_s)
-                async for pcm in audio:
-                    yield pcm
-                outcome = {
-                    k: v for k, v in audio.metrics.items() if k not in _GATEWAYS_OWN_METRICS
-                }
+                winner = winner_of(captured, audio.request_id)
+                metrics: dict[str, Any]
+                if winner is None:  # cannot tell which response won: forward its PCM
+                    async for pcm in audio:
+                        yield pcm
+                    metrics = audio.metrics
+                else:
+                    metrics = {}
+                    async for lines in self._relay(winner, audio, metrics):
+                        yield lines
+            outcome = {k: v for k, v in metrics.items() if k not in _GATEWAYS_OWN_METRICS}
             if outcome:  # e.g. finish_reason and truncated: the caller must learn of a cut
                 yield Hints(outcome)
         except (OrpheusError, httpx.HTTPError) as error:
             raise self._redact(upstream_error(error, streaming=streaming)) from error
+
+    async def _relay(
+        self, winner: CapturedResponse, audio: AudioStream, metrics: dict[str, Any]
+    ) -> AsyncGenerator[ChunkLines, None]:
+        """The winner's checked chunk lines, one piece per upstream read.
+
+        A failure is handed back to the client's stream, whose own reading
+        raises it (so its breaker and router count it as for any stream).
+        """
+        decoder = FrameDecoder(max_line_bytes=self.client.max_line_bytes, relay=True)
+        data = winner.take_over()
+        try:
+            while True:
+                lines: list[bytes] = []
+                samples = 0
+                ended_with: ErrorFrame | None = None
+                for frame in decoder.feed(data):
+                    if isinstance(frame, ChunkLine):
+                        lines.append(frame.line)
+                        samples += frame.samples
+                    elif isinstance(frame, Metrics):
+                        metrics.update(frame.values)
+                    elif isinstance(frame, ErrorFrame):
+                        ended_with = frame  # the audio before it still goes out
+                if lines:
+                    yield ChunkLines(b"".join(lines), len(lines), samples)
+                if ended_with is not None:
+                    raise _in_band_error(ended_with, audio.endpoint)
+                if decoder.finished:
+                    break
+                decoder.feed(b"")  # a bad line after good frames in the last read
+                data = await winner.receive_relayed()
+                if not data:
+                    decoder.close()  # raises: the body ended without eos or error
+        except (OrpheusError, httpx.HTTPError) as error:
+            winner.fail(error)
+            async for _ in audio:  # the client's stream raises it (or an equivalent)
+                pass
+            raise
+        await self._read_body_end(winner)
+
+    async def _read_body_end(self, winner: CapturedResponse) -> None:
+        """After ``eos``, read the HTTP body's end, so the connection can be reused."""
+        with trio.move_on_after(self.client.close_timeout_s):
+            try:
+                while data := await winner.receive_relayed():
+                    if data.strip():
+                        return  # junk after eos: the client closes the connection
+            except (httpx.HTTPError, OSError, trio.BrokenResourceError):
+                return  # the audio is complete; the connection is dropped
 
     def _parent_id(self, request: RequestContext | None) -> str | None:
         """The caller's id, cut so that ``<id>.<n>`` still fits a worker's limit
@@ -257,6 +323,13 @@ def upstream_error(error: Exception, *, streaming: bool) -> EngineError:
     return EngineError("upstream_error", f"upstream failed: {error!r}", status=502)
 
 
+def _in_band_error(frame: ErrorFrame, endpoint: str) -> ServiceError:
+    """What the client raises for the same in-band error frame."""
+    if frame.code == "deadline_exceeded":
+        return DeadlineExceeded(frame.message, endpoint=endpoint)
+    return ServiceError(frame.code, frame.message, endpoint=endpoint)
+
+
 def _redactor(secret: str | None) -> Callable[[EngineError], EngineError]:
     """Blank ``secret`` out of the worker's words passed on to callers (a worker
     or a proxy in front of it may echo the key it was sent)."""
@@ -291,6 +364,48 @@ def _refused_param(response: httpx.Response) -> str | None:
     return param if isinstance(param, str) else None
 
 
+#: Client options that shape the transport a client makes for itself.
+_TRANSPORT_OPTIONS = (
+    "connect_timeout_s",
+    "read_timeout_s",
+    "max_connections_per_endpoint",
+    "ssl_context",
+    "verify",
+)
+
+
+def _with_relay_transport(options: dict[str, Any]) -> dict[str, Any]:
+    """The client's options with its transport wrapped in a :class:`RelayTransport`.
+
+    The gateway makes the transport the client would have made from the same
+    options (and closes it), or wraps the one it was given (and leaves it open).
+    """
+    options = dict(options)
+    given = options.pop("transport", None)
+    if given is not None and not isinstance(given, str):
+        options["transport"] = RelayTransport(given, owns_inner=False)
+        return options
+    if given not in (None, "trio", "httpx"):
+        options["transport"] = given  # the client says what is wrong with it
+        return options
+    settings = {k: options.pop(k) for k in _TRANSPORT_OPTIONS if k in options}
+    ssl_context = settings.pop("ssl_context", None)
+    verify = bool(settings.pop("verify", True))
+    if ssl_context is not None and not verify:
+        raise ValueError("give ssl_context or verify=False, not both")
+    inner: Transport
+    if given == "httpx":
+        if not verify:
+            warn_verification_off()
+        inner = HttpxTransport(
+            **settings, verify=ssl_context if ssl_context is not None else verify
+        )
+    else:
+        inner = TrioTransport(**settings, ssl_context=ssl_context, verify=verify)
+    options["transport"] = RelayTransport(inner, owns_inner=True)
+    return options
+
+
 def _finite_or_none(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
@@ -318,22 +433,22 @@ class Gateway:
         self.config = config
         if upstream_api_key is not None:  # named as the gateway's user knows it
             check_api_key(upstream_api_key, "upstream_api_key")
+        ssl_context = client_options.get("ssl_context")
+        verify = ssl_context or bool(client_options.get("verify", True))
         client = OrpheusTTS(
             upstreams,
             api_key=upstream_api_key,
             hedge_ttfb_ms=hedge_ttfb_ms,
             endpoint_fault_status=_WORKERS_FAULT_STATUS,
             truncation_warning=False,  # passed on to the caller in-band instead
-            **client_options,
+            **_with_relay_transport(client_options),
         )
-        ssl_context = client_options.get("ssl_context")
         watch = UpstreamWatch(
             client.base_urls,
             api_key=upstream_api_key,
             interval_s=health_interval_s,
             timeout_s=health_timeout_s,
-            # The poll trusts what the requests trust.
-            verify=ssl_context or bool(client_options.get("verify", True)),
+            verify=verify,  # the poll trusts what the requests trust
         )
         self.engine = GatewayEngine(client, watch, upstream_api_key=upstream_api_key)
         self.app: OrpheusApp = create_app(
