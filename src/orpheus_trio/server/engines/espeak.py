@@ -33,6 +33,7 @@ from ..engine import (
     InvalidParam,
     Piece,
     require_int,
+    unknown_param,
     validate_sampling_param,
 )
 
@@ -173,7 +174,7 @@ class EspeakEngine:
             elif key == "pitch":
                 out[key] = require_int(key, value, low=0, high=100)
             else:
-                raise InvalidParam(key, "unknown parameter")
+                raise unknown_param(key, SAMPLING_PARAMS | {"timeout_s", "rate", "pitch"})
         return out
 
     async def synthesize(
