@@ -792,20 +792,25 @@ def _echoing(status: int, code: str, message: str) -> bytes:
 
 
 @pytest.mark.parametrize(
-    "answer",
+    ("answer", "kept"),
     [
-        _echoing(401, "unauthorized", "bad token 'worker-secret'"),
-        _echoing(400, "invalid_param", "bad token 'worker-secret'"),
-        ndjson_answer(
-            [
-                _ONE_CHUNK[0],
-                {"type": "error", "code": "engine_error", "message": "worker-secret!"},
-            ]
+        # Only a 400/413's message reaches the caller (it says what to fix); for
+        # anything else the gateway writes its own words, naming the status and code.
+        (_echoing(401, "unauthorized", "bad token 'worker-secret'"), "401 unauthorized"),
+        (_echoing(400, "invalid_param", "bad token 'worker-secret'"), "bad token"),
+        (
+            ndjson_answer(
+                [
+                    _ONE_CHUNK[0],
+                    {"type": "error", "code": "engine_error", "message": "worker-secret!"},
+                ]
+            ),
+            "engine_error",
         ),
     ],
 )
 async def test_a_worker_echoing_the_upstream_key_does_not_pass_it_to_callers(
-    nursery: trio.Nursery, answer: bytes
+    nursery: trio.Nursery, answer: bytes, kept: str
 ) -> None:
     url = await start_scripted_worker(nursery, answer)
     gw = await start_gateway(
@@ -814,6 +819,6 @@ async def test_a_worker_echoing_the_upstream_key_does_not_pass_it_to_callers(
     response = await post_tts(gw.base_url, {"text": "x"})
     assert response.status_code in (200, 400, 502)
     assert "worker-secret" not in response.text
-    assert "bad token" in response.text or "!" in response.text  # the rest is kept
+    assert kept in response.text
     engine = gw.gateway.engine
     assert "worker-secret" not in repr((vars(engine), vars(engine.upstreams)))
