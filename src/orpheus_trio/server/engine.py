@@ -173,12 +173,12 @@ class Engine(Protocol):
 
 def shown_value(value: Any) -> str:
     """``repr(value)`` for an error message, cut short (a huge number says how long it is)."""
-    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**20:
-        return f"an integer of about {value.bit_length() * 30103 // 100000 + 1} digits"
     try:
         shown = repr(value)
     except ValueError:  # past Python's digit limit for int to str
         return "an integer with too many digits"
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**20:
+        return f"an integer of {len(shown.lstrip('-'))} digits"
     return shown if len(shown) <= 80 else f"{shown[:77]}..."
 
 

@@ -57,6 +57,7 @@ from ..engine import (
     require_bool,
     require_int,
     require_number,
+    shown_value,
     unknown_param,
     validate_sampling_param,
 )
@@ -213,7 +214,7 @@ class SyntheticEngine:
     def _check(self, voice: str | None, params: dict[str, Any]) -> dict[str, Any]:
         if voice is not None and voice not in VOICES:
             raise InvalidParam(
-                "voice", f"unknown voice {voice!r}; valid: {', '.join(VOICES)}"
+                "voice", f"unknown voice {shown_value(voice)}; valid: {', '.join(VOICES)}"
             )
         out: dict[str, Any] = {}
         for key, value in params.items():
