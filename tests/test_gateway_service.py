@@ -822,3 +822,18 @@ async def test_a_worker_echoing_the_upstream_key_does_not_pass_it_to_callers(
     assert kept in response.text
     engine = gw.gateway.engine
     assert "worker-secret" not in repr((vars(engine), vars(engine.upstreams)))
+
+
+async def test_health_polls_log_no_httpx_line_but_other_httpx_use_still_does(
+    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="httpx")
+    worker = await start_worker(nursery)
+    gw = await start_gateway(nursery, [worker.base_url], health_interval_s=0.02)
+    polled = gw.gateway.engine.upstreams.statuses[worker.base_url]
+    await trio.sleep(0.3)  # about 15 polls
+    assert gw.gateway.engine.upstreams.statuses[worker.base_url] is not polled
+    assert not [r for r in caplog.records if "/v1/system" in r.getMessage()]
+    async with httpx.AsyncClient() as http:  # outside the poller: httpx logs as usual
+        await http.get(worker.base_url + "/v1/system")
+    assert [r for r in caplog.records if "/v1/system" in r.getMessage()]
