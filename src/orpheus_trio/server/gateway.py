@@ -429,7 +429,7 @@ def _redacted_error(redact: Callable[[str], str]) -> Callable[[EngineError], Eng
 
 def _sane_retry_after(seconds: float | None) -> float | None:
     """A worker's ``Retry-After``, capped, or ``None`` when it is no number of seconds to wait."""
-    if seconds is None or not seconds >= 0:  # NaN too
+    if seconds is None or not math.isfinite(seconds) or seconds < 0:
         return None
     return min(seconds, MAX_RETRY_AFTER_S)
 
