@@ -9,7 +9,10 @@ Each stream is 2.5 s of audio (25 chunks of 2400 samples) at full speed, 1 and
 
 - ``added first audio``: median time to first chunk through the gateway minus direct.
 - ``gateway CPU/stream``: the gateway process's CPU time per stream (the cost of
-  forwarding: the upstream client, decoding and re-framing).
+  forwarding: its HTTP server side, the upstream client, checking and relaying
+  the worker's chunk lines). Targets (issue 18): at most half the worker's, at
+  1 and 32 streams; added first audio at most 2 ms at 1 stream and 25% of the
+  direct p50 at 32.
 
     .venv/bin/python bench/gateway.py [--quick] [--json PATH]
 """

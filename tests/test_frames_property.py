@@ -20,8 +20,10 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from orpheus_trio.errors import IncompleteStreamError, ProtocolError
+from orpheus_trio._frame_rules import parse_line
 from orpheus_trio.frames import (
     Chunk,
+    ChunkLine,
     EndOfStream,
     ErrorFrame,
     Frame,
@@ -271,3 +273,66 @@ def test_what_arrives_before_the_error_does_not_depend_on_the_split(
     whole = sticky_outcome(PythonFrameDecoder, [body], limit)
     assert sticky_outcome(cls, first, limit) == whole
     assert sticky_outcome(cls, second, limit) == whole
+
+
+def relayed_as_decoded(result: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A relaying run's outcome with each ChunkLine read back into its Chunk."""
+    frames = []
+    for frame in result[0]:
+        if isinstance(frame, ChunkLine):
+            assert frame.line.startswith(b'{"type":"chunk","seq":%d,' % frame.seq)
+            chunk = parse_line(frame.line.removesuffix(b"\n"), 1)
+            assert isinstance(chunk, Chunk) and len(chunk.pcm) // 2 == frame.samples
+            frames.append(chunk)
+        else:
+            frames.append(frame)
+    return (frames, *result[1:])
+
+
+@pytest.mark.parametrize("cls", DECODERS, ids=[c.__name__ for c in DECODERS])
+@PROPERTY_SETTINGS
+@given(data=st.data(), body=corrupted_streams(), limit=limit_strategy)
+def test_relaying_checks_what_decoding_checks_and_hands_on_the_same_audio(
+    cls: Any, data: st.DataObject, body: bytes, limit: int
+) -> None:
+    """A relaying decoder accepts and refuses exactly what the decoding one does,
+    at the same line, and each line it hands on holds that chunk's audio."""
+    pieces = split_at(body, data.draw(cuts_for(body)))
+    relayed = outcome(cls, pieces, max_line_bytes=limit, relay=True)
+    assert relayed_as_decoded(relayed) == outcome(
+        PythonFrameDecoder, pieces, max_line_bytes=limit
+    )
+    assert not any(isinstance(frame, Chunk) for frame in relayed[0])
+
+
+@needs_cython
+@PROPERTY_SETTINGS
+@given(data=st.data(), body=corrupted_streams(), limit=limit_strategy)
+def test_decoders_relay_the_same_lines(
+    data: st.DataObject, body: bytes, limit: int
+) -> None:
+    pieces = split_at(body, data.draw(cuts_for(body)))
+    python, fast = DECODERS
+    assert outcome(fast, pieces, max_line_bytes=limit, relay=True) == outcome(
+        python, pieces, max_line_bytes=limit, relay=True
+    )
+
+
+@pytest.mark.parametrize("cls", DECODERS, ids=[c.__name__ for c in DECODERS])
+def test_a_plain_line_is_relayed_byte_for_byte_and_others_in_the_plain_form(
+    cls: Any,
+) -> None:
+    pcm = bytes(range(200))
+    plain = encode_chunk(0, pcm)
+    # Non-zero unused bits in the last base64 digit: still the plain form, kept as it is.
+    odd_bits = b'{"type":"chunk","seq":1,"audio":"AAD="}'
+    spaced = b'{"type": "chunk", "seq": 2, "audio": "%s", "note": 1}' % (
+        pybase64.b64encode(pcm)
+    )
+    body = plain + odd_bits + b"\r\n" + spaced + b"\n"
+    frames = cls(relay=True).feed(body)
+    assert frames == [
+        ChunkLine(0, plain, 100),
+        ChunkLine(1, odd_bits + b"\n", 1),
+        ChunkLine(2, encode_chunk(2, pcm), 100),
+    ]

@@ -23,7 +23,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from orpheus_trio.errors import IncompleteStreamError, ProtocolError
+from orpheus_trio._frame_rules import parse_line
 from orpheus_trio.frames import (
+    Chunk,
+    ChunkLine,
     PythonFrameDecoder,
     encode_chunk,
     encode_eos,
@@ -42,9 +45,11 @@ needs_two = pytest.mark.skipif(
 )
 
 
-def outcome(cls: Any, pieces: list[bytes], max_line_bytes: int) -> tuple[Any, ...]:
+def outcome(
+    cls: Any, pieces: list[bytes], max_line_bytes: int, *, relay: bool = False
+) -> tuple[Any, ...]:
     """Everything observable about one decode: frames, error, counters."""
-    decoder = cls(max_line_bytes=max_line_bytes)
+    decoder = cls(max_line_bytes=max_line_bytes, relay=relay)
     frames: list[Any] = []
     error: Any = None
     try:
@@ -76,6 +81,26 @@ def check(data: bytes, cuts: list[int], max_line_bytes: int) -> None:
     # Feeding all at once or in pieces gives the same frames, error and counters:
     # every frame before the first bad line arrives, whatever the split.
     assert outcome(PythonFrameDecoder, [data], max_line_bytes) == results[0]
+    # Relaying: the same checks, and each chunk's line holds that chunk's audio.
+    relayed = [outcome(cls, pieces, max_line_bytes, relay=True) for cls in DECODERS]
+    for other in relayed[1:]:
+        assert other == relayed[0]
+    assert_relays(results[0], relayed[0])
+
+
+def assert_relays(decoded: tuple[Any, ...], relayed: tuple[Any, ...]) -> None:
+    """A relaying decode is the decoding one with every Chunk as its plain line."""
+    assert relayed[1:] == decoded[1:]  # the same error and counters
+    assert len(relayed[0]) == len(decoded[0])
+    for got, want in zip(relayed[0], decoded[0], strict=True):
+        if isinstance(want, Chunk):
+            assert isinstance(got, ChunkLine)
+            assert (got.seq, got.samples) == (want.seq, len(want.pcm) // 2)
+            assert got.line.endswith(b"\n") and got.line.count(b"\n") == 1
+            assert got.line.startswith(b'{"type":"chunk","seq":%d,"audio":"' % want.seq)
+            assert parse_line(got.line[:-1], 1) == want  # the same audio
+        else:
+            assert got == want
 
 
 cuts_strategy = st.lists(st.integers(0, 4096), max_size=8)

@@ -7,6 +7,7 @@ from functools import partial
 from typing import Any
 
 import httpx
+import pybase64
 import pytest
 import trio
 from _support_gateway import (
@@ -14,6 +15,7 @@ from _support_gateway import (
     engine_of,
     post_tts,
     start_gateway,
+    start_scripted_worker,
     start_worker,
     wait_until,
 )
@@ -282,3 +284,53 @@ async def test_a_fault_after_audio_is_an_error_frame_with_no_mixed_audio(
     await wait_until(
         lambda: all(s.in_flight == 0 for s in gw.gateway.engine.client.endpoints())
     )
+
+
+def _plain_answer(body: bytes) -> bytes:
+    return (
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/x-ndjson\r\n"
+        b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body)
+    )
+
+
+async def test_the_winners_chunk_lines_are_relayed_byte_for_byte(
+    nursery: trio.Nursery,
+) -> None:
+    """The gateway writes the worker's checked chunk lines on as they came: a
+    line whose last base64 digit has non-zero spare bits (valid, decoding to the
+    same PCM) comes out unchanged, where decoding and encoding again would
+    write the canonical digit."""
+    lines = [
+        b'{"type":"chunk","seq":0,"audio":"AAD="}\n',  # canonical: "AAA="
+        b'{"type":"chunk","seq":1,"audio":"%s"}\n' % pybase64.b64encode(bytes(range(256)) * 8),
+    ]
+    url = await start_scripted_worker(
+        nursery, _plain_answer(b"".join(lines) + b'{"type":"eos","chunks":2,"samples":1025}\n')
+    )
+    gw = await start_gateway(nursery, [url], hedge_ttfb_ms=None)
+    response = await post_tts(gw.base_url, {"text": "x"})
+    assert response.status_code == 200
+    for line in lines:
+        assert line in response.content
+    frames = parse_frames(response.content)
+    assert frames[-1] == {"type": "eos", "chunks": 2, "samples": 1025}
+    assert audio_of(frames) == [b"\x00\x00", bytes(range(256)) * 8]
+
+
+async def test_a_bad_line_after_relayed_audio_is_never_forwarded(
+    nursery: trio.Nursery,
+) -> None:
+    good = b'{"type":"chunk","seq":0,"audio":"AAAAAA=="}\n'
+    for bad in (
+        b'{"type":"chunk","seq":2,"audio":"AAAAAA=="}\n',  # seq skips one
+        b'{"type":"chunk","seq":1,"audio":"AAA"}\n',  # not strict base64
+        b'{"type":"eos","chunks":1,"samples":5}\n',  # totals do not match
+        b'{"type":"chunk","seq":1,"audio":"AAAA"}\n',  # an odd byte count
+    ):
+        url = await start_scripted_worker(nursery, _plain_answer(good + bad))
+        gw = await start_gateway(nursery, [url], hedge_ttfb_ms=None)
+        response = await post_tts(gw.base_url, {"text": "x"})
+        frames = parse_frames(response.content)
+        assert [f["type"] for f in frames] == ["metrics", "chunk", "error"], bad
+        assert bad not in response.content
+        assert audio_of(frames) == [bytes(4)]

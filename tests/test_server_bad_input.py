@@ -256,3 +256,17 @@ async def test_server_still_serves_after_a_barrage_of_bad_requests(
     response = await post(server.base_url, json={"text": "still alive", "chunks": 1})
     assert response.status_code == 200
     assert parse_frames(response.content)[-1]["type"] == "eos"
+
+
+async def test_an_unknown_parameter_names_every_one_the_engine_takes(
+    start_server: StartServer,
+) -> None:
+    server = await start_server()
+    response = await post(server.base_url, json={"text": "a", "frobnicate": 1})
+    message = error_of(response)["message"]
+    listed = message.split("this engine takes: ", 1)[1].split(", ")
+    assert {"chunks", "temperature", "timeout_s", "seed"} <= set(listed)
+    for name in listed:  # each one it names is one it knows
+        response = await post(server.base_url, json={"text": "a", name: "?"})
+        if response.status_code != 200:  # a string is a valid fail_code
+            assert "unknown parameter" not in error_of(response)["message"], name

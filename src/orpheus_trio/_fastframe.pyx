@@ -5,11 +5,13 @@ Plain chunk lines, exactly ``{"type":"chunk","seq":N,"audio":"..."}``, are read
 in place: ``memchr`` finds the line end, the fixed head and ``N`` are checked
 byte by byte, and pybase64 (SIMD, ``validate=True``) decodes the audio straight
 out of the received buffer. Any other line, and any plain-looking chunk line
-whose audio pybase64 refuses, is handed to ``frames._parse_line``, the exact
-reference reading, so every error comes from the reference code. Line splitting,
+whose audio pybase64 refuses, is handed to ``_frame_rules.parse_line``, the exact
+reference reading, so every error comes from the shared rules. Line splitting,
 the line limit, the stream rules and the error rule (frames completed before a
 bad line are returned, the next call raises) mirror the reference decoder
-statement by statement; the property tests hold the two together.
+statement by statement; the property tests hold the two together. With
+``relay=True`` a plain chunk line is checked the same way (its decoded audio
+dropped) and handed on as a copy of its bytes.
 """
 
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize
@@ -20,18 +22,23 @@ from libc.string cimport memchr, memcmp, memcpy
 
 import pybase64
 
+from orpheus_trio._frame_rules import (
+    DEFAULT_MAX_LINE_BYTES,
+    Chunk as _Chunk,
+    ChunkLine as _ChunkLine,
+    EndOfStream as _EndOfStream,
+    ErrorFrame as _ErrorFrame,
+    after_end_error as _after_end_error,
+    check_max_line_bytes as _check_max_line_bytes,
+    incomplete_error as _incomplete_error,
+    parse_line as _parse_line,
+    seq_error as _seq_error,
+    too_long_error as _too_long_error,
+    totals_error as _totals_error,
+)
 from orpheus_trio.errors import ProtocolError
 
-#: Same as ``frames.DEFAULT_MAX_LINE_BYTES`` (frames imports this module, so it cannot be imported here).
-DEFAULT_MAX_LINE_BYTES = 4 * 1024 * 1024
-
 cdef object _b64decode = pybase64.b64decode
-
-# Bound from orpheus_trio.frames on first use: frames imports this module at its end.
-cdef bint _bound = False
-cdef object _Chunk, _EndOfStream, _ErrorFrame, _parse_line
-cdef object _too_long_error, _seq_error, _totals_error, _after_end_error, _incomplete_error
-cdef object _check_max_line_bytes
 
 cdef const char* _CHUNK_HEAD = b'{"type":"chunk","seq":'
 cdef Py_ssize_t _CHUNK_HEAD_LEN = 22
@@ -43,24 +50,13 @@ cdef Py_ssize_t _KEEP_BUFFER_BYTES = 1 << 20
 cdef int _MAX_SEQ_DIGITS = 18
 
 
-cdef int _bind() except -1:
-    global _bound, _Chunk, _EndOfStream, _ErrorFrame, _parse_line
-    global _too_long_error, _seq_error, _totals_error, _after_end_error, _incomplete_error
-    global _check_max_line_bytes
-    from orpheus_trio import frames
-
-    _Chunk = frames.Chunk
-    _EndOfStream = frames.EndOfStream
-    _ErrorFrame = frames.ErrorFrame
-    _parse_line = frames._parse_line
-    _too_long_error = frames._too_long_error
-    _seq_error = frames._seq_error
-    _totals_error = frames._totals_error
-    _after_end_error = frames._after_end_error
-    _incomplete_error = frames._incomplete_error
-    _check_max_line_bytes = frames._check_max_line_bytes
-    _bound = True
-    return 0
+cdef bytes _terminated(const char* line, Py_ssize_t length):
+    """A copy of the line with its ``\\n`` (what a relaying decoder hands on)."""
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, length + 1)
+    cdef char* p = PyBytes_AS_STRING(out)
+    memcpy(p, line, length)
+    p[length] = c'\n'
+    return out
 
 
 cdef inline bint _is_blank_byte(char c) noexcept nogil:
@@ -71,6 +67,7 @@ cdef class FastFrameDecoder:
     """Cython twin of ``frames.PythonFrameDecoder``; see its docstring for the rules."""
 
     cdef readonly object max_line_bytes
+    cdef readonly bint relay
     cdef Py_ssize_t _limit
     cdef bytearray _pending  # holds the unterminated line so far in its first _held bytes
     cdef Py_ssize_t _held
@@ -81,11 +78,10 @@ cdef class FastFrameDecoder:
     cdef bint _closed
     cdef object _failure
 
-    def __init__(self, max_line_bytes=DEFAULT_MAX_LINE_BYTES):
-        if not _bound:
-            _bind()
+    def __init__(self, max_line_bytes=DEFAULT_MAX_LINE_BYTES, *, relay=False):
         _check_max_line_bytes(max_line_bytes)
         self.max_line_bytes = max_line_bytes
+        self.relay = bool(relay)
         # A limit beyond the address space is no limit at all.
         self._limit = min(max_line_bytes, (<Py_ssize_t>1) << 62)
         self._pending = bytearray()
@@ -223,7 +219,9 @@ cdef class FastFrameDecoder:
                 break
         else:
             return 0
-        frame = _parse_line(PyBytes_FromStringAndSize(base + start, end - start), lineno)
+        frame = _parse_line(
+            PyBytes_FromStringAndSize(base + start, end - start), lineno, self.relay
+        )
         if frame is None:
             return 0
         if type(frame) is _Chunk:
@@ -231,6 +229,11 @@ cdef class FastFrameDecoder:
                 raise _seq_error(self._chunks, frame.seq, lineno)
             self._chunks += 1
             self._samples += len(frame.pcm) // 2
+        elif type(frame) is _ChunkLine:
+            if frame.seq != self._chunks:
+                raise _seq_error(self._chunks, frame.seq, lineno)
+            self._chunks += 1
+            self._samples += frame.samples
         elif type(frame) is _EndOfStream:
             if frame.chunks != self._chunks or frame.samples != self._samples:
                 raise _totals_error(self._chunks, self._samples, frame, lineno)
@@ -277,7 +280,10 @@ cdef class FastFrameDecoder:
             raise _seq_error(self._chunks, seq, lineno)
         self._chunks += 1
         self._samples += pcm_len >> 1
-        frames.append(_Chunk(seq, pcm))
+        if self.relay:
+            frames.append(_ChunkLine(seq, _terminated(line, length), pcm_len >> 1))
+        else:
+            frames.append(_Chunk(seq, pcm))
         return True
 
     cdef int _check_trailing(self, const char* base, Py_ssize_t start, Py_ssize_t size) except -1:

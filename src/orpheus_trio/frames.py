@@ -1,4 +1,7 @@
-"""The v1 NDJSON frames: typed frame objects, the encoder, and the sans-IO decoder.
+"""The v1 NDJSON frames: typed frame objects, the encoders, and the sans-IO decoder.
+
+The frame objects and the rules both decoders share are defined in
+``_frame_rules`` and exported from here.
 
 The decoder has h11's shape: bytes in (``feed``), frames out, explicit state,
 no I/O. The pure-Python decoder here is the reference; ``_fastframe`` (Cython)
@@ -11,17 +14,32 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
-import pybase64
-
-from .errors import IncompleteStreamError, ProtocolError
+from ._frame_rules import (
+    DEFAULT_MAX_LINE_BYTES,
+    Chunk,
+    ChunkLine,
+    EndOfStream,
+    ErrorFrame,
+    Frame,
+    Metrics,
+    after_end_error,
+    check_max_line_bytes,
+    encode_chunk,
+    incomplete_error,
+    parse_line,
+    seq_error,
+    too_long_error,
+    totals_error,
+)
+from .errors import ProtocolError
 
 __all__ = [
     "BACKEND",
     "DEFAULT_MAX_LINE_BYTES",
     "Chunk",
+    "ChunkLine",
     "EndOfStream",
     "ErrorFrame",
     "Frame",
@@ -35,53 +53,8 @@ __all__ = [
     "encode_metrics",
 ]
 
-#: Longest NDJSON line a decoder accepts by default (4 MiB), terminator excluded.
-DEFAULT_MAX_LINE_BYTES = 4 * 1024 * 1024
-
-
-@dataclass(slots=True)
-class Chunk:
-    """Audio: ``seq`` counts from 0; ``pcm`` is s16le mono 24 kHz, even length."""
-
-    seq: int
-    pcm: bytes
-
-
-@dataclass(slots=True)
-class Metrics:
-    """Routing hints (``queue_depth``, ``inflight``, ``capacity``, ``ttfb_ms``, ...)."""
-
-    values: dict[str, Any]
-
-
-@dataclass(slots=True)
-class EndOfStream:
-    """The stream ended normally after ``chunks`` chunks holding ``samples`` samples."""
-
-    chunks: int
-    samples: int
-
-
-@dataclass(slots=True)
-class ErrorFrame:
-    """The stream ended with an in-band error."""
-
-    code: str
-    message: str
-
-
-Frame = Chunk | Metrics | EndOfStream | ErrorFrame
-
-
 def _line(obj: dict[str, Any]) -> bytes:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
-
-
-def encode_chunk(seq: int, pcm: bytes) -> bytes:
-    """One ``chunk`` line, newline included."""
-    if len(pcm) % 2:
-        raise ValueError(f"PCM must hold whole 16-bit samples, got {len(pcm)} bytes")
-    return b'{"type":"chunk","seq":%d,"audio":"%s"}\n' % (seq, pybase64.b64encode(pcm))
 
 
 def encode_metrics(**values: Any) -> bytes:
@@ -101,169 +74,14 @@ def encode_error(code: str, message: str) -> bytes:
 
 # --- Decoding -----------------------------------------------------------------
 #
-# Rules shared by both decoders live in the functions below (JSON loading, field
-# checks, every error message), so the Cython decoder raises exactly what this
-# module raises: it calls them for every line outside its fast path.
+# The rules both decoders share (JSON loading, field checks, every error
+# message) live in ``_frame_rules``, so the Cython decoder raises exactly what
+# this one raises: it calls them for every line outside its fast path.
 
 #: Bytes a blank line may hold (its ``\n`` aside).
 _BLANK = b" \t\r"
 _WHITESPACE = b" \t\r\n"
 _CR = 13
-
-_JSON_TYPE_NAMES: dict[type, str] = {
-    dict: "an object",
-    list: "an array",
-    str: "a string",
-    int: "an integer",
-    float: "a number",
-    bool: "a boolean",
-    type(None): "null",
-}
-
-
-def _json_type(value: object) -> str:
-    return _JSON_TYPE_NAMES.get(type(value), type(value).__name__)
-
-
-def _reject_constant(name: str) -> NoReturn:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def _load_json(line: bytes, lineno: int) -> Any:
-    """Parse one line as strict JSON (UTF-8, no NaN/Infinity)."""
-    try:
-        text = line.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ProtocolError(
-            f"line is not valid UTF-8 ({exc.reason} at byte {exc.start})", lineno
-        ) from None
-    try:
-        return json.loads(text, parse_constant=_reject_constant)
-    except json.JSONDecodeError as exc:
-        raise ProtocolError(
-            f"invalid JSON: {exc.msg} (column {exc.colno})", lineno
-        ) from None
-    except ValueError as exc:
-        raise ProtocolError(f"invalid JSON: {exc}", lineno) from None
-    except RecursionError:
-        raise ProtocolError("invalid JSON: nested too deeply", lineno) from None
-
-
-def _str_field(obj: dict[str, Any], name: str, kind: str, lineno: int) -> str:
-    value = obj.get(name)
-    if isinstance(value, str):
-        return value
-    raise _field_error(obj, name, kind, "a string", lineno)
-
-
-def _int_field(obj: dict[str, Any], name: str, kind: str, lineno: int) -> int:
-    value = obj.get(name)
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    raise _field_error(obj, name, kind, "an integer", lineno)
-
-
-def _field_error(
-    obj: dict[str, Any], name: str, kind: str, expected: str, lineno: int
-) -> ProtocolError:
-    if name not in obj:
-        return ProtocolError(f"{kind} frame has no {name!r} field", lineno)
-    return ProtocolError(
-        f"{kind} field {name!r} must be {expected}, got {_json_type(obj[name])}", lineno
-    )
-
-
-def _frame_from_object(obj: Any, lineno: int) -> Frame | None:
-    """Check one parsed line's fields; ``None`` for a frame type this version does not know."""
-    if not isinstance(obj, dict):
-        raise ProtocolError(
-            f"frame must be a JSON object, got {_json_type(obj)}", lineno
-        )
-    kind = _str_field(obj, "type", "the", lineno)
-    if kind == "chunk":
-        seq = _int_field(obj, "seq", kind, lineno)
-        audio = _str_field(obj, "audio", kind, lineno)
-        try:
-            pcm = pybase64.b64decode(audio, validate=True)
-        except ValueError:
-            raise ProtocolError(
-                "chunk field 'audio' is not strict base64 (only A-Z a-z 0-9 + /, '=' padding required)",
-                lineno,
-            ) from None
-        if len(pcm) % 2:
-            raise ProtocolError(
-                f"chunk audio holds {len(pcm)} bytes, not a whole number of 16-bit samples",
-                lineno,
-            )
-        return Chunk(seq, pcm)
-    if kind == "metrics":
-        return Metrics({key: value for key, value in obj.items() if key != "type"})
-    if kind == "eos":
-        return EndOfStream(
-            _int_field(obj, "chunks", kind, lineno),
-            _int_field(obj, "samples", kind, lineno),
-        )
-    if kind == "error":
-        return ErrorFrame(
-            _str_field(obj, "code", kind, lineno),
-            _str_field(obj, "message", kind, lineno),
-        )
-    return None
-
-
-def _parse_line(line: bytes, lineno: int) -> Frame | None:
-    """The exact (reference) reading of one non-blank line, its terminator removed."""
-    return _frame_from_object(_load_json(line, lineno), lineno)
-
-
-def _too_long_error(max_line_bytes: int, lineno: int) -> ProtocolError:
-    return ProtocolError(
-        f"line longer than the limit of {max_line_bytes} bytes", lineno
-    )
-
-
-def _seq_error(expected: int, got: int, lineno: int) -> ProtocolError:
-    return ProtocolError(
-        f"chunk seq out of order: expected {expected}, got {got}", lineno
-    )
-
-
-def _totals_error(
-    chunks: int, samples: int, eos: EndOfStream, lineno: int
-) -> ProtocolError:
-    return ProtocolError(
-        f"eos totals do not match the stream: expected chunks={chunks} samples={samples} "
-        f"(what arrived), got chunks={eos.chunks} samples={eos.samples}",
-        lineno,
-    )
-
-
-def _after_end_error(lineno: int) -> ProtocolError:
-    return ProtocolError("data after end of stream", lineno)
-
-
-def _incomplete_error(pending_line: int | None, chunks: int) -> IncompleteStreamError:
-    if pending_line is not None:
-        return IncompleteStreamError(
-            f"stream ended inside line {pending_line} (no terminating newline) "
-            f"without an eos or error frame, after {chunks} chunks",
-            chunks_received=chunks,
-        )
-    return IncompleteStreamError(
-        f"stream ended without an eos or error frame, after {chunks} chunks",
-        chunks_received=chunks,
-    )
-
-
-def _check_max_line_bytes(max_line_bytes: int) -> None:
-    if (
-        isinstance(max_line_bytes, bool)
-        or not isinstance(max_line_bytes, int)
-        or max_line_bytes < 1
-    ):
-        raise ValueError(
-            f"max_line_bytes must be a positive integer, got {max_line_bytes!r}"
-        )
 
 
 class PythonFrameDecoder:
@@ -293,11 +111,20 @@ class PythonFrameDecoder:
     without its ``\\n`` counts as cut off, even if it parses, because ``close``
     returns no frames and accepting it silently could swallow an ``error`` frame.
     Closing again repeats the outcome; ``feed`` after ``close`` is a ``RuntimeError``.
+
+    ``relay=True`` (a gateway): every rule is checked the same way, but chunks
+    come out as :class:`ChunkLine`, the checked line to write on as it is,
+    instead of :class:`Chunk` and its PCM. The audio is still run through the
+    strict base64 decoder (its SIMD decode is the cheapest exact check), but
+    the PCM is dropped and never encoded again.
     """
 
-    def __init__(self, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> None:
-        _check_max_line_bytes(max_line_bytes)
+    def __init__(
+        self, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES, *, relay: bool = False
+    ) -> None:
+        check_max_line_bytes(max_line_bytes)
         self.max_line_bytes = max_line_bytes
+        self.relay = bool(relay)
         self._pending = bytearray()  # the unterminated line so far
         self._lines = 0  # lines completed (terminated) so far
         self._chunks = 0
@@ -345,7 +172,7 @@ class PythonFrameDecoder:
         if self._finished:
             return
         pending_line = self._lines + 1 if self._pending.strip(_BLANK) else None
-        raise _incomplete_error(pending_line, self._chunks)
+        raise incomplete_error(pending_line, self._chunks)
 
     def _check_usable(self) -> None:
         if self._failure is not None:
@@ -380,7 +207,7 @@ class PythonFrameDecoder:
     def _check_length(self, raw_len: int, ends_cr: bool, lineno: int) -> None:
         # A trailing \r may be the first half of a \r\n terminator: it does not count.
         if raw_len - ends_cr > self.max_line_bytes:
-            raise _too_long_error(self.max_line_bytes, lineno)
+            raise too_long_error(self.max_line_bytes, lineno)
 
     def _hold(self, data: bytes, start: int) -> None:
         """Keep the unterminated tail of ``data``, refusing to grow past the line limit."""
@@ -397,20 +224,22 @@ class PythonFrameDecoder:
         if line.endswith(b"\r"):
             line = line[:-1]
         if len(line) > self.max_line_bytes:
-            raise _too_long_error(self.max_line_bytes, lineno)
+            raise too_long_error(self.max_line_bytes, lineno)
         if not line.strip(_BLANK):
             return
-        frame = _parse_line(line, lineno)
+        frame = parse_line(line, lineno, self.relay)
         if frame is None:
             return
-        if isinstance(frame, Chunk):
+        if isinstance(frame, Chunk | ChunkLine):
             if frame.seq != self._chunks:
-                raise _seq_error(self._chunks, frame.seq, lineno)
+                raise seq_error(self._chunks, frame.seq, lineno)
             self._chunks += 1
-            self._samples += len(frame.pcm) // 2
+            self._samples += (
+                frame.samples if isinstance(frame, ChunkLine) else len(frame.pcm) // 2
+            )
         elif isinstance(frame, EndOfStream):
             if frame.chunks != self._chunks or frame.samples != self._samples:
-                raise _totals_error(self._chunks, self._samples, frame, lineno)
+                raise totals_error(self._chunks, self._samples, frame, lineno)
             self._finished = True
         elif isinstance(frame, ErrorFrame):
             self._finished = True
@@ -422,7 +251,7 @@ class PythonFrameDecoder:
         leftover = rest.lstrip(_WHITESPACE)
         if leftover:
             offending = len(rest) - len(leftover)
-            raise _after_end_error(self._lines + 1 + rest.count(b"\n", 0, offending))
+            raise after_end_error(self._lines + 1 + rest.count(b"\n", 0, offending))
         self._lines += rest.count(b"\n")
 
 

@@ -32,13 +32,16 @@ from .config import ServerConfig
 from .engine import (
     CURRENT_REQUEST,
     AbortStream,
+    ChunkLines,
     Engine,
     EngineError,
     Hints,
     InvalidParam,
     RawLine,
     RequestContext,
+    shown_value,
 )
+from .http_guard import CURRENT_CONNECTION, ConnectionState
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import ServerMetrics
 
@@ -55,6 +58,32 @@ Handler = Callable[[dict[str, str], Receive, "_Exchange"], Awaitable[None]]
 _access_log = logging.getLogger(ACCESS_LOGGER)
 _error_log = logging.getLogger("orpheus_trio.server")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+#: The error codes the contract documents (docs/server.md); any other code an
+#: engine or an upstream reports is counted as ``other``, so the metric's
+#: label set stays bounded whatever they send.
+ERROR_CODES = frozenset(
+    {
+        "invalid_request",
+        "invalid_param",
+        "unauthorized",
+        "not_found",
+        "text_too_long",
+        "body_too_large",
+        "request_timeout",
+        "overloaded",
+        "unavailable",
+        "draining",
+        "internal",
+        "deadline_exceeded",
+        "engine_error",
+        "cancelled",
+        "upstream_error",
+    }
+)
+#: The longest ``Retry-After`` the server sends (a sane wait, and a short header).
+MAX_RETRY_AFTER_S = 3600
+#: Longest string a log field keeps (a caller's voice, an upstream's id).
+_MAX_LOGGED_CHARS = 128
 _MISSING = object()
 #: Paths that synthesize: they need the API key and count in the request metrics.
 _SYNTHESIS_PATHS = frozenset({"/v1/tts/stream", "/v1/audio/speech"})
@@ -101,6 +130,10 @@ class _Exchange:
     samples: int = 0
     queue_depth: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: The connection it came on (None outside the run shell) and what that
+    #: connection had sent before this answer began.
+    connection: ConnectionState | None = None
+    sent_before: int = 0
 
     async def start(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
         self.status = status
@@ -191,12 +224,15 @@ class OrpheusApp:
         if scope["type"] != "http":
             return
         headers = _headers(scope)
+        connection = CURRENT_CONNECTION.get()
         exchange = _Exchange(
             send=send,
             request_id=_request_id(headers.get("x-request-id")),
             method=scope["method"],
             path=scope["path"],
             received_at=self.clock(),
+            connection=connection,
+            sent_before=0 if connection is None else connection.bytes_sent,
         )
         prepare = self._prepare.get(exchange.path)
         if prepare is not None:
@@ -392,10 +428,16 @@ class OrpheusApp:
         """Text, voice, the capped ``timeout_s`` and the engine's normalised parameters."""
         try:
             obj = json.loads(body)
-        # Deep nesting makes the parser raise RecursionError: bad input, not a bug.
-        except (ValueError, RecursionError) as error:
+        except ValueError as error:
             raise HTTPError(
-                400, "invalid_request", f"body is not valid JSON: {error}"
+                400, "invalid_request", f"body is not valid JSON: {_json_problem(error)}"
+            ) from None
+        # Deep nesting makes the parser raise RecursionError: bad input, not a bug.
+        except RecursionError:
+            raise HTTPError(
+                400,
+                "invalid_request",
+                "body is not valid JSON: arrays or objects nested too deeply",
             ) from None
         if not isinstance(obj, dict):
             raise HTTPError(400, "invalid_request", "body must be a JSON object")
@@ -453,10 +495,11 @@ class OrpheusApp:
             raise HTTPError(
                 400,
                 "invalid_param",
-                f"timeout_s must be a positive number, got {value!r}",
+                f"timeout_s must be a positive number, got {shown_value(value)}",
                 param="timeout_s",
             )
-        return min(float(value), self.config.max_timeout_s)
+        # Capped before float(): a 400-digit integer is past float's range.
+        return float(min(value, self.config.max_timeout_s))
 
     async def _run(
         self,
@@ -519,20 +562,29 @@ class OrpheusApp:
                     if len(piece) % 2:
                         raise RuntimeError(f"engine produced {len(piece)} bytes (odd)")
                     prefix = b"" if ex.started else await self._start_stream(ex)
-                    if ex.first_audio_at is None:
-                        ex.first_audio_at = self.clock()
-                        self.metrics.time_to_first_audio.observe(
-                            ex.first_audio_at - ex.received_at
-                        )
+                    self._mark_first_audio(ex)
                     await ex.write(prefix + encode_chunk(ex.chunks, piece))
                     ex.chunks += 1
                     ex.samples += len(piece) // 2
+                elif isinstance(piece, ChunkLines):
+                    if not piece.chunks:
+                        continue
+                    prefix = b"" if ex.started else await self._start_stream(ex)
+                    self._mark_first_audio(ex)
+                    await ex.write(prefix + piece.data)
+                    ex.chunks += piece.chunks
+                    ex.samples += piece.samples
                 elif isinstance(piece, Hints):
                     prefix = b"" if ex.started else await self._start_stream(ex)
                     await ex.write(prefix + encode_metrics(**piece.values))
                 elif isinstance(piece, RawLine):
                     prefix = b"" if ex.started else await self._start_stream(ex)
                     await ex.write(prefix + piece.data)
+
+    def _mark_first_audio(self, ex: _Exchange) -> None:
+        if ex.first_audio_at is None:
+            ex.first_audio_at = self.clock()
+            self.metrics.time_to_first_audio.observe(ex.first_audio_at - ex.received_at)
 
     async def _start_stream(self, ex: _Exchange) -> bytes:
         """Send the 200 headers; return the opening metrics frame for the first write."""
@@ -565,7 +617,7 @@ class OrpheusApp:
     async def _end_with_error(self, ex: _Exchange, code: str, message: str) -> None:
         prefix = b"" if ex.started else await self._start_stream(ex)
         ex.code = code
-        self.metrics.errors.labels(code=code).inc()
+        self.metrics.errors.labels(code=error_label(code)).inc()
         await ex.write(prefix + encode_error(code, message), more=False)
 
     def _release(self, ticket: Ticket) -> None:
@@ -596,15 +648,14 @@ class OrpheusApp:
         if error.status == 499:  # the client is gone: nothing to send
             ex.status = 499
             return
-        self.metrics.errors.labels(code=error.code).inc()
+        self.metrics.errors.labels(code=error_label(error.code)).inc()
         payload: dict[str, Any] = {"code": error.code, "message": error.message}
         if error.param is not None:
             payload["param"] = error.param
         headers = [(b"content-type", b"application/json")]
-        if error.retry_after_s is not None:
-            headers.append(
-                (b"retry-after", str(math.ceil(error.retry_after_s)).encode())
-            )
+        retry_after = retry_after_header(error.retry_after_s)
+        if retry_after is not None:
+            headers.append((b"retry-after", retry_after))
         if error.close:
             headers.append((b"connection", b"close"))
         if error.status == 401:
@@ -617,6 +668,13 @@ class OrpheusApp:
     def _log(self, ex: _Exchange) -> None:
         now = self.clock()
         status = ex.status if ex.status is not None else 499
+        sent = None
+        if ex.connection is not None:
+            sent = ex.connection.bytes_sent - ex.sent_before
+            if sent == 0 and ex.connection.closed and status != 499:
+                # The caller was gone before a byte of the answer left (a half-close,
+                # say): log what it got, not what the app meant to send.
+                status, ex.code = 499, ex.code or "client_disconnected"
         if ex.path in _SYNTHESIS_PATHS:
             self.metrics.requests.labels(status=str(status)).inc()
             self.metrics.request_duration.observe(now - ex.received_at)
@@ -643,7 +701,8 @@ class OrpheusApp:
             "chunks": ex.chunks,
             "queue_depth": ex.queue_depth,
             "engine": self.engine.name,
-            **ex.extra,
+            "sent_bytes": sent,
+            **{key: _clipped(value) for key, value in ex.extra.items()},
         }
         _access_log.log(level, "request %s", json.dumps(record), extra={"request": record})
 
@@ -664,6 +723,32 @@ def create_app(
         upstream_load=upstream_load,
         system_extra=system_extra,
     )
+
+
+def error_label(code: str) -> str:
+    """The ``code`` label for ``orpheus_errors_total``: documented codes only."""
+    return code if code in ERROR_CODES else "other"
+
+
+def retry_after_header(seconds: float | None) -> bytes | None:
+    """A ``Retry-After`` value: whole seconds, at most :data:`MAX_RETRY_AFTER_S`;
+    ``None`` for no number of seconds to wait (NaN, negative)."""
+    if seconds is None or not seconds >= 0:
+        return None
+    return str(math.ceil(min(seconds, MAX_RETRY_AFTER_S))).encode()
+
+
+def _json_problem(error: ValueError) -> str:
+    """What was wrong with a body's JSON, in the request's terms (not Python's)."""
+    if "int_max_str_digits" in str(error) or "integer string conversion" in str(error):
+        return "a number has more digits than the limit of 4300"
+    return str(error)
+
+
+def _clipped(value: Any) -> Any:
+    if isinstance(value, str) and len(value) > _MAX_LOGGED_CHARS:
+        return f"{value[:_MAX_LOGGED_CHARS]}... ({len(value)} chars)"
+    return value
 
 
 async def _watch_disconnect(

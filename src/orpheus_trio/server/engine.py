@@ -12,6 +12,9 @@ What an engine's generator may yield:
   Each piece becomes one ``chunk`` frame.
 - :class:`Hints`: routing hints, sent as a ``metrics`` frame (a gateway
   forwards its upstream's hints this way).
+- :class:`ChunkLines`: ``chunk`` lines already encoded and checked, written
+  as they are (a gateway relays its worker's lines this way, without decoding
+  the audio). They must continue the stream's ``seq`` numbering.
 - :class:`RawLine`: bytes written to the body verbatim. Only for fault
   injection (a malformed line); real engines never need it.
 
@@ -42,7 +45,7 @@ returns under ``timeout_s`` is the deadline the server enforces; returning
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Iterable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -51,6 +54,7 @@ __all__ = [
     "CURRENT_REQUEST",
     "SAMPLING_PARAMS",
     "AbortStream",
+    "ChunkLines",
     "Engine",
     "EngineError",
     "Hints",
@@ -61,6 +65,8 @@ __all__ = [
     "require_bool",
     "require_int",
     "require_number",
+    "shown_value",
+    "unknown_param",
     "validate_sampling_param",
 ]
 
@@ -73,13 +79,23 @@ class Hints:
 
 
 @dataclass(frozen=True, slots=True)
+class ChunkLines:
+    """``chunks`` whole, valid ``chunk`` lines holding ``samples`` samples in all,
+    numbered on from the stream's chunks so far (see the module docstring)."""
+
+    data: bytes
+    chunks: int
+    samples: int
+
+
+@dataclass(frozen=True, slots=True)
 class RawLine:
     """Bytes written to the response body as they are (fault injection only)."""
 
     data: bytes
 
 
-Piece = bytes | Hints | RawLine
+Piece = bytes | Hints | ChunkLines | RawLine
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,12 +171,25 @@ class Engine(Protocol):
         ...
 
 
+def shown_value(value: Any) -> str:
+    """``repr(value)`` for an error message, cut short (a huge number says how long it is)."""
+    try:
+        shown = repr(value)
+    except ValueError:  # past Python's digit limit for int to str
+        return "an integer with too many digits"
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**20:
+        return f"an integer of {len(shown.lstrip('-'))} digits"
+    return shown if len(shown) <= 80 else f"{shown[:77]}..."
+
+
 def require_number(key: str, value: Any, *, low: float, high: float) -> float:
     """A real number (not a bool) within [low, high]."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidParam(key, f"must be a number, got {type(value).__name__}")
     if not low <= value <= high:
-        raise InvalidParam(key, f"must be between {low:g} and {high:g}, got {value!r}")
+        raise InvalidParam(
+            key, f"must be between {low:g} and {high:g}, got {shown_value(value)}"
+        )
     return float(value)
 
 
@@ -169,7 +198,9 @@ def require_int(key: str, value: Any, *, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidParam(key, f"must be an integer, got {type(value).__name__}")
     if not low <= value <= high:
-        raise InvalidParam(key, f"must be between {low} and {high}, got {value!r}")
+        raise InvalidParam(
+            key, f"must be between {low} and {high}, got {shown_value(value)}"
+        )
     return value
 
 
@@ -184,6 +215,13 @@ def require_bool(key: str, value: Any) -> bool:
 SAMPLING_PARAMS = frozenset(
     {"temperature", "top_p", "top_k", "max_tokens", "repetition_penalty"}
 )
+
+
+def unknown_param(key: str, known: Iterable[str]) -> InvalidParam:
+    """The error for a parameter the engine does not take, naming those it does."""
+    return InvalidParam(
+        key, f"unknown parameter; this engine takes: {', '.join(sorted(known))}"
+    )
 
 
 def validate_sampling_param(key: str, value: Any) -> float | int:

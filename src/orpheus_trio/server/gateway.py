@@ -18,8 +18,11 @@ gateway behaves like a worker to its callers.
 
 from __future__ import annotations
 
+import base64
 import math
+import re
 from collections.abc import AsyncGenerator, Callable, Sequence
+from contextlib import AsyncExitStack
 from dataclasses import replace
 from typing import Any
 
@@ -27,7 +30,7 @@ import httpx
 import trio
 
 from ..apikey import check_api_key
-from ..client import EndpointSnapshot, OrpheusTTS
+from ..client import AudioStream, EndpointSnapshot, OrpheusTTS
 from ..errors import (
     CircuitOpenError,
     DeadlineExceeded,
@@ -37,10 +40,14 @@ from ..errors import (
 )
 from ..failure import BUSY_STATUS
 from ..options import Hedging
-from .app import OrpheusApp, create_app
+from ..frames import ChunkLine, ErrorFrame, FrameDecoder, Metrics
+from ..transport import HttpxTransport, Transport
+from ..trio_transport import TrioTransport, warn_verification_off
+from .app import ERROR_CODES, MAX_RETRY_AFTER_S, OrpheusApp, create_app
 from .config import ServerConfig
 from .engine import (
     CURRENT_REQUEST,
+    ChunkLines,
     EngineError,
     Hints,
     InvalidParam,
@@ -48,6 +55,7 @@ from .engine import (
     RequestContext,
 )
 from .gateway_metrics import UpstreamMetrics
+from .gateway_relay import CapturedResponse, RelayTransport, capturing, winner_of
 from .gateway_upstreams import UpstreamWatch
 from .run import serve_app
 
@@ -73,6 +81,18 @@ _WORKERS_FAULT_STATUS = (
 #: Errors that mean no worker was reached at all (our own pool full included).
 _UNREACHABLE = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 _REDACTED = "<upstream key>"
+#: The shortest run of the key's characters that is blanked out wherever it shows.
+_MIN_KEY_PIECE = 8
+#: Longest worker message passed on (a 400's explanation).
+_MAX_MESSAGE_CHARS = 500
+#: What a ``param`` passed on may look like (a parameter's name).
+_PARAM_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+#: Codes a worker's 400 or 413 may carry to the caller.
+_CALLERS_FAULT_CODES = frozenset(
+    {"invalid_request", "invalid_param", "text_too_long", "body_too_large"}
+)
+#: The contract's in-band error codes.
+_IN_BAND_CODES = frozenset({"deadline_exceeded", "engine_error", "cancelled", "internal"})
 
 
 class GatewayEngine:
@@ -90,7 +110,7 @@ class GatewayEngine:
         self.client = client
         self.upstreams = upstreams
         # A closure, so the key shows in no repr or __dict__.
-        self._redact = _redactor(upstream_api_key)
+        self._redact = _redacted_error(_redactor(upstream_api_key))
         self.metrics = UpstreamMetrics(client.endpoints, upstreams.healthy)
 
     def voices(self) -> list[str]:
@@ -113,14 +133,18 @@ class GatewayEngine:
         request = CURRENT_REQUEST.get()
         streaming = False
         try:
-            async with self.client.open_stream(
-                text,
-                voice,
-                timeout_s=max(remaining, 0.001) if remaining is not None else None,
-                request_id=self._parent_id(request),
-                endpoints=self.upstreams.offering(voice),
-                **forwarded,
-            ) as audio:
+            async with AsyncExitStack() as stack:
+                with capturing() as captured:  # no yield inside: see capturing()
+                    audio = await stack.enter_async_context(
+                        self.client.open_stream(
+                            text,
+                            voice,
+                            timeout_s=max(remaining, 0.001) if remaining is not None else None,
+                            request_id=self._parent_id(request),
+                            endpoints=self.upstreams.offering(voice),
+                            **forwarded,
+                        )
+                    )
                 streaming = True
                 if request is not None:
                     request.log_fields.update(
@@ -131,15 +155,71 @@ class GatewayEngine:
                 self.metrics.time_to_first_audio.labels(
                     upstream=audio.endpoint
                 ).observe(audio.ttfb_s)
-                async for pcm in audio:
-                    yield pcm
-                outcome = {
-                    k: v for k, v in audio.metrics.items() if k not in _GATEWAYS_OWN_METRICS
-                }
+                winner = winner_of(captured, audio.request_id)
+                metrics: dict[str, Any]
+                if winner is None:  # cannot tell which response won: forward its PCM
+                    async for pcm in audio:
+                        yield pcm
+                    metrics = audio.metrics
+                else:
+                    metrics = {}
+                    async for lines in self._relay(winner, audio, metrics):
+                        yield lines
+            outcome = {k: v for k, v in metrics.items() if k not in _GATEWAYS_OWN_METRICS}
             if outcome:  # e.g. finish_reason and truncated: the caller must learn of a cut
                 yield Hints(outcome)
         except (OrpheusError, httpx.HTTPError) as error:
             raise self._redact(upstream_error(error, streaming=streaming)) from error
+
+    async def _relay(
+        self, winner: CapturedResponse, audio: AudioStream, metrics: dict[str, Any]
+    ) -> AsyncGenerator[ChunkLines, None]:
+        """The winner's checked chunk lines, one piece per upstream read.
+
+        A failure is handed back to the client's stream, whose own reading
+        raises it (so its breaker and router count it as for any stream).
+        """
+        decoder = FrameDecoder(max_line_bytes=self.client.max_line_bytes, relay=True)
+        data = winner.take_over()
+        try:
+            while True:
+                lines: list[bytes] = []
+                samples = 0
+                ended_with: ErrorFrame | None = None
+                for frame in decoder.feed(data):
+                    if isinstance(frame, ChunkLine):
+                        lines.append(frame.line)
+                        samples += frame.samples
+                    elif isinstance(frame, Metrics):
+                        metrics.update(frame.values)
+                    elif isinstance(frame, ErrorFrame):
+                        ended_with = frame  # the audio before it still goes out
+                if lines:
+                    yield ChunkLines(b"".join(lines), len(lines), samples)
+                if ended_with is not None:
+                    raise _in_band_error(ended_with, audio.endpoint)
+                if decoder.finished:
+                    break
+                decoder.feed(b"")  # a bad line after good frames in the last read
+                data = await winner.receive_relayed()
+                if not data:
+                    decoder.close()  # raises: the body ended without eos or error
+        except (OrpheusError, httpx.HTTPError) as error:
+            winner.fail(error)
+            async for _ in audio:  # the client's stream raises it (or an equivalent)
+                pass
+            raise
+        await self._read_body_end(winner)
+
+    async def _read_body_end(self, winner: CapturedResponse) -> None:
+        """After ``eos``, read the HTTP body's end, so the connection can be reused."""
+        with trio.move_on_after(self.client.close_timeout_s):
+            try:
+                while data := await winner.receive_relayed():
+                    if data.strip():
+                        return  # junk after eos: the client closes the connection
+            except (httpx.HTTPError, OSError, trio.BrokenResourceError):
+                return  # the audio is complete; the connection is dropped
 
     def _parent_id(self, request: RequestContext | None) -> str | None:
         """The caller's id, cut so that ``<id>.<n>`` still fits a worker's limit
@@ -202,7 +282,7 @@ class GatewayEngine:
 
 
 def upstream_error(error: Exception, *, streaming: bool) -> EngineError:
-    """What the caller gets for an upstream failure.
+    """What the caller gets for an upstream failure, every field rebuilt by the gateway.
 
     Before audio (``streaming`` false) the status says whose fault it is: a
     worker's 400 or 413 as it was (the caller's request, same answer anywhere),
@@ -211,32 +291,39 @@ def upstream_error(error: Exception, *, streaming: bool) -> EngineError:
     other 4xx (a refused upstream key, a wrong upstream URL: the gateway's
     set-up, not the caller's request). Errors a worker sent in-band stay
     in-band, and so does anything after audio.
+
+    A worker's words reach the caller only for its 400 and 413 (the message
+    and ``param`` that tell the caller what to fix, with the key blanked out);
+    every other message is the gateway's own, naming at most the worker's
+    status and a documented code. Codes outside the contract become
+    ``upstream_error`` (statuses) or ``engine_error`` (in-band).
     """
     if isinstance(error, DeadlineExceeded):
-        return EngineError("deadline_exceeded", error.message)
+        return EngineError("deadline_exceeded", "the request's deadline passed upstream")
     if isinstance(error, ServiceError):
-        return EngineError(error.code, error.message)
+        code = _documented(error.code, _IN_BAND_CODES, "engine_error")
+        return EngineError(code, f"the upstream worker ended the stream with {code}")
     if streaming:
         return EngineError("engine_error", f"upstream stream broke: {error}")
     if isinstance(error, HTTPStatusError):
+        code = _documented(error.code, ERROR_CODES, "other")
         if error.status_code in BUSY_STATUS:
-            code = "overloaded" if error.status_code == 429 else "unavailable"
             return EngineError(
-                code,
-                f"every upstream is busy or unavailable; last: {error.code}: {error.message}",
+                "overloaded" if error.status_code == 429 else "unavailable",
+                f"every upstream is busy or unavailable; last: {error.status_code} {code}",
                 status=error.status_code,
                 retry_after_s=_sane_retry_after(error.retry_after_s),
             )
         if error.status_code in _CALLERS_FAULT_STATUS:
             return EngineError(
-                error.code,
-                error.message,
+                _documented(error.code, _CALLERS_FAULT_CODES, "invalid_request"),
+                _clip(error.message),
                 status=error.status_code,
                 param=_refused_param(error.response),
             )
         return EngineError(
             "upstream_error",
-            f"upstream answered {error.status_code} {error.code}: {error.message}",
+            f"upstream answered {error.status_code} {code}",
             status=502,
         )
     if isinstance(error, CircuitOpenError):
@@ -244,7 +331,7 @@ def upstream_error(error: Exception, *, streaming: bool) -> EngineError:
             "unavailable",
             "every upstream's circuit breaker is open",
             status=503,
-            retry_after_s=error.retry_in_s,
+            retry_after_s=_sane_retry_after(error.retry_in_s),
         )
     if isinstance(error, _UNREACHABLE):
         return EngineError(
@@ -257,38 +344,145 @@ def upstream_error(error: Exception, *, streaming: bool) -> EngineError:
     return EngineError("upstream_error", f"upstream failed: {error!r}", status=502)
 
 
-def _redactor(secret: str | None) -> Callable[[EngineError], EngineError]:
-    """Blank ``secret`` out of the worker's words passed on to callers (a worker
-    or a proxy in front of it may echo the key it was sent)."""
+def _documented(code: str, allowed: frozenset[str], other: str) -> str:
+    return code if code in allowed else other
 
-    def redact(error: EngineError) -> EngineError:
-        if not secret or secret not in f"{error.code}{error.message}":
-            return error
-        return EngineError(
-            error.code.replace(secret, _REDACTED),
-            error.message.replace(secret, _REDACTED),
-            status=error.status,
-            retry_after_s=error.retry_after_s,
-            param=error.param,
-        )
+
+def _clip(message: str) -> str:
+    if len(message) <= _MAX_MESSAGE_CHARS:
+        return message
+    return f"{message[:_MAX_MESSAGE_CHARS]}... (cut by the gateway)"
+
+
+def _in_band_error(frame: ErrorFrame, endpoint: str) -> ServiceError:
+    """What the client raises for the same in-band error frame."""
+    if frame.code == "deadline_exceeded":
+        return DeadlineExceeded(frame.message, endpoint=endpoint)
+    return ServiceError(frame.code, frame.message, endpoint=endpoint)
+
+
+def key_forms(secret: str) -> list[str]:
+    """What of ``secret`` must never reach a caller: the key itself and the
+    inner part of its base64 at each of the three alignments (a worker may
+    echo an encoded header)."""
+    raw = secret.encode()
+    forms = [secret]
+    for offset in range(3):
+        encoded = base64.b64encode(b"\0" * offset + raw).decode()
+        # The first quad holds the padding bytes' bits, the last the end's.
+        inner = encoded[4 if offset else 0 : -4]
+        if len(inner) >= _MIN_KEY_PIECE:
+            forms.append(inner)
+    return forms
+
+
+def _redactor(secret: str | None) -> Callable[[str], str]:
+    """Blanks out of a text every piece of ``secret`` a worker (or a proxy in
+    front of it) might echo: the key, any run of 8+ of its characters (so a
+    truncated key too), case-folded, and the same of its base64."""
+    if not secret:
+        return lambda text: text
+    pieces: set[str] = set()
+    for form in key_forms(secret):
+        if len(form) <= _MIN_KEY_PIECE:
+            pieces.add(form)
+        else:
+            pieces.update(form[i : i + _MIN_KEY_PIECE] for i in range(len(form) - _MIN_KEY_PIECE + 1))
+    pattern = re.compile(
+        "|".join(re.escape(piece) for piece in sorted(pieces)), re.IGNORECASE
+    )
+
+    def redact(text: str) -> str:
+        spans: list[list[int]] = []
+        position = 0
+        while (match := pattern.search(text, position)) is not None:
+            start, end = match.span()
+            if spans and start <= spans[-1][1]:
+                spans[-1][1] = max(spans[-1][1], end)
+            else:
+                spans.append([start, end])
+            position = start + 1  # overlapping windows extend the run
+        for start, end in reversed(spans):
+            text = f"{text[:start]}{_REDACTED}{text[end:]}"
+        return text
 
     return redact
 
 
+def _redacted_error(redact: Callable[[str], str]) -> Callable[[EngineError], EngineError]:
+    def rebuild(error: EngineError) -> EngineError:
+        param = error.param
+        if param is not None:
+            param = redact(param)
+            if not _PARAM_NAME.fullmatch(param):
+                param = None
+        return EngineError(
+            redact(error.code),
+            redact(error.message),
+            status=error.status,
+            retry_after_s=error.retry_after_s,
+            param=param,
+        )
+
+    return rebuild
+
+
 def _sane_retry_after(seconds: float | None) -> float | None:
-    """A worker's ``Retry-After``, or ``None`` when it is no number of seconds to wait."""
+    """A worker's ``Retry-After``, capped, or ``None`` when it is no number of seconds to wait."""
     if seconds is None or not math.isfinite(seconds) or seconds < 0:
         return None
-    return seconds
+    return min(seconds, MAX_RETRY_AFTER_S)
 
 
 def _refused_param(response: httpx.Response) -> str | None:
     """The ``param`` of a worker's JSON error body, if it named one."""
     try:
         param = response.json()["error"]["param"]
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):
         return None
     return param if isinstance(param, str) else None
+
+
+#: Client options that shape the transport a client makes for itself.
+_TRANSPORT_OPTIONS = (
+    "connect_timeout_s",
+    "read_timeout_s",
+    "max_connections_per_endpoint",
+    "ssl_context",
+    "verify",
+)
+
+
+def _with_relay_transport(options: dict[str, Any]) -> dict[str, Any]:
+    """The client's options with its transport wrapped in a :class:`RelayTransport`.
+
+    The gateway makes the transport the client would have made from the same
+    options (and closes it), or wraps the one it was given (and leaves it open).
+    """
+    options = dict(options)
+    given = options.pop("transport", None)
+    if given is not None and not isinstance(given, str):
+        options["transport"] = RelayTransport(given, owns_inner=False)
+        return options
+    if given not in (None, "trio", "httpx"):
+        options["transport"] = given  # the client says what is wrong with it
+        return options
+    settings = {k: options.pop(k) for k in _TRANSPORT_OPTIONS if k in options}
+    ssl_context = settings.pop("ssl_context", None)
+    verify = bool(settings.pop("verify", True))
+    if ssl_context is not None and not verify:
+        raise ValueError("give ssl_context or verify=False, not both")
+    inner: Transport
+    if given == "httpx":
+        if not verify:
+            warn_verification_off()
+        inner = HttpxTransport(
+            **settings, verify=ssl_context if ssl_context is not None else verify
+        )
+    else:
+        inner = TrioTransport(**settings, ssl_context=ssl_context, verify=verify)
+    options["transport"] = RelayTransport(inner, owns_inner=True)
+    return options
 
 
 def _finite_or_none(value: float) -> float | None:
@@ -318,22 +512,22 @@ class Gateway:
         self.config = config
         if upstream_api_key is not None:  # named as the gateway's user knows it
             check_api_key(upstream_api_key, "upstream_api_key")
+        ssl_context = client_options.get("ssl_context")
+        verify = ssl_context or bool(client_options.get("verify", True))
         client = OrpheusTTS(
             upstreams,
             api_key=upstream_api_key,
             hedge_ttfb_ms=hedge_ttfb_ms,
             endpoint_fault_status=_WORKERS_FAULT_STATUS,
             truncation_warning=False,  # passed on to the caller in-band instead
-            **client_options,
+            **_with_relay_transport(client_options),
         )
-        ssl_context = client_options.get("ssl_context")
         watch = UpstreamWatch(
             client.base_urls,
             api_key=upstream_api_key,
             interval_s=health_interval_s,
             timeout_s=health_timeout_s,
-            # The poll trusts what the requests trust.
-            verify=ssl_context or bool(client_options.get("verify", True)),
+            verify=verify,  # the poll trusts what the requests trust
         )
         self.engine = GatewayEngine(client, watch, upstream_api_key=upstream_api_key)
         self.app: OrpheusApp = create_app(

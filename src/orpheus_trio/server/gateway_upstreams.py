@@ -10,8 +10,10 @@ of the healthy workers' voices.
 from __future__ import annotations
 
 import json
+import logging
 import ssl
 from collections.abc import Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +27,19 @@ __all__ = ["UpstreamStatus", "UpstreamWatch"]
 SYSTEM_PATH = "/v1/system"
 #: A worker's ``/v1/system`` answer is a few hundred bytes; past this it is broken.
 MAX_SYSTEM_BYTES = 1 << 20
+
+#: True in the poller's tasks: httpx's per-request INFO line ("HTTP Request:
+#: GET .../v1/system 200") is dropped there, or a gateway logs every poll of
+#: every worker (docs/server.md: routine polls are not logged).
+_POLLING: ContextVar[bool] = ContextVar("orpheus_trio_polling", default=False)
+
+
+class _QuietPolls(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not _POLLING.get()
+
+
+_QUIET_POLLS = _QuietPolls()
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +109,7 @@ class UpstreamWatch:
         self._http = httpx.AsyncClient(
             headers=headers, timeout=timeout_s, verify=verify, trust_env=False
         )
+        logging.getLogger("httpx").addFilter(_QUIET_POLLS)  # once: filters are a set
 
     async def watch(
         self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -107,9 +123,13 @@ class UpstreamWatch:
 
     async def poll(self) -> None:
         """Ask every worker at once; each answer (or failure) replaces its status."""
-        async with trio.open_nursery() as nursery:
-            for url in self.statuses:
-                nursery.start_soon(self._poll_one, url)
+        token = _POLLING.set(True)  # the tasks below inherit it
+        try:
+            async with trio.open_nursery() as nursery:
+                for url in self.statuses:
+                    nursery.start_soon(self._poll_one, url)
+        finally:
+            _POLLING.reset(token)
 
     async def _poll_one(self, url: str) -> None:
         try:

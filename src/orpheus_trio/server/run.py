@@ -16,7 +16,9 @@ through :class:`_CappedListener` and :class:`_WriteLimitedStream`:
 - a write that makes no headway for ``config.write_stall_timeout_s`` closes
   the connection. Hypercorn shields writes from cancellation, so without this
   a caller that stops reading would hold its admission slot forever; a closed
-  connection is a disconnect to the app, which releases everything.
+  connection is a disconnect to the app, which releases everything;
+- request framing is strict and ``100 Continue`` waits for the app's checks
+  (:mod:`.http_guard`).
 
 That uses Hypercorn internals, hence the ``<0.19`` pin in pyproject.toml.
 """
@@ -27,6 +29,7 @@ import logging
 from functools import partial
 from typing import Any, cast
 
+import h11
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio.tcp_server import TCPServer
@@ -37,6 +40,12 @@ from .._groups import single_exception
 from .app import OrpheusApp, create_app
 from .config import ServerConfig
 from .engine import Engine
+from .http_guard import (
+    CURRENT_CONNECTION,
+    ConnectionState,
+    StrictH11Connection,
+    continue_on_receive,
+)
 
 __all__ = ["serve", "serve_app"]
 
@@ -74,14 +83,20 @@ async def serve_app(
         # No lifespan protocol: the app has no startup or shutdown work.
         context = WorkerContext(None)
         connection = partial(
-            TCPServer,
-            wrap_app(cast(Any, app), hypercorn_config.wsgi_max_body_size, "asgi"),
+            _TCPServer,
+            wrap_app(
+                cast(Any, continue_on_receive(cast(Any, app))),
+                hypercorn_config.wsgi_max_body_size,
+                "asgi",
+            ),
             hypercorn_config,
             context,
             {},
         )
 
         async def handle(stream: _WriteLimitedStream) -> None:
+            # The request tasks Hypercorn starts from this task inherit it.
+            CURRENT_CONNECTION.set(stream.state)
             try:
                 # Hypercorn types its stream as SSL; it probes for TLS and takes plain too.
                 await connection(cast(Any, stream))
@@ -123,6 +138,17 @@ async def serve_app(
                 _close_listeners(sockets)
                 connections.close_all()
                 handlers.cancel_scope.cancel()
+
+
+class _TCPServer(TCPServer):
+    """Hypercorn's connection handler with :class:`StrictH11Connection` framing."""
+
+    async def _read_data(self) -> None:
+        protocol = getattr(self.protocol, "protocol", None)
+        connection = getattr(protocol, "connection", None)
+        if type(connection) is h11.Connection:  # HTTP/1.1 (not h2, not TLS ALPN h2)
+            connection.__class__ = StrictH11Connection
+        await super()._read_data()
 
 
 def _close_listeners(listeners: list[trio.SocketListener]) -> None:
@@ -207,6 +233,7 @@ class _WriteLimitedStream(trio.abc.HalfCloseableStream):
         self._connections = connections
         self._stall_s = connections.config.write_stall_timeout_s
         self._closed = False
+        self.state = ConnectionState(self._send_now)
         connections.opened(self)
 
     @property
@@ -215,6 +242,12 @@ class _WriteLimitedStream(trio.abc.HalfCloseableStream):
         return self._stream.socket
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        if self.state.hold_if_continue(data):
+            return  # sent when the app asks for the body (http_guard)
+        await self._send_now(data)
+        self.state.bytes_sent += len(data)
+
+    async def _send_now(self, data: bytes | bytearray | memoryview) -> None:
         # A deadline of its own still fires inside Hypercorn's shielded scope.
         with trio.move_on_after(self._stall_s) as write:
             await self._stream.send_all(data)
@@ -239,6 +272,7 @@ class _WriteLimitedStream(trio.abc.HalfCloseableStream):
         return data
 
     def close_now(self) -> None:
+        self.state.closed = True
         if not self._closed:
             self._closed = True
             self._connections.closed(self)

@@ -33,6 +33,8 @@ from ..engine import (
     InvalidParam,
     Piece,
     require_int,
+    shown_value,
+    unknown_param,
     validate_sampling_param,
 )
 
@@ -160,7 +162,7 @@ class EspeakEngine:
     def validate(self, voice: str | None, params: dict[str, Any]) -> dict[str, Any]:
         if voice is not None and voice not in VOICE_MAP:
             raise InvalidParam(
-                "voice", f"unknown voice {voice!r}; valid: {', '.join(VOICE_MAP)}"
+                "voice", f"unknown voice {shown_value(voice)}; valid: {', '.join(VOICE_MAP)}"
             )
         out: dict[str, Any] = {}
         for key, value in params.items():
@@ -173,7 +175,7 @@ class EspeakEngine:
             elif key == "pitch":
                 out[key] = require_int(key, value, low=0, high=100)
             else:
-                raise InvalidParam(key, "unknown parameter")
+                raise unknown_param(key, SAMPLING_PARAMS | {"timeout_s", "rate", "pitch"})
         return out
 
     async def synthesize(

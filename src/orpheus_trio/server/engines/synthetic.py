@@ -57,6 +57,8 @@ from ..engine import (
     require_bool,
     require_int,
     require_number,
+    shown_value,
+    unknown_param,
     validate_sampling_param,
 )
 
@@ -76,6 +78,12 @@ DEFAULT_CHUNK_SAMPLES = 2048
 SAMPLES_PER_CHAR = 1200
 MAX_CHUNK_SAMPLES = 480_000
 MALFORMED_LINE = b'{"type": "chunk", "seq": not-json\n'
+#: Every parameter ``validate`` takes (named in the error for any other).
+_PARAMS = SAMPLING_PARAMS | {
+    "timeout_s", "chunk_samples", "chunks", "stall_after", "cut_after",
+    "malformed_after", "error_after", "seed", "ttfb_ms", "rtf", "stall_s",
+    "retry_after_s", "fail_status", "fail_code", "error_code", "overrun",
+}  # fmt: skip
 
 _DEFAULT_FAIL_CODES = {
     400: "invalid_request",
@@ -206,7 +214,7 @@ class SyntheticEngine:
     def _check(self, voice: str | None, params: dict[str, Any]) -> dict[str, Any]:
         if voice is not None and voice not in VOICES:
             raise InvalidParam(
-                "voice", f"unknown voice {voice!r}; valid: {', '.join(VOICES)}"
+                "voice", f"unknown voice {shown_value(voice)}; valid: {', '.join(VOICES)}"
             )
         out: dict[str, Any] = {}
         for key, value in params.items():
@@ -214,7 +222,7 @@ class SyntheticEngine:
         return out
 
     @staticmethod
-    def _check_param(key: str, value: Any) -> Any:
+    def _check_param(key: str, value: Any) -> Any:  # keep _PARAMS in step
         if key in SAMPLING_PARAMS:
             return validate_sampling_param(key, value)
         if key == "timeout_s":
@@ -245,7 +253,7 @@ class SyntheticEngine:
             return value
         if key == "overrun":
             return require_bool(key, value)
-        raise InvalidParam(key, "unknown parameter")
+        raise unknown_param(key, _PARAMS)
 
     def _effective(self, params: dict[str, Any]) -> dict[str, Any]:
         index = self.requests_started
