@@ -85,17 +85,22 @@ class RawClient:
         self.host, self.port = host, port
         self.stream: trio.SocketStream | None = None
 
-    async def post(self, body: dict[str, Any]) -> tuple[float, int]:
-        """Stream one request; return (seconds to first chunk, samples received)."""
+    async def _send(self, path: str, body: dict[str, Any]) -> float:
+        """Send one JSON POST (connecting on first use); return when it was sent (perf_counter)."""
         payload = json.dumps(body).encode()
         request = (
-            b"POST /v1/tts/stream HTTP/1.1\r\nHost: bench\r\n"
+            b"POST %s HTTP/1.1\r\nHost: bench\r\n"
             b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
-        ) % (len(payload), payload)
+        ) % (path.encode(), len(payload), payload)
         if self.stream is None:
             self.stream = await trio.open_tcp_stream(self.host, self.port)
         start = time.perf_counter()
         await self.stream.send_all(request)
+        return start
+
+    async def post(self, body: dict[str, Any]) -> tuple[float, int]:
+        """Stream one request; return (seconds to first chunk, samples received)."""
+        start = await self._send("/v1/tts/stream", body)
         buffer = bytearray()
         first_chunk_s: float | None = None
         while True:
@@ -121,15 +126,7 @@ class SpeechClient(RawClient):
 
     async def speech(self, body: dict[str, Any]) -> tuple[float, int]:
         """Stream one request; return (seconds to the first body byte, body bytes)."""
-        payload = json.dumps(body).encode()
-        request = (
-            b"POST /v1/audio/speech HTTP/1.1\r\nHost: bench\r\n"
-            b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
-        ) % (len(payload), payload)
-        if self.stream is None:
-            self.stream = await trio.open_tcp_stream(self.host, self.port)
-        start = time.perf_counter()
-        await self.stream.send_all(request)
+        start = await self._send("/v1/audio/speech", body)
         buffer = bytearray()
         while b"\r\n\r\n" not in buffer:
             buffer += await self._receive()

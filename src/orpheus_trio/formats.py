@@ -290,12 +290,8 @@ class _AvEncoder:
     def encode(self, pcm: bytes) -> bytes:
         if not pcm:
             return self._out.take()
-        samples = np.frombuffer(pcm, dtype="<i2").reshape(1, -1)
-        frame = self._av.AudioFrame.from_ndarray(samples, format="s16", layout="mono")
-        frame.sample_rate = SAMPLE_RATE
-        frame.pts = self._pts
-        frame.time_base = Fraction(1, SAMPLE_RATE)
-        self._pts += samples.shape[1]
+        frame = _audio_frame(self._av, pcm, self._pts)
+        self._pts += frame.samples
         for packet in self._stream.encode(frame):
             self._container.mux(packet)
         return self._out.take()
@@ -307,6 +303,16 @@ class _AvEncoder:
                 self._container.mux(packet)
             self._container.close()
         return self._out.take()
+
+
+def _audio_frame(av: Any, pcm: bytes, pts: int) -> Any:
+    """One PyAV frame of s16 mono PCM at 24 kHz, stamped at sample ``pts``."""
+    samples = np.frombuffer(pcm, dtype="<i2").reshape(1, -1)
+    frame = av.AudioFrame.from_ndarray(samples, format="s16", layout="mono")
+    frame.sample_rate = SAMPLE_RATE
+    frame.pts = pts
+    frame.time_base = Fraction(1, SAMPLE_RATE)
+    return frame
 
 
 class _Tempo:
@@ -342,12 +348,8 @@ class _Tempo:
     def process(self, pcm: bytes) -> bytes:
         if not pcm:
             return b""
-        samples = np.frombuffer(pcm, dtype="<i2").reshape(1, -1)
-        frame = self._av.AudioFrame.from_ndarray(samples, format="s16", layout="mono")
-        frame.sample_rate = SAMPLE_RATE
-        frame.pts = self._pts
-        frame.time_base = Fraction(1, SAMPLE_RATE)
-        self._pts += samples.shape[1]
+        frame = _audio_frame(self._av, pcm, self._pts)
+        self._pts += frame.samples
         self._source.push(frame)
         return self._pull()
 

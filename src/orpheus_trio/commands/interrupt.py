@@ -20,10 +20,10 @@ exit code we return. :func:`signals_deferred` holds them back meanwhile.
 from __future__ import annotations
 
 import signal
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from types import FrameType
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import trio
 
@@ -64,6 +64,12 @@ def _terminate_like_ctrl_c(signum: int, frame: FrameType | None) -> None:
     handler(signal.SIGINT, frame)  # Python's default_int_handler raises; Trio's delivers it safely
 
 
+def _restore(handlers: Mapping[Any, Any]) -> None:
+    for signum, handler in handlers.items():
+        if handler is not None:  # None: set outside Python, cannot be put back from here
+            signal.signal(signum, handler)
+
+
 @contextmanager
 def signals_taken() -> Iterator[None]:
     """Within the block SIGTERM does what Ctrl-C does (a ``KeyboardInterrupt``) instead of
@@ -74,9 +80,7 @@ def signals_taken() -> Iterator[None]:
     try:
         yield
     finally:
-        for signum, handler in before.items():
-            if handler is not None:  # None: set outside Python, cannot be put back from here
-                signal.signal(signum, handler)
+        _restore(before)
 
 
 @contextmanager
@@ -97,9 +101,7 @@ def signals_deferred() -> Iterator[None]:
     try:
         yield
     finally:
-        for signum, handler in before.items():
-            if handler is not None:  # None: set outside Python, cannot be put back from here
-                signal.signal(signum, handler)
+        _restore(before)
     if received:
         raise KeyboardInterrupt
 
