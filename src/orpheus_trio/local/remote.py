@@ -61,6 +61,8 @@ __all__ = [
 _START_OF_HUMAN = "<custom_token_3>"
 _PROMPT_TEXT_SUFFIX = "<|eot_id|><custom_token_4><custom_token_5><custom_token_1>"
 _END_OF_SPEECH_TEXT = "<custom_token_2>"
+#: Prompt tokens beyond the prompt's characters or ids that a penalty window may need.
+_PROMPT_WINDOW_SLACK = 64
 #: An SSE line longer than this is a broken engine, not a token piece.
 MAX_EVENT_BYTES = 1 << 20
 
@@ -118,8 +120,8 @@ def engine_request_body(
     """The ``/v1/completions`` body for one utterance.
 
     ``repetition_penalty`` is vLLM's and SGLang's name; ``repeat_penalty`` with
-    ``repeat_last_n: -1`` (the whole context, like ``transformers``) is
-    llama.cpp's. Each engine ignores the other's names. ``top_k`` 0 (off) is
+    a ``repeat_last_n`` window covering the prompt and the whole reply (as
+    ``transformers`` and vLLM apply it) is llama.cpp's. Each engine ignores the other's names. ``top_k`` 0 (off) is
     left out: engines disagree on how to say "off".
     """
     stop = [_END_OF_SPEECH_TEXT, *getattr(params, "stop", ())]
@@ -131,7 +133,7 @@ def engine_request_body(
         "top_p": params.top_p,
         "repetition_penalty": params.repetition_penalty,
         "repeat_penalty": params.repetition_penalty,
-        "repeat_last_n": -1,
+        "repeat_last_n": params.max_tokens + len(prompt) + _PROMPT_WINDOW_SLACK,
         "stop": stop,
         "stop_token_ids": [END_OF_SPEECH],
     }
