@@ -20,11 +20,13 @@ import httpx
 import numpy as np
 import pytest
 import trio
+from _support_cli import orpheus_trio
 from _support_engine import LlamaServer, running_llama_server, write_gguf
-from _support_llm import scripted_model_dir
+from _support_llm import scripted_model_dir, snac_dir
 from _support_server import StartServer, audio_of, parse_frames
 from _support_snac import shared_decoder
 
+from orpheus_trio.audio import read_wav
 from orpheus_trio.client import OrpheusTTS
 from orpheus_trio.local.batching import BackgroundBatchingDecoder
 from orpheus_trio.local.llm import OrpheusLM
@@ -195,3 +197,26 @@ async def test_engine_refusing_a_prompt_is_a_clean_400_before_audio(
     assert response.status_code == 400, response.text
     error = response.json()["error"]
     assert error["code"] == "invalid_request" and "answered 400" in error["message"]
+
+
+async def test_local_synthesis_can_take_its_tokens_from_the_engine(
+    speech_engine: LlamaServer, reference: bytes
+) -> None:
+    synth = OrpheusTTS.local(None, snac_dir(), device="cpu", llm_url=speech_engine.url + "/v1")
+    async with synth:
+        pcm = await synth.synthesize("hello world", "tara", temperature=0)
+    assert_same_audio(pcm, reference)
+
+
+async def test_cli_speak_and_batch_with_llm_url(speech_engine: LlamaServer, reference: bytes, tmp_path: Path) -> None:
+    flags = ["--llm-url", speech_engine.url, "--snac", snac_dir(), "--device", "cpu", "--temperature", "0"]
+    done = await orpheus_trio("speak", "Hello there.", "-o", tmp_path / "one.wav", *flags)
+    assert done.returncode == 0, done.stderr.decode()
+    assert "(embedded orpheus-remote server)" in done.stderr.decode()
+    assert_same_audio(read_wav(tmp_path / "one.wav").pcm, reference)
+    source = tmp_path / "lines.txt"
+    source.write_text("First line.\nSecond line.\nThird line.\n")
+    done = await orpheus_trio("batch", source, "--out-dir", tmp_path / "out", "--no-progress", *flags)
+    assert done.returncode == 0, done.stderr.decode()
+    for name in ("0001.wav", "0002.wav", "0003.wav"):
+        assert_same_audio(read_wav(tmp_path / "out" / name).pcm, reference)

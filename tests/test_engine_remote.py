@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 import pytest
 import trio
+from _support_cli import orpheus_trio
 from _support_faults import Conn, RawServer, Reply, body, closed_port_url, reset_after, status
 from _support_llm import audio_script, frame_codes, snac_dir
 from _support_server import StartServer, audio_of, parse_frames
@@ -348,3 +350,26 @@ def test_from_args_builds_a_remote_engine(monkeypatch: pytest.MonkeyPatch) -> No
     assert isinstance(lm, RemoteLM) and lm.url == "http://127.0.0.1:1"
     assert lm._headers["Authorization"] == "Bearer from-env"
 
+
+
+async def test_cli_llm_flags_that_cannot_work_are_refused_before_loading(tmp_path: Path) -> None:
+    out = tmp_path / "x.wav"
+    url = closed_port_url()
+    for flags, message in [
+        (["--llm-url", url], "--llm-url needs --snac"),
+        (["--llm-url", url, "--snac", snac_dir(), "--model", "m"], "give one of them"),
+        (["--llm-url", url, "--snac", snac_dir(), "--dtype", "float16"], "--dtype is the on-box model's"),
+        (["--model", "m", "--snac", snac_dir(), "--llm-model", "x"], "--llm-model: only with --llm-url"),
+        (["--llm-model", "x"], "--llm-model: only with --model and --snac"),
+    ]:
+        done = await orpheus_trio("speak", "hi", "-o", out, *flags)
+        assert done.returncode == 2 and message in done.stderr.decode(), (flags, done.stderr)
+    assert not out.exists()
+
+
+async def test_cli_speak_with_the_engine_down_fails_with_one_clear_line(tmp_path: Path) -> None:
+    out = tmp_path / "x.wav"
+    done = await orpheus_trio("speak", "hi", "-o", out, "--llm-url", closed_port_url(), "--snac", snac_dir())
+    err = done.stderr.decode()
+    assert done.returncode == 1 and "unreachable" in err and "Traceback" not in err, err
+    assert not out.exists()
