@@ -195,6 +195,11 @@ class LlamaServer:
         with urllib.request.urlopen(self.url + path, timeout=5) as answer:
             return json.loads(answer.read())
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) the engine process has used so far."""
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def busy_slots(self) -> int:
         """Slots generating now, as llama-server's ``/slots`` reports them."""
         return sum(1 for slot in self.get_json("/slots") if slot.get("is_processing"))
@@ -210,10 +215,15 @@ class LlamaServer:
 
 @contextmanager
 def running_llama_server(
-    gguf_path: Path, *, slots: int = 4, ctx_per_slot: int = 1024, threads: int = 1
+    gguf_path: Path,
+    *,
+    slots: int = 4,
+    ctx_per_slot: int = 1024,
+    threads: int = 1,
+    binary: Path | None = None,
 ) -> Iterator[LlamaServer]:
     """Start llama-server on a free loopback port; wait for ``/health``; stop it at the end."""
-    binary = llama_server_binary()
+    binary = binary or llama_server_binary()
     port = free_port()
     log = gguf_path.with_suffix(f".{port}.log")
     command = [

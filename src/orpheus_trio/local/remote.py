@@ -185,7 +185,10 @@ class SSEDecoder:
 
 
 class RemoteTokens:
-    """One completion's streamed pieces (``str`` text, or ``int`` ids), as a :class:`~.token_source.TokenStream`."""
+    """One completion's streamed pieces (``str`` text, or ``int`` ids), as a :class:`~.token_source.TokenStream`.
+
+    ``items`` counts tokens (ids, and ``<custom_token_N>`` in the text) received so far.
+    """
 
     def __init__(self, lm: RemoteLM, body: dict[str, Any]) -> None:
         self._lm = lm
@@ -212,7 +215,6 @@ class RemoteTokens:
             if self._response is None:
                 self._response = await self._lm._open(self._body)
             await self._read_more(self._response)
-        self.items += 1
         return self._pending.pop(0)
 
     async def _read_more(self, response: ResponseStream) -> None:
@@ -255,12 +257,20 @@ class RemoteTokens:
         ids = choice.get("token_ids")
         if isinstance(ids, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
             self._pending.extend(ids)
+            self.items += len(ids)
         else:
             text = choice.get("text")
             if not isinstance(text, str):
                 raise self._lm._fault(f"the engine sent a choice without text: {choice!r:.80}")
             if text:
-                self._pending.append(text)
+                # Text that arrived together is handed on together: one wake-up of
+                # the decoding task per read, not per token.
+                pending = self._pending
+                if pending and isinstance(pending[-1], str):
+                    pending[-1] += text
+                else:
+                    pending.append(text)
+                self.items += text.count(">")  # each <custom_token_N> ends with one
         reason = choice.get("finish_reason")
         if reason is None:
             return
