@@ -24,6 +24,8 @@ import numpy as np
 import numpy.typing as npt
 import anyio
 import anyio.to_thread
+import trio  # BackgroundBatchingDecoder only: server engines run on Trio
+import trio.lowlevel
 
 from .snac_decoder import SnacDecoder
 from .stream_decode import Audio, DecodeWindow
