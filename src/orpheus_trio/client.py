@@ -282,21 +282,24 @@ class OrpheusTTS(SpeechSource):
 
     @staticmethod
     def local(
-        model: str | os.PathLike[str],
+        model: str | os.PathLike[str] | None,
         snac: str | os.PathLike[str],
         *,
         device: str | None = None,
+        llm_url: str | None = None,
         **options: Any,
     ) -> LocalSynthesizer:
         """On-box synthesis with no server: the same ``stream`` / ``synthesize`` /
         ``open_stream`` API, from a local Orpheus checkpoint and SNAC decoder.
 
-        Loads both (blocking); needs the ``local`` extra. ``options``: see
-        :class:`~orpheus_trio.local.synthesizer.LocalSynthesizer`.
+        Loads both (blocking); needs the ``local`` extra. With ``llm_url`` (and
+        ``model=None``) the LLM runs on that inference engine (vLLM, SGLang,
+        llama-server) and only SNAC runs here. ``options``: see
+        :meth:`~orpheus_trio.local.synthesizer.LocalSynthesizer.load`.
         """
         from .local.synthesizer import LocalSynthesizer
 
-        return LocalSynthesizer.load(model, snac, device=device, **options)
+        return LocalSynthesizer.load(model, snac, device=device, llm_url=llm_url, **options)
 
     @asynccontextmanager
     async def open_stream(

@@ -59,13 +59,20 @@ class UsageError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class OnBoxModel:
-    """An Orpheus checkpoint and SNAC decoder for the embedded server to run instead of espeak."""
+    """An Orpheus checkpoint and SNAC decoder for the embedded server to run instead of espeak.
 
-    model: str
+    With ``llm_url`` the LLM runs on that inference engine instead (``model`` is
+    then ``None``) and only SNAC runs here.
+    """
+
+    model: str | None
     snac: str
     tokenizer: str | None = None
     device: str | None = None
     dtype: str | None = None
+    llm_url: str | None = None
+    llm_model: str | None = None
+    llm_api_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,25 +187,46 @@ def add_on_box_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--tokenizer", metavar="PATH", help="tokenizer, if not the model's own")
     group.add_argument("--device", help="torch device (default: cuda when present, else cpu)")
     group.add_argument("--dtype", help="model dtype (default: bfloat16 on cuda, float32 on cpu)")
+    group.add_argument(
+        "--llm-url", metavar="URL", type=http_url,
+        help="run the LLM on this inference engine (vllm serve, SGLang, llama-server: its "
+        "OpenAI-compatible base URL) instead of --model; SNAC (--snac) still runs here",
+    )  # fmt: skip
+    group.add_argument("--llm-model", metavar="NAME", help="with --llm-url: the engine's model name")
+    group.add_argument(
+        "--llm-api-key", metavar="KEY", help="with --llm-url: the engine's API key; default: $ORPHEUS_LLM_API_KEY"
+    )
 
 
 def _on_box(args: argparse.Namespace) -> OnBoxModel | None:
     """The ``--model`` flags, checked; ``None`` when not given (or not offered)."""
-    given = {
-        flag: getattr(args, flag, None)
-        for flag in ("model", "snac", "tokenizer", "device", "dtype")
-    }
-    if given["model"] is None and given["snac"] is None:
-        extra = [f"--{flag}" for flag, value in given.items() if value is not None]
+    flags = ("model", "snac", "tokenizer", "device", "dtype", "llm_url", "llm_model", "llm_api_key")
+    given = {flag: getattr(args, flag, None) for flag in flags}
+    if given["model"] is None and given["snac"] is None and given["llm_url"] is None:
+        extra = [f"--{flag.replace('_', '-')}" for flag, value in given.items() if value is not None]
         if extra:
             raise UsageError(f"{', '.join(extra)}: only with --model and --snac (on-box synthesis)")
         return None
-    model, snac = given["model"], given["snac"]
-    if model is None or snac is None:
+    model, snac, llm_url = given["model"], given["snac"], given["llm_url"]
+    if llm_url is not None:
+        if model is not None:
+            raise UsageError("--model runs the LLM here, --llm-url on an engine: give one of them")
+        if given["dtype"] is not None:
+            raise UsageError("--dtype is the on-box model's: the engine at --llm-url sets its own")
+        if snac is None:
+            raise UsageError("--llm-url needs --snac (the SNAC decoder runs here)")
+    elif model is None or snac is None:
         raise UsageError("on-box synthesis needs both --model and --snac")
+    else:
+        engine_only = [f"--{f.replace('_', '-')}" for f in ("llm_model", "llm_api_key") if given[f]]
+        if engine_only:
+            raise UsageError(f"{', '.join(engine_only)}: only with --llm-url")
     if args.urls:
         raise UsageError("--model runs the model here, --url sends to a service: give one of them")
-    return OnBoxModel(model, snac, given["tokenizer"], given["device"], given["dtype"])
+    api_key = given["llm_api_key"] or (os.environ.get("ORPHEUS_LLM_API_KEY") or None if llm_url else None)
+    return OnBoxModel(
+        model, snac, given["tokenizer"], given["device"], given["dtype"], llm_url, given["llm_model"], api_key
+    )
 
 
 def add_voice_options(parser: argparse.ArgumentParser) -> None:

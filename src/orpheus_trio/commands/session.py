@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -89,10 +89,24 @@ def _load_espeak() -> Engine:
 def _load_orpheus(on_box: OnBoxModel) -> Engine:
     hint = "install the local and server extras from the checkout: pip install '.[local,server]'"
     try:
+        # torch and the rest of the local extra are imported as the engine loads.
+        if on_box.llm_url is not None:
+            from ..server.engines import orpheus_remote
+
+            return orpheus_remote.load(
+                on_box.llm_url,
+                on_box.snac,
+                llm_model=on_box.llm_model,
+                llm_api_key=on_box.llm_api_key,
+                tokenizer=on_box.tokenizer,
+                device=on_box.device,
+            )
         from ..server.engines.orpheus import OrpheusEngine
 
-        # torch and the rest of the local extra are imported as the engine loads.
-        return OrpheusEngine.load(**asdict(on_box))  # model, snac, tokenizer, device, dtype
+        assert on_box.model is not None
+        return OrpheusEngine.load(
+            on_box.model, on_box.snac, tokenizer=on_box.tokenizer, device=on_box.device, dtype=on_box.dtype
+        )
     except ImportError as error:
         raise EmbeddedServerUnavailable(
             f"on-box synthesis needs {error.name or error}; {hint}"

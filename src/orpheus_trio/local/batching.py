@@ -12,7 +12,9 @@ nothing in the audio: each window's output equals decoding it alone.
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -22,11 +24,13 @@ import numpy as np
 import numpy.typing as npt
 import anyio
 import anyio.to_thread
+import trio  # BackgroundBatchingDecoder only: server engines run on Trio
+import trio.lowlevel
 
 from .snac_decoder import SnacDecoder
 from .stream_decode import Audio, DecodeWindow
 
-__all__ = ["CPU_BATCH_LATENTS", "BatchingDecoder"]
+__all__ = ["CPU_BATCH_LATENTS", "BackgroundBatchingDecoder", "BatchingDecoder"]
 
 #: Default cap on the latent steps (windows x length) of one decode call on CPU.
 CPU_BATCH_LATENTS = 96
@@ -187,3 +191,70 @@ class BatchingDecoder:
 
 def _closed_error() -> RuntimeError:
     return RuntimeError("the BatchingDecoder was closed before this window was decoded")
+
+
+class BackgroundBatchingDecoder:
+    """A :class:`BatchingDecoder` for code that cannot hold ``async with`` around
+    all its streams (a server engine, built before ``trio.run``).
+
+    The batcher starts on the first :meth:`decode_window` of each Trio run, as
+    a system task, and stops with the run or at :meth:`aclose`. ``options`` are
+    :class:`BatchingDecoder`'s. Streams of one run share one batcher.
+    """
+
+    def __init__(
+        self,
+        decoder: SnacDecoder,
+        *,
+        max_batch: int = 64,
+        max_wait_ms: float = 2.0,
+        max_batch_latents: int | None = None,
+    ) -> None:
+        self._make: Callable[[], BatchingDecoder] = functools.partial(
+            BatchingDecoder,
+            decoder,
+            max_batch=max_batch,
+            max_wait_ms=max_wait_ms,
+            max_batch_latents=max_batch_latents,
+        )
+        self._make()  # bad options raise now, not at the first request
+        self._decoder = decoder
+        self._run: object | None = None  # the Trio run the batcher belongs to
+        self._started: trio.Event | None = None
+        self._stop: trio.Event | None = None
+        self.current: BatchingDecoder | None = None
+
+    @property
+    def decoder(self) -> SnacDecoder:
+        return self._decoder
+
+    async def decode_window(self, window: DecodeWindow) -> Audio:
+        """As :meth:`BatchingDecoder.decode_window`, starting the batcher if needed."""
+        run = trio.lowlevel.current_trio_token()
+        if self._run is not run or self._started is None:
+            self._run = run
+            self._start()
+        assert self._started is not None
+        await self._started.wait()
+        assert self.current is not None
+        return await self.current.decode_window(window)
+
+    def _start(self) -> None:
+        started, stop = trio.Event(), trio.Event()
+        self._started, self._stop, self.current = started, stop, None
+        batcher = self._make()
+
+        async def serve() -> None:
+            async with batcher:
+                self.current = batcher
+                started.set()
+                await stop.wait()
+
+        trio.lowlevel.spawn_system_task(serve, name="orpheus-snac-batcher")
+
+    async def aclose(self) -> None:
+        """Stop this run's batcher (a later decode starts a new one)."""
+        if self._stop is not None and self._run is trio.lowlevel.current_trio_token():
+            self._stop.set()
+        self._run = None
+        await trio.lowlevel.checkpoint()

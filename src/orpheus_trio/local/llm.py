@@ -34,6 +34,8 @@ from .tokens import AUDIO_TOKEN_BASE, CODEBOOK_SIZE, TOKENS_PER_FRAME
 if TYPE_CHECKING:
     import torch
 
+    from .generation import ThreadedGenerator
+
 __all__ = [
     "DEFAULT_VOICES",
     "END_OF_HUMAN",
@@ -41,6 +43,8 @@ __all__ = [
     "END_OF_TEXT",
     "MIN_STABLE_REPETITION_PENALTY",
     "ORPHEUS_VOCAB_SIZE",
+    "prompt_ids",
+    "spoken_text",
     "PROMPT_SUFFIX",
     "START_OF_AI",
     "START_OF_HUMAN",
@@ -244,12 +248,45 @@ def _torch_dtype(dtype: str | torch.dtype | None, device: str) -> torch.dtype:
     return found
 
 
+def spoken_text(text: str, voice: str | None) -> str:
+    """``"{voice}: {text}"`` (the text alone without a voice), checked; ``ValueError`` if bad."""
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError("text must be a non-empty string")
+    if voice is not None and (not isinstance(voice, str) or not voice.strip()):
+        raise ValueError("voice must be a non-empty string or None")
+    spoken = f"{voice}: {text}" if voice is not None else text
+    try:
+        spoken.encode("utf-8")
+    except UnicodeEncodeError as error:  # JSON allows "\ud800"; tokenizers do not
+        what = "voice" if voice is not None and error.start < len(voice) else "text"
+        raise ValueError(
+            f"{what} is not valid Unicode: a lone surrogate {spoken[error.start]!r}"
+        ) from None
+    return spoken
+
+
+def prompt_ids(
+    tokenizer: Any, text: str, voice: str | None, *, vocab_size: int | None = None
+) -> list[int]:
+    """The token ids Orpheus expects for ``text`` spoken by ``voice`` (see the module docstring)."""
+    ids = [int(i) for i in tokenizer(spoken_text(text, voice))["input_ids"]]
+    beyond = [i for i in ids if vocab_size is not None and not 0 <= i < vocab_size]
+    if beyond:
+        raise ValueError(
+            f"the tokenizer gave id {beyond[0]}, outside the model's vocabulary "
+            f"of {vocab_size}: the tokenizer does not match the model"
+        )
+    return [START_OF_HUMAN, *ids, *PROMPT_SUFFIX]
+
+
 class OrpheusLM:
     """A loaded Orpheus checkpoint (model + tokenizer) that turns prompts into audio tokens.
 
     Thread-safety: generations hold their own KV cache, so several may run at
     once on different threads (each costs a forward pass per token).
     """
+
+    params_type: type[SamplingParams] = SamplingParams
 
     def __init__(self, model: Any, tokenizer: Any, *, device: str) -> None:
         import torch
@@ -331,26 +368,21 @@ class OrpheusLM:
 
     def prompt_ids(self, text: str, voice: str | None = None) -> list[int]:
         """The token ids Orpheus expects for ``text`` spoken by ``voice``."""
-        if not isinstance(text, str) or not text.strip():
-            raise ValueError("text must be a non-empty string")
-        if voice is not None and (not isinstance(voice, str) or not voice.strip()):
-            raise ValueError("voice must be a non-empty string or None")
-        spoken = f"{voice}: {text}" if voice is not None else text
-        try:
-            spoken.encode("utf-8")
-        except UnicodeEncodeError as error:  # JSON allows "\ud800"; tokenizers do not
-            what = "voice" if voice is not None and error.start < len(voice) else "text"
-            raise ValueError(
-                f"{what} is not valid Unicode: a lone surrogate {spoken[error.start]!r}"
-            ) from None
-        ids = [int(i) for i in self.tokenizer(spoken)["input_ids"]]
-        beyond = [i for i in ids if not 0 <= i < self.vocab_size]
-        if beyond:
-            raise ValueError(
-                f"the tokenizer gave id {beyond[0]}, outside the model's vocabulary "
-                f"of {self.vocab_size}: the tokenizer does not match the model"
-            )
-        return [START_OF_HUMAN, *ids, *PROMPT_SUFFIX]
+        return prompt_ids(self.tokenizer, text, voice, vocab_size=self.vocab_size)
+
+    def open_tokens(
+        self, prompt: Sequence[int] | str, params: SamplingParams
+    ) -> ThreadedGenerator[int, FinishReason]:
+        """:meth:`generate` on a worker thread, consumed from Trio."""
+        from .generation import ThreadedGenerator
+
+        if isinstance(prompt, str):
+            raise TypeError("OrpheusLM takes prompt token ids, not text")
+        self.check_fits(len(prompt), params)
+        return ThreadedGenerator(lambda: self.generate(prompt, params), name="orpheus-llm")
+
+    async def aclose(self) -> None:
+        """Nothing is held between generations."""
 
     def check_fits(self, prompt_length: int, params: SamplingParams) -> None:
         """Raise :class:`InvalidParameter` when prompt + ``max_tokens`` exceed the context.

@@ -32,7 +32,6 @@ from .._callsite import warn_at_caller
 from ..errors import DeadlineExceeded, TruncatedSpeechWarning
 from ..options import is_positive_seconds
 from ..speech import SpeechSource
-from .generation import ThreadedGenerator
 from .llm import (
     DEFAULT_VOICES,
     FinishReason,
@@ -43,6 +42,7 @@ from .llm import (
 )
 from .snac_decoder import SnacDecoder, float_to_pcm16
 from .stream_decode import Audio, DecodeWindow, StreamPlanner, WindowDecoder
+from .token_source import Prompt, TokenModel, TokenStream
 from .tokens import FrameAssembler, OnInvalid
 
 __all__ = [
@@ -72,15 +72,12 @@ class LocalAudioStream:
     def __init__(
         self,
         synthesizer: LocalSynthesizer,
-        prompt_ids: list[int],
+        prompt_ids: Prompt,
         params: SamplingParams,
         *,
         deadline: float,
     ) -> None:
-        lm = synthesizer.lm
-        self._tokens: ThreadedGenerator[int, FinishReason] = ThreadedGenerator(
-            lambda: lm.generate(prompt_ids, params), name="orpheus-llm"
-        )
+        self._tokens = synthesizer.lm.open_tokens(prompt_ids, params)
         self._deadline = deadline
         self._started = anyio.current_time()
         self._progress = _Progress()
@@ -204,7 +201,7 @@ class _Progress:
 
 
 async def _decode(
-    tokens: ThreadedGenerator[int, FinishReason],
+    tokens: TokenStream,
     synthesizer: LocalSynthesizer,
     progress: _Progress,
 ) -> AsyncGenerator[bytes, None]:
@@ -217,7 +214,11 @@ async def _decode(
             max_hop=synthesizer.max_hop,
         )
         async for token in tokens:
-            frames = assembler.feed_id(token)
+            frames = (
+                assembler.feed_text(token)
+                if isinstance(token, str)
+                else assembler.feed_id(token)
+            )
             if len(frames):
                 planner.push(frames)
                 while (window := planner.next_window()) is not None:
@@ -302,7 +303,8 @@ class LocalOptions:
 class LocalSynthesizer(SpeechSource):
     """Orpheus speech made on this machine, with the client's ``stream``/``synthesize`` API.
 
-    ``lm``: the loaded :class:`OrpheusLM`. ``decoder``: a :class:`SnacDecoder`
+    ``lm``: the loaded :class:`OrpheusLM`, or a :class:`~.remote.RemoteLM` (an
+    inference engine's completions endpoint; any :class:`~.token_source.TokenModel`). ``decoder``: a :class:`SnacDecoder`
     (windows decoded in worker threads) or a running ``BatchingDecoder`` shared
     by many streams. ``voices``: names accepted (``None``: any name); a request
     without a voice speaks the text alone. ``defaults``: sampling parameters
@@ -312,7 +314,7 @@ class LocalSynthesizer(SpeechSource):
 
     def __init__(
         self,
-        lm: OrpheusLM,
+        lm: TokenModel,
         decoder: SnacDecoder | WindowDecoder,
         *,
         voices: Collection[str] | None = LocalOptions.voices,
@@ -351,31 +353,56 @@ class LocalSynthesizer(SpeechSource):
     @classmethod
     def load(
         cls,
-        model: str | os.PathLike[str],
+        model: str | os.PathLike[str] | None,
         snac: str | os.PathLike[str],
         *,
         device: str | None = None,
         tokenizer: str | os.PathLike[str] | None = None,
         dtype: str | None = None,
         local_files_only: bool = False,
+        llm_url: str | None = None,
+        llm_model: str | None = None,
+        llm_api_key: str | None = None,
         **options: Any,
     ) -> LocalSynthesizer:
         """Load the Orpheus checkpoint ``model`` and the SNAC checkpoint ``snac``
         (local directories or hub ids) onto ``device`` (CUDA when present, else CPU).
         ``options`` are :class:`LocalSynthesizer` keyword arguments, checked
         before loading. Blocks while loading.
+
+        With ``llm_url`` (an OpenAI-compatible server: vLLM, SGLang, llama.cpp's
+        ``llama-server``) the tokens come from that engine instead and ``model``
+        must be ``None``; ``llm_model`` names the engine's model, ``llm_api_key``
+        its key, and ``tokenizer`` (optional) sends the prompt as token ids.
         """
         cls.check_options(**options)
+        if llm_url is not None and model is not None:
+            raise ValueError("give model (on-box LLM) or llm_url (an engine), not both")
+        if llm_url is None and model is None:
+            raise ValueError("give model (an Orpheus checkpoint) or llm_url (an engine)")
         device = torch_device(device)
         # SNAC first: it loads in a moment, so a bad SNAC path fails before the LLM's minutes.
         decoder = SnacDecoder.from_pretrained(snac, device=device)
-        lm = OrpheusLM.load(
-            model,
-            tokenizer=tokenizer,
-            device=device,
-            dtype=dtype,
-            local_files_only=local_files_only,
-        )
+        lm: TokenModel
+        if llm_url is not None:
+            from .remote import RemoteLM
+
+            lm = RemoteLM(
+                llm_url,
+                model=llm_model,
+                api_key=llm_api_key,
+                tokenizer=tokenizer,
+                local_files_only=local_files_only,
+            )
+        else:
+            assert model is not None
+            lm = OrpheusLM.load(
+                model,
+                tokenizer=tokenizer,
+                device=device,
+                dtype=dtype,
+                local_files_only=local_files_only,
+            )
         return cls(lm, decoder, **options)
 
     def validate(self, voice: str | None, params: Mapping[str, Any]) -> SamplingParams:
@@ -384,7 +411,7 @@ class LocalSynthesizer(SpeechSource):
             raise InvalidParameter(
                 "voice", f"unknown voice {voice!r} (known: {', '.join(self.voices)})"
             )
-        return SamplingParams.from_params({**self.defaults, **params})
+        return self.lm.params_type.from_params({**self.defaults, **params})
 
     def open(
         self,
@@ -427,7 +454,8 @@ class LocalSynthesizer(SpeechSource):
             await audio.aclose()
 
     async def close(self) -> None:
-        """Nothing is held between requests; here for symmetry with the client."""
+        """Close the token model's connections (an engine's); a local model holds none."""
+        await self.lm.aclose()
 
     async def aclose(self) -> None:
         await self.close()

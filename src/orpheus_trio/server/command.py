@@ -20,6 +20,7 @@ from .app import OrpheusApp, create_app
 from .config import ServerConfig
 from .engine import Engine
 from .engines.orpheus import add_arguments as add_orpheus_arguments
+from .engines.orpheus_remote import add_arguments as add_orpheus_remote_arguments
 from .run import serve_app
 
 __all__ = [
@@ -39,6 +40,12 @@ def _espeak(args: argparse.Namespace) -> Engine:
     return EspeakEngine()
 
 
+def _orpheus_remote(args: argparse.Namespace) -> Engine:
+    from .engines.orpheus_remote import from_args
+
+    return from_args(args)
+
+
 def _synthetic(args: argparse.Namespace) -> Engine:
     from .engines.synthetic import SyntheticEngine
 
@@ -56,6 +63,7 @@ def _orpheus(args: argparse.Namespace) -> Engine:
 ENGINES: dict[str, Callable[[argparse.Namespace], Engine]] = {
     "espeak": _espeak,
     "orpheus": _orpheus,
+    "orpheus-remote": _orpheus_remote,
     "synthetic": _synthetic,
 }
 
@@ -70,6 +78,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add_server_arguments(parser)
     parser.add_argument("--engine", choices=sorted(ENGINES), default="espeak")
     add_orpheus_arguments(parser)
+    add_orpheus_remote_arguments(parser)
     parser.set_defaults(run=run)
 
 

@@ -23,6 +23,7 @@ from collections.abc import AsyncGenerator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ...local.llm import DEFAULT_VOICES, InvalidParameter
+from ...local.remote import EngineRequestError
 from ...local.tokens import IncompleteFrame, InvalidAudioToken
 from ..engine import EngineError, Hints, InvalidParam, Piece
 
@@ -34,15 +35,18 @@ __all__ = ["OrpheusEngine", "add_arguments", "from_args"]
 
 
 class OrpheusEngine:
-    """Serves a :class:`LocalSynthesizer`; its ``voices`` are the engine's (the first is the default)."""
+    """Serves a :class:`LocalSynthesizer`; its ``voices`` are the engine's (the first is the default).
 
-    name = "orpheus"
+    The synthesizer's tokens come from the on-box LLM (``name`` ``orpheus``) or
+    from an inference engine (``orpheus-remote``, see :mod:`.orpheus_remote`).
+    """
 
-    def __init__(self, synthesizer: LocalSynthesizer) -> None:
+    def __init__(self, synthesizer: LocalSynthesizer, *, name: str = "orpheus") -> None:
         if not synthesizer.voices:
             raise ValueError(
                 "the orpheus engine needs a synthesizer with a list of voices"
             )
+        self.name = name
         self.synthesizer = synthesizer
         self._voices = list(synthesizer.voices)
 
@@ -87,13 +91,26 @@ class OrpheusEngine:
             ) from None
         except ValueError as error:
             raise EngineError("invalid_request", str(error), status=400) from None
+        streamed = False
         async with audio:
             try:
                 async for pcm in audio:
+                    streamed = True
                     yield pcm
             except (InvalidAudioToken, IncompleteFrame) as error:
                 raise EngineError(
                     "engine_error", f"the model produced bad audio tokens: {error}"
+                ) from None
+            except EngineRequestError as error:
+                # Before any audio, the engine's fault is this request's answer (503:
+                # clients fail over); after it, an in-band error: the audio is not complete.
+                if streamed:
+                    raise EngineError("engine_error", error.message) from None
+                raise EngineError(
+                    error.code,
+                    error.message,
+                    status=error.status,
+                    retry_after_s=error.retry_after_s,
                 ) from None
         yield Hints(
             {
