@@ -4,7 +4,8 @@ The network client (:class:`~orpheus_trio.client.OrpheusTTS`) and the on-box
 synthesizer (:class:`~orpheus_trio.local.synthesizer.LocalSynthesizer`) differ
 only in how one utterance is opened. Long text is handled here, once for both:
 it is split into pieces (``textsplit``) and streamed in order with the next
-piece synthesized while the current one plays (``longtext``).
+piece synthesized while the current one plays (``longtext``), the joins
+between pieces faded so that they do not click (``joins``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from contextlib import AbstractAsyncContextManager, aclosing
 from typing import Any
 
 from .formats import check_format, encode_stream, require_codec_library
+from .joins import DEFAULT_FADE_SAMPLES
 from .longtext import ordered_stream
 from .textsplit import SplitMode, split_for_synthesis
 
@@ -56,6 +58,9 @@ class SpeechSource(ABC):
         ``"sentences"`` always splits, ``"never"`` sends the text whole. Pieces
         are separate requests (``timeout_s`` applies to each) whose audio is
         yielded strictly in order; a failing piece raises with a note naming it.
+        At each join the first piece's last 5 ms fade out and the next one's
+        first 5 ms fade in, so that pieces meet at silence instead of clicking;
+        no other sample changes.
         Break out early with ``contextlib.aclosing``, or use :meth:`open_stream`,
         to close the stream at once.
         """
@@ -78,7 +83,11 @@ class SpeechSource(ABC):
                 async for pcm in audio:
                     yield pcm
 
-        source = one(pieces[0]) if len(pieces) == 1 else ordered_stream(pieces, one)
+        source = (
+            one(pieces[0])
+            if len(pieces) == 1
+            else ordered_stream(pieces, one, join_fade_samples=DEFAULT_FADE_SAMPLES)
+        )
         async with aclosing(source):
             async for pcm in source:
                 yield pcm
