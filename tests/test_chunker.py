@@ -99,14 +99,20 @@ def test_short_text_waits_for_more_however_long_it_has_waited() -> None:
     assert chunker.poll(100.0) == []
 
 
-def test_a_finished_looking_sentence_is_cut_at_max_wait_whatever_its_length() -> None:
-    chunker = SentenceChunker(max_wait_s=0.25, min_chars=100)
-    assert chunker.feed("Sure.", 3.0) == []
-    assert chunker.deadline == 3.25
-    assert chunker.poll(3.25) == ["Sure."]
+def test_a_finished_looking_sentence_is_ready_after_end_wait_whatever_its_length() -> None:
+    chunker = SentenceChunker(end_wait_s=0.25, max_wait_s=5.0, min_chars=100)
+    assert chunker.feed("Sure", 3.0) == []
+    assert chunker.feed(".", 3.1) == []
+    assert chunker.deadline == pytest.approx(3.35)  # counted from the text that ended it
+    assert chunker.poll(3.3) == []
+    assert chunker.poll(3.35) == ["Sure."]
     assert chunker.deadline is None and chunker.pending == ""
     chunker.feed("Ask Dr.", 4.0)  # an abbreviation: not finished-looking
     assert chunker.deadline is None
+    # A lowercase word after the period continues the sentence after all.
+    chunker = SentenceChunker(end_wait_s=0.25)
+    assert chunker.feed("We meet at 3 p.m.", 0.0) == []
+    assert chunker.feed(" and talk. Then", 0.2) == ["We meet at 3 p.m. and talk."]
 
 
 def test_a_sentence_running_past_max_chars_is_cut_at_once() -> None:
@@ -121,8 +127,8 @@ def test_a_sentence_running_past_max_chars_is_cut_at_once() -> None:
 def test_bad_settings_and_misuse_are_refused_clearly() -> None:
     with pytest.raises(ValueError, match="max_wait_s must be >= 0"):
         SentenceChunker(max_wait_s=-1)
-    with pytest.raises(ValueError, match="max_wait_s"):
-        SentenceChunker(max_wait_s=math.nan)
+    with pytest.raises(ValueError, match="end_wait_s must be >= 0"):
+        SentenceChunker(end_wait_s=math.nan)
     with pytest.raises(ValueError, match="min_chars must be >= 1"):
         SentenceChunker(min_chars=0)
     with pytest.raises(ValueError, match=r"max_chars \(10\) must be >= min_chars \(40\)"):

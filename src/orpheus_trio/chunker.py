@@ -6,14 +6,14 @@ quotes, paragraph breaks), and so is the packing of pieces; what this adds is
 the timing:
 
 - a sentence is ready once the text after it has begun (a period followed by
-  a lowercase word, as in "e.g. the", does not end one, so the next word must
-  be seen), or at a paragraph break, or when the text ends;
+  a lowercase word, as in "3 p.m. and", does not end one, so the next word is
+  awaited), or at a paragraph break, or when the text ends; text that ends
+  like a sentence is ready anyway if nothing follows within ``end_wait_s``
+  (the LLM paused there);
 - a long clause starts early: once the oldest unspoken text has waited
   ``max_wait_s`` for its sentence to end, the text is cut at the last clause
   mark, else between words, provided the part cut off has at least
-  ``min_chars`` characters (a few words alone would sound clipped). Text that
-  ends like a sentence but was not yet followed by more is cut whatever its
-  length.
+  ``min_chars`` characters (a few words alone would sound clipped).
 - no piece is longer than ``max_chars``: a sentence that runs past it is cut
   at once (clause marks, then words).
 
@@ -33,11 +33,13 @@ from .textsplit import (
     split_text,
 )
 
-__all__ = ["DEFAULT_MAX_WAIT_S", "DEFAULT_MIN_CHARS", "SentenceChunker"]
+__all__ = ["DEFAULT_END_WAIT_S", "DEFAULT_MAX_WAIT_S", "DEFAULT_MIN_CHARS", "SentenceChunker"]
 
 #: At 30 tokens/s an LLM writes a typical sentence in well under a second.
 DEFAULT_MAX_WAIT_S = 1.0
 DEFAULT_MIN_CHARS = 40
+#: About three tokens at 30 tokens/s: the next word usually comes well within it.
+DEFAULT_END_WAIT_S = 0.1
 
 
 class SentenceChunker:
@@ -49,9 +51,11 @@ class SentenceChunker:
         max_wait_s: float = DEFAULT_MAX_WAIT_S,
         min_chars: int = DEFAULT_MIN_CHARS,
         max_chars: int = DEFAULT_MAX_CHARS,
+        end_wait_s: float = DEFAULT_END_WAIT_S,
     ) -> None:
-        if not max_wait_s >= 0:  # also refuses NaN
-            raise ValueError(f"max_wait_s must be >= 0 (math.inf: never cut early), got {max_wait_s}")
+        for name, value in (("max_wait_s", max_wait_s), ("end_wait_s", end_wait_s)):
+            if not value >= 0:  # also refuses NaN
+                raise ValueError(f"{name} must be >= 0 (math.inf: never), got {value}")
         if min_chars < 1:
             raise ValueError(f"min_chars must be >= 1, got {min_chars}")
         if max_chars < min_chars:
@@ -59,7 +63,9 @@ class SentenceChunker:
         self.max_wait_s = max_wait_s
         self.min_chars = min_chars
         self.max_chars = max_chars
+        self.end_wait_s = end_wait_s
         self._buffer = ""
+        self._last_text_at = 0.0  # when the buffer's end last changed
         self._waiting_since: float | None = None  # when the oldest unspoken text began to wait
         self._finished = False
 
@@ -71,13 +77,13 @@ class SentenceChunker:
     @property
     def deadline(self) -> float | None:
         """When :meth:`poll` will cut early if no more text comes; ``None``: only new text helps."""
-        if (
-            self._waiting_since is None
-            or math.isinf(self.max_wait_s)
-            or self._early_cut(self._buffer) is None
-        ):
-            return None
-        return self._waiting_since + self.max_wait_s
+        deadlines = []
+        if self._looks_finished(self._buffer):
+            deadlines.append(self._last_text_at + self.end_wait_s)
+        if self._waiting_since is not None and self._early_cut(self._buffer) is not None:
+            deadlines.append(self._waiting_since + self.max_wait_s)
+        soonest = min(deadlines, default=math.inf)
+        return None if math.isinf(soonest) else soonest
 
     def feed(self, text: str, now: float) -> list[str]:
         """Add ``text`` (which arrived at ``now``); the pieces now ready, in order."""
@@ -86,6 +92,7 @@ class SentenceChunker:
         if not isinstance(text, str):
             raise TypeError(f"text pieces must be str, got {type(text).__name__}")
         self._buffer += text
+        self._last_text_at = now
         if self._waiting_since is None and self._buffer.strip():
             self._waiting_since = now
         return self._cut(now, final=False)
@@ -108,6 +115,12 @@ class SentenceChunker:
                 end = len(text)
             if end is None and len(text) > self.max_chars:
                 end = self._overflow_cut(text)
+            if (
+                end is None
+                and self._looks_finished(text)
+                and now - self._last_text_at >= self.end_wait_s
+            ):
+                end = len(text)
             if (
                 end is None
                 and self._waiting_since is not None
@@ -138,12 +151,17 @@ class SentenceChunker:
         fits = fits or [i for i, c in enumerate(head) if c.isspace() and head[:i].strip()]
         return max(fits, default=self.max_chars)
 
+    @staticmethod
+    def _looks_finished(text: str) -> bool:
+        """Ends like a sentence, only nothing has followed it yet."""
+        stripped = text.rstrip()
+        return bool(stripped) and len(stripped) in sentence_ends(stripped + " ")
+
     def _early_cut(self, text: str) -> int | None:
         """Where the max-wait rule may cut ``text``, if anywhere."""
-        stripped = text.rstrip()
-        # Ends like a sentence, only nothing has followed it yet.
-        if len(stripped) in sentence_ends(stripped + " "):
+        if self._looks_finished(text):
             return len(text)
+        stripped = text.rstrip()
         for candidates in (
             clause_ends(stripped + " "),  # a clause mark with nothing after it yet counts too
             [i for i, c in enumerate(text) if c.isspace()],  # the words before it are complete
