@@ -214,3 +214,41 @@ async def test_leaving_early_closes_the_source_and_bad_sources_are_refused(
     with pytest.raises(TypeError, match="text_chunks must yield str, got bytes"):
         async for _ in sentences(not_text()):  # type: ignore[arg-type]
             pass
+
+
+# -- emotion tags -------------------------------------------------------------------------------
+
+TAGGED = (
+    "Well <sigh> that went badly. <laugh> I mean it! Oh <gasp> look at that, <chuckle> fine. "
+    "<cough> Excuse me. <sniffle> <groan> <yawn> Goodnight."
+)
+
+
+def test_emotion_tags_pass_through_the_splitter_untouched() -> None:
+    from orpheus_trio.server.engine import ORPHEUS_EMOTION_TAGS
+    from orpheus_trio.textsplit import split_text
+
+    pieces = split_text(TAGGED, max_chars=30)
+    assert len(pieces) > 3
+    assert " ".join(pieces) == TAGGED.strip()
+    joined = " ".join(pieces)
+    for tag in ORPHEUS_EMOTION_TAGS:
+        assert joined.count(tag) == 1, tag
+        assert sum(p.count(tag) for p in pieces) == 1, f"{tag} cut across pieces"
+
+
+def test_emotion_tags_pass_through_the_chunker_token_by_token() -> None:
+    from orpheus_trio.server.engine import ORPHEUS_EMOTION_TAGS
+
+    chunker = SentenceChunker(max_wait_s=math.inf)
+    out: list[str] = []
+    now = 0.0
+    # Tokens cut inside the tags: "<la", "ugh>" — the chunker must not care.
+    for i in range(0, len(TAGGED), 3):
+        now += 0.033
+        out += chunker.feed(TAGGED[i : i + 3], now)
+        out += chunker.poll(now)
+    out += chunker.finish(now)
+    assert " ".join(out) == TAGGED.strip()
+    for tag in ORPHEUS_EMOTION_TAGS:
+        assert sum(s.count(tag) for s in out) == 1, tag

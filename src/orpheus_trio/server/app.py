@@ -38,6 +38,7 @@ from .engine import (
     InvalidParam,
     RawLine,
     RequestContext,
+    emotion_tags,
 )
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import ServerMetrics
@@ -278,6 +279,7 @@ class OrpheusApp:
             "channels": 1,
             "sample_format": "s16le",
             "voices": self.engine.voices(),
+            "emotion_tags": emotion_tags(self.engine),
             "queue_depth": self._reported_depth(self.admission.queued),
             "inflight": self.admission.running,
             "capacity": self.config.max_concurrency,
