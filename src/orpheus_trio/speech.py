@@ -17,13 +17,13 @@ from collections.abc import AsyncGenerator, AsyncIterable, Callable
 from contextlib import AbstractAsyncContextManager, aclosing
 from typing import Any
 
-from .formats import check_format, encode_stream, require_codec_library
 from .chunker import (
     DEFAULT_END_WAIT_S,
     DEFAULT_MAX_WAIT_S,
     DEFAULT_MIN_CHARS,
     SentenceChunker,
 )
+from .formats import check_format, encode_stream, require_codec_library
 from .joins import DEFAULT_FADE_SAMPLES
 from .longtext import DEFAULT_PREFETCH, ordered_stream
 from .textstream import sentences
