@@ -158,3 +158,4 @@ async def test_concurrent_requests_over_http_match_sequential_ones(
         in unknown.json()["error"]["message"]
     )
     assert system["engine"] == "espeak" and system["voices"] == list(VOICE_MAP)
+    assert system["emotion_tags"] == []  # espeak-ng performs none

@@ -103,6 +103,9 @@ async def test_server_streams_the_model_speech_with_a_closing_metrics_frame(
         )
     assert system["engine"] == "orpheus"
     assert system["voices"] == list(DEFAULT_VOICES)
+    assert system["emotion_tags"] == [
+        "<laugh>", "<chuckle>", "<sigh>", "<cough>", "<sniffle>", "<groan>", "<yawn>", "<gasp>",
+    ]  # fmt: skip
     assert response.status_code == 200
     frames = parse_frames(response.content)
     chunks = audio_of(frames)

@@ -14,6 +14,7 @@ from _support_server import StartServer
 
 from orpheus_trio.client import OrpheusTTS
 from orpheus_trio.errors import ServiceError
+from orpheus_trio.joins import DEFAULT_FADE_SAMPLES
 from orpheus_trio.longtext import open_ordered_stream, ordered_stream
 from orpheus_trio.server.engines.synthetic import (
     ScheduledFault,
@@ -255,6 +256,20 @@ async def test_no_pieces_no_audio_and_bad_settings_are_refused() -> None:
 # -- end to end: the real client against the reference server's synthetic engine ---------------
 
 
+def assert_same_but_the_joins(audio: bytes, pieces: list[bytes]) -> None:
+    """``audio`` is ``pieces`` butted together except within a join's fade (``test_joins``)."""
+
+    def outside_the_joins(data: bytes) -> bytes:
+        masked, at, fade = bytearray(data), 0, 2 * DEFAULT_FADE_SAMPLES
+        for piece in pieces[:-1]:
+            at += len(piece)
+            masked[at - fade : at + fade] = bytes(2 * fade)
+        return bytes(masked)
+
+    assert len(audio) == sum(map(len, pieces))
+    assert outside_the_joins(audio) == outside_the_joins(b"".join(pieces))
+
+
 @dataclass
 class RecordingEngine(SyntheticEngine):
     """The synthetic engine, noting when each text's synthesis starts and ends."""
@@ -325,7 +340,9 @@ async def test_client_stream_splits_long_text_into_ordered_pieces(
         )
     pieces = split_text(text)
     assert len(text) > 400 and len(pieces) == 3
-    assert split == b"".join(b"".join(expected_stream(p, None, params)) for p in pieces)
+    assert_same_but_the_joins(
+        split, [b"".join(expected_stream(p, None, params)) for p in pieces]
+    )
     assert short == b"".join(expected_stream("Short text.", None, params))
     assert whole == b"".join(expected_stream(text, None, params))
     assert [t for kind, t, _ in engine.log if kind == "start"] == [
@@ -353,9 +370,10 @@ async def test_client_stream_names_the_failing_piece(start_server: StartServer) 
         "while synthesizing piece 2 of 3 ('Two la la la la la la la la la la la la ...')"
         in info.value.__notes__
     )
-    assert bytes(received) == b"".join(
-        expected_stream(one, None, params)
-    ) + expected_pcm(two, None, 0, params)
+    assert_same_but_the_joins(
+        bytes(received),
+        [b"".join(expected_stream(one, None, params)), expected_pcm(two, None, 0, params)],
+    )
 
 
 async def test_client_stream_rejects_long_blank_text_clearly(start_server: StartServer) -> None:
@@ -383,3 +401,64 @@ async def test_a_piece_whose_own_stream_breaks_raises_rather_than_ending_short(
         await consume(list(engine.scripts), engine)
     assert info.value is broken
     assert "while synthesizing piece 1 of 2 ('one.')" in info.value.__notes__
+
+
+# -- texts that arrive over time (an async iterable) --------------------------------------------
+
+
+async def arriving(texts: list[object], gap_s: float, fail: Exception | None = None) -> AsyncIterator[str]:
+    for text in texts:
+        await trio.sleep(gap_s)
+        yield text  # type: ignore[misc]
+    if fail is not None:
+        raise fail
+
+
+@BOTH
+async def test_texts_from_an_async_iterable_are_started_as_they_arrive_in_order(
+    consume: Consume, autojump_clock: trio.testing.MockClock
+) -> None:
+    engine = FakeEngine({t: Script([pcm(i)] * 2, delay_s=0.1) for i, t in enumerate("abc")})
+    if consume is consume_cm:
+        async with open_ordered_stream(arriving(list("abc"), 5.0), engine.stream_piece) as audio:
+            chunks = [chunk async for chunk in audio]
+    else:
+        async with aclosing(ordered_stream(arriving(list("abc"), 5.0), engine.stream_piece)) as it:
+            chunks = [chunk async for chunk in it]
+    assert chunks == [pcm(0)] * 2 + [pcm(1)] * 2 + [pcm(2)] * 2
+    # Each piece was requested the moment its text arrived, not when the texts ended.
+    assert [engine.requested[t] for t in "abc"] == pytest.approx([5.0, 10.0, 15.0])
+
+
+async def test_a_failing_text_source_raises_after_the_audio_of_the_texts_it_gave(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    engine = FakeEngine({t: Script([pcm(i)], delay_s=1.0) for i, t in enumerate("ab")})
+    received: list[bytes] = []
+    with pytest.raises(ConnectionError, match="llm went away") as info:
+        async with open_ordered_stream(
+            arriving(list("ab"), 0.1, fail=ConnectionError("llm went away")), engine.stream_piece
+        ) as audio:
+            async for chunk in audio:
+                received.append(chunk)
+    assert received == [pcm(0), pcm(1)]
+    assert "while reading the texts (after 2 pieces)" in info.value.__notes__
+    with pytest.raises(TypeError, match="texts must be str, got int"):
+        await consume_iter(arriving([1], 0.1), engine)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="not one str"):
+        await consume_iter("abc", engine)  # type: ignore[arg-type]
+
+
+async def test_with_join_fades_only_joins_to_a_following_piece_are_faded(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    level = (1000).to_bytes(2, "little", signed=True)
+    engine = FakeEngine({t: Script([level * 300]) for t in "ab"})
+    for texts in (["a", "b"], arriving(["a", "b"], 0.0)):
+        async with open_ordered_stream(texts, engine.stream_piece, join_fade_samples=100) as audio:
+            out = b"".join([chunk async for chunk in audio])
+        samples = [int.from_bytes(out[i : i + 2], "little", signed=True) for i in range(0, len(out), 2)]
+        assert len(samples) == 600
+        assert samples[0] == 1000 and samples[-1] == 1000  # the ends are not joins
+        assert samples[299] == 0 and samples[300] == 0  # the join meets at silence
+        assert samples[:200] == [1000] * 200 and samples[400:] == [1000] * 200

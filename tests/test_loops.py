@@ -33,6 +33,7 @@ from orpheus_trio import (
 )
 from orpheus_trio.asyncio_transport import AsyncioTransport
 from orpheus_trio.frames import encode_chunk
+from orpheus_trio.joins import JoinSmoother
 from orpheus_trio.server.engines.synthetic import expected_stream
 from orpheus_trio.trio_transport import TrioTransport
 
@@ -141,7 +142,12 @@ async def test_long_text_is_prefetched_and_kept_in_order() -> None:
     text = "First paragraph here.\n\nSecond paragraph here.\n\nThird paragraph here."
     with anyio.fail_after(5):
         pcm = await tts.synthesize(text, split="sentences")
-    assert pcm == b"".join(expected_audio(10 * n) for n in range(1, 4))
+    # In order, each join faded as the long-text pipeline does (issue 17).
+    smoother, expected = JoinSmoother(), b""
+    for n in range(1, 4):
+        smoother.start_piece()
+        expected += smoother.push(expected_audio(10 * n)) + smoother.end_piece(last=n == 3)
+    assert pcm == expected
     assert len(fake.started) == 3
     first = fake.responses()[0]
     # The second piece was requested while the first still streamed (prefetch).

@@ -38,6 +38,7 @@ async def test_system_reports_the_contract_fields(start_server: StartServer) -> 
         "channels": 1,
         "sample_format": "s16le",
         "voices": ["tara", "leah", "jess", "leo", "dan", "mia", "zac", "zoe"],
+        "emotion_tags": [],  # synthetic tones perform no tags
         "queue_depth": 0,
         "inflight": 0,
         "capacity": 3,

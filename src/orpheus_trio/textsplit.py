@@ -18,6 +18,9 @@ __all__ = [
     "DEFAULT_MAX_CHARS",
     "SPLIT_MODES",
     "SplitMode",
+    "clause_ends",
+    "paragraph_ends",
+    "sentence_ends",
     "split_for_synthesis",
     "split_text",
 ]
@@ -90,13 +93,32 @@ def split_text(text: str, *, max_chars: int = DEFAULT_MAX_CHARS) -> list[str]:
     return pieces
 
 
+def sentence_ends(text: str) -> list[int]:
+    """Offsets just past each sentence end in ``text`` (its punctuation and closing quotes).
+
+    An end needs whitespace after it; whether the next word is lowercase (a
+    continuation, as in "e.g. the") is judged on what text follows, so an end
+    followed by nothing yet counts.
+    """
+    return [m.end() for m in _SENTENCE_END.finditer(text) if _is_sentence_end(text, m)]
+
+
+def paragraph_ends(text: str) -> list[int]:
+    """Offsets where each paragraph break (a blank line) begins."""
+    return [m.start() for m in _PARAGRAPH_BREAK.finditer(text)]
+
+
+def clause_ends(text: str) -> list[int]:
+    """Offsets just past each clause mark (, ; : and dashes) that has whitespace after it."""
+    return [m.end() for m in _CLAUSE_END.finditer(text)]
+
+
 def _sentences(paragraph: str) -> list[str]:
     sentences: list[str] = []
     start = 0
-    for match in _SENTENCE_END.finditer(paragraph):
-        if _is_sentence_end(paragraph, match):
-            sentences.append(paragraph[start : match.end()].strip())
-            start = match.end()
+    for end in sentence_ends(paragraph):
+        sentences.append(paragraph[start:end].strip())
+        start = end
     rest = paragraph[start:].strip()
     if rest:
         sentences.append(rest)

@@ -39,6 +39,7 @@ from .engine import (
     InvalidParam,
     RawLine,
     RequestContext,
+    emotion_tags,
     shown_value,
 )
 from .http_guard import CURRENT_CONNECTION, ConnectionState
@@ -314,6 +315,7 @@ class OrpheusApp:
             "channels": 1,
             "sample_format": "s16le",
             "voices": self.engine.voices(),
+            "emotion_tags": emotion_tags(self.engine),
             "queue_depth": self._reported_depth(self.admission.queued),
             "inflight": self.admission.running,
             "capacity": self.config.max_concurrency,

@@ -160,6 +160,10 @@ class Engine(Protocol):
         """Check voice and parameters; return normalised parameters or raise InvalidParam."""
         ...
 
+    # Optional: ``emotion_tags() -> list[str]``, the inline tags (``<laugh>``) the engine
+    # performs rather than reads out; see :func:`emotion_tags`. Optional so that existing
+    # engines (and test engines) need no change: without it an engine claims none.
+
     def synthesize(
         self, text: str, voice: str | None, params: dict[str, Any]
     ) -> AsyncGenerator[Piece, None]:
@@ -180,6 +184,23 @@ def shown_value(value: Any) -> str:
     if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**20:
         return f"an integer of {len(shown.lstrip('-'))} digits"
     return shown if len(shown) <= 80 else f"{shown[:77]}..."
+
+
+#: The inline tags the Orpheus finetuned voices were trained to perform (the model card's list).
+ORPHEUS_EMOTION_TAGS: tuple[str, ...] = (
+    "<laugh>", "<chuckle>", "<sigh>", "<cough>", "<sniffle>", "<groan>", "<yawn>", "<gasp>",
+)  # fmt: skip
+
+
+def emotion_tags(engine: Engine) -> list[str]:
+    """The emotion tags ``engine`` supports, as ``/v1/system`` lists them (none unless it says)."""
+    method = getattr(engine, "emotion_tags", None)
+    if method is None:
+        return []
+    tags = method()
+    if not isinstance(tags, list | tuple) or not all(isinstance(t, str) for t in tags):
+        raise TypeError(f"{type(engine).__name__}.emotion_tags() must return a list of str")
+    return list(tags)
 
 
 def require_number(key: str, value: Any, *, low: float, high: float) -> float:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from ...local.llm import DEFAULT_VOICES, InvalidParameter
 from ...local.remote import EngineRequestError
 from ...local.tokens import IncompleteFrame, InvalidAudioToken
-from ..engine import EngineError, Hints, InvalidParam, Piece
+from ..engine import ORPHEUS_EMOTION_TAGS, EngineError, Hints, InvalidParam, Piece
 
 if TYPE_CHECKING:
     # torch loads with the synthesizer, only when the engine is built.
@@ -69,6 +69,10 @@ class OrpheusEngine:
 
     def voices(self) -> list[str]:
         return list(self._voices)
+
+    def emotion_tags(self) -> list[str]:
+        # The text goes to the model verbatim, so its trained tags reach it intact.
+        return list(ORPHEUS_EMOTION_TAGS)
 
     def validate(self, voice: str | None, params: dict[str, Any]) -> dict[str, Any]:
         sampling_params = {k: v for k, v in params.items() if k != "timeout_s"}
