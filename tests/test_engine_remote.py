@@ -274,11 +274,15 @@ def endless(conn_log: list[Conn], closed: list[bool]) -> Reply:
     async def reply(conn: Conn) -> None:
         conn_log.append(conn)
         await conn.send_stream_head()
-        n = 0
         while True:
-            for token in audio_script(1):
-                await conn.send_piece(event(custom(token)))
-            n += 1
+            try:
+                for token in audio_script(1):
+                    await conn.send_piece(event(custom(token)))
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                # The worker closed while this side was writing (a send to a closed peer fails
+                # rather than waiting to read its close): that is the close being waited for.
+                closed.append(True)
+                return
             if await conn.until_client_closes(0.01):
                 closed.append(True)
                 return
