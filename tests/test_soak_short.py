@@ -53,7 +53,8 @@ def test_short_soak_loses_nothing_and_leaks_nothing() -> None:
     assert report.hedged_or_failed_over > 0
     assert report.bytes_verified > 10_000_000
     # Nothing leaks: back to the baseline once the client is closed, no growth meanwhile.
-    assert report.fds_after_close == report.fds_baseline
+    # Fewer than at the start is no leak (the process may drop fds of its own meanwhile).
+    assert report.fds_after_close <= report.fds_baseline
     assert report.tasks_after_close == report.tasks_baseline
     assert report.fds_max_second_half <= report.fds_max_first_half + cfg.streams
     assert report.rss_mb_end - report.rss_mb_first_half < 20
