@@ -70,6 +70,36 @@ StreamOnce = Callable[
 ]  # streams one request, returns chunks received
 
 
+
+async def count_body_lines(
+    buf: bytearray, pos: int, more: Callable[[], Awaitable[None]]
+) -> int:
+    """Read a chunked body starting at ``buf[pos]`` to its end; return how many NDJSON lines it held.
+
+    ``more`` appends the next bytes received to ``buf``. The terminating chunk is
+    consumed, so a kept-alive connection's next response starts at ``buf[0]``.
+    """
+    lines, body_tail = 0, b""
+    while True:
+        # one chunked-encoding piece: size line, data, CRLF
+        while (eol := buf.find(b"\r\n", pos)) < 0:
+            await more()
+        size = int(buf[pos:eol].split(b";")[0], 16)
+        start = eol + 2
+        while len(buf) < start + size + 2:
+            await more()
+        if size == 0:
+            del buf[: start + 2]
+            return lines
+        data = body_tail + bytes(buf[start : start + size])
+        lines += data.count(b"\n")
+        body_tail = data[data.rfind(b"\n") + 1 :]
+        pos = start + size + 2
+        if pos > 1 << 20:
+            del buf[:pos]
+            pos = 0
+
+
 class RawTrioClient:
     """HTTP/1.1 over a kept-alive trio socket; counts NDJSON lines; no decoding."""
 
@@ -93,25 +123,11 @@ class RawTrioClient:
         if not head.startswith(b"HTTP/1.1 200"):
             raise RuntimeError(head.decode(errors="replace"))
         buf = bytearray(rest)
-        lines, pos, body_tail = 0, 0, b""
-        while True:
-            # one chunked-encoding piece: size line, data, CRLF
-            while (eol := buf.find(b"\r\n", pos)) < 0:
-                buf += await stream.receive_some(65536)
-            size = int(buf[pos:eol].split(b";")[0], 16)
-            start = eol + 2
-            while len(buf) < start + size + 2:
-                buf += await stream.receive_some(65536)
-            if size == 0:
-                del buf[: start + 2]
-                return lines
-            data = body_tail + bytes(buf[start : start + size])
-            lines += data.count(b"\n")
-            body_tail = data[data.rfind(b"\n") + 1 :]
-            pos = start + size + 2
-            if pos > 1 << 20:
-                del buf[:pos]
-                pos = 0
+
+        async def more() -> None:
+            buf.extend(await stream.receive_some(65536))
+
+        return await count_body_lines(buf, 0, more)
 
     async def aclose(self) -> None:
         if self.stream is not None:
@@ -155,21 +171,7 @@ class RawAsyncioClient:
         end = buf.index(b"\r\n\r\n")
         if not buf.startswith(b"HTTP/1.1 200"):
             raise RuntimeError(bytes(buf[:end]).decode(errors="replace"))
-        pos, lines, body_tail = end + 4, 0, b""
-        while True:
-            while (eol := buf.find(b"\r\n", pos)) < 0:
-                await self._more()
-            size = int(buf[pos:eol].split(b";")[0], 16)
-            start = eol + 2
-            while len(buf) < start + size + 2:
-                await self._more()
-            if size == 0:
-                del buf[: start + 2]
-                return lines
-            data = body_tail + bytes(buf[start : start + size])
-            lines += data.count(b"\n")
-            body_tail = data[data.rfind(b"\n") + 1 :]
-            pos = start + size + 2
+        return await count_body_lines(buf, end + 4, self._more)
 
     async def aclose(self) -> None:
         if self.transport is not None:
