@@ -34,6 +34,9 @@ __all__ = ["CPU_BATCH_LATENTS", "BackgroundBatchingDecoder", "BatchingDecoder"]
 
 #: Default cap on the latent steps (windows x length) of one decode call on CPU.
 CPU_BATCH_LATENTS = 96
+#: BatchingDecoder's defaults, shared with BackgroundBatchingDecoder, which builds one per run.
+DEFAULT_MAX_BATCH = 64
+DEFAULT_MAX_WAIT_MS = 2.0
 
 
 @dataclass(eq=False)
@@ -66,8 +69,8 @@ class BatchingDecoder:
         self,
         decoder: SnacDecoder,
         *,
-        max_batch: int = 64,
-        max_wait_ms: float = 2.0,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        max_wait_ms: float = DEFAULT_MAX_WAIT_MS,
         max_batch_latents: int | None = None,
     ) -> None:
         on_cuda = decoder.device.type == "cuda"
@@ -206,8 +209,8 @@ class BackgroundBatchingDecoder:
         self,
         decoder: SnacDecoder,
         *,
-        max_batch: int = 64,
-        max_wait_ms: float = 2.0,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        max_wait_ms: float = DEFAULT_MAX_WAIT_MS,
         max_batch_latents: int | None = None,
     ) -> None:
         self._make: Callable[[], BatchingDecoder] = functools.partial(
