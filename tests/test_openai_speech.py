@@ -211,6 +211,41 @@ async def test_bad_requests_are_openai_shaped_400s(
     assert says in error["message"]
 
 
+@pytest.mark.parametrize(
+    ("field", "raw"),
+    [
+        ("speed", "1" + "0" * 400),
+        ("speed", "1e400"),
+        ("speed", "-1e400"),
+        ("speed", "1e308"),
+        ("speed", "true"),
+        ("speed", "[]"),
+        ("voice", "7"),
+        ("voice", "{}"),
+        ("response_format", "[\"mp3\"]"),
+        ("stream_format", "1e400"),
+        ("input", "1" + "0" * 400),
+    ],
+)
+async def test_hostile_values_are_400s_never_500s(
+    field: str, raw: str, start_server: StartServer
+) -> None:
+    server = await start_server()
+    body = {"model": "m", "input": "hi", "voice": VOICE, field: None}
+    # Hand-written JSON: numbers no float holds, which json.dumps cannot write.
+    content = json.dumps(body).replace(f'"{field}": null', f'"{field}": {raw}')
+    async with httpx.AsyncClient(timeout=10) as http:
+        answer = await http.post(
+            server.base_url + "/v1/audio/speech",
+            content=content,
+            headers={"content-type": "application/json"},
+        )
+    assert answer.status_code == 400, answer.text
+    error = answer.json()["error"]
+    assert error["type"] == "invalid_request_error"
+    assert "Traceback" not in error["message"] and "sys.set_int_max_str_digits" not in error["message"]
+
+
 async def test_sdk_raises_its_own_errors(start_server: StartServer) -> None:
     server = await start_server(api_keys=("secret",), max_text_chars=20)
     with pytest.raises(openai.AuthenticationError) as denied:
