@@ -6,7 +6,10 @@ from dataclasses import dataclass
 
 from ..apikey import check_api_key
 
-__all__ = ["ServerConfig"]
+__all__ = ["HTTP_SERVERS", "ServerConfig"]
+
+#: The HTTP servers that can run the app (``ServerConfig.http_server``).
+HTTP_SERVERS = ("builtin", "hypercorn")
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,9 @@ class ServerConfig:
     drain_grace_s: float = 30.0
     #: Serve the browser playground at ``GET /`` (``--no-playground`` turns it off).
     playground: bool = True
+    #: Which HTTP/1.1 server runs the app: ``"builtin"`` (:mod:`.h1_server`, lean,
+    #: HTTP/1.1 only) or ``"hypercorn"``.
+    http_server: str = "builtin"
     #: Reported as ``server`` by ``/v1/system``.
     server_name: str = "orpheus-trio"
 
@@ -61,6 +67,10 @@ class ServerConfig:
             raise ValueError("max_queue and drain_grace_s must be >= 0")
         if self.default_timeout_s > self.max_timeout_s:
             raise ValueError("default_timeout_s must not exceed max_timeout_s")
+        if self.http_server not in HTTP_SERVERS:
+            raise ValueError(
+                f"http_server must be one of {', '.join(HTTP_SERVERS)}, got {self.http_server!r}"
+            )
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be within 0..65535, got {self.port}")
         for index, key in enumerate(self.api_keys):

@@ -70,6 +70,10 @@ class ConnectionState:
         self._held_continue = bytes(data)
         return True
 
+    def hold_continue(self, answer: bytes) -> None:
+        """Keep ``answer`` (a ``100 Continue``) until the app asks for the body."""
+        self._held_continue = answer
+
     async def release_continue(self) -> None:
         """The app wants the body: send the held ``100 Continue``, if any."""
         self._body_wanted = True

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 from functools import partial
+from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 import h11
@@ -40,6 +41,7 @@ from .._groups import single_exception
 from .app import OrpheusApp, create_app
 from .config import ServerConfig
 from .engine import Engine
+from .h1_server import IdleConnections, serve_connection
 from .http_guard import (
     CURRENT_CONNECTION,
     ConnectionState,
@@ -79,29 +81,11 @@ async def serve_app(
         sockets = await trio.open_tcp_listeners(config.port, host=config.host)
         connections = _Connections(config)
         listeners = [_CappedListener(socket, connections) for socket in sockets]
-        hypercorn_config = _hypercorn_config(config)
-        # No lifespan protocol: the app has no startup or shutdown work.
-        context = WorkerContext(None)
-        connection = partial(
-            _TCPServer,
-            wrap_app(
-                cast(Any, continue_on_receive(cast(Any, app))),
-                hypercorn_config.wsgi_max_body_size,
-                "asgi",
-            ),
-            hypercorn_config,
-            context,
-            {},
-        )
-
-        async def handle(stream: _WriteLimitedStream) -> None:
-            # The request tasks Hypercorn starts from this task inherit it.
-            CURRENT_CONNECTION.set(stream.state)
-            try:
-                # Hypercorn types its stream as SSL; it probes for TLS and takes plain too.
-                await connection(cast(Any, stream))
-            finally:
-                await stream.aclose()
+        guarded_app = continue_on_receive(cast(Any, app))
+        if config.http_server == "hypercorn":
+            handle, terminate = _hypercorn_handler(guarded_app, config)
+        else:
+            handle, terminate = _builtin_handler(guarded_app, config)
 
         async with trio.open_nursery() as handlers:
             try:
@@ -129,7 +113,7 @@ async def serve_app(
                     acceptors.cancel_scope.cancel()
                 _close_listeners(sockets)
                 # Idle keep-alive connections close now; the rest get a last grace.
-                await context.terminated.set()
+                await terminate()
                 with trio.move_on_after(_HYPERCORN_GRACE_S):
                     await connections.wait_all_closed()
             finally:
@@ -138,6 +122,71 @@ async def serve_app(
                 _close_listeners(sockets)
                 connections.close_all()
                 handlers.cancel_scope.cancel()
+
+
+Handler = Callable[["_WriteLimitedStream"], Awaitable[None]]
+
+
+def _builtin_handler(
+    app: Any, config: ServerConfig
+) -> tuple[Handler, Callable[[], Awaitable[None]]]:
+    """Connections served by :mod:`.h1_server`; ``terminate`` closes the idle ones."""
+    idle = IdleConnections()
+
+    async def handle(stream: _WriteLimitedStream) -> None:
+        CURRENT_CONNECTION.set(stream.state)
+        try:
+            await serve_connection(
+                app,
+                stream,
+                read_timeout_s=config.read_timeout_s,
+                idle=idle,
+                client=_address(stream.socket.getpeername()),
+                server=_address(stream.socket.getsockname()),
+            )
+        finally:
+            await stream.aclose()
+
+    async def terminate() -> None:
+        idle.terminate()
+
+    return handle, terminate
+
+
+def _hypercorn_handler(
+    app: Any, config: ServerConfig
+) -> tuple[Handler, Callable[[], Awaitable[None]]]:
+    """Connections served by Hypercorn's per-connection server (internals: see the docstring)."""
+    hypercorn_config = _hypercorn_config(config)
+    # No lifespan protocol: the app has no startup or shutdown work.
+    context = WorkerContext(None)
+    connection = partial(
+        _TCPServer,
+        wrap_app(app, hypercorn_config.wsgi_max_body_size, "asgi"),
+        hypercorn_config,
+        context,
+        {},
+    )
+
+    async def handle(stream: _WriteLimitedStream) -> None:
+        # The request tasks Hypercorn starts from this task inherit it.
+        CURRENT_CONNECTION.set(stream.state)
+        try:
+            # Hypercorn types its stream as SSL; it probes for TLS and takes plain too.
+            await connection(cast(Any, stream))
+        finally:
+            await stream.aclose()
+
+    async def terminate() -> None:
+        await context.terminated.set()
+
+    return handle, terminate
+
+
+def _address(sockaddr: Any) -> tuple[str, int] | None:
+    if isinstance(sockaddr, tuple) and len(sockaddr) >= 2:
+        return str(sockaddr[0]), int(sockaddr[1])
+    return None
 
 
 class _TCPServer(TCPServer):
