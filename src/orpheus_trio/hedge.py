@@ -21,9 +21,8 @@ the budget allows another attempt, which errors are retryable) lives in the
 
 from __future__ import annotations
 
-import math
 from collections.abc import Awaitable, Callable
-from typing import Literal, Protocol, TypeVar
+from typing import Literal, NoReturn, Protocol, TypeVar
 
 import anyio
 from anyio.abc import TaskGroup
@@ -74,7 +73,9 @@ async def race(
     first: Callable[[], Awaitable[W]], plan: RacePlan[W], *, hedge_delay_s: float | None
 ) -> W:
     """Run ``first``, hedge and fail over as ``plan`` allows; return the first result."""
-    hedge_after = hedge_delay_s if hedge_delay_s else math.inf
+    if not hedge_delay_s:
+        return await _one_at_a_time(first, plan)
+    hedge_after = hedge_delay_s
     errors: list[Exception] = []
     won: list[W] = []
     fatal: list[Exception] = []
@@ -121,7 +122,30 @@ async def race(
 
     if won:
         return won[0]
-    chosen = fatal[0] if fatal else most_relevant(errors)
+    _raise_failure(errors, fatal[0] if fatal else None)
+
+
+async def _one_at_a_time(first: Callable[[], Awaitable[W]], plan: RacePlan[W]) -> W:
+    """The race without hedging: each failover starts when the last attempt failed,
+    so no two run at once and the attempts run in this task (no task group to pay for)."""
+    errors: list[Exception] = []
+    fatal: Exception | None = None
+    attempt: Callable[[], Awaitable[W]] | None = first
+    while attempt is not None:
+        try:
+            return await attempt()
+        except Exception as error:  # noqa: BLE001 - the plan classifies every failure
+            errors.append(error)
+            if not plan.is_retryable(error):
+                fatal = error
+                break
+        attempt = plan.next_attempt("failover")
+    _raise_failure(errors, fatal)
+
+
+def _raise_failure(errors: list[Exception], fatal: Exception | None) -> NoReturn:
+    """Raise what a lost race raises: the fatal or most relevant error, grouped with the rest."""
+    chosen = fatal if fatal is not None else most_relevant(errors)
     if len(errors) == 1:
         raise chosen
     # A fresh error, as trio's Happy Eyeballs raises: raising ``chosen`` itself
