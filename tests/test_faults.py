@@ -11,6 +11,7 @@ guarding any transport.
 
 from __future__ import annotations
 
+import gc
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -47,6 +48,7 @@ from orpheus_trio import (
     OrpheusTTS,
     ProtocolError,
     ServiceError,
+    SlowBodyError,
 )
 from orpheus_trio.frames import encode_chunk, encode_eos, encode_metrics
 from orpheus_trio.server.engines.synthetic import SyntheticEngine, expected_stream
@@ -108,6 +110,7 @@ async def run_case(
     )
     server = RawServer(script)
     await server.start(nursery)
+    gc.collect()  # an earlier case's unreachable socket, closed later, would skew the count
     fds_before, tasks_before = open_fds(), task_count()
     options.setdefault("hedge_ttfb_ms", None)
     audio = bytearray()
@@ -374,6 +377,60 @@ async def test_a_trickling_server_is_ended_by_the_deadline(
     outcome = await run_case(nursery, [reply], timeout_s=0.5, read_timeout_s=0.3)
     assert isinstance(outcome.error, DeadlineExceeded)
     assert 0.4 < outcome.elapsed_s < 2.0
+
+
+#: Every trickle above, against 1000 bytes per 0.5 s of waiting (at most 720 B/s arrive).
+MIN_RATE = {"min_rate_bytes": 1000, "min_rate_window_s": 0.5}
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize(
+    "reply",
+    [
+        METRICS_DRIP,
+        drip([], every_s=0.05, filler=b"\n"),
+        drip([], every_s=0.05, filler=b"A"),
+        drip([chunk0()], every_s=0.05, filler=b" "),
+    ],
+    ids=["metrics", "blank lines", "endless line", "after audio"],
+)
+async def test_without_a_deadline_a_trickling_server_is_ended_by_the_minimum_rate(
+    nursery: trio.Nursery, reply: Reply, transport: str
+) -> None:
+    outcome = await run_case(
+        nursery, [reply], read_timeout_s=0.3, max_attempts=1, transport=transport, **MIN_RATE
+    )
+    assert isinstance(outcome.error, SlowBodyError), outcome.error
+    assert isinstance(outcome.error, httpx.ReadTimeout)
+    assert 0.45 < outcome.elapsed_s < 2.0
+    after_audio = outcome.audio != b""
+    assert outcome.audio in (b"", pcm_of(0, 0))
+    assert outcome.error.chunks_received == (1 if after_audio else 0)
+
+
+async def test_one_byte_a_second_is_cut_off(nursery: trio.Nursery) -> None:
+    # The read timeout (1.5 s) restarts with every byte; 3 bytes per 1.2 s of waiting does not.
+    one_a_second = drip([], every_s=1.0, filler=b"\n")
+    outcome = await run_case(
+        nursery,
+        [one_a_second],
+        read_timeout_s=1.5,
+        max_attempts=1,
+        min_rate_bytes=3,
+        min_rate_window_s=1.2,
+    )
+    assert isinstance(outcome.error, SlowBodyError)
+    # The first byte at 1 s fills the bucket (3 bytes, draining 2.5/s); at 2 s 3 - 2.5 + 1
+    # are left, dry 0.6 s later, so the third byte (at 3 s) came too late.
+    assert 2.9 < outcome.elapsed_s < 3.6
+
+
+async def test_a_trickling_server_fails_over_by_the_minimum_rate(
+    nursery: trio.Nursery,
+) -> None:
+    outcome = await run_case(nursery, [METRICS_DRIP, good()], read_timeout_s=0.3, **MIN_RATE)
+    assert outcome.error is None and outcome.audio == expected_audio(1)
+    assert outcome.requests == 2
 
 
 async def test_a_trickling_server_is_hedged(nursery: trio.Nursery) -> None:

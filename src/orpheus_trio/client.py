@@ -118,6 +118,10 @@ class OrpheusTTS(SpeechSource):
     ``hedge_ttfb_ms``: start a backup attempt when no audio arrived this long
     after the last attempt started; ``None`` or ``0`` turns hedging off
     (failover stays on). ``timeout_s``: default per-request deadline.
+    ``min_rate_bytes`` per ``min_rate_window_s`` (1 KiB per 10 s): once a body has
+    started, the least it must bring per that much time spent waiting in reads,
+    else :class:`~orpheus_trio.errors.SlowBodyError` (``None``: no minimum); a
+    read timeout alone restarts with every byte, so a trickle would never end.
     ``transport``: the HTTP engine: ``None`` (the default,
     :class:`~orpheus_trio.loop_transport.LoopTransport`: HTTP/1.1 on the
     sockets of the loop that runs the request, Trio's or asyncio's),
@@ -137,7 +141,7 @@ class OrpheusTTS(SpeechSource):
 
     Settings may also be given grouped, as :mod:`~orpheus_trio.options` values:
     ``timeouts`` (``timeout_s``, ``connect_timeout_s``, ``read_timeout_s``,
-    ``close_timeout_s``), ``hedging`` (``hedge_ttfb_ms``, ``max_attempts``,
+    ``close_timeout_s``, ``min_rate_bytes``, ``min_rate_window_s``), ``hedging`` (``hedge_ttfb_ms``, ``max_attempts``,
     ``hedge_budget_*``), ``breaker`` (``breaker_*``) and ``pool``
     (``max_connections_per_endpoint``, ``max_line_bytes``); a group and its
     separate keywords are not given together.
@@ -152,6 +156,8 @@ class OrpheusTTS(SpeechSource):
         timeout_s: float | None = Timeouts.request_s,
         connect_timeout_s: float = Timeouts.connect_s,
         read_timeout_s: float | None = Timeouts.read_s,
+        min_rate_bytes: int | None = Timeouts.min_rate_bytes,
+        min_rate_window_s: float = Timeouts.min_rate_window_s,
         max_connections_per_endpoint: int = Pool.max_connections_per_endpoint,
         max_attempts: int = Hedging.max_attempts,
         hedge_budget_ratio: float = Hedging.budget_ratio,
@@ -179,7 +185,14 @@ class OrpheusTTS(SpeechSource):
             hedge_ttfb_ms, max_attempts, hedge_budget_ratio, hedge_budget_min, hedge_budget_window_s
         )
         self.hedging = _one_of(hedging, flat, "hedging")
-        flat_timeouts = Timeouts(timeout_s, connect_timeout_s, read_timeout_s, close_timeout_s)
+        flat_timeouts = Timeouts(
+            timeout_s,
+            connect_timeout_s,
+            read_timeout_s,
+            close_timeout_s,
+            min_rate_bytes,
+            min_rate_window_s,
+        )
         self.timeouts = _one_of(timeouts, flat_timeouts, "timeouts")
         flat_breaker = Breaker(breaker_failures, breaker_base_cooldown_s, breaker_max_cooldown_s)
         self.breaker = _one_of(breaker, flat_breaker, "breaker")
@@ -492,6 +505,7 @@ class OrpheusTTS(SpeechSource):
                 max_line_bytes=self.max_line_bytes,
                 on_metrics=lambda frame: self._observe_metrics(endpoint, frame),
                 redact=self._redact,
+                body_rate=self.timeouts.body_rate(),
             )
             self._observe_queue_header(endpoint, response.headers)
             if response.status != 200:

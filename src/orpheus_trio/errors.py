@@ -6,6 +6,7 @@ that, so code written against httpx, asyncio or trio keeps working:
 
 - :class:`HTTPStatusError` is an ``httpx.HTTPStatusError`` (4xx/5xx before streaming);
 - :class:`IncompleteStreamError` is an ``httpx.RemoteProtocolError`` (a cut stream);
+- :class:`SlowBodyError` is an ``httpx.ReadTimeout`` (a body that trickles);
 - :class:`DeadlineExceeded` is a ``TimeoutError`` (so ``asyncio.TimeoutError``) and
   a ``trio.TooSlowError``;
 - :class:`CircuitOpenError` is a ``RuntimeError``.
@@ -23,6 +24,7 @@ __all__ = [
     "OrpheusError",
     "ProtocolError",
     "IncompleteStreamError",
+    "SlowBodyError",
     "ServiceError",
     "DeadlineExceeded",
     "HTTPStatusError",
@@ -72,6 +74,17 @@ class IncompleteStreamError(OrpheusError, httpx.RemoteProtocolError):
 
     Audio already yielded stays yielded; this says the rest never came.
     ``chunks_received`` counts the chunks that did arrive.
+    """
+
+    def __init__(self, message: str, *, chunks_received: int = 0) -> None:
+        self.chunks_received = chunks_received
+        super().__init__(message)
+
+
+class SlowBodyError(OrpheusError, httpx.ReadTimeout):
+    """The response body came slower than the client's minimum rate
+    (``min_rate_bytes`` per ``min_rate_window_s`` of waiting), though never silent
+    long enough for the read timeout. Before any audio the request fails over.
     """
 
     def __init__(self, message: str, *, chunks_received: int = 0) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from .body_rate import DEFAULT_MIN_RATE_BYTES, DEFAULT_MIN_RATE_WINDOW_S, BodyRate
 from .frames import DEFAULT_MAX_LINE_BYTES
 from .transport import (
     DEFAULT_CONNECT_TIMEOUT_S,
@@ -53,12 +54,18 @@ def positive_seconds(name: str, value: object, *, none_allowed: bool = True) -> 
 class Timeouts:
     """``request_s``: default per-request deadline (``None``: none);
     ``connect_s``: to open a connection; ``read_s``: between two reads
-    (``None``: none); ``close_s``: to close a losing or abandoned response."""
+    (``None``: none); ``close_s``: to close a losing or abandoned response;
+    ``min_rate_bytes`` per ``min_rate_window_s``: once a body has started, the
+    least it must bring per that much time spent waiting for it, else
+    :class:`~orpheus_trio.errors.SlowBodyError` (``None``: no minimum), so a
+    server that trickles is cut off even without ``request_s``."""
 
     request_s: float | None = None
     connect_s: float = DEFAULT_CONNECT_TIMEOUT_S
     read_s: float | None = DEFAULT_READ_TIMEOUT_S
     close_s: float = 1.0
+    min_rate_bytes: int | None = DEFAULT_MIN_RATE_BYTES
+    min_rate_window_s: float = DEFAULT_MIN_RATE_WINDOW_S
 
     def __post_init__(self) -> None:
         # Checked here rather than failing late, inside the first request, with trio's message.
@@ -76,6 +83,13 @@ class Timeouts:
                 "close_timeout_s (Timeouts.close_s) must be a finite number of seconds >= 0, "
                 f"got {close!r}"
             )
+        self.body_rate()  # checks min_rate_bytes and min_rate_window_s
+
+    def body_rate(self) -> BodyRate | None:
+        """A fresh minimum-rate rule for one response body (``None``: no minimum)."""
+        if self.min_rate_bytes is None:
+            return None
+        return BodyRate(self.min_rate_bytes, self.min_rate_window_s)
 
 
 @dataclass(frozen=True)

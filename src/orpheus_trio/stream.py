@@ -21,12 +21,14 @@ import httpx
 import anyio
 
 from ._callsite import warn_at_caller
+from .body_rate import BodyRate
 from .endpoints import STREAM_PATH
 from .errors import (
     DeadlineExceeded,
     HTTPStatusError,
     IncompleteStreamError,
     ServiceError,
+    SlowBodyError,
     TruncatedSpeechWarning,
 )
 from .failure import parse_retry_after
@@ -97,6 +99,7 @@ class FrameReader:
         max_line_bytes: int,
         on_metrics: Callable[[Metrics], None],
         redact: Redact = _keep,
+        body_rate: BodyRate | None = None,
     ) -> None:
         self.response = response
         self.endpoint = endpoint
@@ -107,6 +110,7 @@ class FrameReader:
         self._on_metrics = on_metrics
         self._redact = redact
         self._deadline: float | None = None  # set by hand_over
+        self._rate = body_rate
 
     @property
     def chunks_received(self) -> int:
@@ -146,8 +150,21 @@ class FrameReader:
                 self._decoder.close()  # raises IncompleteStreamError unless eos/error arrived
 
     async def _receive(self) -> bytes:
+        rate = self._rate
+        started = 0.0 if rate is None else anyio.current_time()
+        data = await self._receive_by_deadline()
+        if rate is not None and not rate.observe(anyio.current_time() - started, len(data)):
+            raise SlowBodyError(
+                f"{self.endpoint} sent its body slower than {rate.min_bytes} bytes per "
+                f"{rate.window_s:g} s (after {self.chunks_received} chunks); raise "
+                "min_rate_window_s, or pass min_rate_bytes=None, for a server this slow",
+                chunks_received=self.chunks_received,
+            )
+        return data
+
+    async def _receive_by_deadline(self) -> bytes:
         deadline = self._deadline
-        if deadline is None:
+        if deadline is None:  # before hand_over: the race's deadline, its fault handling
             return await self.response.receive()
         try:
             if deadline == math.inf:  # no deadline: spare a cancel scope per read
