@@ -23,6 +23,7 @@ import argparse
 import json
 import statistics
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +34,12 @@ from server import SYNTHETIC_BODY, ServerProcess, stream_many
 class GatewayProcess(ServerProcess):
     """``orpheus-trio gateway`` on a free port in front of ``upstream``."""
 
-    def __init__(self, upstream: ServerProcess) -> None:
+    def __init__(self, upstream: ServerProcess, options: Sequence[str] = ()) -> None:
         self._start(
             "gateway",
             [
                 "--upstream", f"http://{upstream.host}:{upstream.port}",
-                "--hedge-ttfb-ms", "0",
+                "--hedge-ttfb-ms", "0", *options,
             ],
             listening="upstreams",
         )  # fmt: skip
@@ -76,11 +77,16 @@ def main() -> int:
     parser.add_argument(
         "--json", type=Path, metavar="PATH", help="also write results as JSON"
     )
+    parser.add_argument(
+        "--http-server", choices=["builtin", "hypercorn"], default="builtin",
+        help="the HTTP server both processes run (default: builtin)",
+    )  # fmt: skip
     args = parser.parse_args()
     scale = 1 if args.quick else 5
     rows: list[dict[str, Any]] = []
-    worker = ServerProcess("synthetic")
-    gateway = GatewayProcess(worker)
+    options = ["--http-server", args.http_server]
+    worker = ServerProcess("synthetic", options)
+    gateway = GatewayProcess(worker, options)
     try:
         trio.run(drive, gateway, {}, 4, 20)  # warm up both, and the gateway's pool
         for concurrency, total in ((1, 100 * scale), (32, 320 * scale)):
@@ -107,7 +113,8 @@ def main() -> int:
         worker.stop()
 
     print(
-        "synthetic worker at full speed, 2.5 s of audio per stream; gateway hedging off"
+        "synthetic worker at full speed, 2.5 s of audio per stream; gateway hedging off; "
+        f"HTTP server: {args.http_server}"
     )
     print(
         f"{'concurrent':>10} {'path':>8} {'streams/s':>10} {'first audio p50':>16} "
@@ -128,7 +135,7 @@ def main() -> int:
         )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"rows": rows}, indent=2) + "\n")
+        args.json.write_text(json.dumps({"http_server": args.http_server, "rows": rows}, indent=2) + "\n")
     return 0
 
 

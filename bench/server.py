@@ -26,6 +26,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,8 +46,8 @@ ESPEAK_TEXT = (
 class ServerProcess:
     """``orpheus-trio serve`` on a free port, in a child process."""
 
-    def __init__(self, engine: str) -> None:
-        self._start("serve", ["--engine", engine], listening="engine")
+    def __init__(self, engine: str, options: Sequence[str] = ()) -> None:
+        self._start("serve", ["--engine", engine, *options], listening="engine")
 
     def _start(self, command: str, options: list[str], *, listening: str) -> None:
         """Run ``orpheus-trio <command>`` on a free port; its address comes from the

@@ -90,8 +90,8 @@ async def settle(fds_before: int, tasks_before: int) -> tuple[int, int]:
 async def settle_fds(fds_before: int) -> int:
     """Wait for closes to land; return the fds above the baseline.
 
-    Hypercorn holds a connection's socket until its keep-alive timer ends, even after
-    the client closed it: reference servers here run with ``read_timeout_s=REF_IDLE_S``.
+    Under Hypercorn a connection's socket is held until its keep-alive timer ends, even
+    after the client closed it: reference servers here run with ``read_timeout_s=REF_IDLE_S``.
     """
     with trio.move_on_after(REF_IDLE_S + 2.0):
         while open_fds() > fds_before:

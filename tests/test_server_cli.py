@@ -33,13 +33,22 @@ async def start_cli(*args: str) -> tuple[trio.Process, str]:
     return process, match.group(1).decode()
 
 
+@pytest.mark.parametrize("http_server", ["builtin", "hypercorn"])
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-async def test_signal_drains_in_flight_streams_then_exits_cleanly(signum: int) -> None:
-    process, base_url = await start_cli("--engine", "synthetic", "--drain-grace-s", "5")
+async def test_signal_drains_in_flight_streams_then_exits_cleanly(
+    signum: int, http_server: str
+) -> None:
+    process, base_url = await start_cli(
+        "--engine", "synthetic", "--drain-grace-s", "5", "--http-server", http_server
+    )
     try:
         async with httpx.AsyncClient(base_url=base_url) as client:
             body = {"text": "drain", "chunks": 4, "chunk_samples": 2400, "rtf": 1.0}
             async with client.stream("POST", "/v1/tts/stream", json=body) as response:
+                # Hypercorn names itself; the built-in server sends no Server header.
+                assert ("hypercorn" in response.headers.get("server", "")) == (
+                    http_server == "hypercorn"
+                )
                 lines = response.aiter_lines()
                 assert json.loads(await lines.__anext__())["type"] == "metrics"
                 process.send_signal(signum)
@@ -61,6 +70,16 @@ async def test_bad_settings_exit_with_usage_error() -> None:
     )
     assert result.returncode == 2
     assert b"max_concurrency must be > 0" in result.stderr
+
+
+async def test_an_unknown_http_server_is_a_usage_error() -> None:
+    result = await trio.run_process(
+        [sys.executable, "-m", "orpheus_trio", "serve", "--http-server", "gunicorn"],
+        capture_stderr=True,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert b"invalid choice: 'gunicorn' (choose from" in result.stderr
 
 
 def _listening_port() -> tuple[socket.socket, int]:
