@@ -62,24 +62,21 @@ async def test_signal_drains_in_flight_streams_then_exits_cleanly(
             await process.wait()
 
 
-async def test_bad_settings_exit_with_usage_error() -> None:
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--max-concurrency", "0"], b"max_concurrency must be > 0"),
+        (["--http-server", "gunicorn"], b"invalid choice: 'gunicorn' (choose from"),
+    ],
+)
+async def test_bad_settings_exit_with_usage_error(flags: list[str], message: bytes) -> None:
     result = await trio.run_process(
-        [sys.executable, "-m", "orpheus_trio", "serve", "--max-concurrency", "0"],
+        [sys.executable, "-m", "orpheus_trio", "serve", *flags],
         capture_stderr=True,
         check=False,
     )
     assert result.returncode == 2
-    assert b"max_concurrency must be > 0" in result.stderr
-
-
-async def test_an_unknown_http_server_is_a_usage_error() -> None:
-    result = await trio.run_process(
-        [sys.executable, "-m", "orpheus_trio", "serve", "--http-server", "gunicorn"],
-        capture_stderr=True,
-        check=False,
-    )
-    assert result.returncode == 2
-    assert b"invalid choice: 'gunicorn' (choose from" in result.stderr
+    assert message in result.stderr
 
 
 def _listening_port() -> tuple[socket.socket, int]:

@@ -25,6 +25,7 @@ import email.utils
 import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import httpx
@@ -90,28 +91,19 @@ async def serve_connection(
     server: tuple[str, int] | None,
 ) -> None:
     """Serve requests on ``stream`` until either side ends the connection."""
-    connection = _Connection(app, stream, read_timeout_s, idle, client, server)
-    await connection.run()
+    await _Connection(app, stream, read_timeout_s, idle, client, server).run()
 
 
+@dataclass(eq=False)
 class _Connection:
-    def __init__(
-        self,
-        app: ASGIApp,
-        stream: ServedStream,
-        read_timeout_s: float,
-        idle: IdleConnections,
-        client: tuple[str, int] | None,
-        server: tuple[str, int] | None,
-    ) -> None:
-        self.app = app
-        self.stream = stream
-        self.read_timeout_s = read_timeout_s
-        self.idle = idle
-        self.client = client
-        self.server = server
-        self.buffer = bytearray()
-        self.peer_gone = False
+    app: ASGIApp
+    stream: ServedStream
+    read_timeout_s: float
+    idle: IdleConnections
+    client: tuple[str, int] | None
+    server: tuple[str, int] | None
+    buffer: bytearray = field(default_factory=bytearray)
+    peer_gone: bool = False
 
     async def run(self) -> None:
         while not self.peer_gone and not self.idle.terminated:
