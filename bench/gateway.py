@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import trio
+from orpheus_trio.server.config import HTTP_SERVERS
 from server import SYNTHETIC_BODY, ServerProcess, stream_many
 
 
@@ -78,7 +79,7 @@ def main() -> int:
         "--json", type=Path, metavar="PATH", help="also write results as JSON"
     )
     parser.add_argument(
-        "--http-server", choices=["builtin", "hypercorn"], default="builtin",
+        "--http-server", choices=HTTP_SERVERS, default="builtin",
         help="the HTTP server both processes run (default: builtin)",
     )  # fmt: skip
     args = parser.parse_args()
@@ -135,7 +136,8 @@ def main() -> int:
         )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"http_server": args.http_server, "rows": rows}, indent=2) + "\n")
+        results = {"http_server": args.http_server, "rows": rows}
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
     return 0
 
 

@@ -141,8 +141,8 @@ class OrpheusTTS(SpeechSource):
 
     Settings may also be given grouped, as :mod:`~orpheus_trio.options` values:
     ``timeouts`` (``timeout_s``, ``connect_timeout_s``, ``read_timeout_s``,
-    ``close_timeout_s``, ``min_rate_bytes``, ``min_rate_window_s``), ``hedging`` (``hedge_ttfb_ms``, ``max_attempts``,
-    ``hedge_budget_*``), ``breaker`` (``breaker_*``) and ``pool``
+    ``close_timeout_s``, ``min_rate_bytes``, ``min_rate_window_s``), ``hedging``
+    (``hedge_ttfb_ms``, ``max_attempts``, ``hedge_budget_*``), ``breaker`` (``breaker_*``) and ``pool``
     (``max_connections_per_endpoint``, ``max_line_bytes``); a group and its
     separate keywords are not given together.
     """

@@ -83,7 +83,14 @@ class Timeouts:
                 "close_timeout_s (Timeouts.close_s) must be a finite number of seconds >= 0, "
                 f"got {close!r}"
             )
-        self.body_rate()  # checks min_rate_bytes and min_rate_window_s
+        min_bytes = self.min_rate_bytes
+        if min_bytes is not None and (
+            isinstance(min_bytes, bool) or not isinstance(min_bytes, int) or min_bytes < 1
+        ):
+            raise ValueError(
+                f"min_rate_bytes must be an integer >= 1 or None, got {min_bytes!r}"
+            )
+        positive_seconds("min_rate_window_s", self.min_rate_window_s, none_allowed=False)
 
     def body_rate(self) -> BodyRate | None:
         """A fresh minimum-rate rule for one response body (``None``: no minimum)."""
