@@ -71,13 +71,13 @@ class Conn:
         lines += [f"{k}: {v}" for k, v in headers]
         await self.stream.send_all(("\r\n".join(lines) + "\r\n\r\n").encode())
 
-    async def send_stream_head(self) -> None:
+    async def send_stream_head(self, *, keep_alive: bool = False) -> None:
         await self.send_head(
             200,
             [
                 ("Content-Type", "application/x-ndjson"),
                 ("Transfer-Encoding", "chunked"),
-                ("Connection", "close"),
+                *([] if keep_alive else [("Connection", "close")]),
                 ("X-Request-Id", f"raw-{self.index}"),
             ],
         )
@@ -114,9 +114,13 @@ Reply = Callable[[Conn], Awaitable[None]]
 
 @dataclass
 class RawServer:
-    """Answers request ``n`` (counted from 0, across connections) with ``replies(n)``."""
+    """Answers request ``n`` (counted from 0, across connections) with ``replies(n)``.
+
+    ``keep_alive``: after a reply, read the connection's next request (else close it).
+    """
 
     replies: Callable[[int], Reply]
+    keep_alive: bool = False
     requests: int = 0
     connections: int = 0
     open_connections: int = 0
@@ -152,15 +156,15 @@ class RawServer:
         self.connections += 1
         self.open_connections += 1
         try:
-            read = await _read_request(stream)
-            if read is None:
-                return
-            head, request = read
-            index = self.requests
-            self.requests += 1
-            self.heads.append(head)
-            self.bodies.append(request)
-            await self.replies(index)(Conn(stream, index, request))
+            while (read := await _read_request(stream)) is not None:
+                head, request = read
+                index = self.requests
+                self.requests += 1
+                self.heads.append(head)
+                self.bodies.append(request)
+                await self.replies(index)(Conn(stream, index, request))
+                if not self.keep_alive:
+                    return
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass  # the client went away mid-reply: that is what some tests do
         finally:

@@ -20,6 +20,7 @@ import numpy.typing as npt
 
 if TYPE_CHECKING:
     from orpheus_trio.local.snac_decoder import SnacDecoder
+    from orpheus_trio.local.stream_decode import DecodeWindow
 
 SNAC_24KHZ_CONFIG: dict[str, object] = {
     "sampling_rate": 24000,
@@ -84,3 +85,19 @@ def snr_db(reference: npt.NDArray[np.float32], test: npt.NDArray[np.float32]) ->
     noise = float(np.sum((reference.astype(np.float64) - test) ** 2))
     signal = float(np.sum(reference.astype(np.float64) ** 2))
     return float("inf") if noise == 0 else 10 * np.log10(signal / noise)
+
+
+class InstantDecoder:
+    """A window decoder that takes no time (in the loop, no thread): audio that names the window.
+
+    For tests of the token path's timing and reads, where the SNAC decode's own
+    time would hide them; equal windows give equal audio, any difference shows.
+    """
+
+    def __init__(self, snac: SnacDecoder) -> None:
+        self.decoder = snac
+
+    async def decode_window(self, window: DecodeWindow) -> npt.NDArray[np.float32]:
+        samples = (window.latent_stop - window.latent_start) * self.decoder.samples_per_latent
+        level = (int(window.frames.sum()) % 1000 + window.first_frame) / 2000
+        return window.keep(np.full(samples, level, dtype=np.float32))

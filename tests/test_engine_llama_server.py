@@ -24,14 +24,14 @@ from _support_cli import orpheus_trio
 from _support_engine import LlamaServer, running_llama_server, write_gguf
 from _support_llm import scripted_model_dir, snac_dir
 from _support_server import StartServer, audio_of, parse_frames
-from _support_snac import shared_decoder
+from _support_snac import InstantDecoder, shared_decoder
 
 from orpheus_trio.audio import read_wav
 from orpheus_trio.client import OrpheusTTS
 from orpheus_trio.local.batching import BackgroundBatchingDecoder
 from orpheus_trio.local.llm import OrpheusLM
-from orpheus_trio.local.remote import RemoteLM
-from orpheus_trio.local.synthesizer import LocalSynthesizer
+from orpheus_trio.local.remote import RemoteLM, RemoteTokens
+from orpheus_trio.local.synthesizer import LocalSynthesizer, TruncatedSpeechWarning
 from orpheus_trio.local.tokens import FRAME_SAMPLES
 from orpheus_trio.server.engines.orpheus import OrpheusEngine
 
@@ -103,6 +103,30 @@ async def test_llama_server_speech_equals_the_on_box_path_byte_for_byte(
             pcm = b"".join([piece async for piece in audio])
     assert pcm == reference
     assert audio.finish_reason == "stop" and audio.tokens >= FRAMES
+
+
+async def test_paced_reads_take_the_engine_s_tokens_in_bigger_pieces_with_the_same_audio(
+    endless_engine: LlamaServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def speak() -> tuple[bytes, RemoteTokens]:
+        lm = RemoteLM(endless_engine.url)
+        opened: list[RemoteTokens] = []
+        open_tokens = lm.open_tokens
+        monkeypatch.setattr(lm, "open_tokens", lambda *a: opened.append(open_tokens(*a)) or opened[-1])
+        # A decoder that takes no time, so reads are not coalesced by waiting for the SNAC decode.
+        async with LocalSynthesizer(lm, InstantDecoder(shared_decoder())) as synth:  # type: ignore[arg-type]
+            with pytest.warns(TruncatedSpeechWarning):
+                pcm = await synth.synthesize("hello", "tara", temperature=0, seed=1, max_tokens=7 * 90)
+        return pcm, opened[0]
+
+    paced_pcm, paced = await speak()
+    monkeypatch.setattr(RemoteTokens, "reads_can_wait", False)
+    plain_pcm, plain = await speak()
+    assert paced_pcm == plain_pcm and len(plain_pcm) == 2 * 90 * FRAME_SAMPLES
+    assert paced.items == plain.items == 7 * 90
+    # The engine writes each token on its own; read as they come, that is a read per token.
+    assert plain.reads >= 0.9 * plain.items
+    assert paced.reads <= 0.6 * plain.reads
 
 
 async def test_concurrent_streams_through_the_worker_share_one_snac_batcher(

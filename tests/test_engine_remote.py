@@ -268,6 +268,43 @@ async def test_reply_cut_by_max_tokens_is_marked_truncated(nursery: trio.Nursery
     assert frames[-1] == {"type": "eos", "chunks": len(audio_of(frames)), "samples": 5 * FRAME_SAMPLES}
 
 
+def kept_alive(events: list[bytes], *, end_body: bool = True) -> Reply:
+    """A reply on a connection the engine keeps open (as vLLM's and SGLang's servers do)."""
+
+    async def reply(conn: Conn) -> None:
+        await conn.send_stream_head(keep_alive=True)
+        for piece in events:
+            await conn.send_piece(piece)
+        if end_body:
+            await trio.sleep(0.05)  # the body's last chunk a write later, not in [DONE]'s read
+            await conn.end_body()
+        else:  # the body held open after [DONE]
+            await conn.until_client_closes()
+
+    return reply
+
+
+async def test_utterances_one_after_another_reuse_one_engine_connection(nursery: trio.Nursery) -> None:
+    engine = RawServer(lambda _: kept_alive(speech_events()), keep_alive=True)
+    await engine.start(nursery)
+    async with LocalSynthesizer(RemoteLM(engine.url), shared_decoder()) as synth:
+        for _ in range(3):
+            assert await synth.synthesize("hello") == reference_pcm(FRAMES)
+    # Each reply was read past [DONE] to the body's end, so its connection went back to the pool.
+    assert (engine.requests, engine.connections) == (3, 1)
+
+
+async def test_a_body_held_open_after_done_costs_the_connection_not_the_reply(nursery: trio.Nursery) -> None:
+    engine = RawServer(lambda _: kept_alive(speech_events(), end_body=False), keep_alive=True)
+    await engine.start(nursery)
+    async with LocalSynthesizer(RemoteLM(engine.url), shared_decoder()) as synth:
+        for _ in range(2):
+            start = trio.current_time()
+            assert await synth.synthesize("hello") == reference_pcm(FRAMES)
+            assert trio.current_time() - start < 5  # the wait for the body's end is bounded (0.25 s)
+    assert (engine.requests, engine.connections) == (2, 2)
+
+
 def endless(conn_log: list[Conn], closed: list[bool]) -> Reply:
     """Audio tokens forever (a frame every 10 ms) until the worker closes the connection."""
 

@@ -46,6 +46,9 @@ class ThreadedGenerator(Generic[T, R]):
     first ``__anext__``. Use it with ``async with`` (or call ``aclose``).
     """
 
+    #: The thread stalls when its buffer is full: a consumer must not dawdle.
+    reads_can_wait = False
+
     def __init__(
         self,
         make: Callable[[], Generator[T, None, R]],

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any, Self
 from urllib.parse import urlsplit
 
+import anyio
 import httpx
 
 from ..errors import OrpheusError
@@ -63,6 +64,9 @@ _PROMPT_TEXT_SUFFIX = "<|eot_id|><custom_token_4><custom_token_5><custom_token_1
 _END_OF_SPEECH_TEXT = "<custom_token_2>"
 #: Prompt tokens beyond the prompt's characters or ids that a penalty window may need.
 _PROMPT_WINDOW_SLACK = 64
+#: After ``[DONE]``, how long and how many reads to wait for the body's end (to pool the connection).
+_END_OF_BODY_WAIT_S = 0.25
+_END_OF_BODY_READS = 4
 #: An SSE line longer than this is a broken engine, not a token piece.
 MAX_EVENT_BYTES = 1 << 20
 
@@ -185,21 +189,27 @@ class SSEDecoder:
 
 
 class RemoteTokens:
-    """One completion's streamed pieces (``str`` text, or ``int`` ids), as a :class:`~.token_source.TokenStream`.
+    """One completion's streamed pieces as a :class:`~.token_source.TokenStream`: per read,
+    the text that arrived (``str``) or its ids (a tuple of ``int``).
 
-    ``items`` counts tokens (ids, and ``<custom_token_N>`` in the text) received so far.
+    ``items`` counts tokens (ids, and ``<custom_token_N>`` in the text) received so far;
+    ``reads``, the body reads that brought them.
     """
+
+    #: Unread tokens wait in the socket (and the engine's send buffer) at no cost.
+    reads_can_wait = True
 
     def __init__(self, lm: RemoteLM, body: dict[str, Any]) -> None:
         self._lm = lm
         self._body = body
         self._response: ResponseStream | None = None
         self._sse = SSEDecoder()
-        self._pending: list[int | str] = []
+        self._pending: list[str | tuple[int, ...]] = []
         self._finish: FinishReason | None = None
         self._ended = False
         self._closed = False
         self.items = 0
+        self.reads = 0
 
     @property
     def result(self) -> FinishReason | None:
@@ -208,7 +218,7 @@ class RemoteTokens:
     def __aiter__(self) -> Self:
         return self
 
-    async def __anext__(self) -> int | str:
+    async def __anext__(self) -> str | tuple[int, ...]:
         while not self._pending:
             if self._ended or self._closed:
                 raise StopAsyncIteration
@@ -222,6 +232,7 @@ class RemoteTokens:
             data = await response.receive()
         except (httpx.TransportError, OrpheusError) as error:
             raise self._lm._fault(f"the engine's stream broke: {error}") from error
+        self.reads += 1
         events = self._sse.feed(data) if data else self._sse.close()
         for event in events:
             self._take(event)
@@ -256,15 +267,20 @@ class RemoteTokens:
             raise self._lm._fault(f"the engine sent a choice that is not an object: {choice!r:.80}")
         ids = choice.get("token_ids")
         if isinstance(ids, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
-            self._pending.extend(ids)
-            self.items += len(ids)
+            if ids:
+                pending = self._pending
+                if pending and isinstance(pending[-1], tuple):
+                    pending[-1] += tuple(ids)
+                else:
+                    pending.append(tuple(ids))
+                self.items += len(ids)
         else:
             text = choice.get("text")
             if not isinstance(text, str):
                 raise self._lm._fault(f"the engine sent a choice without text: {choice!r:.80}")
             if text:
-                # Text that arrived together is handed on together: one wake-up of
-                # the decoding task per read, not per token.
+                # What arrived together is handed on together: one wake-up of the
+                # decoding task per read, not per token (ids likewise, as a tuple).
                 pending = self._pending
                 if pending and isinstance(pending[-1], str):
                     pending[-1] += text
@@ -279,10 +295,27 @@ class RemoteTokens:
         self._finish = reason  # the reply is complete; read on to [DONE] (or the end)
 
     async def aclose(self) -> None:
-        """Close the HTTP stream now: the engine sees the connection go and aborts."""
+        """Close the HTTP stream now: the engine sees the connection go and aborts.
+
+        A reply that ended (``[DONE]`` or its finish reason) is read to the
+        body's end first, at most the chunked body's last chunk, so the
+        connection goes back to the pool for the next utterance. An engine that
+        holds the body open costs this connection (closed, not pooled), never
+        the reply.
+        """
         self._closed = True
         response, self._response = self._response, None
-        if response is not None:
+        if response is None:
+            return
+        try:
+            if self._ended:
+                with anyio.move_on_after(_END_OF_BODY_WAIT_S):
+                    for _ in range(_END_OF_BODY_READS):
+                        if not await response.receive():
+                            break
+        except (httpx.TransportError, OrpheusError):
+            pass  # the reply is complete; only the connection is lost
+        finally:
             await response.aclose()
 
 

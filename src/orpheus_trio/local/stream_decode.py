@@ -146,6 +146,15 @@ class StreamPlanner:
         """Finished and every frame emitted."""
         return self.finished and self.frames_emitted == self.frames_received
 
+    def frames_wanted(self) -> int:
+        """Frames that must still arrive before the next full window (0: one is ready, or finished)."""
+        if self.finished:
+            return 0
+        return max(self.frames_emitted + self._hop() + self.lookahead_frames - self.frames_received, 0)
+
+    def _hop(self) -> int:
+        return min(max(2 * self.frames_emitted, self.first_hop), self.max_hop)
+
     def next_window(self, now: float | None = None) -> DecodeWindow | None:
         """The next window to decode, or ``None`` until more frames (or finish) arrive.
 
@@ -165,7 +174,7 @@ class StreamPlanner:
         available = ready - self.frames_emitted
         if available <= 0:
             return None
-        hop = min(max(2 * self.frames_emitted, self.first_hop), self.max_hop)
+        hop = self._hop()
         needed = 1 if self._running_dry(now, hop - available) else hop
         if available < needed and not self.finished:
             return None

@@ -43,7 +43,8 @@ from .llm import (
 from .snac_decoder import SnacDecoder, float_to_pcm16
 from .stream_decode import Audio, DecodeWindow, StreamPlanner, WindowDecoder
 from .token_source import Prompt, TokenModel, TokenStream
-from .tokens import FrameAssembler, OnInvalid
+from .read_pacing import ReadPacer
+from .tokens import TOKENS_PER_FRAME, FrameAssembler, OnInvalid
 
 __all__ = [
     "DEFAULT_VOICES",
@@ -213,16 +214,36 @@ async def _decode(
             first_hop=synthesizer.first_hop,
             max_hop=synthesizer.max_hop,
         )
+        # An engine's socket holds unread tokens for free: read them in bigger pieces.
+        pacer = ReadPacer() if tokens.reads_can_wait else None
+        first_audio_at: float | None = None
+        audio_out_s = 0.0
         async for token in tokens:
-            frames = (
-                assembler.feed_text(token)
-                if isinstance(token, str)
-                else assembler.feed_id(token)
-            )
+            if pacer is not None:
+                pacer.arrived(anyio.current_time(), tokens.items)
+            if isinstance(token, str):
+                frames = assembler.feed_text(token)
+            elif isinstance(token, int):
+                frames = assembler.feed_id(token)
+            else:
+                frames = assembler.feed_ids(token)
             if len(frames):
                 planner.push(frames)
                 while (window := planner.next_window()) is not None:
-                    yield await _decode_window(synthesizer, window, progress)
+                    pcm = await _decode_window(synthesizer, window, progress)
+                    if first_audio_at is None:
+                        first_audio_at = anyio.current_time()
+                    audio_out_s += len(pcm) / (2 * synthesizer.snac.sample_rate)
+                    yield pcm
+            if pacer is not None:
+                now = anyio.current_time()
+                wait = pacer.wait_s(
+                    now,
+                    wanted=TOKENS_PER_FRAME * planner.frames_wanted() - assembler.pending_tokens,
+                    audio_left_s=None if first_audio_at is None else audio_out_s - (now - first_audio_at),
+                )
+                if wait > 0:
+                    await anyio.sleep(wait)
         reason = tokens.result
         if reason is None:
             return  # the stream was closed while this waited for a token

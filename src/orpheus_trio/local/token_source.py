@@ -22,12 +22,20 @@ Prompt = Sequence[int] | str
 
 
 class TokenStream(Protocol):
-    """One generation: ``async for`` gives token ids or text pieces holding
-    ``<custom_token_N>``; ``aclose`` stops the generation at its source."""
+    """One generation: ``async for`` gives token ids (one, or a tuple of those
+    that arrived together) or text pieces holding ``<custom_token_N>``;
+    ``aclose`` stops the generation at its source."""
 
     @property
     def items(self) -> int:
         """Pieces received so far."""
+        ...
+
+    @property
+    def reads_can_wait(self) -> bool:
+        """Whether pieces not yet read wait at the source at no cost (an engine's socket),
+        so a reader may take them later, in one piece; false for a thread that stalls
+        when its buffer is full."""
         ...
 
     @property
@@ -37,7 +45,9 @@ class TokenStream(Protocol):
 
     def __aiter__(self) -> TokenStream: ...
 
-    async def __anext__(self) -> int | str: ...
+    async def __anext__(self) -> int | str | tuple[int, ...]:
+        """A token id, a text piece, or the ids that arrived together."""
+        ...
 
     async def aclose(self) -> None: ...
 
