@@ -153,21 +153,25 @@ class TimedModel:
         pass
 
 
-async def listen(tokens: Sequence[int], gap_s: float, reads_can_wait: bool) -> tuple[list[tuple[float, bytes]], int]:
+async def listen(
+    tokens: Sequence[int], gap_s: float, reads_can_wait: bool, max_tokens: int
+) -> tuple[list[tuple[float, bytes]], int]:
     """(time, pcm) of every chunk, as fast as they come, and the reads the stream made."""
     model = TimedModel(tokens, gap_s, reads_can_wait)
     synth = LocalSynthesizer(model, InstantDecoder(shared_decoder()))  # type: ignore[arg-type]
     start = trio.current_time()
     chunks = []
-    async with synth.open_stream("hello", "tara") as audio:
+    async with synth.open_stream("hello", "tara", max_tokens=max_tokens) as audio:
         async for pcm in audio:
             chunks.append((trio.current_time() - start, pcm))
     return chunks, model.streams[0].reads
 
 
-def run_on_mock_clock(tokens: Sequence[int], gap_s: float, reads_can_wait: bool) -> tuple[list[tuple[float, bytes]], int]:
+def run_on_mock_clock(
+    tokens: Sequence[int], gap_s: float, reads_can_wait: bool, max_tokens: int = 2000
+) -> tuple[list[tuple[float, bytes]], int]:
     clock = trio.testing.MockClock(autojump_threshold=0)
-    return trio.run(listen, tokens, gap_s, reads_can_wait, clock=clock)
+    return trio.run(listen, tokens, gap_s, reads_can_wait, max_tokens, clock=clock)
 
 
 def test_paced_reads_are_few_yet_no_window_but_the_last_comes_later() -> None:
@@ -192,3 +196,12 @@ def test_a_listener_not_ahead_of_playback_is_never_made_to_wait() -> None:
     paced, paced_reads = run_on_mock_clock(tokens, gap_s, reads_can_wait=True)
     assert paced_reads == len(tokens)
     assert paced == plain
+
+
+def test_a_reply_that_ends_at_max_tokens_is_not_waited_past() -> None:
+    tokens = audio_script(60)
+    gap_s = 1 / 250
+    plain, _ = run_on_mock_clock(tokens, gap_s, reads_can_wait=False, max_tokens=len(tokens))
+    paced, paced_reads = run_on_mock_clock(tokens, gap_s, reads_can_wait=True, max_tokens=len(tokens))
+    assert paced_reads <= 0.4 * len(tokens)
+    assert paced == plain  # the last window too: the pacer knew where the reply had to end

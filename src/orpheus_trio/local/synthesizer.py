@@ -84,7 +84,7 @@ class LocalAudioStream:
         self._progress = _Progress()
         # No reference back to this stream: a stream dropped without aclose() is
         # freed at once, and Trio's finalizer closes the generator, which stops the thread.
-        self._pcm = _decode(self._tokens, synthesizer, self._progress)
+        self._pcm = _decode(self._tokens, synthesizer, self._progress, params.max_tokens)
         self._closed = False
         self._reading = False
         self.prompt_tokens = len(prompt_ids)
@@ -205,6 +205,7 @@ async def _decode(
     tokens: TokenStream,
     synthesizer: LocalSynthesizer,
     progress: _Progress,
+    max_tokens: int,
 ) -> AsyncGenerator[bytes, None]:
     """PCM pieces for the tokens as they come; closing it stops the token thread."""
     try:
@@ -237,9 +238,11 @@ async def _decode(
                     yield pcm
             if pacer is not None:
                 now = anyio.current_time()
+                # The next audio needs the window's missing tokens, or the reply's end at max_tokens.
+                wanted = TOKENS_PER_FRAME * planner.frames_wanted() - assembler.pending_tokens
                 wait = pacer.wait_s(
                     now,
-                    wanted=TOKENS_PER_FRAME * planner.frames_wanted() - assembler.pending_tokens,
+                    wanted=min(wanted, max_tokens - tokens.items),
                     audio_left_s=None if first_audio_at is None else audio_out_s - (now - first_audio_at),
                 )
                 if wait > 0:
