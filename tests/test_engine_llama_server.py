@@ -105,6 +105,20 @@ async def test_llama_server_speech_equals_the_on_box_path_byte_for_byte(
     assert audio.finish_reason == "stop" and audio.tokens >= FRAMES
 
 
+async def test_the_engine_samples_with_only_the_samplers_the_request_turns_on(endless_engine: LlamaServer) -> None:
+    # llama-server's defaults would add top_k 40 and min_p 0.05: its own /slots says what it applies.
+    async with LocalSynthesizer(RemoteLM(endless_engine.url), shared_decoder()) as synth:
+        chains = {0: ["penalties", "temperature", "top_p"], 30: ["penalties", "temperature", "top_k", "top_p"]}
+        for top_k, chain in chains.items():
+            async with synth.open_stream("hello", top_k=top_k, max_tokens=16_000) as audio:
+                await audio.__anext__()
+                slots = await trio.to_thread.run_sync(endless_engine.get_json, "/slots")
+            (running,) = [s["params"] for s in slots if s.get("is_processing")]
+            assert running["samplers"] == chain
+            assert running["top_p"] == pytest.approx(0.8) and running["repeat_penalty"] == pytest.approx(1.3)
+            await wait_idle(endless_engine)
+
+
 async def test_paced_reads_take_the_engine_s_tokens_in_bigger_pieces_with_the_same_audio(
     endless_engine: LlamaServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -133,6 +133,7 @@ async def test_sampling_params_map_onto_the_engine_request(
     assert sent["max_tokens"] == 120 and sent["seed"] == 7
     assert sent["stop"] == ["<custom_token_2>", "<x>"]
     assert sent["stop_token_ids"] == [128258]
+    assert sent["samplers"] == ["penalties", "temperature", "top_k", "top_p"]  # llama.cpp's chain, on-box order
 
 
 async def test_top_k_off_and_no_seed_are_left_out(nursery: trio.Nursery, start_server: StartServer) -> None:
@@ -141,6 +142,7 @@ async def test_top_k_off_and_no_seed_are_left_out(nursery: trio.Nursery, start_s
     await post(server.base_url)
     sent = json.loads(engine.bodies[0])
     assert "top_k" not in sent and "seed" not in sent and "model" not in sent
+    assert sent["samplers"] == ["penalties", "temperature", "top_p"]  # no top_k in llama.cpp's chain either
     defaults = EngineSamplingParams()
     assert (sent["temperature"], sent["top_p"], sent["max_tokens"]) == (
         defaults.temperature,

@@ -125,8 +125,12 @@ def engine_request_body(
 
     ``repetition_penalty`` is vLLM's and SGLang's name; ``repeat_penalty`` with
     a ``repeat_last_n`` window covering the prompt and the whole reply (as
-    ``transformers`` and vLLM apply it) is llama.cpp's. Each engine ignores the other's names. ``top_k`` 0 (off) is
-    left out: engines disagree on how to say "off".
+    ``transformers`` and vLLM apply it) is llama.cpp's. Each engine ignores the
+    other's names. ``top_k`` 0 (off) is left out: engines disagree on how to say
+    "off". ``samplers`` is llama.cpp's sampler chain, named in full because its
+    default chain adds what the request did not ask for (top_k 40, min_p 0.05)
+    and applies the temperature last: this is the on-box order (penalty,
+    temperature, top_k, top_p) with only the samplers the request turns on.
     """
     stop = [_END_OF_SPEECH_TEXT, *getattr(params, "stop", ())]
     body: dict[str, Any] = {
@@ -141,6 +145,12 @@ def engine_request_body(
         "stop": stop,
         "stop_token_ids": [END_OF_SPEECH],
     }
+    body["samplers"] = [
+        "penalties",
+        "temperature",
+        *(["top_k"] if params.top_k else []),
+        *(["top_p"] if params.top_p < 1.0 else []),
+    ]
     if model is not None:
         body["model"] = model
     if params.top_k:
