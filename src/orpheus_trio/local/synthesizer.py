@@ -40,10 +40,10 @@ from .llm import (
     SamplingParams,
     torch_device,
 )
+from .read_pacing import ReadPacer
 from .snac_decoder import SnacDecoder, float_to_pcm16
 from .stream_decode import Audio, DecodeWindow, StreamPlanner, WindowDecoder
 from .token_source import Prompt, TokenModel, TokenStream
-from .read_pacing import ReadPacer
 from .tokens import TOKENS_PER_FRAME, FrameAssembler, OnInvalid
 
 __all__ = [

@@ -28,7 +28,7 @@ class TokenStream(Protocol):
 
     @property
     def items(self) -> int:
-        """Pieces received so far."""
+        """Tokens received so far."""
         ...
 
     @property
