@@ -230,6 +230,8 @@ def running_llama_server(
         str(binary), "-m", str(gguf_path), "--host", "127.0.0.1", "--port", str(port),
         "-np", str(slots), "-c", str(slots * ctx_per_slot), "-t", str(threads),
         "-tb", str(threads), "--metrics", "--slots", "--no-webui", "-ngl", "0",
+        # No busy-polling for work between steps: on 2 cores it spins against the worker it serves.
+        "--poll", "0",
     ]  # fmt: skip
     with log.open("wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
