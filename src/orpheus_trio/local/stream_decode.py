@@ -155,6 +155,10 @@ class StreamPlanner:
     def _hop(self) -> int:
         return min(max(2 * self.frames_emitted, self.first_hop), self.max_hop)
 
+    def audio_left_s(self, now: float, playback_start: float) -> float:
+        """Audio emitted but not yet played at ``now``, for playback that began at ``playback_start``."""
+        return playback_start + self.frames_emitted * self.frame_s - now
+
     def next_window(self, now: float | None = None) -> DecodeWindow | None:
         """The next window to decode, or ``None`` until more frames (or finish) arrive.
 
@@ -215,7 +219,7 @@ class StreamPlanner:
         """Would waiting for ``missing`` more frames starve the listener?"""
         if now is None or self._playback_start is None or self._frame_interval is None:
             return False
-        audio_left = self._playback_start + self.frames_emitted * self.frame_s - now
+        audio_left = self.audio_left_s(now, self._playback_start)
         wait = missing * self._frame_interval
         return wait > max(audio_left - self.low_water_s, self.min_wait_s)
 

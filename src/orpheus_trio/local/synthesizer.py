@@ -218,7 +218,6 @@ async def _decode(
         # An engine's socket holds unread tokens for free: read them in bigger pieces.
         pacer = ReadPacer() if tokens.reads_can_wait else None
         first_audio_at: float | None = None
-        audio_out_s = 0.0
         async for token in tokens:
             if pacer is not None:
                 pacer.arrived(anyio.current_time(), tokens.items)
@@ -234,17 +233,13 @@ async def _decode(
                     pcm = await _decode_window(synthesizer, window, progress)
                     if first_audio_at is None:
                         first_audio_at = anyio.current_time()
-                    audio_out_s += len(pcm) / (2 * synthesizer.snac.sample_rate)
                     yield pcm
             if pacer is not None:
                 now = anyio.current_time()
                 # The next audio needs the window's missing tokens, or the reply's end at max_tokens.
                 wanted = TOKENS_PER_FRAME * planner.frames_wanted() - assembler.pending_tokens
-                wait = pacer.wait_s(
-                    now,
-                    wanted=min(wanted, max_tokens - tokens.items),
-                    audio_left_s=None if first_audio_at is None else audio_out_s - (now - first_audio_at),
-                )
+                audio_left = None if first_audio_at is None else planner.audio_left_s(now, first_audio_at)
+                wait = pacer.wait_s(now, min(wanted, max_tokens - tokens.items), audio_left)
                 if wait > 0:
                     await anyio.sleep(wait)
         reason = tokens.result
