@@ -32,6 +32,7 @@ from orpheus_trio.local.llm import (
     OrpheusLM,
     SamplingParams,
 )
+from orpheus_trio.local.tokens import CUSTOM_TOKEN_ID_OFFSET
 
 AUDIO_BASE = 128266
 CODEBOOK_SIZE = 4096
@@ -60,6 +61,11 @@ SCRIPT_GAIN = 60.0
 def audio_token(position: int, code: int) -> int:
     """The token id of ``code`` at ``position`` (0..6) of a 7-token Orpheus frame."""
     return AUDIO_BASE + position * CODEBOOK_SIZE + code
+
+
+def custom_token_text(token_id: int) -> str:
+    """``<custom_token_N>``: how engines stream token ``token_id`` as text."""
+    return f"<custom_token_{token_id - CUSTOM_TOKEN_ID_OFFSET}>"
 
 
 def frame_codes(frame: int) -> list[int]:

@@ -18,7 +18,7 @@ import pytest
 import trio
 from _support_cli import orpheus_trio
 from _support_faults import Conn, RawServer, Reply, body, closed_port_url, reset_after, status
-from _support_llm import audio_script, frame_codes, snac_dir
+from _support_llm import audio_script, custom_token_text, frame_codes, snac_dir
 from _support_server import StartServer, audio_of, parse_frames
 from _support_snac import shared_decoder
 
@@ -26,15 +26,12 @@ from orpheus_trio.local.batching import BackgroundBatchingDecoder
 from orpheus_trio.local.remote import EngineSamplingParams, RemoteLM, SSEDecoder, text_prompt
 from orpheus_trio.local.stream_decode import StreamingDecoder
 from orpheus_trio.local.synthesizer import LocalSynthesizer
-from orpheus_trio.local.tokens import CUSTOM_TOKEN_ID_OFFSET, FRAME_SAMPLES
+from orpheus_trio.local.tokens import FRAME_SAMPLES
 from orpheus_trio.server.engines.orpheus import OrpheusEngine
 from orpheus_trio.server.engines.orpheus_remote import NAME, from_args
 
 FRAMES = 6
 
-
-def custom(token_id: int) -> str:
-    return f"<custom_token_{token_id - CUSTOM_TOKEN_ID_OFFSET}>"
 
 
 def event(text: str = "", finish: str | None = None, **choice: Any) -> bytes:
@@ -47,7 +44,7 @@ DONE = b"data: [DONE]\n\n"
 
 def speech_events(frames: int = FRAMES, finish: str | None = "stop") -> list[bytes]:
     """One event per token, as engines stream them, then the finish and [DONE]."""
-    events = [event(custom(t)) for t in audio_script(frames)]
+    events = [event(custom_token_text(t)) for t in audio_script(frames)]
     return [*events, event("", finish), DONE] if finish else events
 
 
@@ -101,7 +98,7 @@ async def test_tokens_split_across_pieces_and_token_ids_decode_the_same(
     nursery: trio.Nursery, start_server: StartServer
 ) -> None:
     tokens = audio_script(FRAMES)
-    text = "".join(custom(t) for t in tokens[:-7])
+    text = "".join(custom_token_text(t) for t in tokens[:-7])
     # Pieces cut at arbitrary points, inside tokens too; the last frame as ids.
     pieces = [text[i : i + 13] for i in range(0, len(text), 13)]
     events = [event(p) for p in pieces] + [event("", token_ids=tokens[-7:]), event("", "stop"), DONE]
@@ -316,7 +313,7 @@ def endless(conn_log: list[Conn], closed: list[bool]) -> Reply:
         while True:
             try:
                 for token in audio_script(1):
-                    await conn.send_piece(event(custom(token)))
+                    await conn.send_piece(event(custom_token_text(token)))
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 # The worker closed while this side was writing (a send to a closed peer fails
                 # rather than waiting to read its close): that is the close being waited for.

@@ -17,14 +17,14 @@ import numpy as np
 import pytest
 import trio
 import trio.testing
-from _support_llm import audio_script
+from _support_llm import audio_script, custom_token_text
 from _support_snac import InstantDecoder, shared_decoder
 
 from orpheus_trio.local.llm import FinishReason, SamplingParams
 from orpheus_trio.local.read_pacing import ReadPacer
 from orpheus_trio.local.stream_decode import StreamPlanner
 from orpheus_trio.local.synthesizer import LocalSynthesizer
-from orpheus_trio.local.tokens import CUSTOM_TOKEN_ID_OFFSET, TOKENS_PER_FRAME
+from orpheus_trio.local.tokens import TOKENS_PER_FRAME
 
 # -- the policy ----------------------------------------------------------------------------------
 
@@ -96,9 +96,6 @@ def test_frames_wanted_is_zero_exactly_when_a_window_is_ready(first_hop: int, ma
 # -- the synthesizer on MockClock ----------------------------------------------------------------
 
 
-def custom(token_id: int) -> str:
-    return f"<custom_token_{token_id - CUSTOM_TOKEN_ID_OFFSET}>"
-
 
 @dataclass
 class TimedTokens:
@@ -122,7 +119,7 @@ class TimedTokens:
         due = self.start + self.items * self.gap_s
         await trio.sleep_until(due)  # a checkpoint even when it is due already, as a socket read
         arrived = min(len(self.tokens), int((trio.current_time() - self.start) / self.gap_s + 1e-9) + 1)
-        piece = "".join(custom(t) for t in self.tokens[self.items : arrived])
+        piece = "".join(custom_token_text(t) for t in self.tokens[self.items : arrived])
         self.items = arrived
         self.reads += 1
         return piece
