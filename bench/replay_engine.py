@@ -18,14 +18,14 @@ from pathlib import Path
 
 import trio
 
-CUSTOM_AUDIO_BASE = 10  # <custom_token_10> is code 0 of position 0
-CODEBOOK_SIZE = 4096
+from orpheus_trio.local.tokens import AUDIO_TOKEN_BASE, CODEBOOK_SIZE, CUSTOM_TOKEN_ID_OFFSET, TOKENS_PER_FRAME
 
 
 def token_text(i: int) -> str:
-    position = i % 7
-    code = (i // 7 * 613 + position * 97 + 11) % CODEBOOK_SIZE
-    return f"<custom_token_{CUSTOM_AUDIO_BASE + position * CODEBOOK_SIZE + code}>"
+    """Token ``i`` of a reply: a valid audio token for its frame position."""
+    position = i % TOKENS_PER_FRAME
+    code = (i // TOKENS_PER_FRAME * 613 + position * 97 + 11) % CODEBOOK_SIZE
+    return f"<custom_token_{AUDIO_TOKEN_BASE + position * CODEBOOK_SIZE + code - CUSTOM_TOKEN_ID_OFFSET}>"
 
 
 def chunk(text: str, finish: str | None = None) -> bytes:
