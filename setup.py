@@ -28,7 +28,7 @@ class OptionalBuildExt(build_ext):
     @staticmethod
     def _warn(exc: Exception) -> None:
         print(
-            f"WARNING: orpheus_trio._fastframe was not built ({exc}); "
+            f"WARNING: orpheus_trio.protocol._fastframe was not built ({exc}); "
             "the pure-Python frame decoder will be used.",
             file=sys.stderr,
         )
@@ -43,8 +43,8 @@ def extensions() -> list[Extension]:
         print("WARNING: Cython not available; building without _fastframe.", file=sys.stderr)
         return []
     ext = Extension(
-        "orpheus_trio._fastframe",
-        ["src/orpheus_trio/_fastframe.pyx"],
+        "orpheus_trio.protocol._fastframe",
+        ["src/orpheus_trio/protocol/_fastframe.pyx"],
         extra_compile_args=["-O3"],
     )
     return cythonize(

@@ -31,8 +31,8 @@ from typing import Any
 import trio
 
 from orpheus_trio import OrpheusTTS
-from orpheus_trio.joins import JoinSmoother, join_discontinuities
-from orpheus_trio.textsplit import split_text
+from orpheus_trio.audio.joins import JoinSmoother, join_discontinuities
+from orpheus_trio.text.split import split_text
 
 sys.path.insert(0, str(Path(__file__).parent))
 from server import ServerProcess  # noqa: E402  (bench/server.py)

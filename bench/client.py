@@ -13,14 +13,14 @@ streams it sequentially and 32 at a time:
 - ``orpheus[httpx]``: ``OrpheusTTS.stream`` on the httpx transport
   (routing, hedging armed, frame decoding and checks): the "before".
 - ``orpheus[trio]``: the same on the default transport, HTTP/1.1 on Trio
-  streams (:mod:`orpheus_trio.trio_transport`): the "after".
+  streams (:mod:`orpheus_trio.transports.trio`): the "after".
 
 Then the same on asyncio (``asyncio.run``), each ratio against its own loop's floor:
 
 - ``raw-asyncio``: the raw client on an ``asyncio.Protocol`` (bytes by
   callback, the cheapest asyncio offers), the same work as ``raw-trio``: the floor.
 - ``orpheus[asyncio]``: ``OrpheusTTS.stream`` natively on asyncio, default
-  transport (:mod:`orpheus_trio.asyncio_transport`).
+  transport (:mod:`orpheus_trio.transports.asyncio`).
 
     .venv/bin/python bench/client.py [--quick] [--json PATH]
 """

@@ -10,7 +10,7 @@ valid audio frames; converted to GGUF for llama-server) and the same SNAC
 decoder behind one ``BatchingDecoder``, through :class:`LocalSynthesizer` in
 this process; only the token source differs:
 
-- ``engine``: :class:`~orpheus_trio.local.remote.RemoteLM` streaming
+- ``engine``: :class:`~orpheus_trio.local.engine_client.RemoteLM` streaming
   ``/v1/completions`` from ``llama-server`` (``--parallel`` = the most
   streams, continuous batching, 1 thread), another process;
 - ``in-process``: :class:`~orpheus_trio.local.llm.OrpheusLM`, one generate
@@ -75,7 +75,7 @@ sys.path.insert(0, str(ROOT / "tests"))  # the tiny model builders live with the
 
 from orpheus_trio.local.batching import BatchingDecoder
 from orpheus_trio.local.llm import OrpheusLM, SamplingParams
-from orpheus_trio.local.remote import RemoteLM
+from orpheus_trio.local.engine_client import RemoteLM
 from orpheus_trio.local.snac_decoder import SnacDecoder
 from orpheus_trio.local.synthesizer import LocalSynthesizer, TruncatedSpeechWarning
 from orpheus_trio.local.token_source import Prompt, TokenModel, TokenStream

@@ -1,8 +1,8 @@
 """Frame decoder throughput: NDJSON MB/s and frames/s, fed in 16 KiB pieces, one core.
 
 Rows, side by side for 512-, 2048- and 24000-sample chunks:
-  cython           orpheus_trio._fastframe.FastFrameDecoder
-  python           orpheus_trio.frames.PythonFrameDecoder (the reference)
+  cython           orpheus_trio.protocol._fastframe.FastFrameDecoder
+  python           orpheus_trio.protocol.frames.PythonFrameDecoder (the reference)
   json+base64      what a user writes by hand with the standard library
   orjson+pybase64  the same loop with the fastest parsers on PyPI
   memcpy           copying each piece once: the floor no decoder can beat
@@ -27,7 +27,7 @@ from pathlib import Path
 import orjson
 import pybase64
 
-from orpheus_trio.frames import (
+from orpheus_trio.protocol.frames import (
     BACKEND,
     Chunk,
     PythonFrameDecoder,
@@ -37,7 +37,7 @@ from orpheus_trio.frames import (
 )
 
 try:
-    from orpheus_trio._fastframe import FastFrameDecoder
+    from orpheus_trio.protocol._fastframe import FastFrameDecoder
 except ImportError:
     FastFrameDecoder = None
 

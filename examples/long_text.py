@@ -13,8 +13,8 @@ import trio
 from _service import open_tts
 
 from orpheus_trio.audio import WavWriter
-from orpheus_trio.longtext import open_ordered_stream
-from orpheus_trio.textsplit import split_for_synthesis, split_text
+from orpheus_trio.text.longtext import open_ordered_stream
+from orpheus_trio.text.split import split_for_synthesis, split_text
 
 STORY = """\
 The lighthouse keeper climbed the spiral stairs as the sun went down. Two hundred and twelve steps,

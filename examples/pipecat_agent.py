@@ -22,7 +22,7 @@ from pipecat.pipeline.worker import PipelineWorker
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.workers.runner import WorkerRunner
 
-from orpheus_trio.pipecat import OrpheusTTSService
+from orpheus_trio.integrations.pipecat import OrpheusTTSService
 
 
 class AudioSink(FrameProcessor):

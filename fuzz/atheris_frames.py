@@ -25,7 +25,7 @@ with atheris.instrument_imports():
 
 try:
     with atheris.instrument_imports():
-        from orpheus_trio._fastframe import FastFrameDecoder
+        from orpheus_trio.protocol._fastframe import FastFrameDecoder
 except ImportError:  # not built: fuzz the Python decoder alone (crashes, memory)
     DECODERS: list[Any] = [frames.PythonFrameDecoder]
 else:

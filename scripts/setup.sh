@@ -25,4 +25,4 @@ if [[ ",$EXTRAS," == *,local,* ]]; then
     fi
 fi
 .venv/bin/python -m pip install -q --no-build-isolation -e ".[$EXTRAS]"
-.venv/bin/python -c "import orpheus_trio.frames as f; print('orpheus-trio installed; frame decoder:', f.BACKEND)"
+.venv/bin/python -c "import orpheus_trio.protocol.frames as f; print('orpheus-trio installed; frame decoder:', f.BACKEND)"

@@ -10,4 +10,6 @@ export ORPHEUS_TRIO_LLAMA_SERVER="$LLAMA_SERVER"
 # Tests that need an external program fail here if it is missing, instead of skipping.
 export ORPHEUS_TRIO_REQUIRE_TOOLS=1
 .venv/bin/python -m mypy
+# The layers of docs/architecture.md, as import contracts (pyproject.toml [tool.importlinter]).
+.venv/bin/lint-imports
 .venv/bin/python -m pytest -q "$@"

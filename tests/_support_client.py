@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 import anyio
 import anyio.lowlevel
 
-from orpheus_trio.frames import encode_chunk, encode_eos, encode_error, encode_metrics
-from orpheus_trio.transport import StreamRequest
+from orpheus_trio.protocol.frames import encode_chunk, encode_eos, encode_error, encode_metrics
+from orpheus_trio.transports.base import StreamRequest
 
 
 @dataclass

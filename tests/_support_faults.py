@@ -29,7 +29,7 @@ from typing import Any
 import trio
 import trio.lowlevel
 
-from orpheus_trio.frames import encode_chunk, encode_eos, encode_error
+from orpheus_trio.protocol.frames import encode_chunk, encode_eos, encode_error
 
 __all__ = [
     "Conn",

@@ -6,10 +6,10 @@ from collections.abc import Iterable
 from typing import Any
 
 from orpheus_trio.errors import IncompleteStreamError, ProtocolError
-from orpheus_trio.frames import Frame, PythonFrameDecoder
+from orpheus_trio.protocol.frames import Frame, PythonFrameDecoder
 
 try:
-    from orpheus_trio._fastframe import FastFrameDecoder
+    from orpheus_trio.protocol._fastframe import FastFrameDecoder
 except ImportError:  # extension not built: the Python decoder is still tested
     DECODERS: list[Any] = [PythonFrameDecoder]
 else:

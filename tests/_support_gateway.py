@@ -16,7 +16,7 @@ import trio
 from orpheus_trio.server import Engine, OrpheusApp, ServerConfig, create_app, serve_app
 from orpheus_trio.server.engine import CURRENT_REQUEST, Hints, InvalidParam, Piece
 from orpheus_trio.server.engines.synthetic import SyntheticEngine
-from orpheus_trio.server.gateway import Gateway
+from orpheus_trio.server.gateway.service import Gateway
 
 
 @dataclass

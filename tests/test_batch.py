@@ -16,7 +16,7 @@ from _support_cli import orpheus_trio
 from _support_server import StartServer
 
 from orpheus_trio.audio import read_wav
-from orpheus_trio.batch import (
+from orpheus_trio.cli.batch_jobs import (
     LOCK_NAME,
     BatchDirectoryBusy,
     BatchInputError,
@@ -25,7 +25,7 @@ from orpheus_trio.batch import (
     parse_items,
     run_batch,
 )
-from orpheus_trio.commands.batch import ProgressDisplay
+from orpheus_trio.cli.batch import ProgressDisplay
 from orpheus_trio.errors import ServiceError
 from orpheus_trio.server.engines.synthetic import SyntheticEngine, expected_stream
 

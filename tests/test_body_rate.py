@@ -12,12 +12,12 @@ import trio
 import trio.testing
 
 from orpheus_trio import DeadlineExceeded, SlowBodyError, Timeouts
-from orpheus_trio.body_rate import (
+from orpheus_trio._policy.body_rate import (
     DEFAULT_MIN_RATE_BYTES,
     DEFAULT_MIN_RATE_WINDOW_S,
     BodyRate,
 )
-from orpheus_trio.frames import Chunk, EndOfStream, encode_chunk, encode_eos
+from orpheus_trio.protocol.frames import Chunk, EndOfStream, encode_chunk, encode_eos
 from orpheus_trio.stream import FrameReader
 
 # -- the policy ----------------------------------------------------------------------

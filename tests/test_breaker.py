@@ -1,6 +1,6 @@
 import pytest
 
-from orpheus_trio.breaker import BreakerState, CircuitBreaker
+from orpheus_trio._policy.breaker import BreakerState, CircuitBreaker
 
 
 class FixedRandom:

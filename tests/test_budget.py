@@ -1,6 +1,6 @@
 import pytest
 
-from orpheus_trio.budget import RetryBudget
+from orpheus_trio._policy.budget import RetryBudget
 
 
 def test_floor_allows_a_few_extras_with_no_traffic() -> None:

@@ -9,8 +9,8 @@ import pytest
 import trio
 import trio.testing
 
-from orpheus_trio.chunker import SentenceChunker
-from orpheus_trio.textstream import sentences
+from orpheus_trio.text.chunker import SentenceChunker
+from orpheus_trio.text.stream import sentences
 
 
 def tokens(text: str) -> list[str]:
@@ -226,7 +226,7 @@ TAGGED = (
 
 def test_emotion_tags_pass_through_the_splitter_untouched() -> None:
     from orpheus_trio.server.engine import ORPHEUS_EMOTION_TAGS
-    from orpheus_trio.textsplit import split_text
+    from orpheus_trio.text.split import split_text
 
     pieces = split_text(TAGGED, max_chars=30)
     assert len(pieces) > 3

@@ -19,9 +19,9 @@ from _support_cli import clean_env, orpheus_trio
 from _support_server import StartServer
 
 from orpheus_trio.audio import Clip, read_wav
-from orpheus_trio.commands.options import parse_param
+from orpheus_trio.cli.options import parse_param
 from orpheus_trio.server.engines.synthetic import expected_stream
-from orpheus_trio.textsplit import split_text
+from orpheus_trio.text.split import split_text
 
 
 def assert_speech(clip: Clip, *, min_s: float, max_s: float = 10.0) -> None:

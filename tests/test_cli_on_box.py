@@ -16,8 +16,8 @@ from _support_cli import orpheus_trio
 from _support_llm import frame_codes, scripted_model_dir, snac_dir
 
 from orpheus_trio.audio import read_wav
-from orpheus_trio.commands.options import ConnectionSettings, OnBoxModel
-from orpheus_trio.commands.session import open_session
+from orpheus_trio.cli.options import ConnectionSettings, OnBoxModel
+from orpheus_trio.cli.session import open_session
 from orpheus_trio.local.snac_decoder import SnacDecoder
 
 FRAMES = 5

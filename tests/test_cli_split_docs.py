@@ -13,7 +13,7 @@ from pathlib import Path
 from _support_cli import orpheus_trio
 from _support_server import StartServer
 
-from orpheus_trio.textsplit import AUTO_SPLIT_CHARS, DEFAULT_MAX_CHARS, split_for_synthesis
+from orpheus_trio.text.split import AUTO_SPLIT_CHARS, DEFAULT_MAX_CHARS, split_for_synthesis
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "cli.md"
 

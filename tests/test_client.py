@@ -23,7 +23,7 @@ from _support_client import (
 )
 
 from orpheus_trio import EndpointSnapshot, HTTPStatusError, OrpheusTTS, TruncatedSpeechWarning
-from orpheus_trio.frames import encode_chunk, encode_eos, encode_metrics
+from orpheus_trio.protocol.frames import encode_chunk, encode_eos, encode_metrics
 
 A, B = "http://a:1", "http://b:1"
 SECRET = "sk-very-secret-key"

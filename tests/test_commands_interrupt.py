@@ -8,7 +8,7 @@ import signal
 import pytest
 import trio
 
-from orpheus_trio.commands.interrupt import (
+from orpheus_trio.cli.interrupt import (
     Interrupted,
     run_interruptibly,
     signals_deferred,

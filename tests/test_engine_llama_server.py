@@ -30,7 +30,7 @@ from orpheus_trio.audio import read_wav
 from orpheus_trio.client import OrpheusTTS
 from orpheus_trio.local.batching import BackgroundBatchingDecoder
 from orpheus_trio.local.llm import OrpheusLM
-from orpheus_trio.local.remote import RemoteLM, RemoteTokens
+from orpheus_trio.local.engine_client import RemoteLM, RemoteTokens
 from orpheus_trio.local.synthesizer import LocalSynthesizer, TruncatedSpeechWarning
 from orpheus_trio.local.tokens import FRAME_SAMPLES
 from orpheus_trio.server.engines.orpheus import OrpheusEngine

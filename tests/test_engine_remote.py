@@ -23,7 +23,7 @@ from _support_server import StartServer, audio_of, parse_frames
 from _support_snac import shared_decoder
 
 from orpheus_trio.local.batching import BackgroundBatchingDecoder
-from orpheus_trio.local.remote import EngineSamplingParams, RemoteLM, SSEDecoder, text_prompt
+from orpheus_trio.local.engine_client import EngineSamplingParams, RemoteLM, SSEDecoder, text_prompt
 from orpheus_trio.local.stream_decode import StreamingDecoder
 from orpheus_trio.local.synthesizer import LocalSynthesizer
 from orpheus_trio.local.tokens import FRAME_SAMPLES

@@ -50,7 +50,7 @@ from orpheus_trio import (
     ServiceError,
     SlowBodyError,
 )
-from orpheus_trio.frames import encode_chunk, encode_eos, encode_metrics
+from orpheus_trio.protocol.frames import encode_chunk, encode_eos, encode_metrics
 from orpheus_trio.server.engines.synthetic import SyntheticEngine, expected_stream
 
 #: Every case must end well within this (seconds).

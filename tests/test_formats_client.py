@@ -11,7 +11,7 @@ from _support_cli import orpheus_trio
 from _support_server import StartServer
 
 from orpheus_trio import OrpheusTTS
-from orpheus_trio.formats import FORMATS
+from orpheus_trio.audio.formats import FORMATS
 from orpheus_trio.server.engines.synthetic import expected_stream
 
 TEXT = "Compressed on the client, as it arrives."

@@ -9,7 +9,7 @@ import pytest
 from _support_frames import DECODER_IDS, DECODERS, run_decoder, split_at
 
 from orpheus_trio.errors import IncompleteStreamError, ProtocolError
-from orpheus_trio.frames import (
+from orpheus_trio.protocol.frames import (
     DEFAULT_MAX_LINE_BYTES,
     Chunk,
     EndOfStream,

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # Decodes a small stream with the default decoder and prints what it learned.
 PROBE = """
-import orpheus_trio.frames as f
+import orpheus_trio.protocol.frames as f
 body = f.encode_chunk(0, b"\\x01\\x02") + f.encode_eos(1, 1)
 d = f.FrameDecoder()
 frames = d.feed(body[:7]) + d.feed(body[7:])
@@ -31,7 +31,7 @@ BLOCK_EXTENSION = """
 import importlib.abc, sys
 class Block(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
-        if name == "orpheus_trio._fastframe":
+        if name == "orpheus_trio.protocol._fastframe":
             raise ImportError("simulated: extension not built")
 sys.meta_path.insert(0, Block())
 """
@@ -61,7 +61,7 @@ def probe(
 
 def extension_built() -> bool:
     try:
-        import orpheus_trio._fastframe  # noqa: F401
+        import orpheus_trio.protocol._fastframe  # noqa: F401
     except ImportError:
         return False
     return True
@@ -79,7 +79,7 @@ def test_python_decoder_takes_over_when_the_extension_cannot_import() -> None:
 
 @pytest.mark.skipif(
     not extension_built(),
-    reason="orpheus_trio._fastframe is not built here (run: python setup.py build_ext --inplace)",
+    reason="orpheus_trio.protocol._fastframe is not built here (run: python setup.py build_ext --inplace)",
 )
 def test_dev_install_uses_the_cython_decoder() -> None:
     backend, name, _ = probe()
@@ -128,7 +128,7 @@ def test_built_wheel_works_with_and_without_its_extension(tmp_path: Path) -> Non
 
 @pytest.mark.skipif(not extension_built(), reason="the Cython extension is not built")
 def test_the_extension_takes_the_shared_rules_from_their_module_not_from_frames() -> None:
-    """_fastframe imports _frame_rules, as frames does; nothing is bound back from frames."""
+    """_fastframe imports protocol.rules, as frames does; nothing is bound back from frames."""
     from orpheus_trio import _fastframe, _frame_rules, frames
 
     assert not hasattr(_fastframe, "_bind")

@@ -20,8 +20,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from orpheus_trio.errors import IncompleteStreamError, ProtocolError
-from orpheus_trio._frame_rules import parse_line
-from orpheus_trio.frames import (
+from orpheus_trio.protocol.rules import parse_line
+from orpheus_trio.protocol.frames import (
     Chunk,
     ChunkLine,
     EndOfStream,
@@ -40,7 +40,7 @@ PROPERTY_SETTINGS = settings(
 )
 
 needs_cython = pytest.mark.skipif(
-    len(DECODERS) < 2, reason="orpheus_trio._fastframe is not built in this environment"
+    len(DECODERS) < 2, reason="orpheus_trio.protocol._fastframe is not built in this environment"
 )
 
 # Bytes that make corruptions interesting to a JSON and base64 reader.

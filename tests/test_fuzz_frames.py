@@ -23,8 +23,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from orpheus_trio.errors import IncompleteStreamError, ProtocolError
-from orpheus_trio._frame_rules import parse_line
-from orpheus_trio.frames import (
+from orpheus_trio.protocol.rules import parse_line
+from orpheus_trio.protocol.frames import (
     Chunk,
     ChunkLine,
     PythonFrameDecoder,
@@ -41,7 +41,7 @@ FUZZ = settings(
 )
 
 needs_two = pytest.mark.skipif(
-    len(DECODERS) < 2, reason="orpheus_trio._fastframe is not built"
+    len(DECODERS) < 2, reason="orpheus_trio.protocol._fastframe is not built"
 )
 
 

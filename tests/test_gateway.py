@@ -23,7 +23,7 @@ from _support_server import audio_of, parse_frames
 
 from orpheus_trio import OrpheusTTS
 from orpheus_trio.server.engines.synthetic import expected_pcm, expected_stream
-from orpheus_trio.server.gateway_upstreams import UpstreamWatch
+from orpheus_trio.server.gateway.upstreams import UpstreamWatch
 
 TEXTS = [f"Sentence number {n}, checked byte for byte." for n in range(12)]
 

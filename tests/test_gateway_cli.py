@@ -18,7 +18,7 @@ from orpheus_trio import OrpheusTTS
 from orpheus_trio.errors import CircuitOpenError, HTTPStatusError, ServiceError
 from orpheus_trio.server import ServerConfig
 from orpheus_trio.server.engines.synthetic import expected_stream
-from orpheus_trio.server.gateway import Gateway, upstream_error
+from orpheus_trio.server.gateway.service import Gateway, upstream_error
 
 
 async def test_gateway_command_forwards_with_its_own_keys_and_drains_on_sigterm(

@@ -9,7 +9,7 @@ import trio
 from _support_server import StartServer, json_of_raw_response, parse_frames, raw_exchange
 
 from orpheus_trio.server import ServerConfig
-from orpheus_trio.server.h1_request import (
+from orpheus_trio.server.http.request import (
     MAX_REQUEST_HEAD_BYTES,
     RequestRefused,
     parse_request_head,

@@ -27,7 +27,7 @@ from orpheus_trio import (
     OrpheusTTS,
 )
 from orpheus_trio.errors import ProtocolError, ServiceError
-from orpheus_trio.frames import encode_chunk
+from orpheus_trio.protocol.frames import encode_chunk
 from orpheus_trio.hedge import race
 
 A, B, C = "http://a:1", "http://b:1", "http://c:1"

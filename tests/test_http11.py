@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orpheus_trio.http11 import (
+from orpheus_trio._http.h1 import (
     MAX_CHUNK_SIZE_LINE_BYTES,
     MAX_HEAD_BYTES,
     ChunkedDecoder,

@@ -11,7 +11,7 @@ import pytest
 from _support_server import StartServer
 
 from orpheus_trio.client import OrpheusTTS
-from orpheus_trio.joins import DEFAULT_FADE_SAMPLES, JoinSmoother, join_discontinuities
+from orpheus_trio.audio.joins import DEFAULT_FADE_SAMPLES, JoinSmoother, join_discontinuities
 from orpheus_trio.server.engines.espeak import EspeakEngine
 from orpheus_trio.server.engines.synthetic import SyntheticEngine
 

@@ -14,15 +14,15 @@ from _support_server import StartServer
 
 from orpheus_trio.client import OrpheusTTS
 from orpheus_trio.errors import ServiceError
-from orpheus_trio.joins import DEFAULT_FADE_SAMPLES
-from orpheus_trio.longtext import open_ordered_stream, ordered_stream
+from orpheus_trio.audio.joins import DEFAULT_FADE_SAMPLES
+from orpheus_trio.text.longtext import open_ordered_stream, ordered_stream
 from orpheus_trio.server.engines.synthetic import (
     ScheduledFault,
     SyntheticEngine,
     expected_pcm,
     expected_stream,
 )
-from orpheus_trio.textsplit import split_text
+from orpheus_trio.text.split import split_text
 
 
 @dataclass

@@ -31,11 +31,11 @@ from orpheus_trio import (
     IncompleteStreamError,
     OrpheusTTS,
 )
-from orpheus_trio.asyncio_transport import AsyncioTransport
-from orpheus_trio.frames import encode_chunk
-from orpheus_trio.joins import JoinSmoother
+from orpheus_trio.transports.asyncio import AsyncioTransport
+from orpheus_trio.protocol.frames import encode_chunk
+from orpheus_trio.audio.joins import JoinSmoother
 from orpheus_trio.server.engines.synthetic import expected_stream
-from orpheus_trio.trio_transport import TrioTransport
+from orpheus_trio.transports.trio import TrioTransport
 
 pytestmark = pytest.mark.anyio
 

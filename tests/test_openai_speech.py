@@ -23,7 +23,7 @@ import trio
 from _support_gateway import start_gateway, start_worker
 from _support_server import StartServer
 
-from orpheus_trio.formats import FORMATS
+from orpheus_trio.audio.formats import FORMATS
 from orpheus_trio.server.engine import Piece
 from orpheus_trio.server.engines.synthetic import SyntheticEngine, expected_stream
 
@@ -101,7 +101,7 @@ async def test_every_format_decodes_to_the_synthesized_duration(
 
 
 def test_streamed_wav_header_says_unknown_length() -> None:
-    from orpheus_trio.formats import wav_stream_header
+    from orpheus_trio.audio.formats import wav_stream_header
 
     header = wav_stream_header()
     assert len(header) == 44 and header[:4] == b"RIFF" and header[36:40] == b"data"
@@ -328,7 +328,7 @@ async def test_playground_is_served_and_can_be_turned_off(start_server: StartSer
 
 def test_encoder_output_is_the_same_fed_whole_or_in_pieces() -> None:
     """Chunked feeding loses nothing: FLAC decodes to the exact samples either way."""
-    from orpheus_trio.formats import open_encoder
+    from orpheus_trio.audio.formats import open_encoder
 
     pcm = (np.random.default_rng(3).standard_normal(24000) * 4000).astype("<i2").tobytes()
     encoder = open_encoder("flac")
@@ -389,7 +389,7 @@ def test_no_playground_flag_on_serve_and_gateway(command: str) -> None:
 @pytest.mark.parametrize("format", FORMATS)
 @pytest.mark.parametrize("speed", [1.0, 1.5])
 def test_an_encoder_that_got_no_audio_finishes_cleanly(format: str, speed: float) -> None:
-    from orpheus_trio.formats import open_encoder
+    from orpheus_trio.audio.formats import open_encoder
 
     encoder = open_encoder(format, speed=speed)
     data = encoder.encode(b"") + encoder.finish()

@@ -22,7 +22,7 @@ from pipecat.frames.frames import (
 from pipecat.tests.utils import SleepFrame, run_test
 
 from orpheus_trio import OrpheusTTS
-from orpheus_trio.pipecat import OrpheusTTSService
+from orpheus_trio.integrations.pipecat import OrpheusTTSService
 from orpheus_trio.server.engines.synthetic import SyntheticEngine
 
 TEXT = "Hello there, this is Orpheus."

@@ -3,7 +3,7 @@ import random
 
 import pytest
 
-from orpheus_trio.routing import DEFAULT_COLD_LATENCY_S, Router
+from orpheus_trio._policy.routing import DEFAULT_COLD_LATENCY_S, Router
 
 A, B, C = "http://a", "http://b", "http://c"
 

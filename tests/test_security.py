@@ -36,10 +36,10 @@ from _support_faults import (
 from _support_server import StartServer, raw_exchange
 
 from orpheus_trio import OrpheusTTS
-from orpheus_trio.frames import encode_chunk, encode_error
+from orpheus_trio.protocol.frames import encode_chunk, encode_error
 from orpheus_trio.server.engines.synthetic import SyntheticEngine, expected_stream
-from orpheus_trio.transport import StreamRequest
-from orpheus_trio.trio_transport import InsecureTransportWarning
+from orpheus_trio.transports.base import StreamRequest
+from orpheus_trio.transports.trio import InsecureTransportWarning
 
 #: Framing and connection handling are the HTTP server's: check both (conftest.py).
 BOTH_HTTP_SERVERS = True

@@ -10,7 +10,7 @@ import trio
 from _support_server import StartServer, audio_of, parse_frames
 
 from orpheus_trio.errors import ProtocolError
-from orpheus_trio.frames import Chunk, EndOfStream, ErrorFrame, FrameDecoder
+from orpheus_trio.protocol.frames import Chunk, EndOfStream, ErrorFrame, FrameDecoder
 from orpheus_trio.server.engines.synthetic import (
     MALFORMED_LINE,
     ScheduledFault,

@@ -17,7 +17,7 @@ from _support_server import StartServer
 from test_longtext import assert_same_but_the_joins
 
 from orpheus_trio.client import OrpheusTTS
-from orpheus_trio.joins import DEFAULT_FADE_SAMPLES
+from orpheus_trio.audio.joins import DEFAULT_FADE_SAMPLES
 from orpheus_trio.server.engines.synthetic import SyntheticEngine, expected_stream
 
 #: One 50 ms chunk per character of text.

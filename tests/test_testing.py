@@ -23,7 +23,7 @@ from orpheus_trio import (
 )
 
 from orpheus_trio.testing import MockResponse, MockTransport
-from orpheus_trio.transport import StreamRequest
+from orpheus_trio.transports.base import StreamRequest
 
 A, B = "http://a.test", "http://b.test"
 PCM = b"\x01\x02" * 4

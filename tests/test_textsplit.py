@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orpheus_trio.textsplit import split_for_synthesis, split_text
+from orpheus_trio.text.split import split_for_synthesis, split_text
 
 
 def test_sentences_are_packed_up_to_the_limit_and_paragraphs_kept_apart() -> None:

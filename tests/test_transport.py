@@ -14,10 +14,10 @@ import pytest
 import trio
 from _support_server import StartServer
 
-from orpheus_trio.frames import FrameDecoder
+from orpheus_trio.protocol.frames import FrameDecoder
 from orpheus_trio.server.engines.synthetic import expected_stream
-from orpheus_trio.transport import HttpxTransport, StreamRequest, Transport
-from orpheus_trio.trio_transport import TrioTransport
+from orpheus_trio.transports.base import HttpxTransport, StreamRequest, Transport
+from orpheus_trio.transports.trio import TrioTransport
 
 PARAMS = {"chunk_samples": 480, "chunks": 4}
 ENGINES = {"trio": TrioTransport, "httpx": HttpxTransport}

@@ -16,10 +16,10 @@ import httpx
 import pytest
 import trustme
 
-from orpheus_trio.asyncio_transport import AsyncioTransport
+from orpheus_trio.transports.asyncio import AsyncioTransport
 from orpheus_trio.errors import IncompleteStreamError
 from orpheus_trio.server.engines.synthetic import expected_stream
-from orpheus_trio.transport import ResponseStream, StreamRequest
+from orpheus_trio.transports.base import ResponseStream, StreamRequest
 
 pytestmark = pytest.mark.anyio
 PARAMS = {"chunk_samples": 480, "chunks": 4}

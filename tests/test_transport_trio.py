@@ -17,10 +17,10 @@ from _support_server import StartServer
 
 from orpheus_trio import OrpheusTTS
 from orpheus_trio.errors import IncompleteStreamError
-from orpheus_trio.frames import FrameDecoder
+from orpheus_trio.protocol.frames import FrameDecoder
 from orpheus_trio.server.engines.synthetic import expected_stream
-from orpheus_trio.transport import ResponseStream, StreamRequest
-from orpheus_trio.trio_transport import InsecureTransportWarning, TrioTransport
+from orpheus_trio.transports.base import ResponseStream, StreamRequest
+from orpheus_trio.transports.trio import InsecureTransportWarning, TrioTransport
 
 PARAMS = {"chunk_samples": 480, "chunks": 4}
 Reply = Callable[[Conn], Awaitable[None]]

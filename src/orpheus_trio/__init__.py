@@ -1,6 +1,6 @@
 """orpheus-trio: stream Orpheus text-to-speech into Trio applications."""
 
-from .audio import SAMPLE_RATE
+from .audio.pcm import SAMPLE_RATE
 from .client import AudioStream, EndpointSnapshot, OrpheusTTS
 from .errors import (
     CircuitOpenError,

@@ -32,22 +32,22 @@ from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar
 import anyio
 
 from .apikey import Secret, check_api_key
-from .breaker import CircuitBreaker
-from .budget import RetryBudget
-from .endpoints import STREAM_PATH, Endpoint, EndpointSnapshot, normalize_urls
+from ._policy.breaker import CircuitBreaker
+from ._policy.budget import RetryBudget
+from ._policy.endpoints import STREAM_PATH, Endpoint, EndpointSnapshot, normalize_urls
 from .errors import CircuitOpenError, DeadlineExceeded, IncompleteStreamError
-from .failure import Blame, FailurePolicy
-from .frames import Metrics
+from ._policy.failure import Blame, FailurePolicy
+from .protocol.frames import Metrics
 from .hedge import Reason, race
 from .options import Breaker, Hedging, Pool, Timeouts, positive_seconds
-from .routing import Router
+from ._policy.routing import Router
 from .speech import SpeechSource
 from .stream import AudioStream, Call, FrameReader, close_quietly, read_status_error
-from .transport import HttpxTransport, StreamRequest, Transport
-from .asyncio_transport import AsyncioTransport
-from .loop_transport import LoopTransport
-from .pooled_http import warn_verification_off
-from .trio_transport import TrioTransport
+from .transports.base import HttpxTransport, StreamRequest, Transport
+from .transports.asyncio import AsyncioTransport
+from .transports.loop import LoopTransport
+from ._http.pool import warn_verification_off
+from .transports.trio import TrioTransport
 
 if TYPE_CHECKING:
     from .local.synthesizer import LocalSynthesizer
@@ -123,11 +123,11 @@ class OrpheusTTS(SpeechSource):
     else :class:`~orpheus_trio.errors.SlowBodyError` (``None``: no minimum); a
     read timeout alone restarts with every byte, so a trickle would never end.
     ``transport``: the HTTP engine: ``None`` (the default,
-    :class:`~orpheus_trio.loop_transport.LoopTransport`: HTTP/1.1 on the
+    :class:`~orpheus_trio.transports.loop.LoopTransport`: HTTP/1.1 on the
     sockets of the loop that runs the request, Trio's or asyncio's),
     ``"trio"`` or ``"asyncio"`` (that loop's only), ``"httpx"``
-    (:class:`~orpheus_trio.transport.HttpxTransport`, both loops) or a
-    :class:`~orpheus_trio.transport.Transport` you made (and close).
+    (:class:`~orpheus_trio.transports.base.HttpxTransport`, both loops) or a
+    :class:`~orpheus_trio.transports.base.Transport` you made (and close).
     ``endpoint_fault_status``: statuses (besides 429 and 5xx) that blame the
     endpoint, not the request: fail over, and count against its breaker (a
     gateway gives 401, as one worker refusing its key says nothing of the others).

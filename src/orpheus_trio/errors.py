@@ -31,7 +31,17 @@ __all__ = [
     "CircuitOpenError",
     "TruncatedSpeechWarning",
     "RETRYABLE_STATUS",
+    "NETWORK_ERRORS",
+    "POOL_FULL_ERRORS",
+    "HTTP_ERRORS",
 ]
+
+#: The network errors the transports raise, named here so the sans-IO failure policy
+#: classifies them without importing an HTTP library itself: any transport failure,
+#: our own connection pool being full, and any HTTP-level error at all.
+NETWORK_ERRORS: tuple[type[Exception], ...] = (httpx.TransportError,)
+POOL_FULL_ERRORS: tuple[type[Exception], ...] = (httpx.PoolTimeout,)
+HTTP_ERRORS: tuple[type[Exception], ...] = (httpx.HTTPError,)
 
 #: Statuses after which another endpoint may give a different answer.
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})

@@ -12,7 +12,7 @@ after the winner is handed to ``plan.discard``. A non-retryable error ends the
 race at once.
 
 When every attempt failed, a copy of the most relevant error
-(:func:`~orpheus_trio.failure.most_relevant`) is raised ``from`` an
+(:func:`~orpheus_trio._policy.failure.most_relevant`) is raised ``from`` an
 ExceptionGroup holding every attempt's own error, each with its own cause (a
 single attempt's error is raised as it is). Policy (which endpoint, whether
 the budget allows another attempt, which errors are retryable) lives in the
@@ -27,8 +27,8 @@ from typing import Literal, NoReturn, Protocol, TypeVar
 import anyio
 from anyio.abc import TaskGroup
 
-from ._groups import single_exception
-from .failure import most_relevant
+from ._util.groups import single_exception
+from ._policy.failure import most_relevant
 
 __all__ = ["RacePlan", "Reason", "race"]
 

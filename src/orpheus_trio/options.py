@@ -11,9 +11,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .body_rate import DEFAULT_MIN_RATE_BYTES, DEFAULT_MIN_RATE_WINDOW_S, BodyRate
-from .frames import DEFAULT_MAX_LINE_BYTES
-from .transport import (
+from ._policy.body_rate import DEFAULT_MIN_RATE_BYTES, DEFAULT_MIN_RATE_WINDOW_S, BodyRate
+from .protocol.frames import DEFAULT_MAX_LINE_BYTES
+from .transports.base import (
     DEFAULT_CONNECT_TIMEOUT_S,
     DEFAULT_MAX_CONNECTIONS_PER_ENDPOINT,
     DEFAULT_READ_TIMEOUT_S,

@@ -3,7 +3,7 @@
 The network client (:class:`~orpheus_trio.client.OrpheusTTS`) and the on-box
 synthesizer (:class:`~orpheus_trio.local.synthesizer.LocalSynthesizer`) differ
 only in how one utterance is opened. Long text is handled here, once for both:
-it is split into pieces (``textsplit``) and streamed in order with the next
+it is split into pieces (``text.split``) and streamed in order with the next
 piece synthesized while the current one plays (``longtext``), the joins
 between pieces faded so that they do not click (``joins``). Text that arrives
 over time (an LLM's tokens) takes the same path, cut into sentences as they
@@ -17,17 +17,17 @@ from collections.abc import AsyncGenerator, AsyncIterable, Callable
 from contextlib import AbstractAsyncContextManager, aclosing
 from typing import Any
 
-from .chunker import (
+from .text.chunker import (
     DEFAULT_END_WAIT_S,
     DEFAULT_MAX_WAIT_S,
     DEFAULT_MIN_CHARS,
     SentenceChunker,
 )
-from .formats import check_format, encode_stream, require_codec_library
-from .joins import DEFAULT_FADE_SAMPLES
-from .longtext import DEFAULT_PREFETCH, ordered_stream
-from .textstream import sentences
-from .textsplit import SplitMode, split_for_synthesis
+from .audio.formats import check_format, encode_stream, require_codec_library
+from .audio.joins import DEFAULT_FADE_SAMPLES
+from .text.longtext import DEFAULT_PREFETCH, ordered_stream
+from .text.stream import sentences
+from .text.split import SplitMode, split_for_synthesis
 
 __all__ = ["SpeechSource"]
 
@@ -60,7 +60,7 @@ class SpeechSource(ABC):
 
         ``format`` other than ``"pcm"`` (``mp3``, ``opus``, ``aac``, ``flac``,
         ``wav``) yields that file's bytes instead, encoded as the audio arrives
-        (:func:`orpheus_trio.formats.encode_stream`); checked before any request.
+        (:func:`orpheus_trio.audio.formats.encode_stream`); checked before any request.
 
         ``params`` go to the engine. ``split``: ``"auto"`` (the default) splits
         text longer than 400 characters into sentence-aligned pieces,
@@ -110,7 +110,7 @@ class SpeechSource(ABC):
 
         Each sentence is requested as soon as it is complete (the text after it
         has begun, or ``end_wait_s`` passed without any; see
-        :mod:`~orpheus_trio.chunker`), so the first audio comes one sentence
+        :mod:`~orpheus_trio.text.chunker`), so the first audio comes one sentence
         in, not at the end of the input; a clause still unfinished after
         ``max_wait_s`` is spoken early if it has ``min_chars``. Up to
         ``prefetch`` sentences are synthesized while the current one plays;

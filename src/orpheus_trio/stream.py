@@ -20,9 +20,9 @@ from typing import Any
 import httpx
 import anyio
 
-from ._callsite import warn_at_caller
-from .body_rate import BodyRate
-from .endpoints import STREAM_PATH
+from ._util.callsite import warn_at_caller
+from ._policy.body_rate import BodyRate
+from ._policy.endpoints import STREAM_PATH
 from .errors import (
     DeadlineExceeded,
     HTTPStatusError,
@@ -31,9 +31,9 @@ from .errors import (
     SlowBodyError,
     TruncatedSpeechWarning,
 )
-from .failure import parse_retry_after
-from .frames import Chunk, EndOfStream, ErrorFrame, Frame, FrameDecoder, Metrics
-from .transport import ResponseStream
+from ._policy.failure import parse_retry_after
+from .protocol.frames import Chunk, EndOfStream, ErrorFrame, Frame, FrameDecoder, Metrics
+from .transports.base import ResponseStream
 
 __all__ = ["AudioStream", "Call", "FrameReader", "read_status_error"]
 

@@ -13,7 +13,7 @@ As with ``httpx.MockTransport``, a handler answers each request::
     tts = OrpheusTTS("http://tts.test", transport=MockTransport(handler))
     pcm = await tts.synthesize("Hello.")
 
-The handler gets the :class:`~orpheus_trio.transport.StreamRequest` the
+The handler gets the :class:`~orpheus_trio.transports.base.StreamRequest` the
 client built and returns a :class:`MockResponse` (it may be ``async``; it
 may raise, e.g. ``httpx.ConnectError``, to play a network fault). The client
 runs all of its policy on top: routing, hedging, failover, frame checks.
@@ -30,8 +30,8 @@ import httpx
 import anyio
 import anyio.lowlevel
 
-from .frames import encode_chunk, encode_eos, encode_error, encode_metrics
-from .transport import ResponseStream, StreamRequest
+from .protocol.frames import encode_chunk, encode_eos, encode_error, encode_metrics
+from .transports.base import ResponseStream, StreamRequest
 
 __all__ = ["MockResponse", "MockTransport"]
 
@@ -77,7 +77,7 @@ Handler = Callable[[StreamRequest], "MockResponse | Awaitable[MockResponse]"]
 
 
 class _Stream:
-    """A :class:`~orpheus_trio.transport.ResponseStream` over a :class:`MockResponse`."""
+    """A :class:`~orpheus_trio.transports.base.ResponseStream` over a :class:`MockResponse`."""
 
     def __init__(self, response: MockResponse) -> None:
         self.status = response.status
@@ -97,7 +97,7 @@ class _Stream:
 
 
 class MockTransport:
-    """A :class:`~orpheus_trio.transport.Transport` whose answers come from ``handler``.
+    """A :class:`~orpheus_trio.transports.base.Transport` whose answers come from ``handler``.
 
     ``requests`` lists every request sent, in order.
     """

@@ -28,7 +28,7 @@ import anyio
 import anyio.to_thread
 import trio  # its exception types only: raised on either loop
 
-from .._callsite import warn_at_caller
+from .._util.callsite import warn_at_caller
 from ..errors import DeadlineExceeded, TruncatedSpeechWarning
 from ..options import is_positive_seconds
 from ..speech import SpeechSource
@@ -404,7 +404,7 @@ class LocalSynthesizer(SpeechSource):
         decoder = SnacDecoder.from_pretrained(snac, device=device)
         lm: TokenModel
         if llm_url is not None:
-            from .remote import RemoteLM
+            from .engine_client import RemoteLM
 
             lm = RemoteLM(
                 llm_url,

@@ -7,7 +7,7 @@
 from .app import OrpheusApp, create_app
 from .config import ServerConfig
 from .engine import AbortStream, Engine, EngineError, Hints, InvalidParam, RawLine
-from .run import serve, serve_app
+from .http.run import serve, serve_app
 
 __all__ = [
     "AbortStream",

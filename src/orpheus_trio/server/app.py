@@ -25,8 +25,8 @@ from typing import Any
 
 import trio
 
-from ..audio import SAMPLE_RATE
-from ..frames import encode_chunk, encode_eos, encode_error, encode_metrics
+from ..audio.pcm import SAMPLE_RATE
+from ..protocol.frames import encode_chunk, encode_eos, encode_error, encode_metrics
 from .admission import Admission, Rejected, Ticket
 from .config import ServerConfig
 from .engine import (
@@ -42,7 +42,7 @@ from .engine import (
     emotion_tags,
     shown_value,
 )
-from .http_guard import CURRENT_CONNECTION, ConnectionState
+from .http.state import CURRENT_CONNECTION, ConnectionState
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import ServerMetrics
 

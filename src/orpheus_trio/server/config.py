@@ -43,7 +43,7 @@ class ServerConfig:
     drain_grace_s: float = 30.0
     #: Serve the browser playground at ``GET /`` (``--no-playground`` turns it off).
     playground: bool = True
-    #: Which HTTP/1.1 server runs the app: ``"builtin"`` (:mod:`.h1_server`, lean,
+    #: Which HTTP/1.1 server runs the app: ``"builtin"`` (:mod:`.http.connection`, lean,
     #: HTTP/1.1 only) or ``"hypercorn"``.
     http_server: str = "builtin"
     #: Reported as ``server`` by ``/v1/system``.

@@ -8,7 +8,7 @@ timeout, validation, admission, deadlines, disconnect handling, metrics and
 the access log are the very same code. What goes out is translated back:
 
 - the NDJSON audio frames become the chosen format, encoded as they arrive
-  (:mod:`orpheus_trio.formats`, each step in a worker thread), so the first
+  (:mod:`orpheus_trio.audio.formats`, each step in a worker thread), so the first
   bytes leave after the first chunk, not after the utterance;
 - ``stream_format: "sse"`` sends OpenAI's events instead: one
   ``speech.audio.delta`` (base64 audio) per encoded piece, then
@@ -32,7 +32,7 @@ import pybase64
 import trio
 
 from ..errors import ProtocolError
-from ..formats import (
+from ..audio.formats import (
     CONTENT_TYPES,
     Encoder,
     FormatUnavailable,
@@ -41,7 +41,7 @@ from ..formats import (
     open_encoder,
     require_codec_library,
 )
-from ..frames import Chunk, EndOfStream, ErrorFrame, FrameDecoder
+from ..protocol.frames import Chunk, EndOfStream, ErrorFrame, FrameDecoder
 from .app import HTTPError
 
 if TYPE_CHECKING:

@@ -26,8 +26,8 @@ import numpy as np
 import soxr
 import trio
 
-from ...audio import SAMPLE_RATE
-from ...textsplit import split_text
+from ...audio.pcm import SAMPLE_RATE
+from ...text.split import split_text
 from ..engine import (
     SAMPLING_PARAMS,
     InvalidParam,

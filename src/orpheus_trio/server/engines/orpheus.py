@@ -23,7 +23,7 @@ from collections.abc import AsyncGenerator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ...local.llm import DEFAULT_VOICES, InvalidParameter
-from ...local.remote import EngineRequestError
+from ...local.engine_client import EngineRequestError
 from ...local.tokens import IncompleteFrame, InvalidAudioToken
 from ..engine import ORPHEUS_EMOTION_TAGS, EngineError, Hints, InvalidParam, Piece
 

@@ -55,7 +55,7 @@ def load(
     """
     from ...local.batching import BackgroundBatchingDecoder
     from ...local.llm import torch_device
-    from ...local.remote import RemoteLM
+    from ...local.engine_client import RemoteLM
     from ...local.snac_decoder import SnacDecoder
     from ...local.synthesizer import LocalSynthesizer
 

@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 import trio
 
-from ...audio import SAMPLE_RATE
+from ...audio.pcm import SAMPLE_RATE
 from ..engine import (
     SAMPLING_PARAMS,
     AbortStream,

@@ -1,0 +1,1 @@
+"""Small helpers shared by every layer: exception groups, call sites, event-loop identity."""

@@ -1,0 +1,554 @@
+"""The gateway: the v1 server app with an engine that forwards to workers.
+
+Apps talk to one gateway; it forwards each request through the library's own
+:class:`~orpheus_trio.client.OrpheusTTS` (routing by latency and queue hints,
+hedging, breakers, failover before the first audio) and re-frames the winning
+worker's audio as it arrives. Admission, limits, deadlines, draining, auth,
+logging and metrics are the server's own (:func:`~.app.create_app`), so the
+gateway behaves like a worker to its callers.
+
+- ``X-Request-Id`` passes through: attempt ``n`` upstream is ``<id>.<n>``.
+- The request's remaining time goes upstream as ``timeout_s``.
+- Engine parameters pass through unchecked; a worker's 400 comes back as it is.
+- Before any audio, failures become statuses (:func:`upstream_error`); after
+  it, an in-band ``error`` frame, never a silent end.
+- A caller that leaves cancels the upstream attempt at once (the server
+  cancels the engine, which closes the upstream connection).
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import re
+from collections.abc import AsyncGenerator, Callable, Sequence
+from contextlib import AsyncExitStack
+from dataclasses import replace
+from typing import Any
+
+import httpx
+import trio
+
+from ...apikey import check_api_key
+from ...client import AudioStream, EndpointSnapshot, OrpheusTTS
+from ...errors import (
+    CircuitOpenError,
+    DeadlineExceeded,
+    HTTPStatusError,
+    OrpheusError,
+    ServiceError,
+)
+from ..._policy.failure import BUSY_STATUS
+from ...options import Hedging
+from ...protocol.frames import ChunkLine, ErrorFrame, FrameDecoder, Metrics
+from ...transports.base import HttpxTransport, Transport
+from ...transports.trio import TrioTransport, warn_verification_off
+from ..app import ERROR_CODES, MAX_RETRY_AFTER_S, OrpheusApp, create_app
+from ..config import ServerConfig
+from ..engine import (
+    CURRENT_REQUEST,
+    ChunkLines,
+    EngineError,
+    Hints,
+    InvalidParam,
+    Piece,
+    RequestContext,
+)
+from .metrics import UpstreamMetrics
+from .relay import CapturedResponse, RelayTransport, capturing, winner_of
+from .upstreams import UpstreamWatch
+from ..http.run import serve_app
+
+__all__ = ["Gateway", "GatewayEngine", "upstream_error"]
+
+GATEWAY_NAME = "orpheus-trio-gateway"
+#: Metrics keys the gateway reports itself (its load, its timings); a worker's
+#: others (an engine's ``finish_reason``, ``truncated``, ...) are passed on.
+_GATEWAYS_OWN_METRICS = frozenset(
+    {"queue_depth", "inflight", "capacity", "ttfb_ms", "rtf", "audio_s"}
+)
+#: Keys of ``open_stream`` that are not engine parameters.
+_RESERVED_PARAMS = frozenset({"request_id", "endpoints"})
+#: The longest ``X-Request-Id`` a server keeps (``app.py``); a longer one is replaced.
+MAX_REQUEST_ID_CHARS = 128
+#: A worker's answers about the caller's request itself (passed on as they are).
+_CALLERS_FAULT_STATUS = frozenset({400, 413})
+#: A worker's other answers but 200 blame that worker (its key, its URL, a proxy
+#: in front of it): fail over, and count against it. 429/503 just say "busy".
+_WORKERS_FAULT_STATUS = (
+    frozenset(range(100, 600)) - {200} - BUSY_STATUS - _CALLERS_FAULT_STATUS
+)
+#: Errors that mean no worker was reached at all (our own pool full included).
+_UNREACHABLE = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+_REDACTED = "<upstream key>"
+#: The shortest run of the key's characters that is blanked out wherever it shows.
+_MIN_KEY_PIECE = 8
+#: Longest worker message passed on (a 400's explanation).
+_MAX_MESSAGE_CHARS = 500
+#: What a ``param`` passed on may look like (a parameter's name).
+_PARAM_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+#: Codes a worker's 400 or 413 may carry to the caller.
+_CALLERS_FAULT_CODES = frozenset(
+    {"invalid_request", "invalid_param", "text_too_long", "body_too_large"}
+)
+#: The contract's in-band error codes.
+_IN_BAND_CODES = frozenset({"deadline_exceeded", "engine_error", "cancelled", "internal"})
+
+
+class GatewayEngine:
+    """An :class:`~.engine.Engine` whose audio comes from the upstream workers."""
+
+    name = "gateway"
+
+    def __init__(
+        self,
+        client: OrpheusTTS,
+        upstreams: UpstreamWatch,
+        *,
+        upstream_api_key: str | None = None,
+    ) -> None:
+        self.client = client
+        self.upstreams = upstreams
+        # A closure, so the key shows in no repr or __dict__.
+        self._redact = _redacted_error(_redactor(upstream_api_key))
+        self.metrics = UpstreamMetrics(client.endpoints, upstreams.healthy)
+
+    def voices(self) -> list[str]:
+        return self.upstreams.voices(self.client.endpoints())
+
+    def validate(self, voice: str | None, params: dict[str, Any]) -> dict[str, Any]:
+        # The workers validate their own engines' parameters; only our own keys are checked.
+        for key in _RESERVED_PARAMS.intersection(params):
+            hint = " (send X-Request-Id)" if key == "request_id" else ""
+            raise InvalidParam(key, f"not an engine parameter{hint}")
+        return dict(params)
+
+    async def synthesize(
+        self, text: str, voice: str | None, params: dict[str, Any]
+    ) -> AsyncGenerator[Piece, None]:
+        forwarded = {k: v for k, v in params.items() if k != "timeout_s"}
+        # The server runs this under the request's deadline: pass on what is left.
+        deadline = trio.current_effective_deadline()
+        remaining = deadline - trio.current_time() if deadline != math.inf else None
+        request = CURRENT_REQUEST.get()
+        streaming = False
+        try:
+            async with AsyncExitStack() as stack:
+                with capturing() as captured:  # no yield inside: see capturing()
+                    audio = await stack.enter_async_context(
+                        self.client.open_stream(
+                            text,
+                            voice,
+                            timeout_s=max(remaining, 0.001) if remaining is not None else None,
+                            request_id=self._parent_id(request),
+                            endpoints=self.upstreams.offering(voice),
+                            **forwarded,
+                        )
+                    )
+                streaming = True
+                if request is not None:
+                    request.log_fields.update(
+                        upstream=audio.endpoint,
+                        upstream_request_id=audio.request_id,
+                        attempts=audio.attempts,
+                    )
+                self.metrics.time_to_first_audio.labels(
+                    upstream=audio.endpoint
+                ).observe(audio.ttfb_s)
+                winner = winner_of(captured, audio.request_id)
+                metrics: dict[str, Any]
+                if winner is None:  # cannot tell which response won: forward its PCM
+                    async for pcm in audio:
+                        yield pcm
+                    metrics = audio.metrics
+                else:
+                    metrics = {}
+                    async for lines in self._relay(winner, audio, metrics):
+                        yield lines
+            outcome = {k: v for k, v in metrics.items() if k not in _GATEWAYS_OWN_METRICS}
+            if outcome:  # e.g. finish_reason and truncated: the caller must learn of a cut
+                yield Hints(outcome)
+        except (OrpheusError, httpx.HTTPError) as error:
+            raise self._redact(upstream_error(error, streaming=streaming)) from error
+
+    async def _relay(
+        self, winner: CapturedResponse, audio: AudioStream, metrics: dict[str, Any]
+    ) -> AsyncGenerator[ChunkLines, None]:
+        """The winner's checked chunk lines, one piece per upstream read.
+
+        A failure is handed back to the client's stream, whose own reading
+        raises it (so its breaker and router count it as for any stream).
+        """
+        decoder = FrameDecoder(max_line_bytes=self.client.max_line_bytes, relay=True)
+        data = winner.take_over()
+        try:
+            while True:
+                lines: list[bytes] = []
+                samples = 0
+                ended_with: ErrorFrame | None = None
+                for frame in decoder.feed(data):
+                    if isinstance(frame, ChunkLine):
+                        lines.append(frame.line)
+                        samples += frame.samples
+                    elif isinstance(frame, Metrics):
+                        metrics.update(frame.values)
+                    elif isinstance(frame, ErrorFrame):
+                        ended_with = frame  # the audio before it still goes out
+                if lines:
+                    yield ChunkLines(b"".join(lines), len(lines), samples)
+                if ended_with is not None:
+                    raise _in_band_error(ended_with, audio.endpoint)
+                if decoder.finished:
+                    break
+                decoder.feed(b"")  # a bad line after good frames in the last read
+                data = await winner.receive_relayed()
+                if not data:
+                    decoder.close()  # raises: the body ended without eos or error
+        except (OrpheusError, httpx.HTTPError) as error:
+            winner.fail(error)
+            async for _ in audio:  # the client's stream raises it (or an equivalent)
+                pass
+            raise
+        await self._read_body_end(winner)
+
+    async def _read_body_end(self, winner: CapturedResponse) -> None:
+        """After ``eos``, read the HTTP body's end, so the connection can be reused."""
+        with trio.move_on_after(self.client.close_timeout_s):
+            try:
+                while data := await winner.receive_relayed():
+                    if data.strip():
+                        return  # junk after eos: the client closes the connection
+            except (httpx.HTTPError, OSError, trio.BrokenResourceError):
+                return  # the audio is complete; the connection is dropped
+
+    def _parent_id(self, request: RequestContext | None) -> str | None:
+        """The caller's id, cut so that ``<id>.<n>`` still fits a worker's limit
+        (a longer one is dropped there, and the worker's log no longer leads back)."""
+        if request is None:
+            return None
+        room = MAX_REQUEST_ID_CHARS - len(f".{self.client.max_attempts}")
+        return request.request_id[:room]
+
+    def upstream_load(self) -> float:
+        """The queue depth the best healthy upstream would give a request now."""
+        snapshots = self.client.endpoints()
+        candidates = [s for s in snapshots if self.upstreams.healthy(s)] or snapshots
+        # A worker's hint (queued plus running) already counts the attempts we had
+        # open when it was reported; our own in-flight count is a floor on it.
+        return min(max(s.queue_hint, s.in_flight) for s in candidates)
+
+    def summary(self) -> dict[str, Any]:
+        """Fields the gateway adds to ``/v1/system``."""
+        snapshots = self.client.endpoints()
+        healthy = [s for s in snapshots if self.upstreams.healthy(s)]
+        return {
+            "gateway": True,
+            "upstreams": [self._describe(s) for s in snapshots],
+            "healthy_upstreams": len(healthy),
+            "upstream_capacity": sum(
+                self.upstreams.statuses[s.url].capacity or 0 for s in healthy
+            ),
+        }
+
+    def _describe(self, snapshot: EndpointSnapshot) -> dict[str, Any]:
+        status = self.upstreams.statuses[snapshot.url]
+        return {
+            "url": snapshot.url,
+            "healthy": self.upstreams.healthy(snapshot),
+            "reachable": status.reachable,
+            "draining": status.draining,
+            "engine": status.engine,
+            "voices": list(status.voices),
+            "queue_depth": status.queue_depth,
+            "inflight": status.inflight,
+            "capacity": status.capacity,
+            "error": status.error,
+            "score": _finite_or_none(snapshot.score),
+            "latency_estimate_s": snapshot.latency_estimate_s,
+            "queue_hint": snapshot.queue_hint,
+            "in_flight": snapshot.in_flight,
+            "breaker_state": snapshot.breaker_state,
+            "breaker_retry_in_s": snapshot.breaker_retry_in_s,
+            "attempts": snapshot.attempts,
+            "wins": snapshot.wins,
+            "failures": snapshot.failures,
+            "hedges": snapshot.hedges,
+            "failovers": snapshot.failovers,
+        }
+
+    async def aclose(self) -> None:
+        await self.client.close()
+        await self.upstreams.aclose()
+
+
+def upstream_error(error: Exception, *, streaming: bool) -> EngineError:
+    """What the caller gets for an upstream failure, every field rebuilt by the gateway.
+
+    Before audio (``streaming`` false) the status says whose fault it is: a
+    worker's 400 or 413 as it was (the caller's request, same answer anywhere),
+    429 when every worker was busy, 503 when none could be reached, 504 when
+    one was reached but did not answer in time, 502 for broken workers and for
+    other 4xx (a refused upstream key, a wrong upstream URL: the gateway's
+    set-up, not the caller's request). Errors a worker sent in-band stay
+    in-band, and so does anything after audio.
+
+    A worker's words reach the caller only for its 400 and 413 (the message
+    and ``param`` that tell the caller what to fix, with the key blanked out);
+    every other message is the gateway's own, naming at most the worker's
+    status and a documented code. Codes outside the contract become
+    ``upstream_error`` (statuses) or ``engine_error`` (in-band).
+    """
+    if isinstance(error, DeadlineExceeded):
+        return EngineError("deadline_exceeded", "the request's deadline passed upstream")
+    if isinstance(error, ServiceError):
+        code = _documented(error.code, _IN_BAND_CODES, "engine_error")
+        return EngineError(code, f"the upstream worker ended the stream with {code}")
+    if streaming:
+        return EngineError("engine_error", f"upstream stream broke: {error}")
+    if isinstance(error, HTTPStatusError):
+        code = _documented(error.code, ERROR_CODES, "other")
+        if error.status_code in BUSY_STATUS:
+            return EngineError(
+                "overloaded" if error.status_code == 429 else "unavailable",
+                f"every upstream is busy or unavailable; last: {error.status_code} {code}",
+                status=error.status_code,
+                retry_after_s=_sane_retry_after(error.retry_after_s),
+            )
+        if error.status_code in _CALLERS_FAULT_STATUS:
+            return EngineError(
+                _documented(error.code, _CALLERS_FAULT_CODES, "invalid_request"),
+                _clip(error.message),
+                status=error.status_code,
+                param=_refused_param(error.response),
+            )
+        return EngineError(
+            "upstream_error",
+            f"upstream answered {error.status_code} {code}",
+            status=502,
+        )
+    if isinstance(error, CircuitOpenError):
+        return EngineError(
+            "unavailable",
+            "every upstream's circuit breaker is open",
+            status=503,
+            retry_after_s=_sane_retry_after(error.retry_in_s),
+        )
+    if isinstance(error, _UNREACHABLE):
+        return EngineError(
+            "unavailable", f"no upstream could be reached: {error!r}", status=503
+        )
+    if isinstance(error, httpx.TimeoutException):  # reached, then no answer in time
+        return EngineError(
+            "upstream_error", f"upstream did not answer in time: {error!r}", status=504
+        )
+    return EngineError("upstream_error", f"upstream failed: {error!r}", status=502)
+
+
+def _documented(code: str, allowed: frozenset[str], other: str) -> str:
+    return code if code in allowed else other
+
+
+def _clip(message: str) -> str:
+    if len(message) <= _MAX_MESSAGE_CHARS:
+        return message
+    return f"{message[:_MAX_MESSAGE_CHARS]}... (cut by the gateway)"
+
+
+def _in_band_error(frame: ErrorFrame, endpoint: str) -> ServiceError:
+    """What the client raises for the same in-band error frame."""
+    if frame.code == "deadline_exceeded":
+        return DeadlineExceeded(frame.message, endpoint=endpoint)
+    return ServiceError(frame.code, frame.message, endpoint=endpoint)
+
+
+def key_forms(secret: str) -> list[str]:
+    """What of ``secret`` must never reach a caller: the key itself and the
+    inner part of its base64 at each of the three alignments (a worker may
+    echo an encoded header)."""
+    raw = secret.encode()
+    forms = [secret]
+    for offset in range(3):
+        encoded = base64.b64encode(b"\0" * offset + raw).decode()
+        # The first quad holds the padding bytes' bits, the last the end's.
+        inner = encoded[4 if offset else 0 : -4]
+        if len(inner) >= _MIN_KEY_PIECE:
+            forms.append(inner)
+    return forms
+
+
+def _redactor(secret: str | None) -> Callable[[str], str]:
+    """Blanks out of a text every piece of ``secret`` a worker (or a proxy in
+    front of it) might echo: the key, any run of 8+ of its characters (so a
+    truncated key too), case-folded, and the same of its base64."""
+    if not secret:
+        return lambda text: text
+    pieces: set[str] = set()
+    for form in key_forms(secret):
+        if len(form) <= _MIN_KEY_PIECE:
+            pieces.add(form)
+        else:
+            pieces.update(form[i : i + _MIN_KEY_PIECE] for i in range(len(form) - _MIN_KEY_PIECE + 1))
+    pattern = re.compile(
+        "|".join(re.escape(piece) for piece in sorted(pieces)), re.IGNORECASE
+    )
+
+    def redact(text: str) -> str:
+        spans: list[list[int]] = []
+        position = 0
+        while (match := pattern.search(text, position)) is not None:
+            start, end = match.span()
+            if spans and start <= spans[-1][1]:
+                spans[-1][1] = max(spans[-1][1], end)
+            else:
+                spans.append([start, end])
+            position = start + 1  # overlapping windows extend the run
+        for start, end in reversed(spans):
+            text = f"{text[:start]}{_REDACTED}{text[end:]}"
+        return text
+
+    return redact
+
+
+def _redacted_error(redact: Callable[[str], str]) -> Callable[[EngineError], EngineError]:
+    def rebuild(error: EngineError) -> EngineError:
+        param = error.param
+        if param is not None:
+            param = redact(param)
+            if not _PARAM_NAME.fullmatch(param):
+                param = None
+        return EngineError(
+            redact(error.code),
+            redact(error.message),
+            status=error.status,
+            retry_after_s=error.retry_after_s,
+            param=param,
+        )
+
+    return rebuild
+
+
+def _sane_retry_after(seconds: float | None) -> float | None:
+    """A worker's ``Retry-After``, capped, or ``None`` when it is no number of seconds to wait."""
+    if seconds is None or not math.isfinite(seconds) or seconds < 0:
+        return None
+    return min(seconds, MAX_RETRY_AFTER_S)
+
+
+def _refused_param(response: httpx.Response) -> str | None:
+    """The ``param`` of a worker's JSON error body, if it named one."""
+    try:
+        param = response.json()["error"]["param"]
+    except (ValueError, KeyError, TypeError, RecursionError):
+        return None
+    return param if isinstance(param, str) else None
+
+
+#: Client options that shape the transport a client makes for itself.
+_TRANSPORT_OPTIONS = (
+    "connect_timeout_s",
+    "read_timeout_s",
+    "max_connections_per_endpoint",
+    "ssl_context",
+    "verify",
+)
+
+
+def _with_relay_transport(options: dict[str, Any]) -> dict[str, Any]:
+    """The client's options with its transport wrapped in a :class:`RelayTransport`.
+
+    The gateway makes the transport the client would have made from the same
+    options (and closes it), or wraps the one it was given (and leaves it open).
+    """
+    options = dict(options)
+    given = options.pop("transport", None)
+    if given is not None and not isinstance(given, str):
+        options["transport"] = RelayTransport(given, owns_inner=False)
+        return options
+    if given not in (None, "trio", "httpx"):
+        options["transport"] = given  # the client says what is wrong with it
+        return options
+    settings = {k: options.pop(k) for k in _TRANSPORT_OPTIONS if k in options}
+    ssl_context = settings.pop("ssl_context", None)
+    verify = bool(settings.pop("verify", True))
+    if ssl_context is not None and not verify:
+        raise ValueError("give ssl_context or verify=False, not both")
+    inner: Transport
+    if given == "httpx":
+        if not verify:
+            warn_verification_off()
+        inner = HttpxTransport(
+            **settings, verify=ssl_context if ssl_context is not None else verify
+        )
+    else:
+        inner = TrioTransport(**settings, ssl_context=ssl_context, verify=verify)
+    options["transport"] = RelayTransport(inner, owns_inner=True)
+    return options
+
+
+def _finite_or_none(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+class Gateway:
+    """A gateway's parts: the upstream client and watch, the engine and the server app.
+
+    ``await nursery.start(gateway.serve)`` polls the workers once, then serves
+    (see :func:`~.run.serve_app`); :meth:`aclose` afterwards.
+    """
+
+    def __init__(
+        self,
+        upstreams: Sequence[str],
+        config: ServerConfig,
+        *,
+        upstream_api_key: str | None = None,
+        hedge_ttfb_ms: float | None = Hedging.ttfb_ms,
+        health_interval_s: float = 2.0,
+        health_timeout_s: float = 2.0,
+        **client_options: Any,
+    ) -> None:
+        if config.server_name == ServerConfig.server_name:
+            config = replace(config, server_name=GATEWAY_NAME)
+        self.config = config
+        if upstream_api_key is not None:  # named as the gateway's user knows it
+            check_api_key(upstream_api_key, "upstream_api_key")
+        ssl_context = client_options.get("ssl_context")
+        verify = ssl_context or bool(client_options.get("verify", True))
+        client = OrpheusTTS(
+            upstreams,
+            api_key=upstream_api_key,
+            hedge_ttfb_ms=hedge_ttfb_ms,
+            endpoint_fault_status=_WORKERS_FAULT_STATUS,
+            truncation_warning=False,  # passed on to the caller in-band instead
+            **_with_relay_transport(client_options),
+        )
+        watch = UpstreamWatch(
+            client.base_urls,
+            api_key=upstream_api_key,
+            interval_s=health_interval_s,
+            timeout_s=health_timeout_s,
+            verify=verify,  # the poll trusts what the requests trust
+        )
+        self.engine = GatewayEngine(client, watch, upstream_api_key=upstream_api_key)
+        self.app: OrpheusApp = create_app(
+            self.engine,
+            config,
+            upstream_load=self.engine.upstream_load,
+            system_extra=self.engine.summary,
+        )
+        self.app.metrics.registry.register(self.engine.metrics)
+
+    async def serve(
+        self,
+        *,
+        drain: trio.Event | None = None,
+        task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Watch the workers and serve until cancelled or drained; report the base URL."""
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.engine.upstreams.watch)
+            await serve_app(self.app, self.config, drain=drain, task_status=task_status)
+            nursery.cancel_scope.cancel()
+
+    async def aclose(self) -> None:
+        await self.engine.aclose()

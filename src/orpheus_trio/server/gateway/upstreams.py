@@ -1,0 +1,191 @@
+"""What the gateway knows about its workers from polling their ``/v1/system``.
+
+The client's breaker and router track how attempts go; this adds what only the
+worker can say: which voices it offers, whether it is draining, its load. A
+worker is *healthy* when its last poll answered, it is not draining and its
+breaker lets attempts through. ``/v1/system`` on the gateway offers the union
+of the healthy workers' voices.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import ssl
+from collections.abc import Mapping, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import trio
+
+from ...client import EndpointSnapshot
+
+__all__ = ["UpstreamStatus", "UpstreamWatch"]
+
+SYSTEM_PATH = "/v1/system"
+#: A worker's ``/v1/system`` answer is a few hundred bytes; past this it is broken.
+MAX_SYSTEM_BYTES = 1 << 20
+
+#: True in the poller's tasks: httpx's per-request INFO line ("HTTP Request:
+#: GET .../v1/system 200") is dropped there, or a gateway logs every poll of
+#: every worker (docs/server.md: routine polls are not logged).
+_POLLING: ContextVar[bool] = ContextVar("orpheus_trio_polling", default=False)
+
+
+class _QuietPolls(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not _POLLING.get()
+
+
+_QUIET_POLLS = _QuietPolls()
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamStatus:
+    """A worker's last ``/v1/system`` answer (``error`` says why it had none)."""
+
+    url: str
+    reachable: bool = False
+    draining: bool = False
+    engine: str | None = None
+    voices: tuple[str, ...] = ()
+    queue_depth: int | None = None
+    inflight: int | None = None
+    capacity: int | None = None
+    error: str | None = "not polled yet"
+
+    @classmethod
+    def from_system(cls, url: str, info: Any) -> UpstreamStatus:
+        """Read a ``/v1/system`` JSON answer (TypeError/ValueError if it is not one)."""
+        if not isinstance(info, Mapping):
+            raise TypeError("/v1/system did not answer a JSON object")
+        voices = info.get("voices")
+        if not isinstance(voices, list) or not all(isinstance(v, str) for v in voices):
+            raise TypeError("'voices' is not a list of strings")
+        return cls(
+            url=url,
+            reachable=True,
+            draining=bool(info.get("draining", False)),
+            engine=str(info.get("engine")),
+            voices=tuple(voices),
+            queue_depth=_int_or_none(info.get("queue_depth")),
+            inflight=_int_or_none(info.get("inflight")),
+            capacity=_int_or_none(info.get("capacity")),
+            error=None,
+        )
+
+
+def _int_or_none(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+class UpstreamWatch:
+    """Polls every worker's ``/v1/system`` every ``interval_s`` (``watch`` runs the loop).
+
+    Each poll of a worker gets ``timeout_s`` in all (a worker that trickles its
+    answer must not hold up the others' news, nor the gateway's start).
+    ``verify``: TLS settings, the same as the client's (an ``ssl.SSLContext``,
+    or ``False`` for no checks). Proxy settings from the environment are not
+    used: the poll goes where the requests go, and the key goes nowhere else.
+    """
+
+    def __init__(
+        self,
+        urls: Sequence[str],
+        *,
+        api_key: str | None = None,
+        interval_s: float = 2.0,
+        timeout_s: float = 2.0,
+        verify: ssl.SSLContext | bool = True,
+    ) -> None:
+        if not interval_s > 0 or not timeout_s > 0:
+            raise ValueError("interval_s and timeout_s must be > 0")
+        self.interval_s = interval_s
+        self.timeout_s = timeout_s
+        self.statuses = {url: UpstreamStatus(url) for url in urls}
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._http = httpx.AsyncClient(
+            headers=headers, timeout=timeout_s, verify=verify, trust_env=False
+        )
+        logging.getLogger("httpx").addFilter(_QUIET_POLLS)  # once: filters are a set
+
+    async def watch(
+        self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Poll once, report started, then poll every ``interval_s`` until cancelled."""
+        await self.poll()
+        task_status.started()
+        while True:
+            await trio.sleep(self.interval_s)
+            await self.poll()
+
+    async def poll(self) -> None:
+        """Ask every worker at once; each answer (or failure) replaces its status."""
+        token = _POLLING.set(True)  # the tasks below inherit it
+        try:
+            async with trio.open_nursery() as nursery:
+                for url in self.statuses:
+                    nursery.start_soon(self._poll_one, url)
+        finally:
+            _POLLING.reset(token)
+
+    async def _poll_one(self, url: str) -> None:
+        try:
+            with trio.fail_after(self.timeout_s):
+                info = await self._fetch(url)
+            status = UpstreamStatus.from_system(url, info)
+        except trio.TooSlowError:
+            error = f"no whole answer within {self.timeout_s:g} s"
+            status = UpstreamStatus(url, error=error)
+        # RecursionError: JSON nested too deep; a broken worker must not stop the watch.
+        except (httpx.HTTPError, TypeError, ValueError, RecursionError) as error:
+            status = UpstreamStatus(url, error=f"{type(error).__name__}: {error}")
+        self.statuses[url] = status
+
+    async def _fetch(self, url: str) -> Any:
+        async with self._http.stream("GET", url + SYSTEM_PATH) as response:
+            response.raise_for_status()
+            body = bytearray()
+            async for data in response.aiter_bytes():
+                body += data
+                if len(body) > MAX_SYSTEM_BYTES:
+                    raise ValueError(
+                        f"the answer is too large (over {MAX_SYSTEM_BYTES} bytes)"
+                    )
+        return json.loads(body)
+
+    def healthy(self, snapshot: EndpointSnapshot) -> bool:
+        status = self.statuses[snapshot.url]
+        return (
+            status.reachable
+            and not status.draining
+            and snapshot.breaker_state != "open"
+        )
+
+    def offering(self, voice: str | None) -> list[str] | None:
+        """The workers that offer ``voice`` and are not draining, by their last poll.
+
+        ``None`` (any worker) for the default voice, or when no worker is known
+        to offer it: then the workers answer for themselves.
+        """
+        if voice is None:
+            return None
+        urls = [
+            url
+            for url, status in self.statuses.items()
+            if voice in status.voices and not status.draining
+        ]
+        return urls or None
+
+    def voices(self, snapshots: Sequence[EndpointSnapshot]) -> list[str]:
+        """The union of the healthy workers' voices, sorted."""
+        voices: set[str] = set()
+        for snapshot in snapshots:
+            if self.healthy(snapshot):
+                voices.update(self.statuses[snapshot.url].voices)
+        return sorted(voices)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
