@@ -165,7 +165,10 @@ class SpeechRoute:
         response = ex.send
         assert isinstance(response, _Response), "mount() installs SpeechRoute.prepare"
         translated = _TranslatedReceive(receive, self._max_body_bytes, response, ex.extra)
-        await self._synthesize(headers, translated, ex)
+        try:
+            await self._synthesize(headers, translated, ex)
+        finally:
+            await response.close_encoder()
 
 
 class _TranslatedReceive:
@@ -221,6 +224,7 @@ class _Response:
         self._send = send
         self.request: SpeechRequest | None = None
         self._encoder: Encoder | None = None
+        self._encoder_finished = False
         self._decoder = FrameDecoder()
         self._error_start: Message | None = None
         self._ended = False
@@ -252,8 +256,20 @@ class _Response:
         headers.append((b"content-type", content_type.encode()))
         await self._send({**message, "headers": headers})
 
+    async def close_encoder(self) -> None:
+        """The synthesis is over (done, failed or the caller left): close the encoder now.
+
+        PyAV's opus, aac and flac encoders run codec threads until their container
+        is closed and freed; an unfinished one sits in a reference cycle until the
+        garbage collector runs. Only an error frame may follow, and it needs no encoder.
+        """
+        encoder, self._encoder = self._encoder, None
+        if encoder is not None and not self._encoder_finished:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(encoder.finish)  # what it flushes is dropped
+
     async def _relay(self, data: bytes, *, more: bool) -> None:
-        assert self._encoder is not None and self.request is not None
+        assert self.request is not None
         try:
             frames = self._decoder.feed(data)
         except ProtocolError as error:  # an engine's malformed line: a bug upstream
@@ -262,9 +278,10 @@ class _Response:
         out: list[bytes] = []
         for frame in frames:
             if isinstance(frame, Chunk):
-                out.append(await trio.to_thread.run_sync(self._encoder.encode, frame.pcm))
+                out.append(await trio.to_thread.run_sync(self._encoding().encode, frame.pcm))
             elif isinstance(frame, EndOfStream):
-                out.append(await trio.to_thread.run_sync(self._encoder.finish))
+                out.append(await trio.to_thread.run_sync(self._encoding().finish))
+                self._encoder_finished = True
             elif isinstance(frame, ErrorFrame):
                 await self._emit(b"".join(out), more=True)
                 await self._fail(frame.code, frame.message)
@@ -273,6 +290,10 @@ class _Response:
         await self._emit(b"".join(out), more=not done)
         if done:
             self._ended = True
+
+    def _encoding(self) -> Encoder:
+        assert self._encoder is not None, "audio comes only between the 200 and the release"
+        return self._encoder
 
     async def _emit(self, audio: bytes, *, more: bool) -> None:
         assert self.request is not None
