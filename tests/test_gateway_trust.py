@@ -27,6 +27,7 @@ from test_client_e2e import closed_port_url
 from orpheus_trio.protocol.frames import encode_chunk
 from orpheus_trio.server import ServerConfig
 from orpheus_trio.server.gateway.service import Gateway
+from orpheus_trio.server.gateway.vocabulary import checked_name
 
 #: An upstream key that shares an 8-character piece ("Upstream") with the
 #: gateway's own words ("upstream_error", "every upstream is busy").
@@ -314,3 +315,26 @@ async def test_protected_service_endpoints_need_a_key_and_urls_never_hold_creden
     with pytest.raises(ValueError, match="without credentials") as refused:
         Gateway([f"http://user:{KEY}@127.0.0.1:9"], ServerConfig())
     assert KEY not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("value", "kept"),
+    [
+        ("tara", True),
+        ("en-US.tara_2", True),
+        ("長樂", True),
+        ("v" * 64, True),
+        ("v" * 65, False),
+        ("", False),
+        ("-tara", False),
+        ("Bearer abc", False),
+        ("<b>", False),
+        ("tara\n", False),
+        ("http://x", False),
+        ("a:b", False),
+        (7, False),
+        (None, False),
+    ],
+)
+def test_the_name_grammar(value: Any, kept: bool) -> None:
+    assert (checked_name(value) is not None) is kept

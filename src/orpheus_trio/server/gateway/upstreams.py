@@ -21,7 +21,7 @@ import httpx
 import trio
 
 from ...client import EndpointSnapshot
-from .vocabulary import checked_count, checked_name, poll_error
+from .vocabulary import checked_count, checked_name, poll_error, poll_error_detail
 
 __all__ = ["UpstreamStatus", "UpstreamWatch"]
 
@@ -145,7 +145,7 @@ class UpstreamWatch:
         except (
             trio.TooSlowError, httpx.HTTPError, TypeError, ValueError, RecursionError
         ) as error:
-            detail = f"{type(error).__name__}: {error}"
+            detail = poll_error_detail(error)
             if isinstance(error, trio.TooSlowError):
                 detail = f"no whole answer within {self.timeout_s:g} s"
             status = UpstreamStatus(url, error=poll_error(error), detail=detail)

@@ -26,6 +26,7 @@ __all__ = [
     "checked_name",
     "outcome_metrics",
     "poll_error",
+    "poll_error_detail",
 ]
 
 #: A voice, engine or finish-reason name: a letter or digit (any script), then
@@ -93,3 +94,25 @@ def poll_error(error: BaseException) -> str:
     if isinstance(error, httpx.HTTPError):
         return "broken_connection"
     return "bad_body"  # not JSON, not a /v1/system object, too large or too deep
+
+
+def poll_error_detail(error: BaseException) -> str:
+    """A failed poll in words, for the operator's log only: the error and the
+    system's reasons under it (``Connection refused``), which httpx's own
+    message ("all attempts to connect ... failed") leaves out."""
+    reasons: list[str] = []
+    seen: set[int] = set()
+    pending: list[BaseException] = [error]
+    while pending:
+        cause = pending.pop()
+        if id(cause) in seen:
+            continue
+        seen.add(id(cause))
+        if isinstance(cause, OSError) and cause.strerror and cause.strerror not in reasons:
+            reasons.append(cause.strerror)
+        if isinstance(cause, BaseExceptionGroup):
+            pending.extend(cause.exceptions)
+        if (under := cause.__cause__ or cause.__context__) is not None:
+            pending.append(under)
+    because = f" ({', '.join(reasons)})" if reasons else ""
+    return f"{type(error).__name__}: {error}{because}"
