@@ -64,16 +64,19 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="how often each worker's /v1/system is polled (default 2)",
     )  # fmt: skip
     add_server_arguments(parser)
-    # None: sized to the workers at start (Gateway.watch_upstreams), so a fixed
-    # default does not cap the gateway below the workers behind it.
-    parser.set_defaults(run=run, max_concurrency=None)
+    parser.set_defaults(run=run, max_concurrency=_UntilPolled(ServerConfig.max_concurrency))
+
+
+class _UntilPolled(int):
+    """The default ``--max-concurrency``: kept only when no worker reports its
+    capacity at start, else the workers' capacity (Gateway.watch_upstreams), so
+    a fixed number does not cap the gateway below its workers. A given value
+    parses to a plain ``int``; this one still works wherever an int does."""
 
 
 def run(args: argparse.Namespace) -> int:
     api_key = args.upstream_api_key or os.environ.get(UPSTREAM_KEY_ENV) or None
-    size_to_upstreams = args.max_concurrency is None
-    if size_to_upstreams:
-        args.max_concurrency = ServerConfig.max_concurrency  # if no worker answers
+    size_to_upstreams = isinstance(args.max_concurrency, _UntilPolled)
     try:
         gateway = Gateway(
             args.upstreams,
