@@ -106,6 +106,33 @@ async def test_a_caller_cannot_tell_a_voice_holding_a_piece_of_the_upstream_key(
     assert b"pstream key>" not in first.lower()  # nothing was redacted: nothing to
 
 
+async def test_a_caller_cannot_tell_a_parameter_name_holding_the_upstream_key(
+    nursery: trio.Nursery,
+) -> None:
+    # A worker names an unknown parameter in "param"; the client in the gateway
+    # reads that answer through the upstream key's redactor. The caller's name
+    # must come back as the caller spelled it, whether or not it holds the key.
+    worker = await start_worker(nursery, api_keys=(KEY,))
+    gw = await start_gateway(
+        nursery,
+        [worker.base_url],
+        hedge_ttfb_ms=None,
+        upstream_api_key=KEY,
+        api_keys=("app-key",),
+    )
+    names = [KEY, KEY.swapcase(), "Zq9Wm3Xy" + "q" * (len(KEY) - 8)]
+    answers = []
+    for name in names:
+        answer = await _raw_exchange(
+            gw.base_url, _post("/v1/tts/stream", {"text": "hello", name: 1})
+        )
+        assert answer.startswith(b"HTTP/1.1 400 ")
+        assert answer.count(name.encode()) == 2  # in "param" and in the message
+        answers.append(_without_timings(answer).replace(name.encode(), b"NAME"))
+    assert answers[0] == answers[1] == answers[2]
+    assert b'"param": "NAME"' in answers[0]
+
+
 async def test_the_gateways_own_words_stay_whole_whatever_its_upstream_key(
     nursery: trio.Nursery,
 ) -> None:

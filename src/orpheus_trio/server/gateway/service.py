@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import replace
 from typing import Any
@@ -172,9 +172,19 @@ class GatewayEngine:
             raise upstream_error(
                 error,
                 streaming=streaming,
-                sent=frozenset(params) | {"text", "voice"},
+                sent=self._as_echoed({*params, "text", "voice"}),
                 voices=self.voices(),
             ) from error
+
+    def _as_echoed(self, names: set[str]) -> dict[str, str]:
+        """The caller's field names by the form the client reads them in when a
+        worker echoes them (its error text passes the key's redactor, the same
+        as ours): so which name a worker's ``param`` means never depends on
+        whether the name holds a piece of the key. Names that read alike mean none."""
+        forms: dict[str, list[str]] = {}
+        for name in names:
+            forms.setdefault(self.for_log(name), []).append(name)
+        return {form: same[0] for form, same in forms.items() if len(same) == 1}
 
     def _log_failure(self, request: RequestContext | None, error: Exception) -> None:
         """The upstream's own words, for the operator: the caller gets none of them."""
@@ -310,7 +320,7 @@ def upstream_error(
     error: Exception,
     *,
     streaming: bool,
-    sent: frozenset[str] = frozenset(),
+    sent: Mapping[str, str] | None = None,
     voices: Sequence[str] = (),
 ) -> EngineError:
     """What the caller gets for an upstream failure, built from the gateway's own words.
@@ -326,9 +336,10 @@ def upstream_error(
     No text a worker wrote is passed on (docs/reliability.md, "Trust
     boundaries"): the code comes from a fixed set (others become
     ``upstream_error``, ``invalid_request`` or ``engine_error``), the message is
-    the gateway's own, and a 400's ``param`` is kept only when it names a field
-    the caller sent (``sent``). ``voices``: the gateway's own checked list,
-    named when a worker refused the caller's voice.
+    the gateway's own, and a 400's ``param`` is given only when it names a field
+    the caller sent (``sent``: each such name by the form a worker's echo of it
+    is read in), as the caller spelled it. ``voices``: the gateway's own
+    checked list, named when a worker refused the caller's voice.
     """
     if isinstance(error, DeadlineExceeded):
         return EngineError("deadline_exceeded", "the request's deadline passed upstream")
@@ -347,7 +358,7 @@ def upstream_error(
                 retry_after_s=_sane_retry_after(error.retry_after_s),
             )
         if error.status_code in _CALLERS_FAULT_STATUS:
-            return _callers_fault(error, sent, voices)
+            return _callers_fault(error, sent or {}, voices)
         return EngineError(
             "upstream_error",
             f"upstream answered {error.status_code} {code}",
@@ -368,13 +379,14 @@ def upstream_error(
 
 
 def _callers_fault(
-    error: HTTPStatusError, sent: frozenset[str], voices: Sequence[str]
+    error: HTTPStatusError, sent: Mapping[str, str], voices: Sequence[str]
 ) -> EngineError:
     """A worker's 400 or 413, in the gateway's words: its documented code, and the
     parameter it names when the caller sent one by that name."""
     code = _documented(error.code, _CALLERS_FAULT_CODES, "invalid_request")
-    param = _refused_param(error.response)
-    if param is not None and (param not in sent or not _PARAM_NAME.fullmatch(param)):
+    refused = _refused_param(error.response)
+    param = sent.get(refused) if refused is not None else None
+    if param is not None and not _PARAM_NAME.fullmatch(param):
         param = None
     if param == "voice":
         offered = f"; voices: {', '.join(voices)}" if voices else ""
