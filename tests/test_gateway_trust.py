@@ -365,3 +365,27 @@ async def test_protected_service_endpoints_need_a_key_and_urls_never_hold_creden
 )
 def test_the_name_grammar(value: Any, kept: bool) -> None:
     assert (checked_name(value) is not None) is kept
+
+
+async def test_the_workers_words_go_to_the_gateways_log_without_the_key(
+    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="orpheus_trio.gateway")
+    body = json.dumps(
+        {"error": {"code": "invalid_param", "message": f"no such knob; got Bearer {KEY}"}}
+    ).encode()
+    answer = (
+        b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n"
+        b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body)
+    )
+    url = await start_scripted_worker(nursery, answer)
+    gw = await start_gateway(nursery, [url], hedge_ttfb_ms=None, upstream_api_key=KEY)
+    response = await post_tts(
+        gw.base_url, {"text": "x"}, **{"X-Request-Id": "logged-1"}
+    )
+    assert response.status_code == 400 and "no such knob" not in response.text
+    (line,) = [
+        r.getMessage() for r in caplog.records if "upstream failure" in r.getMessage()
+    ]
+    assert line.startswith("request logged-1: upstream failure: HTTPStatusError: 400")
+    assert "no such knob; got Bearer" in line and KEY.lower() not in line.lower()

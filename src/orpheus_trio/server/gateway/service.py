@@ -269,8 +269,9 @@ class GatewayEngine:
         return min(max(s.queue_hint, s.in_flight) for s in candidates)
 
     def reachable_capacity(self) -> int:
-        """The capacity the reachable upstreams reported at their last poll, together."""
-        return sum(s.capacity or 0 for s in self.upstreams.statuses.values() if s.reachable)
+        """The capacity the reachable, not draining upstreams reported at their last poll."""
+        statuses = self.upstreams.statuses.values()
+        return sum(s.capacity or 0 for s in statuses if s.reachable and not s.draining)
 
     def summary(self) -> dict[str, Any]:
         """Fields the gateway adds to ``/v1/system``."""
@@ -392,7 +393,10 @@ def _callers_fault(
         offered = f"; voices: {', '.join(voices)}" if voices else ""
         message = f"voice: no upstream worker offers this voice{offered}"
     elif param is not None:
-        message = f"{param}: refused by the upstream worker (a bad value, or not a parameter of its engine)"
+        message = (
+            f"{param}: refused by the upstream worker "
+            "(a bad value, or not a parameter of its engine)"
+        )
     elif code == "text_too_long":
         message = "text: too long for the upstream workers"
     else:
