@@ -146,7 +146,7 @@ class GatewayEngine:
                 if request is not None:
                     request.log_fields.update(
                         upstream=audio.endpoint,
-                        upstream_request_id=audio.request_id,
+                        upstream_request_id=self.for_log(audio.request_id),  # its echo
                         attempts=audio.attempts,
                     )
                 self.metrics.time_to_first_audio.labels(
