@@ -96,9 +96,12 @@ async def test_timed_out_and_refused_polls_leave_no_connection_open(nursery: tri
         await watch.aclose()
         assert leaks(caught, workers) == []
     assert [w.accepted for w in workers] == [40, 40, 40]
-    errors = [watch.statuses[w.url].error or "" for w in workers]
-    assert errors[0] == errors[1] == "no whole answer within 0.05 s"
-    assert "too large" in errors[2]
+    statuses = [watch.statuses[w.url] for w in workers]
+    assert [status.error for status in statuses] == ["timeout", "timeout", "bad_body"]
+    assert statuses[0].detail == statuses[1].detail == "no whole answer within 0.05 s"
+    assert statuses[2].detail == (
+        f"ValueError: the answer is too large (over {MAX_SYSTEM_BYTES} bytes)"
+    )
 
 
 async def test_a_gateway_stopping_mid_poll_closes_the_poll_connection(
