@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import trio
 from _support_faults import Conn, RawServer, Reply
+from _support_gateway import start_gateway
 from _support_llm import audio_script, custom_token_text, scripted_model_dir, snac_dir
 from _support_server import StartServer, parse_frames
 from _support_snac import random_frames, shared_decoder
@@ -327,3 +328,13 @@ async def test_normal_speech_of_every_length_never_fires(text: str) -> None:
     guard = RunawayGuard(RunawayLimits(budget_s=audio_budget_s(text)))
     assert guard.feed(frames) is None and guard.frames == len(frames) > 0
 
+
+
+async def test_the_warning_crosses_a_gateway(nursery: trio.Nursery, start_server: StartServer) -> None:
+    base_url, _, _ = await engine_worker(nursery, start_server)
+    gateway = await start_gateway(nursery, [base_url])
+    async with OrpheusTTS(gateway.base_url) as tts:
+        with pytest.warns(RunawaySpeechWarning, match="loop"):
+            async with tts.open_stream("hello") as audio:
+                pcm = b"".join([piece async for piece in audio])
+    assert audio.metrics["runaway"] == "loop" and len(pcm) == LOOP_FRAMES * FRAME_SAMPLES * 2
