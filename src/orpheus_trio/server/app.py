@@ -45,6 +45,7 @@ from .engine import (
 from .http.state import CURRENT_CONNECTION, ConnectionState
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import ServerMetrics
+from .voices_api import request_voice, system_fields, voice_header, voices_document
 
 __all__ = ["ACCESS_LOGGER", "SAMPLE_RATE", "OrpheusApp", "create_app"]
 
@@ -189,6 +190,7 @@ class OrpheusApp:
         self._routes: dict[str, tuple[str, Handler]] = {
             "/v1/tts/stream": ("POST", self._tts),
             "/v1/system": ("GET", self._system),
+            "/v1/voices": ("GET", self._voices),
             "/metrics": ("GET", self._metrics),
         }
         #: path -> a hook that sees each exchange first (before auth and routing)
@@ -324,9 +326,14 @@ class OrpheusApp:
             "max_timeout_s": self.config.max_timeout_s,
             "draining": self.admission.draining,
         }
+        info.update(system_fields(self.engine))
         if self._system_extra is not None:
             info.update(self._system_extra())
         await _send_bytes(ex, 200, json.dumps(info).encode(), b"application/json")
+
+    async def _voices(self, headers: dict[str, str], receive: Receive, ex: _Exchange) -> None:
+        body = json.dumps(voices_document(self.engine), ensure_ascii=False).encode()
+        await _send_bytes(ex, 200, body, b"application/json")
 
     async def _metrics(
         self, headers: dict[str, str], receive: Receive, ex: _Exchange
@@ -483,6 +490,7 @@ class OrpheusApp:
             obj.get("timeout_s", self.config.default_timeout_s)
         )
         try:
+            voice = request_voice(self.engine, voice)
             params = self.engine.validate(voice, obj)
         except InvalidParam as error:
             raise HTTPError(400, "invalid_param", str(error), param=error.key) from None
@@ -595,11 +603,15 @@ class OrpheusApp:
             (b"cache-control", b"no-store"),
             (b"x-queue-depth", str(self._reported_depth(ex.queue_depth or 0)).encode()),
         ]
+        voice = ex.extra.get("voice")  # the one that speaks (see voices_api)
+        if voice:
+            headers.append(voice_header(voice))
         await ex.start(200, headers)
         return encode_metrics(
             queue_depth=self._reported_depth(self.admission.queued),
             inflight=self.admission.running,
             capacity=self.config.max_concurrency,
+            **({"voice": voice} if voice else {}),
         )
 
     async def _finish(self, ex: _Exchange) -> None:
