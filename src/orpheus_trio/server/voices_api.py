@@ -68,6 +68,13 @@ def voice_header(voice: str) -> tuple[bytes, bytes]:
 def voices_document(engine: Engine) -> dict[str, Any]:
     """The body of ``GET /v1/voices``: each voice (name, kind, language, engine), the aliases."""
     catalog = engine_catalog(engine)
+    if catalog is not None and getattr(engine, "passes_unknown_voices", False):
+        # A gateway: each voice's engine is the worker's (its catalog's family field).
+        described = catalog.describe(engine.name)
+        for entry in described:
+            entry["engine"] = entry.pop("family")
+        return {"voices": described, "aliases": dict(catalog.aliases),
+                "languages": catalog.languages()}  # fmt: skip
     if catalog is None:  # an engine with names only: language and kind unknown
         voices = [
             {"name": name, "kind": "stock", "language": None, "engine": engine.name,
@@ -90,5 +97,6 @@ def system_fields(engine: Engine) -> dict[str, Any]:
     return {
         "languages": catalog.languages(),
         "voice_languages": catalog.languages_by_voice(),
+        "voice_kinds": {voice.name: voice.kind for voice in catalog.voices},
         "voice_aliases": dict(catalog.aliases),
     }

@@ -67,6 +67,7 @@ _SENTENCE_END = re.compile(
 _CLAUSE_END = re.compile(r"[,;:\u2014\u2013\u060c\u061b](?=\s)|[\uff0c\u3001\uff1b\uff1a]")
 # An inline tag: <laugh>, <작은 웃음>, <嬉笑>: never cut inside.
 _TAG = re.compile(r"<[^<>\s][^<>\n]{0,30}>")
+_OPEN_TAG = re.compile(r"<[^<>\s][^<>\n]{0,30}")
 # Written after a space in French (and a closing guillemet): not the start of a piece.
 _NO_BREAK_BEFORE = frozenset("!?;:\u00bb\u203a%")
 # Openers: not the end of a piece.
@@ -175,7 +176,14 @@ def grapheme_cut(text: str, limit: int) -> int:
 
 
 def _tag_spans(text: str) -> list[tuple[int, int]]:
-    return [m.span() for m in _TAG.finditer(text)] if "<" in text else []
+    """Where the tags are, and a tag still open at the end (streamed text: ``<작은 웃``)."""
+    if "<" not in text:
+        return []
+    spans = [m.span() for m in _TAG.finditer(text)]
+    start = text.rfind("<")
+    if _OPEN_TAG.fullmatch(text, start) and not any(a <= start < b for a, b in spans):
+        spans.append((start, len(text) + 1))
+    return spans
 
 
 def _inside(offset: int, spans: list[tuple[int, int]]) -> bool:
@@ -188,7 +196,7 @@ def _is_sentence_end(paragraph: str, match: re.Match[str]) -> bool:
     if following[:1].islower():
         return False
     # A closer not yet taken in (« Oui ! », dit-il): the sentence goes on after it.
-    if following[:1] in _CLOSERS:
+    if following and following[0] in _CLOSERS:
         return False
     if match.group().startswith(".") and len(match.group().rstrip(_CLOSERS + " \u00a0")) == 1:
         words = paragraph[: match.start()].split()

@@ -54,6 +54,7 @@ from ..engine import (
     Piece,
     RequestContext,
 )
+from ...voices import VoiceCatalog, is_voice_name
 from .metrics import UpstreamMetrics
 from .relay import CapturedResponse, RelayTransport, capturing, winner_of
 from .upstreams import UpstreamWatch
@@ -65,7 +66,7 @@ GATEWAY_NAME = "orpheus-trio-gateway"
 #: Metrics keys the gateway reports itself (its load, its timings); a worker's
 #: others (an engine's ``finish_reason``, ``truncated``, ...) are passed on.
 _GATEWAYS_OWN_METRICS = frozenset(
-    {"queue_depth", "inflight", "capacity", "ttfb_ms", "rtf", "audio_s"}
+    {"queue_depth", "inflight", "capacity", "ttfb_ms", "rtf", "audio_s", "voice"}
 )
 #: Keys of ``open_stream`` that are not engine parameters.
 _RESERVED_PARAMS = frozenset({"request_id", "endpoints"})
@@ -99,6 +100,9 @@ class GatewayEngine:
     """An :class:`~.engine.Engine` whose audio comes from the upstream workers."""
 
     name = "gateway"
+    #: Names the workers' catalogs lack (a voice added since the last poll) and no
+    #: voice at all go on to the workers, which answer for themselves (voices_api).
+    passes_unknown_voices = True
 
     def __init__(
         self,
@@ -115,6 +119,9 @@ class GatewayEngine:
 
     def voices(self) -> list[str]:
         return self.upstreams.voices(self.client.endpoints())
+
+    def catalog(self) -> VoiceCatalog | None:
+        return self.upstreams.catalog(self.client.endpoints())
 
     def validate(self, voice: str | None, params: dict[str, Any]) -> dict[str, Any]:
         # The workers validate their own engines' parameters; only our own keys are checked.
@@ -146,6 +153,9 @@ class GatewayEngine:
                         )
                     )
                 streaming = True
+                spoken = audio.metrics.get("voice")  # the worker's word, checked
+                if request is not None and is_voice_name(spoken):
+                    request.log_fields["voice"] = spoken
                 if request is not None:
                     request.log_fields.update(
                         upstream=audio.endpoint,
@@ -259,6 +269,7 @@ class GatewayEngine:
             "draining": status.draining,
             "engine": status.engine,
             "voices": list(status.voices),
+            "languages": sorted(set(status.languages.values())),
             "queue_depth": status.queue_depth,
             "inflight": status.inflight,
             "capacity": status.capacity,

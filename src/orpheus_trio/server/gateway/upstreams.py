@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import ssl
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, cast
 
 import httpx
 import trio
 
 from ...client import EndpointSnapshot
+from ...voices import Voice, VoiceCatalog, VoiceKind, is_voice_name
 
 __all__ = ["UpstreamStatus", "UpstreamWatch"]
 
@@ -55,6 +57,11 @@ class UpstreamStatus:
     inflight: int | None = None
     capacity: int | None = None
     error: str | None = "not polled yet"
+    #: voice -> its language and kind, and alias -> voice, where the worker says
+    #: (``/v1/system``'s ``voice_languages``, ``voice_kinds``, ``voice_aliases``).
+    languages: Mapping[str, str] = field(default_factory=dict)
+    kinds: Mapping[str, str] = field(default_factory=dict)
+    aliases: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_system(cls, url: str, info: Any) -> UpstreamStatus:
@@ -74,7 +81,28 @@ class UpstreamStatus:
             inflight=_int_or_none(info.get("inflight")),
             capacity=_int_or_none(info.get("capacity")),
             error=None,
+            languages=_name_map(info, "voice_languages", _LANGUAGE.fullmatch),
+            kinds=_name_map(info, "voice_kinds", _KINDS.__contains__),
+            aliases=_name_map(info, "voice_aliases", is_voice_name),
         )
+
+
+_LANGUAGE = re.compile(r"[a-z]{2,3}(?:-[A-Za-z0-9]{1,8}){0,2}")
+_KINDS = frozenset({"stock", "custom", "espeak"})
+
+
+def _name_map(info: Mapping[str, Any], key: str, valid: Callable[[str], Any]) -> dict[str, str]:
+    """A worker's voice -> value map, rebuilt from what passes the grammar (absent: empty)."""
+    given = info.get(key)
+    if given is None:
+        return {}
+    if not isinstance(given, Mapping):
+        raise TypeError(f"{key!r} is not an object")
+    return {
+        name: value
+        for name, value in given.items()
+        if is_voice_name(name) and isinstance(value, str) and valid(value)
+    }
 
 
 def _int_or_none(value: Any) -> int | None:
@@ -178,6 +206,27 @@ class UpstreamWatch:
             if voice in status.voices and not status.draining
         ]
         return urls or None
+
+    def catalog(self, snapshots: Sequence[EndpointSnapshot]) -> VoiceCatalog | None:
+        """The healthy workers' voices, in their order, with the language and kind each
+        says, and their aliases (the first worker's word wins); ``None``: none known."""
+        voices: dict[str, Voice] = {}
+        aliases: dict[str, str] = {}
+        for snapshot in snapshots:
+            if not self.healthy(snapshot):
+                continue
+            status = self.statuses[snapshot.url]
+            for name in status.voices:
+                if name not in voices and is_voice_name(name):
+                    kind = cast(VoiceKind, status.kinds.get(name, "stock"))
+                    language = status.languages.get(name, "und")
+                    voices[name] = Voice(name, language, kind, status.engine or "unknown")
+            for alias, target in status.aliases.items():
+                aliases.setdefault(alias, target)
+        if not voices:
+            return None
+        usable = {a: v for a, v in aliases.items() if v in voices and a not in voices}
+        return VoiceCatalog(tuple(voices.values()), usable)
 
     def voices(self, snapshots: Sequence[EndpointSnapshot]) -> list[str]:
         """The union of the healthy workers' voices, sorted."""
