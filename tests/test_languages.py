@@ -311,3 +311,47 @@ def test_serve_refuses_a_bad_alias_in_one_line() -> None:
     assert result.returncode == 2
     assert "alias alloy=pierre: no voice 'pierre'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# -- Pipecat ----------------------------------------------------------------------------------------
+
+
+def test_pipecat_with_voice_alloy_speaks_the_voice_it_stands_for(
+    threaded_server: Any,
+) -> None:
+    import asyncio
+
+    from pipecat.frames.frames import TTSAudioRawFrame, TTSSpeakFrame
+    from pipecat.tests.utils import SleepFrame, run_test
+
+    from orpheus_trio.integrations.pipecat import OrpheusTTSService
+
+    url = threaded_server()
+
+    async def main() -> list[Any]:
+        service = OrpheusTTSService(url=url, voice="alloy", sample_rate=24_000)
+        down, _ = await run_test(service, frames_to_send=[TTSSpeakFrame(TEXT), SleepFrame(0.5)])
+        return down
+
+    down = asyncio.run(main())
+    audio = b"".join(f.audio for f in down if isinstance(f, TTSAudioRawFrame))
+    assert audio == b"".join(expected_stream(TEXT, "tara", {}))
+    assert audio != b"".join(expected_stream(TEXT, "leo", {}))
+
+
+def test_speak_takes_a_model_family_and_aliases_for_its_embedded_server(tmp_path: Any) -> None:
+    out = tmp_path / "ko.wav"
+    base = [sys.executable, "-m", "orpheus_trio", "speak", "--model-family", "ko"]
+    ok = subprocess.run(
+        [*base, "--voice-alias", "alloy=준서", "--voice", "alloy", "-o", str(out), "안녕하세요."],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert ok.returncode == 0, ok.stderr
+    assert out.stat().st_size > 44 + 24_000  # over half a second of speech
+    bad = subprocess.run(
+        [*base, "--voice", "tara", "-o", str(out), "안녕하세요."],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert bad.returncode != 0
+    assert "unknown voice 'tara'; valid: 유나, 준서; aliases: alloy (유나)" in bad.stderr
+    assert "Traceback" not in bad.stderr
