@@ -1,8 +1,9 @@
 """The voice-name grammar every path shares: stock voices, aliases and (later) custom voices.
 
-A name is 1..64 characters, each a Unicode letter, combining mark, digit, or one of
-``-`` ``_`` ``.``; it is in NFC form (so one spelling per name: Hindi ``ऋतिका`` and a
-decomposed twin cannot be two voices), and it is not ``.`` or ``..``. So Korean
+A name is 1..64 characters: a Unicode letter or digit first, then letters,
+combining marks, digits, ``-`` ``_`` ``.``; it is in NFC form (so one spelling
+per name: Hindi ``ऋतिका`` and a decomposed twin cannot be two voices). So no
+name is ``.``, ``..`` or a hidden file's. So Korean
 ``유나``, Mandarin ``长乐`` and Hindi ``ऋतिका`` pass, while anything that could name
 a path (``../x``, ``a/b``, ``C:\\x``), a control character (NUL, newline) or white
 space fails. The voice library will use a name as a file name; the gateway and
@@ -42,10 +43,8 @@ def check_voice_name(name: object) -> str:
                 f"a voice name holds letters, digits, '-', '_' and '.' only; "
                 f"{name!r} has U+{ord(char):04X} ({unicodedata.name(char, 'unnamed')})"
             )
-    if name in (".", ".."):
-        raise InvalidVoiceName(f"{name!r} is not a voice name")
-    if unicodedata.category(name[0]).startswith("M"):
-        raise InvalidVoiceName(f"a voice name cannot start with a combining mark: {name!r}")
+    if not unicodedata.category(name[0]).startswith(("L", "N")):
+        raise InvalidVoiceName(f"a voice name starts with a letter or digit: {name!r}")
     if not unicodedata.is_normalized("NFC", name):
         raise InvalidVoiceName(
             f"voice name {name!r} is not in Unicode NFC form; send "
