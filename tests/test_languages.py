@@ -196,7 +196,10 @@ async def test_the_gateway_sends_each_language_to_a_worker_that_speaks_it(
     # No worker knows it: a worker's 400, listing its voices, reaches the caller.
     response = await tts(gateway.base_url, {"text": TEXT, "voice": "bob"})
     assert response.status_code == 400
-    assert "unknown voice 'bob'" in response.json()["error"]["message"]
+    assert response.json()["error"]["message"].startswith(
+        "voice: no upstream worker offers this voice; voices: tara, "
+    )
+    assert "; aliases: alloy (tara), " in response.json()["error"]["message"]
 
 
 # -- espeak speaks every language -----------------------------------------------------------------

@@ -179,12 +179,25 @@ class GatewayEngine:
                 yield Hints(outcome)
         except (OrpheusError, httpx.HTTPError) as error:
             self._log_failure(request, error)
-            raise upstream_error(
-                error,
-                streaming=streaming,
-                sent=self._as_echoed({*params, "text", "voice"}),
-                voices=self.voices(),
+            raise self._naming_aliases(
+                upstream_error(
+                    error,
+                    streaming=streaming,
+                    sent=self._as_echoed({*params, "text", "voice"}),
+                    voices=self.voices(),
+                )
             ) from error
+
+    def _naming_aliases(self, error: EngineError) -> EngineError:
+        """A refused voice's answer lists the aliases too (the workers' checked names)."""
+        catalog = self.catalog()
+        if error.param != "voice" or catalog is None or not catalog.aliases:
+            return error
+        aliases = ", ".join(f"{a} ({v})" for a, v in catalog.aliases.items())
+        return EngineError(
+            error.code, f"{error.message}; aliases: {aliases}", status=error.status,
+            retry_after_s=error.retry_after_s, param=error.param,
+        )  # fmt: skip
 
     def _as_echoed(self, names: set[str]) -> dict[str, str]:
         """The caller's field names by the form the client reads them in when a
