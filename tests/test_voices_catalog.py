@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import unicodedata
+from typing import Any
 
 import pytest
 
@@ -220,3 +221,30 @@ def test_a_catalog_refuses_duplicate_voices() -> None:
     voice = Voice("tara", "en", "stock", "x")
     with pytest.raises(ValueError, match="listed twice"):
         VoiceCatalog((voice, voice), {})
+
+
+def test_serve_reads_aliases_from_a_file_then_the_flags(tmp_path: Any) -> None:
+    import argparse
+
+    from orpheus_trio.server.engines.orpheus import alias_overrides, catalog_from_args
+
+    table = tmp_path / "aliases.json"
+    table.write_text('{"alloy": "marie", "narrator": "pierre"}', encoding="utf-8")
+    args = argparse.Namespace(
+        model_family="fr", voices=None, voice_alias_file=str(table), voice_alias=["alloy=amelie"]
+    )
+    assert alias_overrides(args) == {"alloy": "amelie", "narrator": "pierre"}
+    catalog = catalog_from_args(args, checkpoint=None)
+    assert catalog.resolve("narrator").name == "pierre"  # type: ignore[union-attr]
+    assert catalog.resolve("alloy").name == "amelie"  # type: ignore[union-attr]
+
+
+def test_a_checkpoint_directory_names_its_family(tmp_path: Any) -> None:
+    from orpheus_trio.server.engines.orpheus import checkpoint_family
+
+    (tmp_path / "config.json").write_text('{"_name_or_path": "canopylabs/3b-zh-ft-research_release"}')
+    assert checkpoint_family(tmp_path) == "zh"
+    (tmp_path / "orpheus-family.txt").write_text("ko\n")
+    assert checkpoint_family(tmp_path) == "ko"
+    assert checkpoint_family("canopylabs/3b-de-ft-research_release") == "de"
+    assert checkpoint_family(tmp_path / "missing") is None
