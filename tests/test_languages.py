@@ -189,6 +189,10 @@ async def test_the_gateway_sends_each_language_to_a_worker_that_speaks_it(
             after = (english.engine.requests_started, french.engine.requests_started)
             served = english if after[0] > before[0] else french
             assert served is worker and sum(after) == sum(before) + 1
+    # No voice: any worker, and the answer names the default voice of the one that spoke.
+    response = await tts(gateway.base_url, {"text": TEXT})
+    assert response.headers["x-voice"] in ("tara", "pierre")
+    assert set(metrics_voice(response.content)) == {response.headers["x-voice"]}
     # An alias: the first worker's table (English) names the voice, and routes with it.
     response = await tts(gateway.base_url, {"text": TEXT, "voice": "alloy"})
     assert response.headers["x-voice"] == "tara"
