@@ -293,3 +293,34 @@ def test_a_streamed_tag_is_never_cut_at_overflow() -> None:
     for char in "네 <작은 웃음> 정말 좋아요":  # overflows at "네 <작은 웃음", the tag still open
         got += chunker.feed(char, 0.0)
     assert got + chunker.finish(0.0) == ["네", "<작은 웃음>", "정말 좋아요"]
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_CLUSTERS = ["\U0001f468\u200d\U0001f469\u200d\U0001f467", "e\u0301", "ऋ", "ति", "유", "长", "a",
+             "<laugh>", "<작은 웃음>", " ", " ", "。", "，", ". ", "! ", "«", "»", ", "]  # fmt: skip
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.tuples(st.sampled_from(_CLUSTERS), st.floats(0, 0.5)), max_size=80),
+    st.integers(8, 40),
+)
+def test_streamed_pieces_never_cut_a_grapheme_cluster_or_a_tag(
+    clusters: list[tuple[str, float]], max_chars: int
+) -> None:
+    chunker = SentenceChunker(max_chars=max_chars, min_chars=4, max_wait_s=0.3, end_wait_s=0.1)
+    now, pieces = 0.0, []
+    for cluster, wait in clusters:  # one code point at a time, as badly as an LLM could
+        now += wait
+        pieces += chunker.poll(now)
+        for char in cluster:
+            pieces += chunker.feed(char, now)
+    pieces += chunker.finish(now)
+    assert all(0 < len(p) <= max_chars for p in pieces)
+
+    def units(s: str) -> list[str]:
+        return [u for u in regex.findall(r"<[^<>]+>|\X", s) if not u.isspace()]
+
+    assert [u for p in pieces for u in units(p)] == units("".join(c for c, _ in clusters))
