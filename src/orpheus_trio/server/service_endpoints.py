@@ -15,7 +15,7 @@ from .metrics import ServerMetrics
 from .slots import Slots
 from .voices_api import system_fields, voices_document
 
-__all__ = ["MetricsEndpoint", "SystemEndpoint"]
+__all__ = ["MetricsEndpoint", "SystemEndpoint", "VoicesEndpoint"]
 
 
 class SystemEndpoint:
