@@ -37,6 +37,7 @@ from .exchange import Exchange, HTTPError, Receive, Scope, Send, request_headers
 from .http.state import CURRENT_CONNECTION
 from .metrics import ServerMetrics
 from .playground import PLAYGROUND_PATH, Playground
+from .realtime import REALTIME_PATH, Limits, RealtimeEndpoint
 from .routes import Routes
 from .service_endpoints import MetricsEndpoint, SystemEndpoint, VoicesEndpoint
 from .slots import Slots
@@ -82,6 +83,17 @@ class OrpheusApp:
         self.slots = Slots(config, self.metrics, clock, upstream_load)
         self._keys = KeyCheck(config.api_keys)
         self.routes = _mount_routes(engine, config, self.slots, self.metrics, clock, system_extra)
+        self.realtime = RealtimeEndpoint(
+            engine,
+            config.api_keys,
+            Limits(max_text_chars=config.max_text_chars),
+            piece_timeout_s=config.default_timeout_s,
+            clock=clock,
+        )
+
+    def handler_for(self, path: str) -> Any:
+        """The WebSocket upgrade handler for ``path`` (the HTTP server asks), or ``None``."""
+        return self.realtime.serve if path == REALTIME_PATH else None
 
     @property
     def admission(self) -> Admission:

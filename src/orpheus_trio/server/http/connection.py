@@ -41,7 +41,7 @@ from .request import (
 )
 from .state import ConnectionState
 
-__all__ = ["IdleConnections", "ServedStream", "serve_connection"]
+__all__ = ["IdleConnections", "ServedStream", "UpgradeHandler", "serve_connection"]
 
 Scope = MutableMapping[str, Any]
 ASGIApp = Callable[[Scope, Any, Any], Awaitable[None]]
@@ -67,6 +67,18 @@ class ServedStream(Protocol):
     async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray: ...
 
 
+class UpgradeHandler(Protocol):
+    """Takes over a connection whose ``GET`` asks ``Upgrade: websocket`` (the realtime API).
+
+    ``handler_for(path)`` returns the handler for that path, or ``None`` (served as HTTP);
+    the handler gets the stream, the target, the head's fields and the bytes read past it.
+    """
+
+    def handler_for(
+        self, path: str
+    ) -> Callable[[ServedStream, bytes, list[tuple[bytes, bytes]], bytes], Awaitable[None]] | None: ...
+
+
 class IdleConnections:
     """The connections waiting for their next request: shutdown closes them at once."""
 
@@ -89,9 +101,10 @@ async def serve_connection(
     idle: IdleConnections,
     client: tuple[str, int] | None,
     server: tuple[str, int] | None,
+    upgrade: UpgradeHandler | None = None,
 ) -> None:
     """Serve requests on ``stream`` until either side ends the connection."""
-    await _Connection(app, stream, read_timeout_s, idle, client, server).run()
+    await _Connection(app, stream, read_timeout_s, idle, client, server, upgrade).run()
 
 
 @dataclass(eq=False)
@@ -102,6 +115,7 @@ class _Connection:
     idle: IdleConnections
     client: tuple[str, int] | None
     server: tuple[str, int] | None
+    upgrade: UpgradeHandler | None
     buffer: bytearray = field(default_factory=bytearray)
     peer_gone: bool = False
 
@@ -114,6 +128,10 @@ class _Connection:
                 return
             if head is None:
                 return
+            websocket = self._websocket_handler(head)
+            if websocket is not None:  # the connection is the handler's from here on
+                await websocket(self.stream, head.target, head.headers, bytes(self.buffer))
+                return
             exchange = _Exchange(self, head)
             try:
                 await self.app(exchange.scope(), exchange.receive, exchange.send)
@@ -124,6 +142,15 @@ class _Connection:
                 return
             if not exchange.reusable():
                 return
+
+    def _websocket_handler(self, head: RequestHead) -> Any:
+        """The upgrade handler for a WebSocket handshake on a path that takes one, else None."""
+        if self.upgrade is None or head.method != "GET":
+            return None
+        fields = dict(head.headers)
+        if b"websocket" not in fields.get(b"upgrade", b"").lower():
+            return None
+        return self.upgrade.handler_for(head.path)
 
     async def _read_head(self) -> RequestHead | None:
         """The next request's head, or ``None`` if the connection ends first."""

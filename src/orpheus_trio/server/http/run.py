@@ -41,7 +41,7 @@ from ..._util.groups import single_exception
 from ..app import OrpheusApp, create_app
 from ..config import ServerConfig
 from ..engine import Engine
-from .connection import IdleConnections, serve_connection
+from .connection import IdleConnections, UpgradeHandler, serve_connection
 from .guard import (
     CURRENT_CONNECTION,
     ConnectionState,
@@ -85,7 +85,7 @@ async def serve_app(
         if config.http_server == "hypercorn":
             handle, terminate = _hypercorn_handler(guarded_app, config)
         else:
-            handle, terminate = _builtin_handler(guarded_app, config)
+            handle, terminate = _builtin_handler(guarded_app, config, app)
 
         async with trio.open_nursery() as handlers:
             try:
@@ -128,7 +128,7 @@ Handler = Callable[["_WriteLimitedStream"], Awaitable[None]]
 
 
 def _builtin_handler(
-    app: Any, config: ServerConfig
+    app: Any, config: ServerConfig, upgrade: UpgradeHandler | None = None
 ) -> tuple[Handler, Callable[[], Awaitable[None]]]:
     """Connections served by :mod:`.connection`; ``terminate`` closes the idle ones."""
     idle = IdleConnections()
@@ -143,6 +143,7 @@ def _builtin_handler(
                 idle=idle,
                 client=_address(stream.socket.getpeername()),
                 server=_address(stream.socket.getsockname()),
+                upgrade=upgrade,
             )
         finally:
             await stream.aclose()
