@@ -40,6 +40,7 @@ from __future__ import annotations
 import math
 import zlib
 from collections.abc import AsyncGenerator, Mapping, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -274,9 +275,10 @@ class SyntheticEngine:
         self, text: str, voice: str | None, p: dict[str, Any]
     ) -> AsyncGenerator[Piece, None]:
         try:
-            async for piece in self._script(text, voice, p):
-                yield piece
-        except trio.Cancelled:
+            async with aclosing(self._script(text, voice, p)) as script:
+                async for piece in script:
+                    yield piece
+        except (trio.Cancelled, GeneratorExit):  # cancelled, or closed early by its consumer
             self.requests_cancelled += (
                 1  # tests check that cancellation reached the engine
             )

@@ -96,7 +96,7 @@ class RealtimeEndpoint:
         """Handshake on ``stream`` (the request head was already read), then run the socket."""
         ws = WSConnection(ConnectionType.SERVER)
         try:
-            ws.receive_data(_rebuild_head(target, headers) + rest)
+            ws.receive_data(_rebuild_head(target, headers))
             request = next(ws.events(), None)
         except RemoteProtocolError as error:
             hint = error.event_hint
@@ -124,6 +124,10 @@ class RealtimeEndpoint:
             return
         chosen = SUBPROTOCOL if SUBPROTOCOL in request.subprotocols else None
         await stream.send_all(ws.send(AcceptConnection(subprotocol=chosen)))
+        # The client may send frames right behind its handshake; wsproto's server side
+        # drops what came with the head, so those bytes are fed only now.
+        if rest:
+            ws.receive_data(rest)
         await _Socket(self, stream, ws).run()
 
     def _refusal(self, headers: list[tuple[bytes, bytes]], offered: list[str]) -> str | None:
@@ -192,21 +196,22 @@ class _Socket:
 
     async def _read(self) -> None:
         while True:
+            # What came with the handshake was fed to wsproto already: its events come first.
             try:
-                data = await self.stream.receive_some(_READ_BYTES)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                data = b""
-            try:
-                self.ws.receive_data(bytes(data) if data else None)
                 events = list(self.ws.events())
             except RemoteProtocolError:
                 events = []
             for event in events:
                 if not await self._on_event(event):
                     return
+            try:
+                data = await self.stream.receive_some(_READ_BYTES)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                data = b""
             if not data:
                 self._end()
                 return
+            self.ws.receive_data(bytes(data))
 
     async def _on_event(self, event: Event) -> bool:
         """Handle one wsproto event; False: stop reading."""
@@ -350,7 +355,7 @@ class _Socket:
                 elif kind == "json":
                     await self._send(self.ws.send(TextMessage(json.dumps(item[1]))))
                 elif kind == "event":
-                    await self._send(self.ws.send(item[1]))
+                    await self._send_event(item[1])
                 elif kind == "close":
                     await self._close(item[1], item[2])
                 else:  # "end": the client closed and was answered
@@ -362,6 +367,14 @@ class _Socket:
         """Whether output of this context run still goes out (not cancelled, not replaced)."""
         run = self.contexts.get(context_id)
         return run is not None and run.serial == serial
+
+    async def _send_event(self, event: Event) -> None:
+        """A pong or the close reply: nothing when the connection is already closed (EOF)."""
+        try:
+            data = self.ws.send(event)
+        except LocalProtocolError:
+            return
+        await self._send(data)
 
     async def _send(self, data: bytes) -> None:
         try:
