@@ -367,3 +367,22 @@ async def test_a_websocket_on_another_path_is_plain_http(start_server: StartServ
             return sock.recv(65536)
 
     assert (await in_thread(run)).startswith(b"HTTP/1.1 200")
+
+
+async def test_pieces_wait_for_the_workers_admission_slots(start_server: StartServer) -> None:
+    # One slot, no queue: a second context's piece while the first speaks is refused.
+    engine = SyntheticEngine(defaults={"rtf": 1.0, "chunk_samples": 2400, "chunks": 10})
+    server = await start_server(engine, max_concurrency=1, max_queue=0)
+
+    def client() -> dict[str, Any]:
+        with connect(ws_url(server.base_url)) as ws:
+            ws.send(json.dumps({"context_id": "a", "text": "First."}))
+            assert isinstance(ws.recv(timeout=5), bytes)
+            ws.send(json.dumps({"context_id": "b", "text": "Second."}))
+            while True:
+                message = ws.recv(timeout=5)
+                if isinstance(message, str) and json.loads(message).get("context_id") == "b":
+                    return json.loads(message)
+
+    error = await in_thread(client)
+    assert (error["type"], error["code"]) == ("error", "overloaded")

@@ -89,6 +89,7 @@ class OrpheusApp:
             Limits(max_text_chars=config.max_text_chars),
             piece_timeout_s=config.default_timeout_s,
             clock=clock,
+            slots=self.slots,
         )
 
     def handler_for(self, path: str) -> Any:

@@ -28,6 +28,7 @@ from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import pybase64
 import trio
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import (
@@ -45,7 +46,9 @@ from wsproto.events import (
 )
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
-from ..engine import AbortStream, Engine, EngineError, Piece
+from ..engine import AbortStream, ChunkLines, Engine, EngineError, Piece
+from ..exchange import HTTPError
+from ..slots import Slots
 from .session import (
     CLOSE_TOO_BIG,
     Action,
@@ -89,6 +92,9 @@ class RealtimeEndpoint:
     piece_timeout_s: float = 60.0
     ping_interval_s: float = 20.0
     clock: Callable[[], float] = trio.current_time
+    #: The worker's admission: each piece waits for a slot like a v1 request
+    #: (``max_concurrency``, ``max_queue``); ``None``: no limit (tests of the socket alone).
+    slots: Slots | None = None
 
     async def serve(
         self, stream: ByteStream, target: bytes, headers: list[tuple[bytes, bytes]], rest: bytes
@@ -310,7 +316,26 @@ class _Socket:
     async def _speak_piece(
         self, context_id: str, serial: int, speak: Speak
     ) -> tuple[str, str] | None:
-        """Run one piece through the engine; ``(code, message)`` if it failed."""
+        """Run one piece through the engine (in its admission slot); ``(code, message)`` if it failed."""
+        slots = self.endpoint.slots
+        if slots is None:
+            return await self._synthesize(context_id, serial, speak)
+        try:
+            ticket = slots.admit()
+        except HTTPError as refused:
+            return refused.code, refused.message
+        try:
+            with trio.move_on_after(self.endpoint.piece_timeout_s) as waiting:
+                await slots.wait_turn(ticket)
+            if waiting.cancelled_caught:
+                return "deadline_exceeded", "no synthesis slot within the piece's deadline"
+            return await self._synthesize(context_id, serial, speak)
+        finally:
+            slots.release(ticket)
+
+    async def _synthesize(
+        self, context_id: str, serial: int, speak: Speak
+    ) -> tuple[str, str] | None:
         with trio.move_on_after(self.endpoint.piece_timeout_s) as deadline:
             try:
                 generator: AsyncGenerator[Piece, None] = self.engine.synthesize(
@@ -318,7 +343,10 @@ class _Socket:
                 )
                 async with aclosing(generator):
                     async for piece in generator:
-                        if isinstance(piece, bytes):
+                        if isinstance(piece, ChunkLines):  # a gateway's worker's checked lines
+                            for pcm in _chunk_audio(piece):
+                                await self.output.send(("audio", context_id, serial, pcm))
+                        elif isinstance(piece, bytes):
                             if len(piece) % 2:
                                 return "engine_error", "the engine sent an odd number of bytes"
                             if piece:
@@ -411,6 +439,11 @@ class _Socket:
                 next_ping = now + self.endpoint.ping_interval_s
                 await self.output.send(("event", Ping(payload=b"orpheus")))
             await self._carry_out(self.session.poll(now))
+
+
+def _chunk_audio(lines: ChunkLines) -> list[bytes]:
+    """The PCM of v1 ``chunk`` lines a gateway relays (checked by its frame decoder already)."""
+    return [pybase64.b64decode(json.loads(line)["audio"]) for line in lines.data.splitlines()]
 
 
 def _engine_code(code: str) -> str:
