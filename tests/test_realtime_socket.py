@@ -386,3 +386,36 @@ async def test_pieces_wait_for_the_workers_admission_slots(start_server: StartSe
 
     error = await in_thread(client)
     assert (error["type"], error["code"]) == ("error", "overloaded")
+
+
+async def test_a_thousand_idle_sockets_cost_little_and_leave_no_fd_behind(
+    start_server: StartServer,
+) -> None:
+    import psutil
+
+    server = await start_server()
+    host, port = server.base_url.removeprefix("http://").rsplit(":", 1)
+    process = psutil.Process()
+    baseline_fds = process.num_fds()
+    baseline_rss = process.memory_info().rss
+    sockets: list[trio.SocketStream] = []
+    try:
+        for _ in range(1000):
+            stream = await trio.open_tcp_stream(host, int(port))
+            sockets.append(stream)
+            await stream.send_all(handshake())
+        for stream in sockets:  # every one upgraded
+            answer = b""
+            while b"\r\n\r\n" not in answer:
+                answer += await stream.receive_some(4096)
+            assert answer.startswith(b"HTTP/1.1 101")
+        grown = process.memory_info().rss - baseline_rss
+        print(f"{grown / 1000:.0f} B of RSS per idle socket (both ends)")
+        # Each idle socket: a few tasks, wsproto's state, two socket objects (both ends here).
+        assert grown < 1000 * 64 * 1024, f"{grown / 1000:.0f} B per idle socket"
+    finally:
+        for stream in sockets:
+            await stream.aclose()
+    with trio.fail_after(10):
+        while process.num_fds() > baseline_fds:
+            await trio.sleep(0.05)
