@@ -25,8 +25,6 @@ from contextlib import contextmanager
 from types import FrameType
 from typing import Any, TypeVar
 
-import trio
-
 from .._util.groups import single_exception
 
 __all__ = [
@@ -114,10 +112,14 @@ def stop_listening() -> None:
 
 def run_interruptibly(async_fn: Callable[..., Awaitable[T]], *args: object) -> T:
     """``trio.run(async_fn, *args)``, cancelled as a whole by SIGINT or SIGTERM (then :class:`Interrupted`)."""
+    import trio  # here: the command line loads Trio only for the commands that run it
+
     return trio.run(_until_signalled, async_fn, args)
 
 
 async def _until_signalled(async_fn: Callable[..., Awaitable[T]], args: tuple[object, ...]) -> T:
+    import trio
+
     watched = _watched()
     if not watched:
         return await async_fn(*args)
