@@ -8,9 +8,11 @@ sub-command) does not pay for the client's dependencies up front.
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (the CLI starts here)
 if TYPE_CHECKING:
+    from typing import Any
+
     from .audio.pcm import SAMPLE_RATE
     from .client import AudioStream, EndpointSnapshot, OrpheusTTS
     from .errors import (
@@ -49,7 +51,26 @@ _PUBLIC = {
     "SAMPLE_RATE": ".audio.pcm",
 }
 
-__all__ = [*_PUBLIC, "__version__"]
+__all__ = [
+    "AudioStream",
+    "EndpointSnapshot",
+    "OrpheusTTS",
+    "Breaker",
+    "Hedging",
+    "Pool",
+    "Timeouts",
+    "CircuitOpenError",
+    "DeadlineExceeded",
+    "HTTPStatusError",
+    "IncompleteStreamError",
+    "SlowBodyError",
+    "OrpheusError",
+    "ProtocolError",
+    "ServiceError",
+    "TruncatedSpeechWarning",
+    "SAMPLE_RATE",
+    "__version__",
+]
 
 
 def __getattr__(name: str) -> Any:

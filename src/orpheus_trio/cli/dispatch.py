@@ -6,8 +6,9 @@ Exit codes: 0 success, 1 the work failed (a request, a batch item), 2 bad usage,
 Only the sub-command named on the command line is loaded, and only what it
 needs: the client commands' parsers are light (:mod:`.parsers`), their work
 (httpx, Trio, numpy) is imported once the arguments are parsed; the other
-sub-commands appear in ``--help`` by name. Importing happens with signals
-deferred (:func:`.interrupt.signals_deferred`), so a Ctrl-C at any moment ends
+sub-commands appear in ``--help`` by name. The signals are taken first thing;
+while the command's modules are imported a signal ends the process on the
+spot (:func:`.interrupt.signals_end_at_once`), so a Ctrl-C at any moment ends
 the same way: one line, exit 130. A client-only install (no ``server`` extra)
 still runs ``speak``, ``batch`` and ``system``, and there ``serve`` and
 ``gateway`` say which extra to install instead of failing with a traceback.
@@ -17,18 +18,18 @@ from __future__ import annotations
 
 import importlib
 import sys
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
 
 from .interrupt import (
     INTERRUPTED_LINE,
-    signals_deferred,
+    signals_end_at_once,
     signals_taken,
     stop_listening,
 )
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing before the signals are ours
 if TYPE_CHECKING:
     import argparse
+    from collections.abc import Callable, Sequence
 
     #: Each registers one sub-command and sets either ``run`` (args -> exit code) or
     #: ``run_module`` (the module whose ``run`` that is) as its default.
@@ -133,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with signals_taken():
             try:
-                with signals_deferred():  # the sub-command's modules are imported meanwhile
+                with signals_end_at_once():  # the sub-command's modules are imported meanwhile
                     given = list(sys.argv[1:] if argv is None else argv)
                     args = build_parser(given).parse_args(given)
                     run = _runner(args)
