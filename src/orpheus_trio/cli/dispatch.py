@@ -49,6 +49,20 @@ COMMANDS: list[tuple[str, str, str, str | None]] = [
 
 EXIT_FAILED = 1
 
+#: Top-level modules each extra brings: ``--help`` marks a command whose extra lacks one,
+#: without importing the command (``find_spec`` only looks).
+EXTRA_MODULES = {"server": ("hypercorn", "prometheus_client")}
+
+
+def _missing_from(extra: str | None) -> str | None:
+    """The first module of ``extra`` that is not installed, if any."""
+    import importlib.util
+
+    for module in EXTRA_MODULES.get(extra or "", ()):
+        if importlib.util.find_spec(module) is None:
+            return module
+    return None
+
 
 def _load(target: str, extra: str | None) -> Registrar | ModuleNotFoundError:
     """The registrar, or the missing third-party module that keeps it from loading."""
@@ -105,8 +119,9 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     named = argv[0] if argv else None
     for name, target, summary, extra in COMMANDS:
-        if argv is not None and name != named:
-            commands.add_parser(name, help=summary)  # listed in --help, never parsed
+        if argv is not None and name != named:  # listed in --help, never parsed
+            missing = _missing_from(extra)
+            commands.add_parser(name, help=summary if missing is None else f"{summary} (needs the {extra} extra)")
             continue
         loaded = _load(target, extra)
         if isinstance(loaded, ModuleNotFoundError):
