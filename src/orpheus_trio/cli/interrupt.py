@@ -32,7 +32,9 @@ if TYPE_CHECKING:
     from types import FrameType
     from typing import Any, TypeVar
 
-    __all__ = [
+    T = TypeVar("T")
+
+__all__ = [
     "INTERRUPTED_LINE",
     "Interrupted",
     "run_interruptibly",

@@ -128,10 +128,10 @@ def _load_orpheus(on_box: OnBoxModel) -> Engine:
 def _quiet_loading_bars() -> None:
     """No "Loading weights" bar from transformers in a command's output; the hub's
     download bars stay (a first download takes minutes and should say so)."""
-    from huggingface_hub.utils import enable_progress_bars
+    from huggingface_hub.utils.tqdm import enable_progress_bars
     from transformers.utils import logging as transformers_logging
 
-    transformers_logging.disable_progress_bar()  # it turns the hub's off too,
+    transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # it turns the hub's off too,
     enable_progress_bars()  # so they are turned back on
 
 
