@@ -107,3 +107,16 @@ def test_a_wav_to_a_pipe_says_its_length_is_unknown_and_a_file_gets_true_sizes(t
     assert "unknown length" not in filed.stderr.decode()
     with wave.open(str(tmp_path / "filed.wav"), "rb") as clip:
         assert clip.getnframes() * 2 == (tmp_path / "filed.wav").stat().st_size - 44
+
+
+def test_a_client_command_does_not_load_httpxs_own_command_line(tmp_path: Path) -> None:
+    """httpx imports click, rich and pygments for its CLI when installed; ours never runs it."""
+    (tmp_path / "items.txt").write_text("One line.\n", encoding="utf-8")
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "orpheus_trio", "batch", "items.txt",
+         "--no-progress", "--url", "http://127.0.0.1:9"],
+        capture_output=True, cwd=tmp_path, env=clean_env(), timeout=120, check=False,
+    )  # fmt: skip
+    imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.decode().splitlines() if "|" in line}
+    assert "httpx" in imported and "orpheus_trio.client" in imported  # it did run
+    assert not imported & {"rich", "click", "pygments", "httpx._main"}

@@ -132,7 +132,15 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def _skip_httpx_command_line() -> None:
+    """httpx's ``__init__`` imports its own command-line tool (click, rich, pygments: about
+    a third of a client command's start-up) whenever those are installed, and falls back
+    to a stub when they are not. This process never runs that tool: take the fallback."""
+    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]  # None: "not importable"
+
+
 def _runner(args: argparse.Namespace) -> Callable[[argparse.Namespace], int]:
+    _skip_httpx_command_line()
     module: str | None = getattr(args, "run_module", None)
     run: Callable[[argparse.Namespace], int] = (
         args.run if module is None else importlib.import_module(module).run
