@@ -140,7 +140,6 @@ def _skip_httpx_command_line() -> None:
 
 
 def _runner(args: argparse.Namespace) -> Callable[[argparse.Namespace], int]:
-    _skip_httpx_command_line()
     module: str | None = getattr(args, "run_module", None)
     run: Callable[[argparse.Namespace], int] = (
         args.run if module is None else importlib.import_module(module).run
@@ -158,6 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with signals_taken():
             try:
                 with signals_end_at_once():  # the sub-command's modules are imported meanwhile
+                    _skip_httpx_command_line()
                     given = list(sys.argv[1:] if argv is None else argv)
                     args = build_parser(given).parse_args(given)
                     run = _runner(args)
