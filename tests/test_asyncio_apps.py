@@ -1,9 +1,9 @@
 """asyncio apps as the user guide writes them, against the embedded reference server.
 
 The server (a Trio app) runs on a thread of its own; the client runs natively
-on asyncio: ``asyncio.run``, ``asyncio.gather`` over several streams, a
-FastAPI app under uvicorn returning a ``StreamingResponse`` fed by
-``tts.stream``, and the asyncio examples run as users run them.
+on asyncio: ``asyncio.run``, ``asyncio.gather`` over several streams, the
+FastAPI example under uvicorn (``speech_response``; its error statuses are in
+test_asgi_speech_response.py), and the asyncio examples run as users run them.
 """
 
 from __future__ import annotations
