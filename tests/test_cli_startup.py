@@ -58,6 +58,8 @@ def test_every_public_name_resolves_to_its_modules_object() -> None:
     assert set(orpheus_trio.__all__) <= set(dir(orpheus_trio))
     with pytest.raises(AttributeError, match="no attribute 'Nope'"):
         orpheus_trio.Nope  # noqa: B018
+    # Submodules still come as attributes, as when the package imported them up front.
+    assert "numpy" in loaded_after("import orpheus_trio\norpheus_trio.audio.wav_header")
 
 
 def test_speak_formats_match_the_encoders() -> None:

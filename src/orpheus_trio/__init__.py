@@ -76,6 +76,12 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     module = _PUBLIC.get(name)
     if module is None:
+        # A submodule (``orpheus_trio.audio``), as when this package imported them all up front.
+        try:
+            return importlib.import_module(f".{name}", __name__)
+        except ModuleNotFoundError as error:
+            if error.name != f"{__name__}.{name}":
+                raise
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     value = getattr(importlib.import_module(module, __name__), name)
     globals()[name] = value  # later look-ups skip this function
