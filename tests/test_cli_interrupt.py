@@ -8,11 +8,11 @@ and ``ORPHEUS_TRIO_INTERRUPT_SEED`` replays one.
 
 Moments are counted from when the command takes charge of the signals (seen
 in /proc: it catches SIGTERM) or from its first output file. It takes charge
-first thing, before it imports the sub-command (httpx, Trio, numpy: the
-first ~0.3 s), so a third of the moments fall in its first 50 ms. Before
-that moment Python itself is starting (site, runpy: ~40 ms on this machine,
-the same for a module whose first line installs a handler), and a Ctrl-C
-there is Python's own.
+first thing (``orpheus_trio.cli.main``, before any import but signal's C
+core), before it imports the sub-command (httpx, Trio, numpy: the first
+~0.3 s), so a third of the moments fall in its first 50 ms. Before that
+moment Python itself is starting (site, runpy: ~10 ms on an idle machine),
+and a Ctrl-C there is Python's own.
 """
 
 from __future__ import annotations

@@ -97,3 +97,10 @@ def test_handlers_come_back_after_the_start() -> None:
     with signals_end_at_once():
         assert signal.getsignal(signal.SIGINT) not in before
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+
+
+def test_the_start_up_handler_writes_the_same_line() -> None:
+    from orpheus_trio.cli import _INTERRUPTED
+    from orpheus_trio.cli.interrupt import INTERRUPTED_LINE
+
+    assert _INTERRUPTED == f"{INTERRUPTED_LINE}\n".encode()

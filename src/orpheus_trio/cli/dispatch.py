@@ -154,18 +154,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     shuts down would only print a traceback.
     """
     try:
-        with signals_taken():
-            try:
+        try:
+            with signals_taken():
                 with signals_end_at_once():  # the sub-command's modules are imported meanwhile
                     _skip_httpx_command_line()
                     given = list(sys.argv[1:] if argv is None else argv)
                     args = build_parser(given).parse_args(given)
                     run = _runner(args)
                 return run(args)
-            except KeyboardInterrupt:  # Ctrl-C or SIGTERM; in a Trio run, raised once all is closed
-                stop_listening()
-                print(INTERRUPTED_LINE, file=sys.stderr)
-                return 130
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM; in a Trio run, raised once all is closed
+            stop_listening()
+            print(INTERRUPTED_LINE, file=sys.stderr)
+            return 130
     finally:
         stop_listening()
 

@@ -75,10 +75,14 @@ def _restore(handlers: Mapping[Any, Any]) -> None:
 
 @contextmanager
 def signals_taken() -> Iterator[None]:
-    """Within the block SIGTERM does what Ctrl-C does (a ``KeyboardInterrupt``) instead of
-    killing the process; on the way out both handlers are put back as they were."""
+    """Within the block Ctrl-C raises ``KeyboardInterrupt`` (whatever handled it before: the
+    command line's own start-up handler) and SIGTERM does the same instead of killing the
+    process; on the way out both handlers are put back as they were."""
     before = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
-    if signal.SIGTERM in _watched():
+    watched = _watched()
+    if signal.SIGINT in watched:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if signal.SIGTERM in watched:
         signal.signal(signal.SIGTERM, _terminate_like_ctrl_c)
     try:
         yield
