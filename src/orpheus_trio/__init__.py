@@ -22,6 +22,7 @@ if TYPE_CHECKING:
         IncompleteStreamError,
         OrpheusError,
         ProtocolError,
+        RunawaySpeechWarning,
         ServiceError,
         SlowBodyError,
         TruncatedSpeechWarning,
@@ -47,6 +48,7 @@ _PUBLIC = {
     "OrpheusError": ".errors",
     "ProtocolError": ".errors",
     "ServiceError": ".errors",
+    "RunawaySpeechWarning": ".errors",
     "TruncatedSpeechWarning": ".errors",
     "SAMPLE_RATE": ".audio.pcm",
 }
@@ -68,6 +70,7 @@ __all__ = [
     "ProtocolError",
     "ServiceError",
     "TruncatedSpeechWarning",
+    "RunawaySpeechWarning",
     "SAMPLE_RATE",
     "__version__",
 ]
