@@ -193,3 +193,15 @@ def test_audio_framing_round_trips_and_refuses_garbage() -> None:
     for bad in (b"", b"\x05ab", b"\x01a\x00"):
         with pytest.raises(FramingError):
             decode_audio(bad)
+
+
+def test_draining_refuses_new_contexts_and_closes_1001_once_none_is_open() -> None:
+    s = session()
+    s.receive_message(msg(context_id="a", text="Speaking."), 0.0)
+    s.draining = True
+    assert s.poll(0.1) == []  # "a" still speaks
+    [error] = sent(s.receive_message(msg(context_id="b", text="New."), 0.2))
+    assert (error["code"], error["context_id"]) == ("draining", "b")
+    actions = s.piece_done("a", 0.3)
+    assert sent(actions)[0]["type"] == "done"
+    assert actions[-1] == Close(1001, "server shutting down")

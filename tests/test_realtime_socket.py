@@ -419,3 +419,24 @@ async def test_a_thousand_idle_sockets_cost_little_and_leave_no_fd_behind(
     with trio.fail_after(10):
         while process.num_fds() > baseline_fds:
             await trio.sleep(0.05)
+
+
+async def test_shutdown_lets_a_context_finish_then_closes_1001(start_server: StartServer) -> None:
+    engine = SyntheticEngine(defaults={"rtf": 1.0, "chunk_samples": 2400, "chunks": 5})
+    server = await start_server(engine)
+
+    def client() -> tuple[bytes, dict[str, Any], int | None]:
+        with connect(ws_url(server.base_url)) as ws:
+            ws.send(json.dumps({"context_id": "a", "text": "Finishing."}))
+            first = ws.recv(timeout=5)
+            assert isinstance(first, bytes)
+            trio.from_thread.run_sync(server.drain.set)
+            audio, messages = collect(ws, 1)
+            with pytest.raises(ConnectionClosed) as closed:
+                ws.recv(timeout=5)
+            code = closed.value.rcvd.code if closed.value.rcvd else None
+            return decode_audio(first)[1] + audio["a"], messages[0], code
+
+    audio, done, code = await in_thread(client)
+    assert done["samples"] == 5 * 2400 and len(audio) == 5 * 2400 * 2  # the context finished
+    assert code == 1001

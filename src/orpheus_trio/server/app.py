@@ -105,8 +105,10 @@ class OrpheusApp:
         return self.slots.admission.draining
 
     def start_draining(self) -> None:
-        """Stop admitting: new synthesis requests get 503 ``draining``."""
+        """Stop admitting: new synthesis requests get 503 ``draining``; realtime
+        sockets take no new context and close (1001) once their contexts are done."""
         self.slots.admission.draining = True
+        self.realtime.drain()
 
     async def wait_idle(self) -> None:
         """Return once no request is queued or running."""

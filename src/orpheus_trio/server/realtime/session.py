@@ -50,6 +50,7 @@ _CONTROL_KEYS = frozenset({"type", "context_id"})
 
 #: Close codes (RFC 6455 §7.4.1): normal, protocol error, too big, policy, internal.
 CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001
 CLOSE_POLICY = 1008
 CLOSE_TOO_BIG = 1009
 
@@ -133,6 +134,8 @@ class RealtimeSession:
     _last_activity: float = 0.0
     _errors_in_row: int = 0
     closed: bool = False
+    #: The server is shutting down: no new context; the socket closes (1001) once none is open.
+    draining: bool = False
 
     def start(self, now: float) -> None:
         """The socket is open at ``now`` (the idle timer starts)."""
@@ -182,7 +185,7 @@ class RealtimeSession:
             actions += self._speak(context_id, context, context.chunker.poll(now))
         if not self._contexts and now >= self._last_activity + self.limits.idle_timeout_s:
             actions += self._close(CLOSE_NORMAL, "idle")
-        return actions
+        return actions + self._closed_by_drain()
 
     def audio(self, context_id: str, pcm: bytes) -> bytes | None:
         """The binary message for ``pcm`` of ``context_id``; ``None``: drop it (cancelled)."""
@@ -200,14 +203,15 @@ class RealtimeSession:
             return []
         context.pieces_done += 1
         self._last_activity = now
-        return self._maybe_done(context_id, context)
+        return self._maybe_done(context_id, context) + self._closed_by_drain()
 
     def piece_failed(self, context_id: str, code: str, message: str, now: float) -> list[Action]:
         """The engine failed on a piece of ``context_id``: an error for it, the socket lives on."""
         if context_id not in self._contexts:
             return []
         self._last_activity = now
-        return [SendJSON(_error(code, message, context_id)), *self._fail(context_id)]
+        actions = [SendJSON(_error(code, message, context_id)), *self._fail(context_id)]
+        return actions + self._closed_by_drain()
 
     def close_all(self) -> list[Action]:
         """The socket is going away: stop every context."""
@@ -288,6 +292,8 @@ class RealtimeSession:
         return actions
 
     def _open(self, context_id: str, message: dict[str, Any]) -> _Context:
+        if self.draining:
+            raise _MessageError("draining", "the server is shutting down", context_id)
         if len(self._contexts) >= self.limits.max_contexts:
             raise _MessageError(
                 "overloaded",
@@ -337,6 +343,11 @@ class RealtimeSession:
     def _fail(self, context_id: str) -> list[Action]:
         del self._contexts[context_id]
         return [Stop(context_id)]
+
+    def _closed_by_drain(self) -> list[Action]:
+        if self.draining and not self._contexts and not self.closed:
+            return self._close(CLOSE_GOING_AWAY, "server shutting down")
+        return []
 
     def _close(self, code: int, reason: str) -> list[Action]:
         return [*self.close_all(), Close(code, reason)]

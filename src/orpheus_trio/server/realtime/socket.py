@@ -67,7 +67,6 @@ REALTIME_PATH = "/v1/tts/realtime"
 SUBPROTOCOL = "orpheus-realtime"
 #: A browser cannot set headers on a WebSocket: it offers ``orpheus-key.<key>`` instead.
 KEY_SUBPROTOCOL_PREFIX = "orpheus-key."
-CLOSE_GOING_AWAY = 1001
 CLOSE_INTERNAL = 1011
 #: Output messages waiting for the socket; past it, producers wait (backpressure).
 _OUTPUT_QUEUE = 16
@@ -81,7 +80,7 @@ class ByteStream(Protocol):
     async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray: ...
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class RealtimeEndpoint:
     """``GET /v1/tts/realtime`` for ``engine`` (the app registers it with the HTTP server)."""
 
@@ -95,6 +94,12 @@ class RealtimeEndpoint:
     #: The worker's admission: each piece waits for a slot like a v1 request
     #: (``max_concurrency``, ``max_queue``); ``None``: no limit (tests of the socket alone).
     slots: Slots | None = None
+    _sockets: set[_Socket] = field(default_factory=set, init=False, repr=False)
+
+    def drain(self) -> None:
+        """Shutting down: each socket takes no new context and closes (1001) once none is open."""
+        for socket in self._sockets:
+            socket.drain()
 
     async def serve(
         self, stream: ByteStream, target: bytes, headers: list[tuple[bytes, bytes]], rest: bytes
@@ -134,7 +139,12 @@ class RealtimeEndpoint:
         # drops what came with the head, so those bytes are fed only now.
         if rest:
             ws.receive_data(rest)
-        await _Socket(self, stream, ws).run()
+        socket = _Socket(self, stream, ws)
+        self._sockets.add(socket)
+        try:
+            await socket.run()
+        finally:
+            self._sockets.discard(socket)
 
     def _refusal(self, headers: list[tuple[bytes, bytes]], offered: list[str]) -> str | None:
         """Why the key is refused, or ``None`` (no keys configured, or a good one)."""
@@ -185,6 +195,10 @@ class _Socket:
         self.nursery: trio.Nursery | None = None
         self.message = bytearray()
         self.message_is_text = True
+
+    def drain(self) -> None:
+        self.session.draining = True
+        self.wake.set()  # the timer task polls the session, which closes once no context is open
 
     async def run(self) -> None:
         self.session.start(self.clock())
