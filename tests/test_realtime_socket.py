@@ -50,16 +50,14 @@ def expected(pieces: list[str], voice: str | None = None) -> bytes:
 async def test_interleaved_contexts_get_exact_pcm_each(start_server: StartServer) -> None:
     server = await start_server()
 
-    def client() -> tuple[dict[str, bytes], list[dict[str, Any]], list[str]]:
+    def client() -> tuple[dict[str, bytes], list[dict[str, Any]]]:
         with connect(ws_url(server.base_url)) as ws:
             ws.send(json.dumps({"context_id": "a", "text": "Hello there. How", "continue": True}))
             ws.send(json.dumps({"context_id": "b", "text": "A second voice.", "voice": "leo"}))
             ws.send(json.dumps({"context_id": "a", "text": " are you?"}))
-            order: list[str] = []
-            audio, messages = collect(ws, 2)
-            return audio, messages, order
+            return collect(ws, 2)
 
-    audio, messages, _ = await in_thread(client)
+    audio, messages = await in_thread(client)
     assert audio["a"] == expected(["Hello there.", "How are you?"])
     assert audio["b"] == expected(["A second voice."], "leo")
     done = {m["context_id"]: m for m in messages}
@@ -440,3 +438,9 @@ async def test_shutdown_lets_a_context_finish_then_closes_1001(start_server: Sta
     audio, done, code = await in_thread(client)
     assert done["samples"] == 5 * 2400 and len(audio) == 5 * 2400 * 2  # the context finished
     assert code == 1001
+
+
+async def test_a_client_close_is_answered_with_its_code(start_server: StartServer) -> None:
+    server = await start_server()
+    close = client_frame(0x8, struct.pack("!H", 4000) + b"bye")
+    assert close_code(await raw(server.base_url, close)) == 4000

@@ -50,7 +50,6 @@ from ..engine import AbortStream, ChunkLines, Engine, EngineError, Piece
 from ..exchange import HTTPError
 from ..slots import Slots
 from .session import (
-    CLOSE_TOO_BIG,
     Action,
     Close,
     Limits,
