@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 import trio
-from _support_gateway import start_gateway, start_worker
+from _support_gateway import RecordingEngine, start_gateway, start_worker
 from websockets.sync.client import connect
 
 from orpheus_trio.server.engines.synthetic import SyntheticEngine, expected_stream
@@ -84,3 +84,59 @@ async def test_a_worker_failing_after_audio_is_an_error_for_that_context_only(
     error, after = await trio.to_thread.run_sync(run)
     assert (error["type"], error["context_id"]) == ("error", "a")
     assert after["code"] == "not_found"
+
+
+async def test_a_context_stays_on_the_worker_that_spoke_its_first_audio(
+    nursery: trio.Nursery,
+) -> None:
+    workers = [await start_worker(nursery) for _ in range(2)]
+    gateway = await start_gateway(nursery, [w.base_url for w in workers])
+    sentences = [f"Sentence number {i}." for i in range(8)]
+    # One message per sentence: each is cut as one piece when the next begins.
+    messages = [
+        {"context_id": f"c{c}", "text": f" {s}" if i else s, "continue": i < len(sentences) - 1}
+        for i, s in enumerate(sentences)
+        for c in range(4)
+    ]
+    audio, answers = await trio.to_thread.run_sync(speak, gateway.base_url, messages, 4)
+    assert [m["type"] for m in answers] == ["done"] * 4
+    # Every context's eight pieces were served by one worker each.
+    served = {
+        w.base_url: [request_id for request_id, _ in engine_seen(w)] for w in workers
+    }
+    for c in range(4):
+        holders = [url for url, ids in served.items() if any(f".c{c}." in i for i in ids)]
+        assert len(holders) == 1, served
+        assert sum(f".c{c}." in i for i in served[holders[0]]) == len(sentences)
+    assert audio["c0"] == b"".join(b"".join(expected_stream(s, None, {})) for s in sentences)
+
+
+def engine_seen(worker: Any) -> list[tuple[str, Any]]:
+    """The X-Request-Id of each request the worker's recording engine served."""
+    return [(request_id or "", params) for request_id, params in worker.engine.seen]
+
+
+async def test_a_pinned_worker_dying_is_an_error_for_its_context_only(
+    nursery: trio.Nursery,
+) -> None:
+    paced = {"rtf": 1.0, "chunk_samples": 2400}
+    first = await start_worker(nursery, RecordingEngine(defaults=paced))
+    gateway = await start_gateway(nursery, [first.base_url])
+
+    def run() -> tuple[dict[str, Any], dict[str, Any]]:
+        url = gateway.base_url.replace("http://", "ws://") + "/v1/tts/realtime"
+        with connect(url) as ws:
+            ws.send(json.dumps({"context_id": "a", "text": "One. Two. Three. Four.", "continue": True}))
+            assert isinstance(ws.recv(timeout=10), bytes)
+            trio.from_thread.run(first.kill)
+            while True:
+                message = ws.recv(timeout=10)
+                if isinstance(message, str):
+                    error = json.loads(message)
+                    break
+            ws.send(json.dumps({"type": "flush", "context_id": "nope"}))
+            return error, json.loads(ws.recv(timeout=10))
+
+    error, after = await trio.to_thread.run_sync(run)
+    assert (error["type"], error["context_id"]) == ("error", "a")
+    assert after["code"] == "not_found"  # the socket lives on

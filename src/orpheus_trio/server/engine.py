@@ -104,6 +104,9 @@ class RequestContext:
 
     request_id: str
     log_fields: dict[str, Any]
+    #: The only upstream a gateway may send this request to (a realtime context
+    #: stays on the worker that spoke its first audio); ``None``: any.
+    pinned_upstream: str | None = None
 
 
 #: Set by the server in each request's task (``None`` outside a request).

@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Collection, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import replace
 from typing import Any
@@ -145,7 +145,7 @@ class GatewayEngine:
                             voice,
                             timeout_s=max(remaining, 0.001) if remaining is not None else None,
                             request_id=self._parent_id(request),
-                            endpoints=self.upstreams.offering(voice),
+                            endpoints=self._endpoints_for(request, voice),
                             **forwarded,
                         )
                     )
@@ -274,6 +274,16 @@ class GatewayEngine:
                         return  # junk after eos: the client closes the connection
             except (httpx.HTTPError, OSError, trio.BrokenResourceError):
                 return  # the audio is complete; the connection is dropped
+
+    def _endpoints_for(
+        self, request: RequestContext | None, voice: str | None
+    ) -> Collection[str] | None:
+        """Where the request may go: its pinned upstream (a realtime context after its
+        first audio: that worker failing is then an error, not a move), else every
+        upstream offering the voice."""
+        if request is not None and request.pinned_upstream in self.client.base_urls:
+            return frozenset({request.pinned_upstream})
+        return self.upstreams.offering(voice)
 
     def _parent_id(self, request: RequestContext | None) -> str | None:
         """The caller's id, cut so that ``<id>.<n>`` still fits a worker's limit

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hmac
 import json
-import logging
+import uuid
 from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field
@@ -46,7 +46,15 @@ from wsproto.events import (
 )
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
-from ..engine import AbortStream, ChunkLines, Engine, EngineError, Piece
+from ..engine import (
+    CURRENT_REQUEST,
+    AbortStream,
+    ChunkLines,
+    Engine,
+    EngineError,
+    Piece,
+    RequestContext,
+)
 from ..exchange import HTTPError
 from ..slots import Slots
 from .session import (
@@ -70,7 +78,6 @@ CLOSE_INTERNAL = 1011
 #: Output messages waiting for the socket; past it, producers wait (backpressure).
 _OUTPUT_QUEUE = 16
 _READ_BYTES = 64 * 1024
-_log = logging.getLogger("orpheus_trio.server.realtime")
 
 
 class ByteStream(Protocol):
@@ -172,6 +179,8 @@ class _ContextRun:
     serial: int
     pieces: trio.MemorySendChannel[Speak]
     scope: trio.CancelScope
+    #: On a gateway: the worker that spoke this context's audio (its later pieces go there).
+    upstream: str | None = None
 
 
 # What the writer takes: an audio piece, a piece finished or failed, a JSON message, a close.
@@ -181,6 +190,7 @@ _Output = tuple[Any, ...]
 class _Socket:
     def __init__(self, endpoint: RealtimeEndpoint, stream: ByteStream, ws: WSConnection) -> None:
         self.endpoint = endpoint
+        self.id = uuid.uuid4().hex[:16]
         self.engine = endpoint.engine
         self.stream = stream
         self.ws = ws
@@ -314,11 +324,19 @@ class _Socket:
     async def _context(
         self, context_id: str, run: _ContextRun, pieces: trio.MemoryReceiveChannel[Speak]
     ) -> None:
-        """Speak ``context_id``'s pieces in order until it is done or stopped."""
+        """Speak ``context_id``'s pieces in order until it is done or stopped.
+
+        Each piece runs as a request named ``<socket>.<context>``; on a gateway,
+        once a piece had audio the context's later pieces go to the same worker.
+        """
+        request_id = f"{self.id}.{context_id}"
         with run.scope:
             async with pieces:
                 async for speak in pieces:
+                    log_fields: dict[str, Any] = {}
+                    CURRENT_REQUEST.set(RequestContext(request_id, log_fields, run.upstream))
                     failure = await self._speak_piece(context_id, run.serial, speak)
+                    run.upstream = run.upstream or log_fields.get("upstream")
                     if failure is not None:
                         await self.output.send(("failed", context_id, run.serial, *failure))
                         break
