@@ -444,3 +444,45 @@ async def test_a_client_close_is_answered_with_its_code(start_server: StartServe
     server = await start_server()
     close = client_frame(0x8, struct.pack("!H", 4000) + b"bye")
     assert close_code(await raw(server.base_url, close)) == 4000
+
+
+async def test_clients_vanishing_mid_handshake_or_mid_speech_leave_the_server_serving(
+    start_server: StartServer,
+) -> None:
+    engine = SyntheticEngine(defaults={"rtf": 1.0, "chunk_samples": 2400})
+    server = await start_server(engine)
+    host, port = server.base_url.removeprefix("http://").rsplit(":", 1)
+
+    def vanish() -> None:
+        with socket.create_connection((host, int(port))) as sock:
+            sock.sendall(handshake())  # and gone before the answer
+        with socket.create_connection((host, int(port))) as sock:
+            speech = json.dumps({"context_id": "a", "text": "Long. " * 9}).encode()
+            sock.sendall(handshake() + client_frame(0x1, speech))
+            sock.recv(1024)
+            time.sleep(0.2)  # gone mid-speech, without a close frame
+
+    await in_thread(vanish)
+    with trio.fail_after(5):
+        while engine.requests_cancelled < 1:
+            await trio.sleep(0.02)
+
+    def other() -> bytes:
+        with connect(ws_url(server.base_url)) as ws:
+            ws.send(json.dumps({"context_id": "a", "text": "Still fine."}))
+            return collect(ws, 1)[0]["a"]
+
+    assert await in_thread(other) == b"".join(
+        b"".join(expected_stream(p, None, {"rtf": 1.0, "chunk_samples": 2400}))
+        for p in ["Still fine."]
+    )
+
+
+async def test_the_x_api_key_header_works_too(start_server: StartServer) -> None:
+    server = await start_server(api_keys=(KEY,))
+
+    def client() -> str | None:
+        with connect(ws_url(server.base_url), additional_headers={"X-API-Key": KEY}) as ws:
+            return ws.subprotocol
+
+    assert await in_thread(client) is None

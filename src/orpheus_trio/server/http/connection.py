@@ -130,7 +130,10 @@ class _Connection:
                 return
             websocket = self._websocket_handler(head)
             if websocket is not None:  # the connection is the handler's from here on
-                await websocket(self.stream, head.target, head.headers, bytes(self.buffer))
+                try:
+                    await websocket(self.stream, head.target, head.headers, bytes(self.buffer))
+                except Exception:  # noqa: BLE001 - one socket's bug must not end the server
+                    _log.exception("the WebSocket handler failed on %s", head.path)
                 return
             exchange = _Exchange(self, head)
             try:

@@ -140,7 +140,10 @@ class RealtimeEndpoint:
             )
             return
         chosen = SUBPROTOCOL if SUBPROTOCOL in request.subprotocols else None
-        await stream.send_all(ws.send(AcceptConnection(subprotocol=chosen)))
+        try:
+            await stream.send_all(ws.send(AcceptConnection(subprotocol=chosen)))
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return  # the client left during the handshake
         # The client may send frames right behind its handshake; wsproto's server side
         # drops what came with the head, so those bytes are fed only now.
         if rest:
@@ -162,11 +165,16 @@ class RealtimeEndpoint:
                 scheme, _, token = value.decode("latin-1").partition(" ")
                 if scheme.lower() == "bearer":
                     presented = token.strip()
+            elif name.lower() == b"x-api-key" and not presented:
+                presented = value.decode("latin-1").strip()
         for protocol in offered:
             if protocol.startswith(KEY_SUBPROTOCOL_PREFIX):
                 presented = presented or protocol.removeprefix(KEY_SUBPROTOCOL_PREFIX)
         if not presented:
-            return "missing API key (Authorization: Bearer, or the orpheus-key.<key> subprotocol)"
+            return (
+                "missing API key (Authorization: Bearer, X-API-Key, "
+                "or the orpheus-key.<key> subprotocol)"
+            )
         given = presented.encode()
         matched = False
         for key in self.api_keys:
