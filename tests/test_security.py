@@ -35,7 +35,7 @@ from _support_faults import (
 )
 from _support_server import StartServer, raw_exchange
 
-from orpheus_trio import OrpheusTTS
+from orpheus_trio import Hedging, OrpheusTTS
 from orpheus_trio.protocol.frames import encode_chunk, encode_error
 from orpheus_trio.server.engines.synthetic import SyntheticEngine, expected_stream
 from orpheus_trio.transports.base import StreamRequest
@@ -117,7 +117,7 @@ async def test_api_key_is_sent_but_never_shown(
             api_key=KEY,
             transport=transport,  # type: ignore[arg-type]
             hedge_ttfb_ms=None,
-            max_attempts=2,
+            hedging=Hedging(max_attempts=2),
             timeout_s=0.5,
         ) as tts:
             assert KEY not in repr(tts) and KEY not in str(vars(tts))
@@ -165,7 +165,9 @@ async def test_a_server_echoing_the_authorization_header_never_shows_the_key(
     server = RawServer(lambda n: echoing(server, shape))
     await server.start(nursery)
     with trio.fail_after(10):
-        async with OrpheusTTS(server.url, api_key=KEY, hedge_ttfb_ms=None, max_attempts=1) as tts:
+        async with OrpheusTTS(
+            server.url, api_key=KEY, hedge_ttfb_ms=None, hedging=Hedging(max_attempts=1)
+        ) as tts:
             with pytest.raises(Exception) as caught:
                 await tts.synthesize("secret test")
     assert_hidden(caught.value)
@@ -181,7 +183,7 @@ async def test_api_key_hidden_on_refused_connection_and_in_request_reprs(
         with pytest.raises(httpx.ConnectError) as caught:
             await tts.synthesize("secret test")
         request = tts._request(  # the request object a transport is handed
-            tts._make_call("x", None, None, {}), tts.base_urls[0], "id"
+            tts._make_call("x", None, None, {}), tts.base_urls[0], "id", trio.current_time()
         )
     assert_hidden(caught.value)
     assert_not_logged(caplog)
@@ -300,7 +302,7 @@ async def test_tls_is_verified_by_default(
             api_key=KEY,
             transport=transport,  # type: ignore[arg-type]
             hedge_ttfb_ms=None,
-            max_attempts=1,
+            hedging=Hedging(max_attempts=1),
         ) as tts:
             with pytest.raises(httpx.ConnectError) as caught:
                 await tts.synthesize("hello")

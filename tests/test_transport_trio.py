@@ -15,7 +15,7 @@ import trustme
 from _support_faults import Conn, RawServer, good, good_lines, silence_after
 from _support_server import StartServer
 
-from orpheus_trio import OrpheusTTS
+from orpheus_trio import Hedging, OrpheusTTS
 from orpheus_trio.errors import IncompleteStreamError
 from orpheus_trio.protocol.frames import FrameDecoder
 from orpheus_trio.server.engines.synthetic import expected_stream
@@ -265,7 +265,7 @@ async def test_redirects_are_not_followed(nursery: trio.Nursery) -> None:
         b"HTTP/1.1 302 Found\r\nLocation: /elsewhere\r\nContent-Length: 0\r\n\r\n"
     )
     server = await raw_server(nursery, reply)
-    async with OrpheusTTS(server.url, hedge_ttfb_ms=None, max_attempts=1) as tts:
+    async with OrpheusTTS(server.url, hedge_ttfb_ms=None, hedging=Hedging(max_attempts=1)) as tts:
         with pytest.raises(httpx.HTTPStatusError) as caught:
             await tts.synthesize("hi")
     assert caught.value.response.status_code == 302

@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
             upstream_api_key=api_key,
             hedge_ttfb_ms=args.hedge_ttfb_ms,
             health_interval_s=args.health_interval_s,
-            max_attempts=args.max_attempts,
+            hedging=Hedging(max_attempts=args.max_attempts),
         )
     except (ValueError, TypeError) as error:
         print(f"orpheus-trio gateway: {error}", file=sys.stderr)
