@@ -163,8 +163,14 @@ def test_settings_groups_check_themselves_and_match_the_flat_keywords() -> None:
     assert short.timeouts == Timeouts(request_s=3.0, connect_s=1.0)
     assert OrpheusTTS(A, hedge_ttfb_ms=250).hedging == Hedging(ttfb_ms=250)
     assert OrpheusTTS(A, hedging=Hedging(ttfb_ms=250)).hedging.delay_s == 0.25
-    with pytest.raises(ValueError, match="connect_timeout_s"):
+    with pytest.raises(ValueError, match=r"Timeouts\.connect_s"):
         Timeouts(connect_s=0)
+    with pytest.raises(ValueError, match=r"Hedging\.budget_ratio"):
+        Hedging(budget_ratio=1.5)
+    with pytest.raises(ValueError, match=r"Hedging\.budget_window_s"):
+        Hedging(budget_window_s=0)
+    with pytest.raises(ValueError, match=r"Pool\.max_line_bytes"):
+        Pool(max_line_bytes=0)
     with pytest.raises(ValueError, match="max_attempts"):
         Hedging(max_attempts=0)
     with pytest.raises(ValueError, match="cooldown"):

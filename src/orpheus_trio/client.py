@@ -369,13 +369,22 @@ class OrpheusTTS(SpeechSource):
         return self._api_key.redact(text) if self._api_key is not None else text
 
     def _redact_error(self, error: BaseException) -> None:
-        """Blank this client's key out of an error's message: a transport's words
-        may quote what a server sent (a malformed header line, say)."""
+        """Blank this client's key out of an error's message, and out of those of its
+        causes and contexts: a transport's words may quote what a server sent (a
+        malformed header line, say)."""
         if self._api_key is None:
             return
-        args = tuple(self._redact(a) if isinstance(a, str) else a for a in error.args)
-        if args != error.args:
-            error.args = args
+        seen: set[int] = set()
+        todo: list[BaseException | None] = [error]
+        while todo:
+            current = todo.pop()
+            if current is None or id(current) in seen:
+                continue
+            seen.add(id(current))
+            args = tuple(self._redact(a) if isinstance(a, str) else a for a in current.args)
+            if args != current.args:
+                current.args = args
+            todo += (current.__cause__, current.__context__)
 
     def _unauthorized_hint(self) -> str:
         if self._api_key is None:

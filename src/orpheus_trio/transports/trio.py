@@ -17,7 +17,6 @@ from .._http.pool import (
     RECEIVE_BYTES,
     Connection,
     InsecureTransportWarning,
-    PooledResponse,
     PooledTransport,
     http_request,
     warn_verification_off,
@@ -27,14 +26,9 @@ from .base import StreamRequest
 __all__ = [
     "DEFAULT_KEEPALIVE_EXPIRY_S",
     "InsecureTransportWarning",
-    "TrioResponse",
     "TrioTransport",
     "warn_verification_off",
 ]
-
-#: Responses of a :class:`TrioTransport` (the pooled response, named as before).
-TrioResponse = PooledResponse
-
 
 class _TrioConnection(Connection):
     """A Trio socket stream (plain or TLS)."""
