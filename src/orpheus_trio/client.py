@@ -55,6 +55,9 @@ class _Unset(enum.Enum):
 
     UNSET = enum.auto()
 
+    def __repr__(self) -> str:
+        return "<the group's value>"  # as help() shows the signature
+
 
 _UNSET = _Unset.UNSET
 
