@@ -49,7 +49,7 @@ _HEX_DIGITS = b"0123456789abcdefABCDEF"
 _TOKEN_FORBIDDEN = frozenset(" \t\r\n:\x00")
 #: Control characters (HTAB excepted): never inside a field, a chunk extension or a trailer.
 _CTL = bytes(c for c in range(0x20) if c != 0x09) + b"\x7f"
-_CTL_TEXT = _CTL.decode("latin-1")
+_CTL_BUT_CR_LF = _CTL.replace(b"\r", b"").replace(b"\n", b"")
 
 
 class H1ProtocolError(Exception):
@@ -150,12 +150,17 @@ def find_head_end(buffer: bytes, start: int = 0) -> int:
 
 def parse_response_head(head: bytes) -> ResponseHead:
     """Parse ``head`` (status line and fields, the final blank line optional)."""
-    text = head.decode("latin-1")
-    lines = text.rstrip("\r\n").split("\r\n")
-    if any(c in _CTL_TEXT for c in text.replace("\r\n", "")):
+    crlf = head.count(b"\r\n")
+    if (
+        len(head.translate(None, _CTL_BUT_CR_LF)) != len(head)
+        or head.count(b"\r") != crlf
+        or head.count(b"\n") != crlf
+    ):
         # A bare CR or LF (a line end some parser honours and another does not),
         # a NUL or another control character.
         raise _protocol_error("control character or bare CR/LF in the response head")
+    text = head.decode("latin-1")
+    lines = text.rstrip("\r\n").split("\r\n")
     status_line = lines[0]
     version, _, rest = status_line.partition(" ")
     code, _, reason = rest.partition(" ")
