@@ -330,9 +330,8 @@ class OrpheusTTS(SpeechSource):
         return Call(body=body, started=now, deadline=deadline)
 
     async def _start(self, call: Call) -> AudioStream:
-        tries = self._attempts.start(
-            anyio.current_time(), deadline=call.deadline, only=call.endpoints
-        )
+        # The request starts when its call was made (no checkpoint since): one clock read.
+        tries = self._attempts.start(call.started, deadline=call.deadline, only=call.endpoints)
         first = tries.tried[0]
         plan = _Plan(self, call, tries)
         with anyio.CancelScope(deadline=call.deadline) as deadline_scope:
