@@ -451,10 +451,16 @@ class OrpheusTTS(SpeechSource):
             ttfb_s=now - call.started,
             attempts=call.attempts_sent,
             deadline=call.deadline,
-            release=lambda error: attempts.on_released(endpoint, error, anyio.current_time()),
+            release=lambda error: self._released(endpoint, error),
             close_timeout_s=close_s,
             warn_truncation=self.truncation_warning,
         )
+
+    def _released(self, endpoint: str, error: BaseException | None) -> None:
+        """The winner's stream ended (``error``: how, if it failed, before it propagates)."""
+        self._attempts.on_released(endpoint, error, anyio.current_time())
+        if error is not None and not isinstance(error, anyio.get_cancelled_exc_class()):
+            self._redact_error(error)
 
     def _observe_metrics(self, endpoint: str, frame: Metrics) -> None:
         self._attempts.on_metrics(endpoint, frame.values, anyio.current_time())
