@@ -13,7 +13,6 @@ import httpx
 import trio
 
 from .._http.pool import (
-    DEFAULT_KEEPALIVE_EXPIRY_S,
     RECEIVE_BYTES,
     Connection,
     InsecureTransportWarning,
@@ -24,7 +23,6 @@ from .._http.pool import (
 from .base import StreamRequest
 
 __all__ = [
-    "DEFAULT_KEEPALIVE_EXPIRY_S",
     "InsecureTransportWarning",
     "TrioTransport",
     "warn_verification_off",
