@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import replace
 from typing import Any
@@ -547,7 +547,7 @@ class Gateway:
         """What the gateway sees of each worker (one line each), and a warning
         when none is reachable: what ``orpheus-trio gateway`` prints at start."""
         statuses = self.engine.upstreams.statuses.values()
-        lines = [self.engine.for_log(_poll_line(status)) for status in statuses]
+        lines = [_poll_line(status, self.engine.for_log) for status in statuses]
         if not any(s.reachable for s in statuses):
             lines.append(
                 "warning: no upstream is reachable; requests are answered 503 "
@@ -572,11 +572,14 @@ class Gateway:
         await self.engine.aclose()
 
 
-def _poll_line(status: UpstreamStatus) -> str:
+def _poll_line(status: UpstreamStatus, redact: Callable[[str], str]) -> str:
     """One worker's first poll, for the operator's terminal (the error's own
-    text included: it names the cause, e.g. ``Connection refused``)."""
+    text included, through ``redact``: it names the cause, e.g. ``Connection
+    refused``). Only that text is redacted: the line's own words are ours, and
+    a key that holds one of them (``UpstreamKey...``) must not blank them."""
     if not status.reachable:
-        return f"upstream {status.url}: NOT reachable ({status.error}: {status.detail})"
+        detail = redact(f"{status.detail}")
+        return f"upstream {status.url}: NOT reachable ({status.error}: {detail})"
     voices = ", ".join(status.voices) if status.voices else "none"
     draining = ", draining" if status.draining else ""
     return (
