@@ -173,7 +173,8 @@ async def test_no_reachable_worker_is_503_unavailable(nursery: trio.Nursery) -> 
     response = await post_tts(gw.base_url, {"text": "x"})
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "unavailable"
-    system = (await httpx.AsyncClient().get(gw.base_url + "/v1/system")).json()
+    async with httpx.AsyncClient() as client:
+        system = (await client.get(gw.base_url + "/v1/system")).json()
     assert system["healthy_upstreams"] == 0 and system["voices"] == []
 
 
@@ -218,7 +219,8 @@ async def test_app_keys_and_worker_key_are_separate_and_never_logged(
         gw.base_url, {"text": "x"}, Authorization="Bearer worker-secret"
     )
     assert wrong.status_code == 401
-    system = await httpx.AsyncClient().get(gw.base_url + "/v1/system")
+    async with httpx.AsyncClient() as client:
+        system = await client.get(gw.base_url + "/v1/system")
     assert system.json()["healthy_upstreams"] == 1  # the poll used the worker key
     assert "worker-secret" not in system.text
     assert "worker-secret" not in repr(gw.gateway.engine.client.__dict__)

@@ -22,6 +22,7 @@ import os
 from collections.abc import AsyncGenerator, Sequence
 from typing import TYPE_CHECKING, Any
 
+from ...errors import ServiceError
 from ...local.llm import DEFAULT_VOICES, InvalidParameter
 from ...local.engine_client import EngineRequestError
 from ...local.tokens import IncompleteFrame, InvalidAudioToken
@@ -80,7 +81,15 @@ class OrpheusEngine:
             sampling = self.synthesizer.validate(voice, sampling_params)
         except InvalidParameter as error:
             raise InvalidParam(error.key, error.message) from None
-        return {**dataclasses.asdict(sampling), "timeout_s": params.get("timeout_s")}
+        # Only what the caller gave, checked: a missing max_tokens is derived from the text.
+        checked = {
+            key: value
+            for key, value in dataclasses.asdict(sampling).items()
+            if key in sampling_params
+        }
+        if "runaway" in sampling_params:
+            checked["runaway"] = sampling_params["runaway"]
+        return {**checked, "timeout_s": params.get("timeout_s")}
 
     async def synthesize(
         self, text: str, voice: str | None, params: dict[str, Any]
@@ -105,6 +114,8 @@ class OrpheusEngine:
                 raise EngineError(
                     "engine_error", f"the model produced bad audio tokens: {error}"
                 ) from None
+            except ServiceError as error:  # runaway="error": the guard ended the speech
+                raise EngineError(error.code, error.message) from None
             except EngineRequestError as error:
                 # Before any audio, the engine's fault is this request's answer (503:
                 # clients fail over); after it, an in-band error: the audio is not complete.
@@ -123,6 +134,7 @@ class OrpheusEngine:
                 "tokens": audio.tokens,
                 "frames": audio.frames,
                 "dropped_tokens": audio.dropped_tokens,
+                **({"runaway": audio.runaway} if audio.runaway else {}),
             }
         )
 

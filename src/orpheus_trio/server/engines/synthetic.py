@@ -103,14 +103,6 @@ _TABLE = (
 )
 
 
-def _int_keys(params: Mapping[str, Any]) -> dict[str, int]:
-    return {
-        k: v
-        for k, v in params.items()
-        if isinstance(v, int) and not isinstance(v, bool)
-    }
-
-
 def chunk_count(text: str, params: Mapping[str, Any]) -> int:
     """How many chunks a request with these (validated) parameters streams."""
     chunk_samples = int(params.get("chunk_samples", DEFAULT_CHUNK_SAMPLES))

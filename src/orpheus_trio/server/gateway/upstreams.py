@@ -161,12 +161,17 @@ class UpstreamWatch:
         async with self._http.stream("GET", url + SYSTEM_PATH) as response:
             response.raise_for_status()
             body = bytearray()
-            async for data in response.aiter_bytes():
-                body += data
-                if len(body) > MAX_SYSTEM_BYTES:
-                    raise ValueError(
-                        f"the answer is too large (over {MAX_SYSTEM_BYTES} bytes)"
-                    )
+            # Too large: cancel, not raise. Raising here would leave httpx's chain
+            # of body generators suspended until garbage collection; a
+            # cancellation ends them all inside the next read, closing the
+            # connection with them (a timeout or the gateway stopping does the same).
+            with trio.CancelScope() as too_large:
+                async for data in response.aiter_bytes():
+                    body += data
+                    if len(body) > MAX_SYSTEM_BYTES:
+                        too_large.cancel()
+        if len(body) > MAX_SYSTEM_BYTES:
+            raise ValueError(f"the answer is too large (over {MAX_SYSTEM_BYTES} bytes)")
         return json.loads(body)
 
     def healthy(self, snapshot: EndpointSnapshot) -> bool:
