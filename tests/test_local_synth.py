@@ -188,7 +188,7 @@ async def test_deadline_ends_the_stream_with_deadline_exceeded() -> None:
         (
             {"voice": "bob"},
             InvalidParameter,
-            r"voice: unknown voice 'bob' \(known: tara, leah",
+            r"voice: unknown voice 'bob'; valid: tara, leah, .*; aliases: alloy \(tara\)",
         ),
         ({"temperature": -1}, InvalidParameter, r"temperature: must be in \[0, 2\]"),
         ({"top_k": "5"}, InvalidParameter, "top_k: must be an integer, got str"),

@@ -38,6 +38,7 @@ from ..errors import (
 )
 from ..options import is_positive_seconds
 from ..speech import SpeechSource
+from ..voices import DEFAULT_FAMILY, InvalidVoiceName, UnknownVoice, VoiceCatalog, catalog_for
 from .llm import (
     DEFAULT_VOICES,
     FinishReason,
@@ -416,6 +417,9 @@ class LocalSynthesizer(SpeechSource):
         self.decoder = decoder
         self.snac = snac
         self.voices = tuple(voices) if voices is not None else None
+        #: Aliases (OpenAI's ``alloy``) are accepted too: names alone are read as the
+        #: English fine-tune's (a name outside the voice-name grammar gets no aliases).
+        self.catalog = _catalog_of(voices)
         self.defaults = dict(defaults or {})
         self.timeout_s = timeout_s
         self.on_invalid: OnInvalid = on_invalid
@@ -489,7 +493,12 @@ class LocalSynthesizer(SpeechSource):
         ``runaway`` (``"warn"``, ``"error"`` or ``"off"``) is the runaway guard's mode,
         checked here and left out of the sampling parameters.
         """
-        if voice is not None and self.voices is not None and voice not in self.voices:
+        if self.catalog is not None:
+            try:
+                self.catalog.resolve(voice)
+            except UnknownVoice as error:
+                raise InvalidParameter("voice", str(error)) from None
+        elif voice is not None and self.voices is not None and voice not in self.voices:
             raise InvalidParameter(
                 "voice", f"unknown voice {voice!r} (known: {', '.join(self.voices)})"
             )
@@ -518,6 +527,9 @@ class LocalSynthesizer(SpeechSource):
         parameter or voice, ``ValueError`` for empty text.
         """
         sampling = self.validate(voice, params)
+        if self.catalog is not None and voice is not None:
+            resolved = self.catalog.resolve(voice)  # an alias: the voice it stands for
+            voice = resolved.name if resolved is not None else voice
         limit = timeout_s if timeout_s is not None else self.timeout_s
         if limit is not None and not is_positive_seconds(limit):
             raise InvalidParameter(
@@ -569,3 +581,12 @@ class LocalSynthesizer(SpeechSource):
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
+
+
+def _catalog_of(voices: Collection[str] | None) -> VoiceCatalog | None:
+    if voices is None or isinstance(voices, VoiceCatalog):
+        return voices
+    try:
+        return catalog_for(DEFAULT_FAMILY, voices=list(voices))
+    except InvalidVoiceName:
+        return None

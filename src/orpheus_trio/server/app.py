@@ -38,7 +38,7 @@ from .http.state import CURRENT_CONNECTION
 from .metrics import ServerMetrics
 from .playground import PLAYGROUND_PATH, Playground
 from .routes import Routes
-from .service_endpoints import MetricsEndpoint, SystemEndpoint
+from .service_endpoints import MetricsEndpoint, SystemEndpoint, VoicesEndpoint
 from .slots import Slots
 from .synthesis import SynthesisHandler
 from .v1_stream import StreamWriter
@@ -198,6 +198,7 @@ def _mount_routes(
     routes.mount("/v1/tts/stream", "POST", synthesize, synthesis=True)
     openai_speech.mount(routes, synthesize, config.max_body_bytes)
     routes.mount("/v1/system", "GET", SystemEndpoint(engine, config, slots, system_extra))
+    routes.mount("/v1/voices", "GET", VoicesEndpoint(engine))
     routes.mount("/metrics", "GET", MetricsEndpoint(metrics))
     if config.playground:
         routes.mount(PLAYGROUND_PATH, "GET", Playground())

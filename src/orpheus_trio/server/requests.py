@@ -131,8 +131,13 @@ def parse_synthesis_body(
     default_timeout_s: float,
     max_timeout_s: float,
     validate: Validate,
+    resolve_voice: Callable[[str | None], str | None] = lambda voice: voice,
 ) -> SynthesisRequest:
-    """Text, voice, the capped ``timeout_s`` and the engine's normalised parameters."""
+    """Text, voice, the capped ``timeout_s`` and the engine's normalised parameters.
+
+    ``resolve_voice`` names the voice that speaks (an alias resolved, the default
+    named); it raises :class:`InvalidParam` for a voice nobody offers.
+    """
     obj = json_object(body)
     text = _text(obj.pop("text", _MISSING), max_text_chars)
     voice = obj.pop("voice", None)
@@ -147,6 +152,7 @@ def parse_synthesis_body(
         obj.get("timeout_s", default_timeout_s), max_timeout_s
     )
     try:
+        voice = resolve_voice(voice)
         params = validate(voice, obj)
     except InvalidParam as error:
         raise HTTPError(400, "invalid_param", str(error), param=error.key) from None

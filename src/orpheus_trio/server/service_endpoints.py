@@ -13,8 +13,9 @@ from .exchange import Exchange, Receive, send_bytes
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import ServerMetrics
 from .slots import Slots
+from .voices_api import system_fields, voices_document
 
-__all__ = ["MetricsEndpoint", "SystemEndpoint"]
+__all__ = ["MetricsEndpoint", "SystemEndpoint", "VoicesEndpoint"]
 
 
 class SystemEndpoint:
@@ -51,6 +52,7 @@ class SystemEndpoint:
             "max_timeout_s": config.max_timeout_s,
             "draining": admission.draining,
         }
+        info.update(system_fields(self._engine))
         if self._extra is not None:
             info.update(self._extra())
         return info
@@ -67,3 +69,14 @@ class MetricsEndpoint:
 
     async def __call__(self, headers: dict[str, str], receive: Receive, ex: Exchange) -> None:
         await send_bytes(ex, 200, self._metrics.render(), METRICS_CONTENT_TYPE.encode())
+
+
+class VoicesEndpoint:
+    """``GET /v1/voices``: each voice (name, kind, language, engine) and the aliases."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    async def __call__(self, headers: dict[str, str], receive: Receive, ex: Exchange) -> None:
+        body = json.dumps(voices_document(self._engine), ensure_ascii=False).encode()
+        await send_bytes(ex, 200, body, b"application/json")

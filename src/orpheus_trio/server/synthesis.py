@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from contextlib import aclosing
+from functools import partial
 
 import trio
 
@@ -21,6 +22,7 @@ from .exchange import Exchange, HTTPError, Receive
 from .requests import SynthesisRequest, check_content_type, parse_synthesis_body, read_body
 from .slots import Slots
 from .v1_stream import StreamWriter
+from .voices_api import request_voice
 
 __all__ = ["SynthesisHandler"]
 
@@ -54,6 +56,7 @@ class SynthesisHandler:
             default_timeout_s=config.default_timeout_s,
             max_timeout_s=config.max_timeout_s,
             validate=self._engine.validate,
+            resolve_voice=partial(request_voice, self._engine),
         )
         ex.extra.update(voice=request.voice, text_chars=len(request.text))
         ticket = self._slots.admit()

@@ -18,6 +18,7 @@ from .error_codes import error_label
 from .exchange import Exchange
 from .metrics import ServerMetrics
 from .slots import Slots
+from .voices_api import voice_header
 
 __all__ = ["StreamWriter"]
 
@@ -98,12 +99,16 @@ class StreamWriter:
             (b"cache-control", b"no-store"),
             (b"x-queue-depth", str(depth).encode()),
         ]
+        voice = ex.extra.get("voice")  # the one that speaks (see voices_api)
+        if voice:
+            headers.append(voice_header(voice))
         await ex.start(200, headers)
         admission = self._slots.admission
         return encode_metrics(
             queue_depth=self._slots.reported_depth(admission.queued),
             inflight=admission.running,
             capacity=self._capacity,
+            **({"voice": voice} if voice else {}),
         )
 
     def _mark_first_audio(self, ex: Exchange) -> None:

@@ -18,6 +18,8 @@ from typing import Any
 import httpx
 import trio
 
+from ...voices import is_voice_name
+
 __all__ = [
     "NAME",
     "OUTCOME_METRICS",
@@ -68,7 +70,7 @@ OUTCOME_METRICS: Mapping[str, Callable[[Any], Any]] = {
     "tokens": checked_count,
     "frames": checked_count,
     "dropped_tokens": checked_count,
-    "voice": checked_name,
+    "voice": lambda value: value if is_voice_name(value) else None,
     "runaway": _checked_runaway,
 }
 
