@@ -28,10 +28,9 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import httpx
 import trio
 
-from ..._http.h1 import ChunkedDecoder
+from ..._http.h1 import ChunkedDecoder, H1ProtocolError
 from .request import (
     MAX_REQUEST_HEAD_BYTES,
     RequestHead,
@@ -245,7 +244,7 @@ class _Exchange:
                 connection.buffer.clear()
                 try:
                     body, after = self.chunks.feed(data)
-                except httpx.RemoteProtocolError as error:
+                except H1ProtocolError as error:
                     # Where the body ends is unknown now: answer 400 and read no more.
                     if not self.head_sent:
                         await self.answer_plainly(400, str(error).encode())
