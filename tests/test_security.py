@@ -41,8 +41,6 @@ from orpheus_trio.server.engines.synthetic import SyntheticEngine, expected_stre
 from orpheus_trio.transports.base import StreamRequest
 from orpheus_trio.transports.trio import InsecureTransportWarning
 
-#: Framing and connection handling are the HTTP server's: check both (conftest.py).
-BOTH_HTTP_SERVERS = True
 
 KEY = "sk-live-0123456789abcdef-SECRET"
 #: The TLS tests make a certificate with ``cryptography``; without it they skip.

@@ -18,8 +18,6 @@ from test_server_limits import gauge, wait_until_gauge
 from orpheus_trio.server import ServerConfig, create_app, serve_app
 from orpheus_trio.server.engines.synthetic import SyntheticEngine
 
-#: Framing and connection handling are the HTTP server's: check both (conftest.py).
-BOTH_HTTP_SERVERS = True
 
 #: About 256 MB of frames: far more than loopback socket buffers hold.
 FLOOD = {"text": "flood", "chunks": 2000, "chunk_samples": 48000, "rtf": 0.0}

@@ -406,6 +406,9 @@ class OrpheusApp:
             while True:
                 message = await receive()
                 if message["type"] == "http.disconnect":
+                    connection = CURRENT_CONNECTION.get()
+                    if connection is not None and connection.body_refused is not None:
+                        raise HTTPError(400, "invalid_request", connection.body_refused, close=True)
                     raise HTTPError(499, "cancelled", "client went away", close=True)
                 piece = message.get("body", b"")
                 size += len(piece)
