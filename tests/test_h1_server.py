@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
+from functools import partial
+from typing import Any
 
 import pytest
 import trio
 from _support_server import StartServer, json_of_raw_response, parse_frames, raw_exchange
 
+from orpheus_trio.server import ServerConfig
+from orpheus_trio.server.app import ACCESS_LOGGER
+from orpheus_trio.server.http.run import serve_asgi
 from orpheus_trio.server.http.request import (
     END_OF_MESSAGE,
     MAX_REQUEST_HEAD_BYTES,
@@ -356,3 +362,79 @@ async def test_every_framing_class_is_refused_and_the_pipelined_request_not_serv
     assert len(re.findall(rb"HTTP/1\.1 \d{3} ", raw)) == 1, raw
     assert closed
     assert server.engine.requests_started == 0  # type: ignore[attr-defined]
+
+
+# -- answers: HEAD, Content-Length kept, a broken body logged as what it was --------------
+
+
+async def _serve_test_app(nursery: trio.Nursery, app: Any) -> str:
+    config = ServerConfig(host="127.0.0.1", port=0)
+    base_url: str = await nursery.start(partial(serve_asgi, app, config))
+    return base_url
+
+
+async def _answer(send: Any, status: int, headers: list[tuple[bytes, bytes]], *bodies: bytes) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    for index, body in enumerate(bodies):
+        await send(
+            {"type": "http.response.body", "body": body, "more_body": index < len(bodies) - 1}
+        )
+
+
+async def test_head_answers_carry_no_body_and_no_last_chunk(nursery: trio.Nursery) -> None:
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await _answer(send, 200, [(b"content-type", b"text/plain")], b"hello ", b"world")
+
+    base_url = await _serve_test_app(nursery, app)
+    head = b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n"
+    raw, closed = await raw_exchange(base_url, head + NEXT.replace(b"/v1/system", b"/"), read_for_s=1)
+    first, _, rest = raw.partition(b"\r\n\r\n")
+    assert b"transfer-encoding: chunked" in first.lower()  # what a GET's answer would say
+    # Nothing after the head, not even "0\r\n\r\n": the next bytes are the GET's answer.
+    assert rest.startswith(b"HTTP/1.1 200 ")
+    assert _dechunk(rest.partition(b"\r\n\r\n")[2]) == b"hello world"
+    assert not closed
+
+
+@pytest.mark.parametrize(
+    ("bodies", "answer"),
+    [
+        ((b"12345678901",), b"HTTP/1.1 500 "),  # longer than declared, before the head left
+        ((b"12345",), b"HTTP/1.1 500 "),  # shorter
+        ((b"12345", b"678901"), b"HTTP/1.1 200 "),  # too long once the head is out
+        ((b"12345", b""), b"HTTP/1.1 200 "),  # ends short once the head is out
+    ],
+)
+async def test_a_body_that_disagrees_with_its_content_length_is_our_error_not_a_reply(
+    nursery: trio.Nursery,
+    caplog: pytest.LogCaptureFixture,
+    bodies: tuple[bytes, ...],
+    answer: bytes,
+) -> None:
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await _answer(send, 200, [(b"content-length", b"10")], *bodies)
+
+    base_url = await _serve_test_app(nursery, app)
+    raw, closed = await raw_exchange(base_url, NEXT + NEXT, read_for_s=2)
+    assert raw.startswith(answer)
+    assert raw.count(b"HTTP/1.1 ") == 1 and closed  # the connection ended with it
+    head, _, body = raw.partition(b"\r\n\r\n")
+    if answer == b"HTTP/1.1 200 ":
+        assert len(body) < 10  # never a complete-looking, wrong body
+    assert any("disagrees with its content-length 10" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_bad_chunk_size_line_is_a_400_logged_as_one(
+    start_server: StartServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger=ACCESS_LOGGER)
+    server = await start_server()
+    wire = (
+        b"POST /v1/tts/stream HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n5\r\n{\"tex\r\nzz\r\n"
+    )
+    raw, closed = await raw_exchange(server.base_url, wire + NEXT, read_for_s=3)
+    assert raw.startswith(b"HTTP/1.1 400 ") and closed
+    assert b"invalid_request" in raw
+    (record,) = [r.request for r in caplog.records if r.name == ACCESS_LOGGER]  # type: ignore[attr-defined]
+    assert (record["status"], record["code"]) == (400, "invalid_request")

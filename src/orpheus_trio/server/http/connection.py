@@ -415,6 +415,7 @@ class _Exchange:
             self.connection.peer_gone = True  # the caller sees a short body, then the close
         else:
             self.head_sent = self.complete = False
+            self.body_sent = 0
             await self.answer_plainly(500, b"internal error")
             self.complete = True
 
