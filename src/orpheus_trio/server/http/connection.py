@@ -377,7 +377,8 @@ class _Exchange:
             return  # after the last body message: nothing more goes on this request
         body = bytes(message.get("body", b""))
         more = bool(message.get("more_body", False))
-        out = b"" if self.head_sent else self._encode_head()
+        head_written = self.head_sent
+        out = b"" if head_written else self._encode_head()
         if self.bodiless:
             body = b""
         elif self.declared_length is not None:
@@ -385,7 +386,7 @@ class _Exchange:
             if self.body_sent > self.declared_length or (
                 not more and self.body_sent < self.declared_length
             ):
-                await self._length_mismatch(more)
+                await self._length_mismatch(more, head_written)
                 return
         if self.chunked_answer:
             if body:
@@ -397,7 +398,7 @@ class _Exchange:
         self.complete = not more
         await self.connection.write(out)
 
-    async def _length_mismatch(self, more: bool) -> None:
+    async def _length_mismatch(self, more: bool, head_written: bool) -> None:
         """The app's body disagrees with its Content-Length: our bug, never the caller's reply."""
         head = self.head
         _log.error(
@@ -411,7 +412,7 @@ class _Exchange:
         )
         self.complete = True
         self.close_after = True
-        if self.head_sent:
+        if head_written:
             self.connection.peer_gone = True  # the caller sees a short body, then the close
         else:
             self.head_sent = self.complete = False
