@@ -438,3 +438,31 @@ async def test_a_bad_chunk_size_line_is_a_400_logged_as_one(
     assert b"invalid_request" in raw
     (record,) = [r.request for r in caplog.records if r.name == ACCESS_LOGGER]  # type: ignore[attr-defined]
     assert (record["status"], record["code"]) == (400, "invalid_request")
+
+
+# -- stopping -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "held",
+    [b"", b"GET /v1/system HTTP/1.1\r\nHost: x\r\n\r\n", b"GET /v1/system HTTP/1.1\r\nHo"],
+    ids=["connected-silent", "kept-alive-after-a-request", "mid-head"],
+)
+async def test_an_idle_server_stops_at_once_whatever_its_connections_wait_for(
+    start_server: StartServer, held: bytes
+) -> None:
+    # Issue 31: idle servers took 1.6-2.0 s to stop. No stream in flight, so
+    # nothing earns a grace: the server stops well within the last grace (1 s).
+    server = await start_server(drain_grace_s=5)
+    host, port = server.base_url.removeprefix("http://").rsplit(":", 1)
+    async with await trio.open_tcp_stream(host, int(port)) as stream:
+        if held:
+            await stream.send_all(held)
+        if held.endswith(b"\r\n\r\n"):
+            assert (await stream.receive_some(65536)).startswith(b"HTTP/1.1 200 ")
+        await trio.sleep(0.1)
+        started = trio.current_time()
+        server.drain.set()
+        with trio.fail_after(2):
+            await server.stopped.wait()
+        assert trio.current_time() - started < 0.3

@@ -243,7 +243,7 @@ async def test_the_server_moves_running_head_deadlines_when_it_becomes_busy(
     slot = fairness.admit("slow")
     assert slot is not None
     with trio.CancelScope(deadline=fairness.head_deadline(slot)) as scope:
-        waits.add(scope, slot, idle=False)
+        waits.add(scope, slot)
         await trio.sleep(1)
         for n in range(5):
             fairness.admit(f"c{n}")

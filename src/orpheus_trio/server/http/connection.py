@@ -79,27 +79,21 @@ class HeadWaits:
     """The connections waiting for a request head.
 
     Their deadlines follow the fairness policy (shorter while the server is
-    busy, for the waits already running too); shutdown closes the idle ones.
+    busy, for the waits already running too); shutdown ends them all at once
+    (an idle server stops at once), while answers under way get their grace.
     """
 
     def __init__(self, fairness: ConnectionFairness) -> None:
         self.fairness = fairness
         self._waiting: dict[trio.CancelScope, Slot] = {}
-        self._idle: set[trio.CancelScope] = set()
         self._busy = False
         self.terminated = False
 
-    def add(self, scope: trio.CancelScope, slot: Slot, *, idle: bool) -> None:
+    def add(self, scope: trio.CancelScope, slot: Slot) -> None:
         self._waiting[scope] = slot
-        if idle:
-            self._idle.add(scope)
-
-    def no_longer_idle(self, scope: trio.CancelScope) -> None:
-        self._idle.discard(scope)
 
     def discard(self, scope: trio.CancelScope) -> None:
         self._waiting.pop(scope, None)
-        self._idle.discard(scope)
 
     def refresh(self) -> None:
         """After a connection opened or closed: move every deadline if busy-ness changed."""
@@ -111,9 +105,9 @@ class HeadWaits:
             scope.deadline = self.fairness.head_deadline(slot)
 
     def terminate(self) -> None:
-        """No more requests: idle connections close now, busy ones after their answer."""
+        """No more requests: connections waiting for one close now, busy ones after their answer."""
         self.terminated = True
-        for scope in self._idle:
+        for scope in self._waiting:
             scope.cancel()
 
 
@@ -173,13 +167,15 @@ class _Connection:
         fairness, slot = self.waits.fairness, self.slot
         if slot.waiting_since is None:
             fairness.awaiting_head(slot)
+        # The end of a body-less request the app did not ask to receive.
+        self.parser.take_end_of_message()
         with trio.CancelScope(deadline=fairness.head_deadline(slot)) as waiting:
-            # Only a connection with nothing of the next request yet is idle.
-            idle = not self.buffer and self.parser.idle
-            self.waits.add(waiting, slot, idle=idle)
+            self.waits.add(waiting, slot)
+            if self.waits.terminated:
+                waiting.cancel()
             try:
                 while True:
-                    event = await self._next_event(waiting)
+                    event = await self._next_event()
                     if event is None:
                         return None
                     if isinstance(event, RequestHead):
@@ -187,14 +183,12 @@ class _Connection:
                         return event
                     if isinstance(event, RequestRefused):
                         raise event
-                    if event is not END_OF_MESSAGE:
-                        return None  # body left unread by the last request: cannot go on
-                    # (The end of a body-less request the app did not ask to receive.)
+                    return None  # body left unread by the last request: cannot go on
             finally:
                 self.waits.discard(waiting)
         return None  # no head in time, or shutting down: close
 
-    async def _next_event(self, head_wait: trio.CancelScope | None = None) -> object | None:
+    async def _next_event(self) -> object | None:
         """The parser's next event, reading as needed; ``None`` when the caller is gone."""
         parser = self.parser
         while True:
@@ -212,8 +206,6 @@ class _Connection:
             if not data:
                 self.peer_gone = True
                 return None  # the caller closed (between requests, or mid-head)
-            if head_wait is not None:
-                self.waits.no_longer_idle(head_wait)
             parser.feed(data)
 
     async def _refuse(self, refused: RequestRefused) -> None:

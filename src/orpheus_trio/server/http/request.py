@@ -112,17 +112,6 @@ class RequestParser:
         self._refusal: RequestRefused | None = None
         self._reset_head()
 
-    @property
-    def idle(self) -> bool:
-        """Nothing of a next request fed yet (a connection between requests)."""
-        return (
-            self._in_head
-            and not self._events
-            and not self._fed_in_head
-            and not self._head_bytes
-            and not self._stopped
-        )
-
     def _reset_head(self) -> None:
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
