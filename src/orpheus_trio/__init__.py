@@ -11,6 +11,7 @@ from .errors import (
     OrpheusError,
     ProtocolError,
     ServiceError,
+    RunawaySpeechWarning,
     TruncatedSpeechWarning,
 )
 from .options import Breaker, Hedging, Pool, Timeouts
@@ -34,6 +35,7 @@ __all__ = [
     "ProtocolError",
     "ServiceError",
     "TruncatedSpeechWarning",
+    "RunawaySpeechWarning",
     "SAMPLE_RATE",
     "__version__",
 ]

@@ -84,6 +84,9 @@ class ConnectionSettings:
     hedge_ttfb_ms: float | None
     timeout_s: float | None
     on_box: OnBoxModel | None = None
+    #: The embedded server's voices: ``--model-family`` and ``--voice-alias ALIAS=VOICE``.
+    model_family: str | None = None
+    voice_aliases: tuple[str, ...] = ()
 
 
 def http_url(value: str) -> str:
@@ -196,6 +199,15 @@ def add_on_box_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--llm-api-key", metavar="KEY", help="with --llm-url: the engine's API key; default: $ORPHEUS_LLM_API_KEY"
     )
+    group.add_argument(
+        "--model-family", metavar="NAME",
+        help="the embedded server's voices and languages: en-ft, fr, de, ko, hi, zh, es-it, "
+        "en-pretrained (default: what --model says, else en-ft; espeak: all); docs/voices.md",
+    )  # fmt: skip
+    group.add_argument(
+        "--voice-alias", action="append", default=[], metavar="ALIAS=VOICE",
+        help="the embedded server serves ALIAS (e.g. OpenAI's alloy) as VOICE (repeatable)",
+    )  # fmt: skip
 
 
 def _on_box(args: argparse.Namespace) -> OnBoxModel | None:
@@ -315,7 +327,12 @@ def connection_settings(args: argparse.Namespace) -> ConnectionSettings:
     if hedge is None:
         # A hedge to the same in-process engine cannot be faster.
         hedge = Hedging.ttfb_ms if urls else None
-    return ConnectionSettings(tuple(urls), api_key, hedge or None, args.timeout_s, on_box)
+    family, aliases = getattr(args, "model_family", None), tuple(getattr(args, "voice_alias", ()))
+    if urls and (family or aliases):
+        raise UsageError("--model-family and --voice-alias set the embedded server's voices: not with --url")
+    return ConnectionSettings(
+        tuple(urls), api_key, hedge or None, args.timeout_s, on_box, family, aliases
+    )
 
 
 def decode_text(data: bytes, source: str) -> str:

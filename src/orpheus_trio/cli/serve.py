@@ -20,6 +20,7 @@ from ..server.app import OrpheusApp, create_app
 from ..server.config import ServerConfig
 from ..server.engine import Engine
 from ..server.engines.orpheus import add_arguments as add_orpheus_arguments
+from ..server.engines.orpheus import add_catalog_arguments
 from ..server.engines.orpheus_remote import add_arguments as add_orpheus_remote_arguments
 from ..server.http.run import serve_app
 
@@ -36,8 +37,17 @@ __all__ = [
 
 def _espeak(args: argparse.Namespace) -> Engine:
     from ..server.engines.espeak import EspeakEngine
+    from ..server.engines.orpheus import alias_overrides
+    from ..voices import FAMILIES
 
-    return EspeakEngine()
+    # --voices picks espeak's voices; else --model-family's (its languages); else all.
+    if args.voices is not None:
+        voices: list[str] | None = [v.strip() for v in args.voices.split(",") if v.strip()]
+    elif args.model_family:
+        voices = [v.name for v in FAMILIES[args.model_family].voices]
+    else:
+        voices = None
+    return EspeakEngine(voices or None, aliases=alias_overrides(args))
 
 
 def _orpheus_remote(args: argparse.Namespace) -> Engine:
@@ -47,9 +57,10 @@ def _orpheus_remote(args: argparse.Namespace) -> Engine:
 
 
 def _synthetic(args: argparse.Namespace) -> Engine:
+    from ..server.engines.orpheus import catalog_from_args
     from ..server.engines.synthetic import SyntheticEngine
 
-    return SyntheticEngine()
+    return SyntheticEngine(voice_catalog=catalog_from_args(args, checkpoint=None))
 
 
 def _orpheus(args: argparse.Namespace) -> Engine:
@@ -79,6 +90,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--engine", choices=sorted(ENGINES), default="espeak")
     add_orpheus_arguments(parser)
     add_orpheus_remote_arguments(parser)
+    add_catalog_arguments(parser)
     parser.set_defaults(run=run)
 
 
