@@ -319,6 +319,7 @@ FRAMINGS = {
     "nul-in-value": (_with_fields(b"X: a\x00b\r\n"), 400),
     "nul-in-name": (_with_fields(b"X\x00Y: a\r\n"), 400),
     "control-in-value": (_with_fields(b"X: a\x01b\r\n"), 400),
+    "del-in-value": (_with_fields(b"X: a\x7fb\r\n"), 400),
     "space-before-colon": (_with_fields(b"X-A : a\r\n"), 400),
     "line-without-colon": (_with_fields(b"no colon here\r\n"), 400),
     "chunk-size-overflow": (_chunked(b"ffffffffffffffffffff\r\nabc\r\n0\r\n\r\n"), 400),

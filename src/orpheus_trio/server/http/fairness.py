@@ -20,6 +20,8 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 
+from ..config import ServerConfig
+
 __all__ = ["ConnectionFairness", "FairnessLimits", "Slot"]
 
 
@@ -33,6 +35,16 @@ class FairnessLimits:
     head_timeout_s: float
     busy_head_timeout_s: float
     busy_fraction: float = 0.75
+
+    @classmethod
+    def of(cls, config: ServerConfig) -> FairnessLimits:
+        return cls(
+            max_connections=config.max_connections,
+            max_per_client=config.max_connections_per_client,
+            max_heads_per_client=config.max_head_waits_per_client,
+            head_timeout_s=config.read_timeout_s,
+            busy_head_timeout_s=config.busy_read_timeout_s,
+        )
 
 
 @dataclass(eq=False)

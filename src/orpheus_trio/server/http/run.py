@@ -156,16 +156,7 @@ class _Connections:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.slots = trio.Semaphore(config.max_connections)
-        self.fairness = ConnectionFairness(
-            FairnessLimits(
-                max_connections=config.max_connections,
-                max_per_client=config.max_connections_per_client,
-                max_heads_per_client=config.max_head_waits_per_client,
-                head_timeout_s=config.read_timeout_s,
-                busy_head_timeout_s=config.busy_read_timeout_s,
-            ),
-            trio.current_time,
-        )
+        self.fairness = ConnectionFairness(FairnessLimits.of(config), trio.current_time)
         self.waits = HeadWaits(self.fairness)
         self.open: set[_WriteLimitedStream] = set()
         self._all_closed = trio.Event()
