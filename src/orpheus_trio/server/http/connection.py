@@ -169,24 +169,23 @@ class _Connection:
             fairness.awaiting_head(slot)
         # The end of a body-less request the app did not ask to receive.
         self.parser.take_end_of_message()
+        event: object | None = None
         with trio.CancelScope(deadline=fairness.head_deadline(slot)) as waiting:
             self.waits.add(waiting, slot)
             if self.waits.terminated:
                 waiting.cancel()
             try:
-                while True:
-                    event = await self._next_event()
-                    if event is None:
-                        return None
-                    if isinstance(event, RequestHead):
-                        fairness.head_received(slot)
-                        return event
-                    if isinstance(event, RequestRefused):
-                        raise event
-                    return None  # body left unread by the last request: cannot go on
+                event = await self._next_event()
             finally:
                 self.waits.discard(waiting)
-        return None  # no head in time, or shutting down: close
+        if isinstance(event, RequestRefused):
+            raise event
+        if not isinstance(event, RequestHead):
+            # The caller left, was late, or the server is stopping; or the last
+            # request's body was left unread, so this cannot go on either.
+            return None
+        fairness.head_received(slot)
+        return event
 
     async def _next_event(self) -> object | None:
         """The parser's next event, reading as needed; ``None`` when the caller is gone."""

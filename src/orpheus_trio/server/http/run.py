@@ -38,7 +38,7 @@ from .connection import HeadWaits, serve_connection
 from .fairness import ConnectionFairness, FairnessLimits, Slot
 from .state import CURRENT_CONNECTION, ConnectionState
 
-__all__ = ["serve", "serve_app"]
+__all__ = ["serve", "serve_app", "serve_asgi"]
 
 #: After the drain grace, time for cancelled streams to send their last frame
 #: and for busy connections to close; an idle server does not wait it.
