@@ -133,12 +133,14 @@ async def test_upstream_4xx_passes_through_with_its_code_and_param(
     assert error["message"].startswith("bogus_knob: refused by the upstream worker")
     response = await post_tts(gw.base_url, {"text": "x", "voice": "nobody"})
     assert response.status_code == 400
-    assert response.json()["error"] == {
-        "code": "invalid_param",
-        "message": "voice: no upstream worker offers this voice; voices: "
-        + ", ".join(worker.engine.voices()),
-        "param": "voice",
-    }
+    error = response.json()["error"]
+    assert (error["code"], error["param"]) == ("invalid_param", "voice")
+    # The gateway's own words: its checked voice list, then the aliases its workers take.
+    voices, _, aliases = error["message"].partition("; aliases: ")
+    assert voices == "voice: no upstream worker offers this voice; voices: " + ", ".join(
+        worker.engine.voices()
+    )
+    assert aliases.startswith("alloy (tara), ") and "nobody" not in error["message"]
     # The gateway's own limits are the server's: checked before anything goes upstream.
     started = worker.engine.requests_started
     response = await post_tts(gw.base_url, {"text": "y" * 9000})

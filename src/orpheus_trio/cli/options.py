@@ -2,6 +2,10 @@
 
 Environment: ``ORPHEUS_URLS`` (comma-separated) when no ``--url`` is given,
 ``ORPHEUS_KEY`` when no ``--api-key`` is given.
+
+Light to import (the standard library and :mod:`..text.split`): every parser is built
+from it, and ``--help`` must not wait for httpx or Trio. The few helpers that need
+the client import it when called, once the command runs.
 """
 
 from __future__ import annotations
@@ -16,10 +20,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
-
-from .batch_jobs import describe_error
-from ..options import Hedging
 from ..text.split import AUTO_SPLIT_CHARS, DEFAULT_MAX_CHARS, SPLIT_MODES
 
 __all__ = [
@@ -306,6 +306,8 @@ def api_key_hint(status: int | None, api_key: str | None) -> str | None:
 
 def http_status(error: BaseException) -> int | None:
     """The HTTP status a failure carries, if any."""
+    import httpx
+
     status = getattr(error, "status_code", None)
     if status is None and isinstance(getattr(error, "response", None), httpx.Response):
         status = error.response.status_code  # type: ignore[attr-defined]
@@ -313,6 +315,8 @@ def http_status(error: BaseException) -> int | None:
 
 
 def connection_settings(args: argparse.Namespace) -> ConnectionSettings:
+    from ..options import Hedging
+
     urls: list[str] = list(args.urls)
     on_box = _on_box(args)
     if not urls and on_box is None:  # an explicit --model wins over $ORPHEUS_URLS
@@ -376,6 +380,8 @@ def report_failure(command: str, error: BaseException, *, api_key: str | None = 
     if isinstance(error, UsageError):
         print(f"orpheus-trio {command}: error: {error}", file=sys.stderr)
         return EXIT_USAGE
+    from .batch_jobs import describe_error
+
     line = describe_error(error)
     hint = api_key_hint(http_status(error), api_key)
     if hint is not None and "--api-key" not in line:  # the client's own message may say it

@@ -87,7 +87,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "GET /metrics). SIGINT/SIGTERM drains gracefully; a second signal stops at once.",
     )
     add_server_arguments(parser)
-    parser.add_argument("--engine", choices=sorted(ENGINES), default="espeak")
+    parser.add_argument(
+        "--engine", choices=sorted(ENGINES), default="espeak",
+        help="what speaks (default: espeak; orpheus: your checkpoint here, --model and --snac; "
+        "orpheus-remote: an inference engine, --llm-url and --snac; synthetic: test audio)",
+    )  # fmt: skip
     add_orpheus_arguments(parser)
     add_orpheus_remote_arguments(parser)
     add_catalog_arguments(parser)
@@ -179,21 +183,26 @@ def run(args: argparse.Namespace) -> int:
         return 2
     app = create_app(engine, config)
     main = functools.partial(serve_until_signalled, app, f"{engine.name} engine")
-    return run_server_command("serve", main, engine.aclose)
+    return run_server_command("serve", main, engine.aclose, address=f"{config.host}:{config.port}")
 
 
 def run_server_command(
     command: str,
     main: Callable[[], Awaitable[None]],
     aclose: Callable[[], Awaitable[None]],
+    *,
+    address: str | None = None,
 ) -> int:
     """``trio.run(main)``, then ``aclose`` whatever happened; an address that
-    cannot be served (the port in use, not on this machine) is one line and exit 1."""
+    cannot be served (the port in use, not on this machine) is one line naming
+    ``address`` (host:port), and exit 1."""
     try:
         with single_exception():
             trio.run(main)
     except OSError as error:
-        print(f"orpheus-trio {command}: error: {error}", file=sys.stderr)
+        where = f"cannot listen on {address}: " if address else ""
+        reason = error.strerror or str(error) if address else str(error)
+        print(f"orpheus-trio {command}: error: {where}{reason}", file=sys.stderr)
         return 1
     finally:
         trio.run(aclose)

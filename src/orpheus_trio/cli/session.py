@@ -107,6 +107,16 @@ def _load_espeak(settings: ConnectionSettings) -> Engine:
 def _load_orpheus(on_box: OnBoxModel, settings: ConnectionSettings) -> Engine:
     hint = "install the local and server extras from the checkout: pip install '.[local,server]'"
     try:
+        from ..local.hub import Piece, locate
+
+        # Before torch and transformers load (seconds): a checkpoint that cannot be had fails now.
+        pieces = [Piece("SNAC decoder", on_box.snac)]
+        if on_box.model is not None:
+            pieces.append(Piece("Orpheus model", on_box.model))
+        if on_box.tokenizer is not None:
+            pieces.append(Piece("tokenizer", on_box.tokenizer, marker="tokenizer_config.json"))
+        locate(pieces)
+        _quiet_loading_bars()
         from ..server.engines.orpheus import catalog_from_args
 
         checkpoint = on_box.model if on_box.model is not None else on_box.llm_model
@@ -137,6 +147,16 @@ def _load_orpheus(on_box: OnBoxModel, settings: ConnectionSettings) -> Engine:
         ) from error
     except (OSError, ValueError) as error:  # a missing checkpoint, a bad device or dtype
         raise EmbeddedServerUnavailable(f"the model could not be loaded: {error}") from error
+
+
+def _quiet_loading_bars() -> None:
+    """No "Loading weights" bar from transformers in a command's output; the hub's
+    download bars stay (a first download takes minutes and should say so)."""
+    from huggingface_hub.utils.tqdm import enable_progress_bars
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # it turns the hub's off too,
+    enable_progress_bars()  # so they are turned back on
 
 
 @asynccontextmanager

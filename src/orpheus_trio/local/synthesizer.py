@@ -47,6 +47,7 @@ from .llm import (
     SamplingParams,
     torch_device,
 )
+from .hub import Piece, locate
 from .read_pacing import ReadPacer
 from .runaway import (
     RunawayGuard,
@@ -462,9 +463,17 @@ class LocalSynthesizer(SpeechSource):
             raise ValueError("give model (on-box LLM) or llm_url (an engine), not both")
         if llm_url is None and model is None:
             raise ValueError("give model (an Orpheus checkpoint) or llm_url (an engine)")
+        # Every piece looked at before anything loads (torch included): all that is
+        # missing is named at once.
+        pieces = [Piece("SNAC decoder", snac)]
+        if model is not None:
+            pieces.append(Piece("Orpheus model", model))
+        if tokenizer is not None:
+            pieces.append(Piece("tokenizer", tokenizer, marker="tokenizer_config.json"))
+        local_files_only = locate(pieces) or local_files_only
         device = torch_device(device)
         # SNAC first: it loads in a moment, so a bad SNAC path fails before the LLM's minutes.
-        decoder = SnacDecoder.from_pretrained(snac, device=device)
+        decoder = SnacDecoder.from_pretrained(snac, device=device, local_files_only=local_files_only)
         lm: TokenModel
         if llm_url is not None:
             from .engine_client import RemoteLM
