@@ -95,6 +95,13 @@ def test_when_the_connection_may_carry_another_request(head: bytes, keep_alive: 
     assert isinstance(parsed, RequestHead) and parsed.keep_alive is keep_alive
 
 
+def test_an_upgrade_is_served_as_a_plain_request_then_the_connection_ends() -> None:
+    wire = b"GET / HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: h2c\r\n\r\n"
+    events = parse(wire + b"\x16\x03\x01 not http at all" + NEXT)
+    assert len(events) == 2 and events[1] is END_OF_MESSAGE
+    assert isinstance(events[0], RequestHead) and not events[0].keep_alive
+
+
 def test_an_unfinished_head_past_the_limit_is_a_431_before_it_ends() -> None:
     parser = RequestParser()
     parser.feed(b"GET / HTTP/1.1\r\nHost: a\r\nX: ")

@@ -23,7 +23,7 @@ request targets that are not a path, and heads over
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from http import HTTPStatus
 from typing import Final
 from urllib.parse import unquote
@@ -136,6 +136,11 @@ class RequestParser:
             # ``Upgrade`` or CONNECT: the request is served as a plain one and
             # the connection then closes (what follows is not HTTP/1.1).
             self._stopped = True
+            for index in range(len(self._events) - 1, -1, -1):
+                event = self._events[index]
+                if isinstance(event, RequestHead):
+                    self._events[index] = replace(event, keep_alive=False)
+                    break
             return
         except httptools.HttpParserCallbackError as error:
             refused = self._refusal or RequestRefused(400, str(error))
