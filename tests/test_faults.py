@@ -92,8 +92,8 @@ async def settle(fds_before: int, tasks_before: int) -> tuple[int, int]:
 async def settle_fds(fds_before: int) -> int:
     """Wait for closes to land; return the fds above the baseline.
 
-    Under Hypercorn a connection's socket is held until its keep-alive timer ends, even
-    after the client closed it: reference servers here run with ``read_timeout_s=REF_IDLE_S``.
+    A server's socket closes once it reads the client's close; reference servers here
+    run with ``read_timeout_s=REF_IDLE_S``, the longest any may be held.
     """
     with trio.move_on_after(REF_IDLE_S + 2.0):
         while open_fds() > fds_before:
