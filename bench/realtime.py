@@ -221,7 +221,8 @@ def main() -> int:
         popen, url = start_server(engine, defaults)
         try:
             server = psutil.Process(popen.pid)
-            asyncio.run(load(url, 1, 1, server))  # warm up
+            if not args.quick:
+                asyncio.run(load(url, 1, 1, server))  # warm up
             results[engine] = [
                 asyncio.run(load(url, n, replies, server)) for n in (1, 8, 32)
             ]
