@@ -34,8 +34,8 @@ class SSEDecoder:
         self._max = max_event_bytes
         self._line_parts: list[bytes] = []  # the unfinished line, as it came
         self._line_bytes = 0
-        self._data: list[bytes] = []  # the data lines of the event being read
-        self._event_bytes = 0
+        self._data: bytearray | None = None  # the event being read: its data lines, joined
+
 
     def feed(self, data: bytes) -> list[str]:
         """The data of every event that ``data`` completed."""
@@ -57,15 +57,15 @@ class SSEDecoder:
 
     def close(self) -> list[str]:
         """End of body: an event not ended by a blank line still counts."""
-        return self.feed(b"\n\n") if self._line_parts or self._data else []
+        return self.feed(b"\n\n") if self._line_parts or self._data is not None else []
 
     def _line(self, line: bytes, data: bytes, after: int, events: list[str]) -> int:
         """Take one line; where the next line starts in ``data``."""
         line = line.removesuffix(b"\r")
         if not line:
-            if self._data:
-                events.append(b"\n".join(self._data).decode("utf-8", "replace"))
-                self._data, self._event_bytes = [], 0
+            if self._data is not None:
+                events.append(self._data.decode("utf-8", "replace"))
+                self._data = None
             match = _BLANK_LINES.match(data, after)
             return match.end() if match else after
         field, _, value = line.partition(b":")
@@ -77,18 +77,21 @@ class SSEDecoder:
         return after
 
     def _add_data(self, value: bytes) -> None:
-        self._event_bytes += len(value) + 1  # the joining newline counts: empty lines add up too
-        if self._event_bytes + self._line_bytes > self._max:
+        if self._data is None:
+            self._data = bytearray(value)
+        else:
+            self._data += b"\n"
+            self._data += value
+        if len(self._data) + self._line_bytes > self._max:
             raise self._too_large()
-        self._data.append(value)
 
     def _hold(self, piece: bytes) -> None:
         if piece:
             self._line_bytes += len(piece)
-            if self._event_bytes + self._line_bytes > self._max:
+            if self._line_bytes + (len(self._data) if self._data is not None else 0) > self._max:
                 raise self._too_large()
             self._line_parts.append(piece)
 
     def _too_large(self) -> EngineRequestError:
-        self._line_parts, self._data = [], []
+        self._line_parts, self._data = [], None
         return fault_error(Fault.EVENT_TOO_LARGE)
