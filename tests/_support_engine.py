@@ -349,7 +349,7 @@ def running_vllm_server(
         str(python), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
         "--served-model-name", name, "--dtype", "float32", "--max-model-len", str(max_model_len),
         "--max-num-seqs", str(max_num_seqs), "--host", "127.0.0.1", "--port", str(port),
-        "--seed", "0", "--disable-log-stats",
+        "--seed", "0",
     ]  # fmt: skip
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_OMP_THREADS_BIND": "nobind"}
     env.pop("PYTHONPATH", None)  # its own environment, not this project's

@@ -148,6 +148,8 @@ def engine_request_body(
     params: SamplingParams,
     model: str | None,
     kind: EngineKind = "openai",
+    *,
+    ask_ids: bool = True,
 ) -> dict[str, Any]:
     """The completions body for one utterance, for an engine of ``kind``.
 
@@ -159,8 +161,9 @@ def engine_request_body(
     default chain adds what the request did not ask for (top_k 40, min_p 0.05)
     and applies the temperature last: this is the on-box order (penalty,
     temperature, top_k, top_p) with only the samplers the request turns on.
-    Token ids are asked for as each engine names it: ``return_tokens``
-    (llama.cpp's ``/completion``), ``return_token_ids`` (vLLM, SGLang).
+    Token ids are asked for (unless ``ask_ids`` is false) as each engine names
+    it: ``return_tokens`` (llama.cpp's ``/completion``), ``return_token_ids``
+    (vLLM, SGLang).
     """
     stop = [_END_OF_SPEECH_TEXT, *getattr(params, "stop", ())]
     body: dict[str, Any] = {
@@ -183,8 +186,9 @@ def engine_request_body(
     ]
     if kind == "llama.cpp":
         body["return_tokens"] = True
-    else:
+    elif ask_ids:
         body["return_token_ids"] = True
+    if kind != "llama.cpp":
         body["skip_special_tokens"] = False  # the text form keeps <custom_token_N>
     if model is not None:
         body["model"] = model
@@ -384,8 +388,12 @@ class RemoteTokens:
                 raise StopAsyncIteration
             if self._response is None:
                 kind = await self._lm.kind()
+                if self._lm.text_only and kind == "llama.cpp":
+                    kind = "openai"  # its /v1/completions: text only
                 self._reader = ReplyReader(kind, self._params.max_tokens, self._lm.token_form)
-                body = engine_request_body(self._prompt, self._params, self._lm.model, kind)
+                body = engine_request_body(
+                    self._prompt, self._params, self._lm.model, kind, ask_ids=not self._lm.text_only
+                )
                 self._response = await self._lm._open(body, kind)
             await self._read_more(self._response)
         return self._pending.pop(0)
@@ -464,8 +472,9 @@ class RemoteLM:
 
     ``engine``: ``"auto"`` asks the engine which it is (``GET /v1/models``,
     once); ``"vllm"``, ``"sglang"``, ``"llama.cpp"`` or ``"openai"`` (any other
-    OpenAI-compatible server) skip the question. :attr:`engine` and
-    :attr:`token_form` say what was decided.
+    OpenAI-compatible server) skip the question. ``token_form``: ``"ids"`` or
+    ``"text"`` (never ask for ids) instead of learning it from the first reply.
+    :attr:`engine` and :attr:`token_form` say what was decided.
     """
 
     params_type: type[SamplingParams] = EngineSamplingParams
@@ -483,6 +492,7 @@ class RemoteLM:
         connect_timeout_s: float = 5.0,
         read_timeout_s: float = 60.0,
         engine: EngineKind | Literal["auto"] = "auto",
+        token_form: TokenForm | None = None,
     ) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -493,7 +503,11 @@ class RemoteLM:
         self.url = f"{parts.scheme}://{parts.netloc}{path}"
         self.model = model
         self.engine: EngineKind | None = None if engine == "auto" else engine
-        self.token_form: TokenForm | None = None
+        if token_form not in (None, "ids", "text"):
+            raise ValueError(f"token_form must be ids, text or None, got {token_form!r}")
+        self.token_form: TokenForm | None = token_form
+        #: Never ask for ids (``token_form="text"``): the engine's text path, as a test or a fallback.
+        self.text_only = token_form == "text"
         self._kind_lock = anyio.Lock()
         self._secret = Secret(api_key or "")
         self._headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
