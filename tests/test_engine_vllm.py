@@ -130,10 +130,11 @@ async def test_vllm_batches_concurrent_streams_through_one_worker(
             peak = max(peak, await running(vllm))
             await trio.sleep(0.02)
 
-    async with OrpheusTTS([server.base_url], hedge_ttfb_ms=None) as client:
+    # vLLM's CPU backend on two shared cores is slow at 32 streams: no body-rate floor here.
+    async with OrpheusTTS([server.base_url], hedge_ttfb_ms=None, min_rate_bytes=None) as client:
 
         async def one() -> None:
-            results.append(await client.synthesize("hello world", "tara", temperature=0, max_tokens=TOKENS * 4))
+            results.append(await client.synthesize("hello world", "tara", temperature=0, max_tokens=TOKENS))
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(watch)
@@ -143,7 +144,7 @@ async def test_vllm_batches_concurrent_streams_through_one_worker(
             done.set()
     assert len(results) == streams
     for pcm in results:
-        assert_same_audio(pcm[: len(reference)], reference)
+        assert_same_audio(pcm, reference)
     assert peak >= 2, peak  # vLLM ran several of them in one batch
 
 
