@@ -366,3 +366,16 @@ async def test_done_alone_is_a_502_not_an_empty_success(nursery: trio.Nursery, s
     server = await start_server(engine=remote_engine(engine.url))
     response = await post(server.base_url)
     assert response.status_code == 502 and "no audio" in response.json()["error"]["message"]
+
+
+async def test_an_error_event_before_audio_keeps_its_status_class_not_its_text(
+    nursery: trio.Nursery, start_server: StartServer
+) -> None:
+    # vLLM streams a prompt it refuses (a token id out of its vocabulary) as a 200 whose
+    # first event is {"error": {..., "code": 400}}.
+    refused = b'data: {"error": {"message": "Token id 200000 is out of vocabulary", "code": 400}}\n\n'
+    engine = await fake_engine(nursery, body([refused, DONE]), owned_by="vllm")
+    server = await start_server(engine=remote_engine(engine.url))
+    response = await post(server.base_url)
+    assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_request"
+    assert "vocabulary" not in response.text

@@ -203,9 +203,11 @@ class EngineFault(Exception):
     """Raised by :class:`ReplyReader`: a :class:`~.engine_faults.Fault` and, for the log
     only, what the engine sent."""
 
-    def __init__(self, fault: Fault, detail: str = "") -> None:
+    def __init__(self, fault: Fault, detail: str = "", *, status: int | None = None) -> None:
         self.fault = fault
         self.detail = detail
+        #: An error event's own HTTP status (vLLM streams a refused prompt as one), if valid.
+        self.status = status
         super().__init__(fault.value)
 
 
@@ -250,7 +252,10 @@ class ReplyReader:
         if not isinstance(chunk, dict):
             raise EngineFault(Fault.NOT_AN_OBJECT, event)
         if "error" in chunk:
-            raise EngineFault(Fault.ERROR_EVENT, str(chunk["error"]))
+            error = chunk["error"]
+            code = error.get("code") if isinstance(error, dict) else None
+            status = code if type(code) is int and 400 <= code <= 599 else None
+            raise EngineFault(Fault.ERROR_EVENT, str(error), status=status)
         if self.kind == "llama.cpp":
             ids, text, reason = _native_choice(chunk)
         else:
@@ -419,6 +424,9 @@ class RemoteTokens:
                 else:
                     ids += tokens
         except EngineFault as fault:
+            if fault.status is not None:  # its status class, as for an answer before the stream
+                self._lm._fault(fault.fault, fault.detail)
+                raise status_error(fault.status) from None
             raise self._lm._fault(fault.fault, fault.detail) from None
         if reader.form is not None:
             self._lm._learned(reader.form)
