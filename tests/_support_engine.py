@@ -113,7 +113,8 @@ def write_gguf(model_dir: Path, out: Path) -> Path:
     gguf = _gguf_module()
     config = json.loads((model_dir / "config.json").read_text())
     vocab = json.loads((model_dir / "tokenizer.json").read_text())["model"]["vocab"]
-    words = [w for w, _ in sorted(vocab.items(), key=lambda kv: kv[1])]
+    # The words only: an Orpheus-shaped tokenizer's filler and control names are remade below.
+    words = [w for w, _ in sorted(vocab.items(), key=lambda kv: kv[1]) if not (w.startswith("<|") and w.endswith("|>"))]
     state = load_file(str(model_dir / "model.safetensors"))
     heads, kv_heads = config["num_attention_heads"], config["num_key_value_heads"]
     hidden = config["hidden_size"]
