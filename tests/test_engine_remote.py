@@ -20,7 +20,7 @@ import pytest
 import trio
 from _support_cli import orpheus_trio
 from _support_faults import Conn, RawServer, Reply, body, closed_port_url, reset_after, status
-from _support_llm import audio_script, custom_token_text, frame_codes, snac_dir
+from _support_llm import audio_script, custom_token_text, frame_codes, save_orpheus_tokenizer, snac_dir
 from _support_server import StartServer, audio_of, parse_frames
 from _support_snac import shared_decoder
 
@@ -533,3 +533,20 @@ async def test_cli_speak_with_the_engine_down_fails_with_one_clear_line(tmp_path
     err = done.stderr.decode()
     assert done.returncode == 1 and "unreachable" in err and "Traceback" not in err, err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("special", [True, False], ids=["audio tokens special", "audio tokens plain"])
+def test_the_text_prompt_is_the_id_prompt_under_an_orpheus_shaped_tokenizer(tmp_path: Path, special: bool) -> None:
+    from transformers import AutoTokenizer
+
+    from orpheus_trio.local.llm import prompt_ids
+
+    save_orpheus_tokenizer(tmp_path, special=special)
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path)
+    # What an engine that tokenizes the text prompt itself gets is the prompt sent as ids.
+    spelled = tokenizer(text_prompt("hello world", "tara"), add_special_tokens=False).input_ids
+    assert spelled == list(prompt_ids(tokenizer, "hello world", "tara"))
+    # An engine that skips special tokens streams no text for them: why ids are asked for.
+    audio = audio_script(1)
+    shown = tokenizer.decode(audio, skip_special_tokens=True)
+    assert shown == ("" if special else "".join(custom_token_text(t) for t in audio))
