@@ -352,7 +352,7 @@ def running_vllm_server(
         "--max-num-seqs", str(max_num_seqs), "--host", "127.0.0.1", "--port", str(port),
         "--seed", "0",
     ]  # fmt: skip
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_OMP_THREADS_BIND": "nobind"}
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_OMP_THREADS_BIND": "nobind", "HF_HUB_OFFLINE": "1"}
     env.pop("PYTHONPATH", None)  # its own environment, not this project's
     with log.open("wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
