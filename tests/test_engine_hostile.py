@@ -33,7 +33,13 @@ from test_engine_remote import (
     speech_events,
 )
 
-from orpheus_trio.local.engine_client import EngineRequestError, ReplyReader, SSEDecoder, engine_kind
+from orpheus_trio.local.engine_client import (
+    EngineRequestError,
+    ReplyReader,
+    SSEDecoder,
+    engine_context,
+    engine_kind,
+)
 from orpheus_trio.local.engine_faults import Fault, fault_error, status_error
 from orpheus_trio.local.llm import END_OF_SPEECH
 from orpheus_trio.local.tokens import FRAME_SAMPLES
@@ -89,6 +95,20 @@ def test_stream_faults_are_502_except_an_unreachable_engine(fault: Fault) -> Non
 )
 def test_the_engine_kind_comes_from_its_models_answer(answer: object, kind: str) -> None:
     assert engine_kind(answer) == kind
+
+
+@pytest.mark.parametrize(
+    ("answer", "length"),
+    [
+        ({"data": [{"owned_by": "vllm", "max_model_len": 1024}]}, 1024),
+        ({"data": [{"owned_by": "vllm", "max_model_len": "1024"}]}, None),
+        ({"data": [{"owned_by": "vllm", "max_model_len": -5}]}, None),
+        ({"data": [{"owned_by": "vllm", "max_model_len": True}]}, None),
+        ({"data": [{"owned_by": "llamacpp"}]}, None),
+    ],
+)
+def test_the_engine_context_is_read_only_when_it_is_a_positive_int(answer: object, length: int | None) -> None:
+    assert engine_context(answer) == length
 
 
 # -- the reply's end, counted here ------------------------------------------------------------

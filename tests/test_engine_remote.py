@@ -20,7 +20,14 @@ import pytest
 import trio
 from _support_cli import orpheus_trio
 from _support_faults import Conn, RawServer, Reply, body, closed_port_url, reset_after, status
-from _support_llm import audio_script, custom_token_text, frame_codes, save_orpheus_tokenizer, snac_dir
+from _support_llm import (
+    audio_script,
+    custom_token_text,
+    frame_codes,
+    save_orpheus_tokenizer,
+    save_tokenizer,
+    snac_dir,
+)
 from _support_server import StartServer, audio_of, parse_frames
 from _support_snac import shared_decoder
 
@@ -72,11 +79,12 @@ def remote_engine(url: str, **lm_options: Any) -> OrpheusEngine:
     return OrpheusEngine(synthesizer, name=NAME)
 
 
-def models_answer(owned_by: str) -> Reply:
+def models_answer(owned_by: str, **model: Any) -> Reply:
     """``GET /v1/models`` as engines answer it (kept alive: the probe's connection is reused)."""
 
     async def reply(conn: Conn) -> None:
-        payload = json.dumps({"object": "list", "data": [{"id": "orpheus", "owned_by": owned_by}]}).encode()
+        data = [{"id": "orpheus", "owned_by": owned_by, **model}]
+        payload = json.dumps({"object": "list", "data": data}).encode()
         await conn.send_head(200, [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))])
         await conn.stream.send_all(payload)
 
@@ -550,3 +558,20 @@ def test_the_text_prompt_is_the_id_prompt_under_an_orpheus_shaped_tokenizer(tmp_
     audio = audio_script(1)
     shown = tokenizer.decode(audio, skip_special_tokens=True)
     assert shown == ("" if special else "".join(custom_token_text(t) for t in audio))
+
+
+async def test_ids_past_the_context_vllm_states_are_a_400_before_it_is_asked(
+    nursery: trio.Nursery, start_server: StartServer, tmp_path: Path
+) -> None:
+    save_tokenizer(tmp_path)
+    engine = RawServer(lambda _: body(id_events()))
+    replies = engine.replies
+    engine.replies = lambda i: models_answer("vllm", max_model_len=64) if engine.heads[i].startswith(b"GET ") else replies(i)
+    await engine.start(nursery)
+    server = await start_server(engine=remote_engine(engine.url, tokenizer=str(tmp_path)))
+    assert (await post(server.base_url, max_tokens=50)).status_code == 200  # 10 prompt ids + 50 fit in 64
+    response = await post(server.base_url, max_tokens=60)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["code"] == "invalid_request" and "context of 64 tokens" in error["message"]
+    assert len(completions(engine)) == 1  # the refused one never reached the engine

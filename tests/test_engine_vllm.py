@@ -198,15 +198,25 @@ async def test_a_prompt_too_long_for_vllm_is_a_clean_400(vllm: VllmServer, start
     assert "maximum context length" not in response.text  # vLLM's words stay in the worker's log
 
 
-async def test_a_reply_that_reaches_max_model_len_ends_marked_truncated(
+async def test_a_prompt_and_max_tokens_past_max_model_len_are_a_clean_400(
     vllm: VllmServer, start_server: StartServer
 ) -> None:
-    # vLLM 0.32 clamps max_tokens to what the context has left: the reply ends at the
-    # context's end, "length", and the worker says it was cut (never a complete utterance).
+    # vLLM 0.32 would cap max_tokens to what the context has left and end the reply early;
+    # the worker, which knows the prompt's length in ids and vLLM's max_model_len (from its
+    # /v1/models), refuses it as the on-box path does.
     server = await start_server(engine=remote_engine(vllm, tokenizer=model_dir()), max_text_chars=20_000)
-    text = "hello " * (MAX_MODEL_LEN - 60)
     async with httpx.AsyncClient(base_url=server.base_url, timeout=60) as client:
-        response = await client.post("/v1/tts/stream", json={"text": text, "max_tokens": 500})
+        fits = await client.post("/v1/tts/stream", json={"text": "hello", "max_tokens": TOKENS})
+        assert fits.status_code == 200 and parse_frames(fits.content)[-1]["type"] == "eos"
+        response = await client.post("/v1/tts/stream", json={"text": "hello " * 900, "max_tokens": 500})
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["code"] == "invalid_request" and f"context of {MAX_MODEL_LEN} tokens" in error["message"]
+    # And with the prompt as text (its length in tokens unknown here), vLLM's capped reply
+    # ends "length" and the worker says it was cut: never passed off as complete.
+    server = await start_server(engine=remote_engine(vllm), max_text_chars=20_000)
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=60) as client:
+        response = await client.post("/v1/tts/stream", json={"text": "hello " * (MAX_MODEL_LEN - 60), "max_tokens": 500})
     assert response.status_code == 200, response.text
     frames = parse_frames(response.content)
     (metrics,) = [f for f in frames if "finish_reason" in f]

@@ -79,6 +79,7 @@ __all__ = [
     "ReplyReader",
     "SSEDecoder",
     "TokenForm",
+    "engine_context",
     "engine_kind",
     "engine_request_body",
     "text_prompt",
@@ -121,6 +122,15 @@ def engine_kind(models: object) -> EngineKind:
     first = data[0] if isinstance(data, list) and data else None
     owner = first.get("owned_by") if isinstance(first, dict) else None
     return _KINDS.get(owner, "openai") if isinstance(owner, str) else "openai"
+
+
+def engine_context(models: object) -> int | None:
+    """The context length an engine's ``GET /v1/models`` answer states (vLLM's
+    ``data[0].max_model_len``), if it states a valid one."""
+    data = models.get("data") if isinstance(models, dict) else None
+    first = data[0] if isinstance(data, list) and data else None
+    length = first.get("max_model_len") if isinstance(first, dict) else None
+    return length if type(length) is int and length > 0 else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -395,6 +405,7 @@ class RemoteTokens:
                 kind = await self._lm.kind()
                 if self._lm.text_only and kind == "llama.cpp":
                     kind = "openai"  # its /v1/completions: text only
+                self._lm.check_context(self._prompt, self._params)
                 self._reader = ReplyReader(kind, self._params.max_tokens, self._lm.token_form)
                 body = engine_request_body(
                     self._prompt, self._params, self._lm.model, kind, ask_ids=not self._lm.text_only
@@ -514,6 +525,8 @@ class RemoteLM:
         if token_form not in (None, "ids", "text"):
             raise ValueError(f"token_form must be ids, text or None, got {token_form!r}")
         self.token_form: TokenForm | None = token_form
+        #: The context length the engine states (vLLM's ``max_model_len``), once asked.
+        self.max_model_len: int | None = None
         #: Never ask for ids (``token_form="text"``): the engine's text path, as a test or a fallback.
         self.text_only = token_form == "text"
         self._kind_lock = anyio.Lock()
@@ -581,9 +594,23 @@ class RemoteLM:
         if response is None or response.status != 200:
             return None
         try:
-            return engine_kind(json.loads(data))
+            models = json.loads(data)
         except ValueError:
             return "openai"
+        self.max_model_len = engine_context(models)
+        return engine_kind(models)
+
+    def check_context(self, prompt: Sequence[int] | str, params: SamplingParams) -> None:
+        """A prompt of ids whose length plus ``max_tokens`` passes the context the engine
+        stated is a 400 here, as on the on-box path: vLLM would silently shorten the reply."""
+        limit = self.max_model_len
+        if limit is not None and not isinstance(prompt, str) and len(prompt) + params.max_tokens > limit:
+            raise EngineRequestError(
+                "invalid_request",
+                f"the prompt ({len(prompt)} tokens) plus max_tokens ({params.max_tokens}) exceed the "
+                f"inference engine's context of {limit} tokens",
+                status=400,
+            )
 
     def _learned(self, form: TokenForm) -> None:
         """The first reply showed how this engine sends tokens: kept for every later one."""
