@@ -33,6 +33,7 @@ from _support_server import StartServer, audio_of, parse_frames
 from _support_snac import shared_decoder
 
 from orpheus_trio.client import OrpheusTTS
+from orpheus_trio.options import Timeouts
 from orpheus_trio.local.batching import BackgroundBatchingDecoder
 from orpheus_trio.local.engine_client import RemoteLM
 from orpheus_trio.local.llm import OrpheusLM
@@ -134,8 +135,8 @@ async def test_vllm_batches_concurrent_streams_through_one_worker(
 
     # vLLM's CPU backend on two shared cores is slow at 32 streams (tens of tokens per second in
     # all, less when the machine is busy): no body-rate floor, a long deadline.
-    slow = {"min_rate_bytes": None, "timeout_s": 300, "read_timeout_s": 120}
-    async with OrpheusTTS([server.base_url], hedge_ttfb_ms=None, **slow) as client:
+    slow = Timeouts(request_s=300, read_s=120, min_rate_bytes=None)
+    async with OrpheusTTS([server.base_url], hedge_ttfb_ms=None, timeouts=slow) as client:
 
         async def one() -> None:
             results.append(await client.synthesize("hello world", "tara", temperature=0, max_tokens=TOKENS))
@@ -177,7 +178,7 @@ async def test_vllm_stops_generating_when_the_caller_leaves_or_the_deadline_pass
 async def test_vllm_frees_the_hedge_loser(vllm: VllmServer, start_server: StartServer) -> None:
     workers = [await start_server(engine=remote_engine(vllm)) for _ in range(2)]
     # A hedge at 1 ms: both workers start a sequence on vLLM; the first audio wins.
-    async with OrpheusTTS([w.base_url for w in workers], hedge_ttfb_ms=1, min_rate_bytes=None) as client:
+    async with OrpheusTTS([w.base_url for w in workers], hedge_ttfb_ms=1, timeouts=Timeouts(min_rate_bytes=None)) as client:
         async with client.open_stream("hello", max_tokens=LONG) as audio:
             chunks = 0
             async for _ in audio:
