@@ -44,6 +44,7 @@ from .read_pacing import ReadPacer
 from .snac_decoder import SnacDecoder, float_to_pcm16
 from .stream_decode import Audio, DecodeWindow, StreamPlanner, WindowDecoder
 from .token_source import Prompt, TokenModel, TokenStream
+from ..voices.library import CustomVoice, VoiceFileError, VoiceLibrary, VoiceNotFound
 from .tokens import TOKENS_PER_FRAME, FrameAssembler, OnInvalid
 
 __all__ = [
@@ -342,6 +343,8 @@ class LocalSynthesizer(SpeechSource):
         on_invalid: OnInvalid = LocalOptions.on_invalid,
         first_hop: int = LocalOptions.first_hop,
         max_hop: int = LocalOptions.max_hop,
+        voice_library: VoiceLibrary | None = None,
+        can_clone: bool = False,
     ) -> None:
         snac = (
             decoder
@@ -362,6 +365,9 @@ class LocalSynthesizer(SpeechSource):
         self.on_invalid: OnInvalid = on_invalid
         self.first_hop = first_hop
         self.max_hop = max_hop
+        #: Custom (cloned) voices, usable when the checkpoint clones (the pretrained one).
+        self.voice_library = voice_library
+        self.can_clone = can_clone
 
     @staticmethod
     def check_options(**options: Any) -> None:
@@ -394,6 +400,8 @@ class LocalSynthesizer(SpeechSource):
         must be ``None``; ``llm_model`` names the engine's model, ``llm_api_key``
         its key, and ``tokenizer`` (optional) sends the prompt as token ids.
         """
+        voices_dir = options.pop("voices_dir", None)
+        can_clone = bool(options.pop("can_clone", False))
         cls.check_options(**options)
         if llm_url is not None and model is not None:
             raise ValueError("give model (on-box LLM) or llm_url (an engine), not both")
@@ -402,6 +410,11 @@ class LocalSynthesizer(SpeechSource):
         device = torch_device(device)
         # SNAC first: it loads in a moment, so a bad SNAC path fails before the LLM's minutes.
         decoder = SnacDecoder.from_pretrained(snac, device=device)
+        library = None
+        if voices_dir is not None:
+            from .snac_encoder import snac_fingerprint_of
+
+            library = VoiceLibrary(voices_dir, snac=snac_fingerprint_of(snac))
         lm: TokenModel
         if llm_url is not None:
             from .engine_client import RemoteLM
@@ -422,15 +435,47 @@ class LocalSynthesizer(SpeechSource):
                 dtype=dtype,
                 local_files_only=local_files_only,
             )
-        return cls(lm, decoder, **options)
+        return cls(lm, decoder, voice_library=library, can_clone=can_clone, **options)
 
     def validate(self, voice: str | None, params: Mapping[str, Any]) -> SamplingParams:
         """Check a voice and request parameters (defaults applied); raises :class:`InvalidParameter`."""
-        if voice is not None and self.voices is not None and voice not in self.voices:
+        if (
+            voice is not None
+            and self.voices is not None
+            and voice not in self.voices
+            and self.custom_voice(voice) is None
+        ):
             raise InvalidParameter(
                 "voice", f"unknown voice {voice!r} (known: {', '.join(self.voices)})"
             )
         return self.lm.params_type.from_params({**self.defaults, **params})
+
+    def custom_voice(self, voice: str | None) -> CustomVoice | None:
+        """The library's voice ``voice`` (``None``: not a custom voice here).
+
+        :class:`InvalidParameter` (``voice``) when it is one but cannot be used:
+        this checkpoint does not clone, or its file is damaged or was encoded
+        with another SNAC checkpoint.
+        """
+        if voice is None or self.voice_library is None:
+            return None
+        if self.voices is not None and voice in self.voices:
+            return None  # a stock voice's name is never shadowed
+        if voice not in self.voice_library:
+            return None
+        if not self.can_clone:
+            raise InvalidParameter(
+                "voice",
+                f"{voice!r} is a custom (cloned) voice and this model cannot clone: cloning "
+                "needs the pretrained checkpoint (canopylabs/orpheus-3b-0.1-pretrained) "
+                "served with --can-clone",
+            )
+        try:
+            return self.voice_library.get(voice)
+        except VoiceNotFound:  # removed since the check above
+            return None
+        except VoiceFileError as error:
+            raise InvalidParameter("voice", str(error)) from None
 
     def open(
         self,
@@ -451,7 +496,13 @@ class LocalSynthesizer(SpeechSource):
             raise InvalidParameter(
                 "timeout_s", f"must be a positive number, got {limit!r}"
             )
-        prompt = self.lm.prompt_ids(text, voice)
+        custom = self.custom_voice(voice)
+        if custom is not None:
+            from .cloning import cloning_prompt
+
+            prompt = cloning_prompt(self.lm, text, custom)
+        else:
+            prompt = self.lm.prompt_ids(text, voice)
         self.lm.check_fits(len(prompt), sampling)
         deadline = anyio.current_time() + limit if limit is not None else math.inf
         return LocalAudioStream(self, prompt, sampling, deadline=deadline)
