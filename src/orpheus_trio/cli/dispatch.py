@@ -36,6 +36,7 @@ COMMANDS: list[tuple[str, str, str, str | None]] = [
     ("system", "orpheus_trio.cli.system", "print a service's /v1/system", None),
     ("serve", "orpheus_trio.cli.serve", "run the reference v1 server", "server"),
     ("gateway", "orpheus_trio.cli.gateway", "serve v1 in front of several workers", "server"),
+    ("voices", "orpheus_trio.cli.voices", "add, list, show and remove custom (cloned) voices", None),
 ]  # fmt: skip
 
 
