@@ -112,11 +112,11 @@ def _add(library: VoiceLibrary, args: argparse.Namespace) -> int:
     except ModuleNotFoundError as error:
         return _fail(f"voices add needs the local extra ({error.name} is not installed): pip install '.[local]'", EXIT_FAILED)
     pairs = []
-    for text, path in zip(texts, audio, strict=True):
+    for text, clip_path in zip(texts, audio, strict=True):
         try:
-            pairs.append((text, Path(path).read_bytes()))
+            pairs.append((text, Path(clip_path).read_bytes()))
         except OSError as error:
-            return _fail(f"cannot read {path}: {error.strerror}", EXIT_FAILED)
+            return _fail(f"cannot read {clip_path}: {error.strerror}", EXIT_FAILED)
     try:
         encoder = SnacEncoder.from_pretrained(args.snac, device=args.device)
         voice = encode_voice(encoder, name, pairs)
