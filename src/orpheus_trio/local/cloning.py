@@ -13,16 +13,19 @@ the reference codes here, as the training data was prepared
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+import threading
+from collections.abc import Collection, Sequence
 
-from ..voices.library import CustomVoice, Reference
+from ..voices.library import CustomVoice, Reference, VoiceExists, VoiceLibrary, check_voice_name
 from .engine_client import text_prompt
 from .llm import END_OF_AI, END_OF_SPEECH, cloning_prompt_ids
 from .snac_encoder import SnacEncoder, drop_repeated_frames, prepare_reference
 from .token_source import Prompt, TokenModel
 from .tokens import CUSTOM_TOKEN_ID_OFFSET, token_ids_from_codes
 
-__all__ = ["cloning_prompt", "cloning_text_prompt", "encode_voice", "reference_token_ids"]
+__all__ = [
+    "VoiceCloner",
+    "cloning_prompt", "cloning_text_prompt", "encode_voice", "reference_token_ids"]
 
 AudioInput = bytes | str | os.PathLike[str]
 
@@ -77,3 +80,47 @@ def cloning_prompt(lm: TokenModel, text: str, voice: CustomVoice) -> Prompt:
     if tokenizer is None:
         return cloning_text_prompt(text, references)
     return cloning_prompt_ids(tokenizer, text, references, vocab_size=getattr(lm, "vocab_size", None))
+
+
+class VoiceCloner:
+    """A served voice library and the SNAC encoder that adds voices to it.
+
+    The encoder is loaded from ``snac`` (the decoder's checkpoint) on the first
+    add, not at start: a server that only speaks custom voices never needs it.
+    ``admin_keys``: the keys that may add and remove voices (see
+    :mod:`orpheus_trio.server.voice_upload`).
+    """
+
+    def __init__(
+        self,
+        library: VoiceLibrary,
+        snac: str | os.PathLike[str],
+        *,
+        device: str | None = None,
+        admin_keys: Sequence[str] = (),
+    ) -> None:
+        self.library = library
+        self.admin_keys = tuple(admin_keys)
+        self._snac = snac
+        self._device = device
+        self._encoder: SnacEncoder | None = None
+        self._lock = threading.Lock()
+
+    def encoder(self) -> SnacEncoder:
+        with self._lock:
+            if self._encoder is None:
+                self._encoder = SnacEncoder.from_pretrained(self._snac, device=self._device)
+                if self.library.snac is not None and self._encoder.fingerprint != self.library.snac:
+                    raise RuntimeError("the SNAC encoder's checkpoint is not the library's")
+            return self._encoder
+
+    def add(
+        self, name: str, pairs: Sequence[tuple[str, AudioInput]], *, reserved: Collection[str] = ()
+    ) -> CustomVoice:
+        """Check, encode and store a voice (blocking: run it on a worker thread)."""
+        check_voice_name(name)
+        if name in reserved or name in self.library:
+            raise VoiceExists(f"a voice named {name!r} already exists; remove it first")
+        voice = encode_voice(self.encoder(), name, pairs)
+        self.library.add(voice, reserved=reserved)
+        return voice

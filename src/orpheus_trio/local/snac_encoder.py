@@ -88,18 +88,20 @@ class PreparedReference:
         return len(self.samples) / SAMPLE_RATE
 
 
-def decode_audio(data: bytes) -> tuple[npt.NDArray[np.float32], int]:
+def decode_audio(data: bytes, *, max_s: float = 600.0) -> tuple[npt.NDArray[np.float32], int]:
     """Decode a whole audio file: float samples ``(frames, channels)`` and the sample rate.
 
     WAV with integer PCM is read here; anything else (float WAV, mp3, flac,
     m4a, ogg...) through PyAV when it is installed (the ``formats`` extra).
+    Decoding stops with :class:`ReferenceAudioError` past ``max_s`` seconds, so a
+    small compressed upload cannot expand into gigabytes of samples.
     """
     if not data:
         raise ReferenceAudioError("the audio file is empty")
     try:
         samples, rate = _decode_wav(data)
     except (wave.Error, EOFError, ValueError) as wav_error:
-        samples, rate = _decode_with_av(data, wav_error)
+        samples, rate = _decode_with_av(data, wav_error, max_s)
     if samples.size == 0:
         raise ReferenceAudioError("the audio file holds no samples")
     if not np.isfinite(samples).all():
@@ -129,7 +131,9 @@ def _decode_wav(data: bytes) -> tuple[npt.NDArray[np.float32], int]:
     return (ints[:usable] / scale).reshape(-1, channels), rate
 
 
-def _decode_with_av(data: bytes, wav_error: BaseException) -> tuple[npt.NDArray[np.float32], int]:
+def _decode_with_av(
+    data: bytes, wav_error: BaseException, max_s: float
+) -> tuple[npt.NDArray[np.float32], int]:
     try:
         import av
     except ImportError:
@@ -144,9 +148,15 @@ def _decode_with_av(data: bytes, wav_error: BaseException) -> tuple[npt.NDArray[
             stream = container.streams.audio[0]
             rate = int(stream.codec_context.sample_rate or stream.rate or 0)
             pieces: list[npt.NDArray[np.float32]] = []
+            decoded = 0
             for frame in container.decode(stream):
                 array = frame.to_ndarray()
                 pieces.append(_av_frame_to_float(array, frame.format.name, len(frame.layout.channels)))
+                decoded += len(pieces[-1])
+                if rate and decoded > max_s * rate:
+                    raise ReferenceAudioError(
+                        f"the clip is longer than {max_s:g} s; at most {max_s:g} s per reference"
+                    )
     except ReferenceAudioError:
         raise
     except Exception as error:  # PyAV raises many types for a file it cannot read
@@ -181,7 +191,7 @@ def prepare_reference(
 ) -> PreparedReference:
     """Decode, mix down, resample to 24 kHz and check one reference clip (see the module docstring)."""
     data = Path(audio).read_bytes() if isinstance(audio, str | os.PathLike) else audio
-    samples, rate = decode_audio(data)
+    samples, rate = decode_audio(data, max_s=max_s)
     duration = len(samples) / rate
     if duration < min_s:
         raise ReferenceAudioError(

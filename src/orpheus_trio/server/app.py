@@ -185,7 +185,7 @@ class OrpheusApp:
         self._idle = trio.Event()
         self._idle.set()
         self._keys = tuple(key.encode() for key in config.api_keys)
-        #: path -> (the one method it accepts, its handler)
+        #: path -> (the methods it accepts, space-separated; its handler)
         self._routes: dict[str, tuple[str, Handler]] = {
             "/v1/tts/stream": ("POST", self._tts),
             "/v1/system": ("GET", self._system),
@@ -196,6 +196,9 @@ class OrpheusApp:
         from .openai_speech import mount  # (it builds on this module)
 
         mount(self, self._routes, self._prepare)
+        from .voice_upload import mount as mount_voices  # POST/DELETE /v1/voices (issue 32)
+
+        mount_voices(self, self._routes)
 
     # -- draining ----------------------------------------------------------
 
@@ -272,14 +275,18 @@ class OrpheusApp:
         exchange: _Exchange,
     ) -> None:
         path, method = scope["path"], scope["method"]
-        if path not in self._routes:
+        # A route may end in "/*": one last path segment of any value (/v1/voices/NAME).
+        key = path if path in self._routes else path.rpartition("/")[0] + "/*"
+        if key not in self._routes:
             raise HTTPError(404, "not_found", f"no such endpoint: {path}", close=True)
-        allowed, handler = self._routes[path]
-        if method != allowed:
+        allowed, handler = self._routes[key]
+        if method not in allowed.split():
             raise HTTPError(
-                405, "invalid_request", f"{path} accepts {allowed} only", close=True
+                405, "invalid_request", f"{path} accepts {' or '.join(allowed.split())} only", close=True
             )
-        if path in _SYNTHESIS_PATHS or self.config.protect_service_endpoints:
+        if getattr(handler, "authorizes_itself", False):
+            pass
+        elif path in _SYNTHESIS_PATHS or self.config.protect_service_endpoints:
             self._authorize(headers)
         await handler(headers, receive, exchange)
 
