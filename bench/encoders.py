@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from orpheus_trio import formats
+from orpheus_trio.audio import formats
 
 RATE = 24_000
 CHUNK = 2_400

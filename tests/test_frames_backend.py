@@ -129,9 +129,9 @@ def test_built_wheel_works_with_and_without_its_extension(tmp_path: Path) -> Non
 @pytest.mark.skipif(not extension_built(), reason="the Cython extension is not built")
 def test_the_extension_takes_the_shared_rules_from_their_module_not_from_frames() -> None:
     """_fastframe imports protocol.rules, as frames does; nothing is bound back from frames."""
-    from orpheus_trio import _fastframe, _frame_rules, frames
+    from orpheus_trio.protocol import _fastframe, frames, rules
 
     assert not hasattr(_fastframe, "_bind")
-    assert _fastframe._parse_line is _frame_rules.parse_line
-    assert _fastframe._EndOfStream is _frame_rules.EndOfStream is frames.EndOfStream
+    assert _fastframe._parse_line is rules.parse_line
+    assert _fastframe._EndOfStream is rules.EndOfStream is frames.EndOfStream
     assert _fastframe.DEFAULT_MAX_LINE_BYTES == frames.DEFAULT_MAX_LINE_BYTES

@@ -208,7 +208,8 @@ async def test_a_worker_answering_unparseable_system_json_is_marked_down_not_fat
         await watch.aclose()
     status = watch.statuses[f"http://127.0.0.1:{port}"]
     assert not status.reachable
-    assert status.error is not None and "RecursionError" in status.error
+    assert status.error == "bad_body"
+    assert status.detail is not None and "RecursionError" in status.detail
 
 
 # Each fault on one worker, the other healthy: before audio the caller gets the

@@ -340,7 +340,7 @@ def test_encoder_output_is_the_same_fed_whole_or_in_pieces() -> None:
 @pytest.mark.parametrize("library", ["lameenc", "av"])
 def test_mp3_by_either_library_decodes(library: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """lameenc is the first choice for MP3; without it PyAV encodes the same stream."""
-    from orpheus_trio import formats
+    from orpheus_trio.audio import formats
 
     if library == "av":
         monkeypatch.setitem(sys.modules, "lameenc", None)  # import fails
@@ -373,8 +373,8 @@ async def test_without_pyav_the_400_says_what_to_install(
 def test_no_playground_flag_on_serve_and_gateway(command: str) -> None:
     import argparse
 
-    from orpheus_trio.server import command as serve_command
-    from orpheus_trio.server import gateway_command
+    from orpheus_trio.cli import serve as serve_command
+    from orpheus_trio.cli import gateway as gateway_command
 
     parser = argparse.ArgumentParser()
     subparsers = parser.add_subparsers()

@@ -23,6 +23,7 @@ if [ "${1-} ${2-}" = "-m venv" ]; then
     mkdir -p "$3/bin"
     cp "$0" "$3/bin/python"
     cp "$0" "$3/bin/orpheus-trio"
+    cp "$0" "$3/bin/lint-imports"
 fi
 """
 

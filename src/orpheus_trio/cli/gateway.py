@@ -15,6 +15,7 @@ import sys
 import trio
 
 from ..options import Hedging
+from ..server.config import ServerConfig
 from .serve import (
     add_server_arguments,
     config_from_args,
@@ -35,7 +36,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="serve v1 in front of several workers",
         description="Serve the v1 contract and forward each request to the workers "
         "(routing by latency and queue hints, hedging, breakers, failover before the "
-        "first audio). SIGINT/SIGTERM drains gracefully; a second signal stops at once.",
+        "first audio). SIGINT/SIGTERM drains gracefully; a second signal stops at once. "
+        "At start it polls every worker once and prints what it sees; --max-concurrency "
+        "defaults to the capacity the reachable workers report together (4 when none "
+        "answers).",
     )
     parser.add_argument(
         "--upstream", action="append", required=True, dest="upstreams", metavar="URL",
@@ -60,11 +64,19 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="how often each worker's /v1/system is polled (default 2)",
     )  # fmt: skip
     add_server_arguments(parser)
-    parser.set_defaults(run=run)
+    parser.set_defaults(run=run, max_concurrency=_UntilPolled(ServerConfig.max_concurrency))
+
+
+class _UntilPolled(int):
+    """The default ``--max-concurrency``: kept only when no worker reports its
+    capacity at start, else the workers' capacity (Gateway.watch_upstreams), so
+    a fixed number does not cap the gateway below its workers. A given value
+    parses to a plain ``int``; this one still works wherever an int does."""
 
 
 def run(args: argparse.Namespace) -> int:
     api_key = args.upstream_api_key or os.environ.get(UPSTREAM_KEY_ENV) or None
+    size_to_upstreams = isinstance(args.max_concurrency, _UntilPolled)
     try:
         gateway = Gateway(
             args.upstreams,
@@ -73,17 +85,26 @@ def run(args: argparse.Namespace) -> int:
             hedge_ttfb_ms=args.hedge_ttfb_ms,
             health_interval_s=args.health_interval_s,
             max_attempts=args.max_attempts,
+            size_to_upstreams=size_to_upstreams,
         )
     except (ValueError, TypeError) as error:
         print(f"orpheus-trio gateway: {error}", file=sys.stderr)
         return 2
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(message)s")
-    return run_server_command("gateway", functools.partial(_serve, gateway), gateway.aclose)
+    main = functools.partial(_serve, gateway, sized=size_to_upstreams)
+    return run_server_command("gateway", main, gateway.aclose)
 
 
-async def _serve(gateway: Gateway) -> None:
+async def _serve(gateway: Gateway, *, sized: bool) -> None:
     async with trio.open_nursery() as nursery:
-        await nursery.start(gateway.engine.upstreams.watch)
+        await gateway.watch_upstreams(nursery)
+        for line in gateway.first_poll_report():
+            print(f"orpheus-trio gateway: {line}", file=sys.stderr)
+        limit = gateway.config.max_concurrency
+        why = "the reachable upstreams' capacity" if sized else "--max-concurrency"
+        if sized and not gateway.engine.reachable_capacity():
+            why = "the default: no upstream reported its capacity"
+        print(f"orpheus-trio gateway: max concurrency {limit} ({why})", file=sys.stderr)
         what = f"gateway to {len(gateway.engine.client.base_urls)} upstreams"
         await serve_until_signalled(gateway.app, what)
         nursery.cancel_scope.cancel()

@@ -9,19 +9,22 @@ gateway behaves like a worker to its callers.
 
 - ``X-Request-Id`` passes through: attempt ``n`` upstream is ``<id>.<n>``.
 - The request's remaining time goes upstream as ``timeout_s``.
-- Engine parameters pass through unchecked; a worker's 400 comes back as it is.
+- Engine parameters pass through unchecked; a worker's 400 comes back as a
+  400 that names the parameter, in the gateway's words.
 - Before any audio, failures become statuses (:func:`upstream_error`); after
   it, an in-band ``error`` frame, never a silent end.
+- No text a worker wrote reaches a caller: errors, ``metrics`` frames and
+  ``/v1/system`` are rebuilt from checked fields (:mod:`.vocabulary`).
 - A caller that leaves cancels the upstream attempt at once (the server
   cancels the engine, which closes the upstream connection).
 """
 
 from __future__ import annotations
 
-import base64
+import logging
 import math
 import re
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import replace
 from typing import Any
@@ -29,7 +32,7 @@ from typing import Any
 import httpx
 import trio
 
-from ...apikey import check_api_key
+from ...apikey import Secret, check_api_key
 from ...client import AudioStream, EndpointSnapshot, OrpheusTTS
 from ...errors import (
     CircuitOpenError,
@@ -56,17 +59,14 @@ from ..engine import (
 )
 from .metrics import UpstreamMetrics
 from .relay import CapturedResponse, RelayTransport, capturing, winner_of
-from .upstreams import UpstreamWatch
+from .upstreams import UpstreamStatus, UpstreamWatch
+from .vocabulary import outcome_metrics
 from ..http.run import serve_app
 
 __all__ = ["Gateway", "GatewayEngine", "upstream_error"]
 
 GATEWAY_NAME = "orpheus-trio-gateway"
-#: Metrics keys the gateway reports itself (its load, its timings); a worker's
-#: others (an engine's ``finish_reason``, ``truncated``, ...) are passed on.
-_GATEWAYS_OWN_METRICS = frozenset(
-    {"queue_depth", "inflight", "capacity", "ttfb_ms", "rtf", "audio_s"}
-)
+_log = logging.getLogger("orpheus_trio.gateway")
 #: Keys of ``open_stream`` that are not engine parameters.
 _RESERVED_PARAMS = frozenset({"request_id", "endpoints"})
 #: The longest ``X-Request-Id`` a server keeps (``app.py``); a longer one is replaced.
@@ -80,11 +80,8 @@ _WORKERS_FAULT_STATUS = (
 )
 #: Errors that mean no worker was reached at all (our own pool full included).
 _UNREACHABLE = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
-_REDACTED = "<upstream key>"
-#: The shortest run of the key's characters that is blanked out wherever it shows.
-_MIN_KEY_PIECE = 8
-#: Longest worker message passed on (a 400's explanation).
-_MAX_MESSAGE_CHARS = 500
+#: Longest upstream error text the gateway's log keeps.
+_MAX_LOGGED_CHARS = 500
 #: What a ``param`` passed on may look like (a parameter's name).
 _PARAM_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 #: Codes a worker's 400 or 413 may carry to the caller.
@@ -109,8 +106,8 @@ class GatewayEngine:
     ) -> None:
         self.client = client
         self.upstreams = upstreams
-        # A closure, so the key shows in no repr or __dict__.
-        self._redact = _redacted_error(_redactor(upstream_api_key))
+        # Only for the gateway's own log: callers never get a worker's text.
+        self._secret = Secret(upstream_api_key) if upstream_api_key else None
         self.metrics = UpstreamMetrics(client.endpoints, upstreams.healthy)
 
     def voices(self) -> list[str]:
@@ -149,7 +146,7 @@ class GatewayEngine:
                 if request is not None:
                     request.log_fields.update(
                         upstream=audio.endpoint,
-                        upstream_request_id=audio.request_id,
+                        upstream_request_id=self.for_log(audio.request_id),  # its echo
                         attempts=audio.attempts,
                     )
                 self.metrics.time_to_first_audio.labels(
@@ -165,11 +162,45 @@ class GatewayEngine:
                     metrics = {}
                     async for lines in self._relay(winner, audio, metrics):
                         yield lines
-            outcome = {k: v for k, v in metrics.items() if k not in _GATEWAYS_OWN_METRICS}
-            if outcome:  # e.g. finish_reason and truncated: the caller must learn of a cut
+            # Rebuilt from a whitelist: e.g. finish_reason and truncated, so the
+            # caller learns of a cut; the worker's load and timings are not ours.
+            outcome = outcome_metrics(metrics)
+            if outcome:
                 yield Hints(outcome)
         except (OrpheusError, httpx.HTTPError) as error:
-            raise self._redact(upstream_error(error, streaming=streaming)) from error
+            self._log_failure(request, error)
+            raise upstream_error(
+                error,
+                streaming=streaming,
+                sent=self._as_echoed({*params, "text", "voice"}),
+                voices=self.voices(),
+            ) from error
+
+    def _as_echoed(self, names: set[str]) -> dict[str, str]:
+        """The caller's field names by the form the client reads them in when a
+        worker echoes them (its error text passes the key's redactor, the same
+        as ours): so which name a worker's ``param`` means never depends on
+        whether the name holds a piece of the key. Names that read alike mean none."""
+        forms: dict[str, list[str]] = {}
+        for name in names:
+            forms.setdefault(self.for_log(name), []).append(name)
+        return {form: same[0] for form, same in forms.items() if len(same) == 1}
+
+    def _log_failure(self, request: RequestContext | None, error: Exception) -> None:
+        """The upstream's own words, for the operator: the caller gets none of them."""
+        detail = f"{type(error).__name__}: {error}"
+        if isinstance(error, HTTPStatusError):
+            detail = f"{detail} ({error.code}: {error.message})"
+        detail = detail[:_MAX_LOGGED_CHARS]
+        _log.info(
+            "request %s: upstream failure: %s",
+            request.request_id if request is not None else "-",
+            self.for_log(detail),
+        )
+
+    def for_log(self, text: str) -> str:
+        """``text`` with the upstream key blanked out, for the gateway's own log."""
+        return text if self._secret is None else self._secret.redact(text)
 
     async def _relay(
         self, winner: CapturedResponse, audio: AudioStream, metrics: dict[str, Any]
@@ -237,6 +268,11 @@ class GatewayEngine:
         # open when it was reported; our own in-flight count is a floor on it.
         return min(max(s.queue_hint, s.in_flight) for s in candidates)
 
+    def reachable_capacity(self) -> int:
+        """The capacity the reachable, not draining upstreams reported at their last poll."""
+        statuses = self.upstreams.statuses.values()
+        return sum(s.capacity or 0 for s in statuses if s.reachable and not s.draining)
+
     def summary(self) -> dict[str, Any]:
         """Fields the gateway adds to ``/v1/system``."""
         snapshots = self.client.endpoints()
@@ -262,11 +298,11 @@ class GatewayEngine:
             "queue_depth": status.queue_depth,
             "inflight": status.inflight,
             "capacity": status.capacity,
-            "error": status.error,
+            "error": status.error,  # a category (vocabulary.POLL_ERRORS), never its text
             "score": _finite_or_none(snapshot.score),
             "latency_estimate_s": snapshot.latency_estimate_s,
             "queue_hint": snapshot.queue_hint,
-            "in_flight": snapshot.in_flight,
+            "open_attempts": snapshot.in_flight,  # the gateway's; "inflight" is the worker's
             "breaker_state": snapshot.breaker_state,
             "breaker_retry_in_s": snapshot.breaker_retry_in_s,
             "attempts": snapshot.attempts,
@@ -281,22 +317,30 @@ class GatewayEngine:
         await self.upstreams.aclose()
 
 
-def upstream_error(error: Exception, *, streaming: bool) -> EngineError:
-    """What the caller gets for an upstream failure, every field rebuilt by the gateway.
+def upstream_error(
+    error: Exception,
+    *,
+    streaming: bool,
+    sent: Mapping[str, str] | None = None,
+    voices: Sequence[str] = (),
+) -> EngineError:
+    """What the caller gets for an upstream failure, built from the gateway's own words.
 
     Before audio (``streaming`` false) the status says whose fault it is: a
-    worker's 400 or 413 as it was (the caller's request, same answer anywhere),
+    worker's 400 or 413 stays one (the caller's request, same answer anywhere),
     429 when every worker was busy, 503 when none could be reached, 504 when
     one was reached but did not answer in time, 502 for broken workers and for
     other 4xx (a refused upstream key, a wrong upstream URL: the gateway's
     set-up, not the caller's request). Errors a worker sent in-band stay
     in-band, and so does anything after audio.
 
-    A worker's words reach the caller only for its 400 and 413 (the message
-    and ``param`` that tell the caller what to fix, with the key blanked out);
-    every other message is the gateway's own, naming at most the worker's
-    status and a documented code. Codes outside the contract become
-    ``upstream_error`` (statuses) or ``engine_error`` (in-band).
+    No text a worker wrote is passed on (docs/reliability.md, "Trust
+    boundaries"): the code comes from a fixed set (others become
+    ``upstream_error``, ``invalid_request`` or ``engine_error``), the message is
+    the gateway's own, and a 400's ``param`` is given only when it names a field
+    the caller sent (``sent``: each such name by the form a worker's echo of it
+    is read in), as the caller spelled it. ``voices``: the gateway's own
+    checked list, named when a worker refused the caller's voice.
     """
     if isinstance(error, DeadlineExceeded):
         return EngineError("deadline_exceeded", "the request's deadline passed upstream")
@@ -304,7 +348,7 @@ def upstream_error(error: Exception, *, streaming: bool) -> EngineError:
         code = _documented(error.code, _IN_BAND_CODES, "engine_error")
         return EngineError(code, f"the upstream worker ended the stream with {code}")
     if streaming:
-        return EngineError("engine_error", f"upstream stream broke: {error}")
+        return EngineError("engine_error", "the upstream stream broke after audio")
     if isinstance(error, HTTPStatusError):
         code = _documented(error.code, ERROR_CODES, "other")
         if error.status_code in BUSY_STATUS:
@@ -315,12 +359,7 @@ def upstream_error(error: Exception, *, streaming: bool) -> EngineError:
                 retry_after_s=_sane_retry_after(error.retry_after_s),
             )
         if error.status_code in _CALLERS_FAULT_STATUS:
-            return EngineError(
-                _documented(error.code, _CALLERS_FAULT_CODES, "invalid_request"),
-                _clip(error.message),
-                status=error.status_code,
-                param=_refused_param(error.response),
-            )
+            return _callers_fault(error, sent or {}, voices)
         return EngineError(
             "upstream_error",
             f"upstream answered {error.status_code} {code}",
@@ -334,24 +373,39 @@ def upstream_error(error: Exception, *, streaming: bool) -> EngineError:
             retry_after_s=_sane_retry_after(error.retry_in_s),
         )
     if isinstance(error, _UNREACHABLE):
-        return EngineError(
-            "unavailable", f"no upstream could be reached: {error!r}", status=503
-        )
+        return EngineError("unavailable", "no upstream could be reached", status=503)
     if isinstance(error, httpx.TimeoutException):  # reached, then no answer in time
-        return EngineError(
-            "upstream_error", f"upstream did not answer in time: {error!r}", status=504
+        return EngineError("upstream_error", "upstream did not answer in time", status=504)
+    return EngineError("upstream_error", "upstream failed", status=502)
+
+
+def _callers_fault(
+    error: HTTPStatusError, sent: Mapping[str, str], voices: Sequence[str]
+) -> EngineError:
+    """A worker's 400 or 413, in the gateway's words: its documented code, and the
+    parameter it names when the caller sent one by that name."""
+    code = _documented(error.code, _CALLERS_FAULT_CODES, "invalid_request")
+    refused = _refused_param(error.response)
+    param = sent.get(refused) if refused is not None else None
+    if param is not None and not _PARAM_NAME.fullmatch(param):
+        param = None
+    if param == "voice":
+        offered = f"; voices: {', '.join(voices)}" if voices else ""
+        message = f"voice: no upstream worker offers this voice{offered}"
+    elif param is not None:
+        message = (
+            f"{param}: refused by the upstream worker "
+            "(a bad value, or not a parameter of its engine)"
         )
-    return EngineError("upstream_error", f"upstream failed: {error!r}", status=502)
+    elif code == "text_too_long":
+        message = "text: too long for the upstream workers"
+    else:
+        message = f"the upstream worker refused the request ({code})"
+    return EngineError(code, message, status=error.status_code, param=param)
 
 
 def _documented(code: str, allowed: frozenset[str], other: str) -> str:
     return code if code in allowed else other
-
-
-def _clip(message: str) -> str:
-    if len(message) <= _MAX_MESSAGE_CHARS:
-        return message
-    return f"{message[:_MAX_MESSAGE_CHARS]}... (cut by the gateway)"
 
 
 def _in_band_error(frame: ErrorFrame, endpoint: str) -> ServiceError:
@@ -359,72 +413,6 @@ def _in_band_error(frame: ErrorFrame, endpoint: str) -> ServiceError:
     if frame.code == "deadline_exceeded":
         return DeadlineExceeded(frame.message, endpoint=endpoint)
     return ServiceError(frame.code, frame.message, endpoint=endpoint)
-
-
-def key_forms(secret: str) -> list[str]:
-    """What of ``secret`` must never reach a caller: the key itself and the
-    inner part of its base64 at each of the three alignments (a worker may
-    echo an encoded header)."""
-    raw = secret.encode()
-    forms = [secret]
-    for offset in range(3):
-        encoded = base64.b64encode(b"\0" * offset + raw).decode()
-        # The first quad holds the padding bytes' bits, the last the end's.
-        inner = encoded[4 if offset else 0 : -4]
-        if len(inner) >= _MIN_KEY_PIECE:
-            forms.append(inner)
-    return forms
-
-
-def _redactor(secret: str | None) -> Callable[[str], str]:
-    """Blanks out of a text every piece of ``secret`` a worker (or a proxy in
-    front of it) might echo: the key, any run of 8+ of its characters (so a
-    truncated key too), case-folded, and the same of its base64."""
-    if not secret:
-        return lambda text: text
-    pieces: set[str] = set()
-    for form in key_forms(secret):
-        if len(form) <= _MIN_KEY_PIECE:
-            pieces.add(form)
-        else:
-            pieces.update(form[i : i + _MIN_KEY_PIECE] for i in range(len(form) - _MIN_KEY_PIECE + 1))
-    pattern = re.compile(
-        "|".join(re.escape(piece) for piece in sorted(pieces)), re.IGNORECASE
-    )
-
-    def redact(text: str) -> str:
-        spans: list[list[int]] = []
-        position = 0
-        while (match := pattern.search(text, position)) is not None:
-            start, end = match.span()
-            if spans and start <= spans[-1][1]:
-                spans[-1][1] = max(spans[-1][1], end)
-            else:
-                spans.append([start, end])
-            position = start + 1  # overlapping windows extend the run
-        for start, end in reversed(spans):
-            text = f"{text[:start]}{_REDACTED}{text[end:]}"
-        return text
-
-    return redact
-
-
-def _redacted_error(redact: Callable[[str], str]) -> Callable[[EngineError], EngineError]:
-    def rebuild(error: EngineError) -> EngineError:
-        param = error.param
-        if param is not None:
-            param = redact(param)
-            if not _PARAM_NAME.fullmatch(param):
-                param = None
-        return EngineError(
-            redact(error.code),
-            redact(error.message),
-            status=error.status,
-            retry_after_s=error.retry_after_s,
-            param=param,
-        )
-
-    return rebuild
 
 
 def _sane_retry_after(seconds: float | None) -> float | None:
@@ -505,6 +493,7 @@ class Gateway:
         hedge_ttfb_ms: float | None = Hedging.ttfb_ms,
         health_interval_s: float = 2.0,
         health_timeout_s: float = 2.0,
+        size_to_upstreams: bool = False,
         **client_options: Any,
     ) -> None:
         if config.server_name == ServerConfig.server_name:
@@ -530,13 +519,46 @@ class Gateway:
             verify=verify,  # the poll trusts what the requests trust
         )
         self.engine = GatewayEngine(client, watch, upstream_api_key=upstream_api_key)
-        self.app: OrpheusApp = create_app(
+        self._size_to_upstreams = size_to_upstreams
+        self.app = self._create_app()
+
+    def _create_app(self) -> OrpheusApp:
+        app = create_app(
             self.engine,
-            config,
+            self.config,
             upstream_load=self.engine.upstream_load,
             system_extra=self.engine.summary,
         )
-        self.app.metrics.registry.register(self.engine.metrics)
+        app.metrics.registry.register(self.engine.metrics)
+        return app
+
+    async def watch_upstreams(self, nursery: trio.Nursery) -> None:
+        """Poll the workers once, then keep polling in ``nursery``.
+
+        With ``size_to_upstreams``, the first poll also sets ``max_concurrency``
+        to the reachable workers' capacity together (kept as configured when
+        none answered): the gateway then admits as many streams as its workers
+        run, and lets their own queues and 429s do the rest. Call it before
+        serving :attr:`app`: the app is made again for the new limit.
+        """
+        await nursery.start(self.engine.upstreams.watch)
+        capacity = self.engine.reachable_capacity()
+        if self._size_to_upstreams and capacity > 0:
+            self.config = replace(self.config, max_concurrency=capacity)
+            self.app = self._create_app()
+
+    def first_poll_report(self) -> list[str]:
+        """What the gateway sees of each worker (one line each), and a warning
+        when none is reachable: what ``orpheus-trio gateway`` prints at start."""
+        statuses = self.engine.upstreams.statuses.values()
+        lines = [self.engine.for_log(_poll_line(status)) for status in statuses]
+        if not any(s.reachable for s in statuses):
+            lines.append(
+                "warning: no upstream is reachable; requests are answered 503 "
+                "unavailable until one answers its /v1/system "
+                f"(polled every {self.engine.upstreams.interval_s:g} s)"
+            )
+        return lines
 
     async def serve(
         self,
@@ -546,9 +568,22 @@ class Gateway:
     ) -> None:
         """Watch the workers and serve until cancelled or drained; report the base URL."""
         async with trio.open_nursery() as nursery:
-            await nursery.start(self.engine.upstreams.watch)
+            await self.watch_upstreams(nursery)
             await serve_app(self.app, self.config, drain=drain, task_status=task_status)
             nursery.cancel_scope.cancel()
 
     async def aclose(self) -> None:
         await self.engine.aclose()
+
+
+def _poll_line(status: UpstreamStatus) -> str:
+    """One worker's first poll, for the operator's terminal (the error's own
+    text included: it names the cause, e.g. ``Connection refused``)."""
+    if not status.reachable:
+        return f"upstream {status.url}: NOT reachable ({status.error}: {status.detail})"
+    voices = ", ".join(status.voices) if status.voices else "none"
+    draining = ", draining" if status.draining else ""
+    return (
+        f"upstream {status.url}: reachable{draining}, engine {status.engine}, "
+        f"capacity {status.capacity}, voices ({len(status.voices)}): {voices}"
+    )

@@ -21,6 +21,7 @@ import httpx
 import trio
 
 from ...client import EndpointSnapshot
+from .vocabulary import checked_count, checked_name, poll_error, poll_error_detail
 
 __all__ = ["UpstreamStatus", "UpstreamWatch"]
 
@@ -40,11 +41,13 @@ class _QuietPolls(logging.Filter):
 
 
 _QUIET_POLLS = _QuietPolls()
+_log = logging.getLogger("orpheus_trio.gateway")
 
 
 @dataclass(frozen=True, slots=True)
 class UpstreamStatus:
-    """A worker's last ``/v1/system`` answer (``error`` says why it had none)."""
+    """A worker's last ``/v1/system`` answer, its fields checked (``error``: the
+    category of why it had none, ``detail`` the error itself, for logs only)."""
 
     url: str
     reachable: bool = False
@@ -54,7 +57,10 @@ class UpstreamStatus:
     queue_depth: int | None = None
     inflight: int | None = None
     capacity: int | None = None
-    error: str | None = "not polled yet"
+    error: str | None = "not_polled"
+    detail: str | None = None
+    #: Voice and engine names it reported that are no names (:data:`~.vocabulary.NAME`).
+    dropped_names: int = 0
 
     @classmethod
     def from_system(cls, url: str, info: Any) -> UpstreamStatus:
@@ -62,23 +68,22 @@ class UpstreamStatus:
         if not isinstance(info, Mapping):
             raise TypeError("/v1/system did not answer a JSON object")
         voices = info.get("voices")
-        if not isinstance(voices, list) or not all(isinstance(v, str) for v in voices):
-            raise TypeError("'voices' is not a list of strings")
+        if not isinstance(voices, list):
+            raise TypeError("'voices' is not a list")
+        names = tuple(v for v in map(checked_name, voices) if v is not None)
+        engine = checked_name(info.get("engine"))
         return cls(
             url=url,
             reachable=True,
-            draining=bool(info.get("draining", False)),
-            engine=str(info.get("engine")),
-            voices=tuple(voices),
-            queue_depth=_int_or_none(info.get("queue_depth")),
-            inflight=_int_or_none(info.get("inflight")),
-            capacity=_int_or_none(info.get("capacity")),
+            draining=info.get("draining") is True,
+            engine=engine,
+            voices=tuple(dict.fromkeys(names)),  # each once, in the worker's order
+            queue_depth=checked_count(info.get("queue_depth")),
+            inflight=checked_count(info.get("inflight")),
+            capacity=checked_count(info.get("capacity")),
             error=None,
+            dropped_names=len(voices) - len(names) + int(engine is None and "engine" in info),
         )
-
-
-def _int_or_none(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 class UpstreamWatch:
@@ -136,12 +141,20 @@ class UpstreamWatch:
             with trio.fail_after(self.timeout_s):
                 info = await self._fetch(url)
             status = UpstreamStatus.from_system(url, info)
-        except trio.TooSlowError:
-            error = f"no whole answer within {self.timeout_s:g} s"
-            status = UpstreamStatus(url, error=error)
         # RecursionError: JSON nested too deep; a broken worker must not stop the watch.
-        except (httpx.HTTPError, TypeError, ValueError, RecursionError) as error:
-            status = UpstreamStatus(url, error=f"{type(error).__name__}: {error}")
+        except (
+            trio.TooSlowError, httpx.HTTPError, TypeError, ValueError, RecursionError
+        ) as error:
+            detail = poll_error_detail(error)
+            if isinstance(error, trio.TooSlowError):
+                detail = f"no whole answer within {self.timeout_s:g} s"
+            status = UpstreamStatus(url, error=poll_error(error), detail=detail)
+        if status.dropped_names > self.statuses[url].dropped_names:
+            # Once, not every poll; the values are not logged: they may be anything.
+            _log.warning(
+                "upstream %s: dropped %d voice or engine names that are not names "
+                "(docs/gateway.md)", url, status.dropped_names,
+            )  # fmt: skip
         self.statuses[url] = status
 
     async def _fetch(self, url: str) -> Any:
@@ -180,12 +193,13 @@ class UpstreamWatch:
         return urls or None
 
     def voices(self, snapshots: Sequence[EndpointSnapshot]) -> list[str]:
-        """The union of the healthy workers' voices, sorted."""
-        voices: set[str] = set()
+        """The union of the healthy workers' voices, in the workers' order: the
+        first is the first healthy worker's default voice."""
+        voices: dict[str, None] = {}
         for snapshot in snapshots:
             if self.healthy(snapshot):
-                voices.update(self.statuses[snapshot.url].voices)
-        return sorted(voices)
+                voices.update(dict.fromkeys(self.statuses[snapshot.url].voices))
+        return list(voices)
 
     async def aclose(self) -> None:
         await self._http.aclose()
