@@ -168,3 +168,27 @@ def test_voices_dir_flags_need_each_other(tmp_path: Path) -> None:
         attach_voice_library(fresh, argparse.Namespace(voices_dir=None, can_clone=True, voices_admin_key=[]))
     with pytest.raises(ValueError, match="voices admin key 1"):
         engine(tmp_path, admin=["has space"])
+
+
+async def test_the_gateway_routes_a_custom_voice_to_the_worker_that_holds_it(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    from _support_gateway import start_gateway, start_worker
+
+    holder = await start_worker(nursery, engine(tmp_path / "a"))  # type: ignore[arg-type]
+    other = await start_worker(nursery, OrpheusEngine(LocalSynthesizer(base().lm, base().snac)))  # type: ignore[arg-type]
+    gateway = await start_gateway(nursery, [other.base_url, holder.base_url])
+    async with httpx.AsyncClient(timeout=60) as client:
+        added = await client.post(holder.base_url + "/v1/voices", **upload("me", ("hello", reference_wav(3.0))))  # type: ignore[arg-type]
+        assert added.status_code == 201
+        assert "me" in (await client.get(holder.base_url + "/v1/system")).json()["voices"]
+        with trio.fail_after(10):  # the gateway learns it at its next poll of the workers
+            while "me" not in (await client.get(gateway.base_url + "/v1/system")).json()["voices"]:
+                await trio.sleep(0.1)
+        for _ in range(4):
+            reply = await client.post(gateway.base_url + "/v1/tts/stream", json={"text": "hello", "voice": "me"})
+            assert reply.status_code == 200
+            assert len(b"".join(audio_of(parse_frames(reply.content)))) == FRAMES * 2048 * 2
+        # The worker without the voice would have refused it.
+        refused = await client.post(other.base_url + "/v1/tts/stream", json={"text": "hello", "voice": "me"})
+        assert refused.status_code == 400

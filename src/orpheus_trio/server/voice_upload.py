@@ -139,11 +139,14 @@ class _VoicesRoute:
 
     def _listing(self) -> list[dict[str, Any]]:
         engine = self._app.engine
+        custom = custom_voices(engine)
+        names = {entry["name"] for entry in custom}
         stock = [
             {"name": name, "kind": "stock", "language": None, "engine": engine.name}
             for name in engine.voices()
+            if name not in names
         ]
-        return stock + custom_voices(engine)
+        return stock + custom
 
 
 def _check_admin(cloner: VoiceCloner, headers: dict[str, str]) -> None:

@@ -68,7 +68,11 @@ class OrpheusEngine:
         )
 
     def voices(self) -> list[str]:
-        return list(self._voices)
+        # Custom voices too, where this model clones: a gateway routes each to the workers that hold it.
+        library = self.synthesizer.voice_library
+        if library is None or not self.synthesizer.can_clone:
+            return list(self._voices)
+        return [*self._voices, *(n for n in library.names() if n not in self._voices)]
 
     def emotion_tags(self) -> list[str]:
         # The text goes to the model verbatim, so its trained tags reach it intact.
