@@ -17,6 +17,7 @@ from orpheus_trio.server import Engine, OrpheusApp, ServerConfig, create_app, se
 from orpheus_trio.server.engine import CURRENT_REQUEST, Hints, InvalidParam, Piece
 from orpheus_trio.server.engines.synthetic import SyntheticEngine
 from orpheus_trio.server.gateway.service import Gateway
+from orpheus_trio.voices import VoiceCatalog, catalog_for
 
 
 @dataclass
@@ -47,6 +48,11 @@ class RecordingEngine(SyntheticEngine):
 
     def voices(self) -> list[str]:
         return list(self.offered) if self.offered is not None else super().voices()
+
+    def catalog(self) -> VoiceCatalog:
+        if self.offered is None:
+            return super().catalog()
+        return catalog_for("en-ft", voices=self.offered)
 
     def validate(self, voice: str | None, params: dict[str, Any]) -> dict[str, Any]:
         if voice is not None and voice not in self.voices():  # as a real worker would

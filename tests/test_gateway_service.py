@@ -133,12 +133,14 @@ async def test_upstream_4xx_passes_through_with_its_code_and_param(
     assert error["message"].startswith("bogus_knob: refused by the upstream worker")
     response = await post_tts(gw.base_url, {"text": "x", "voice": "nobody"})
     assert response.status_code == 400
-    assert response.json()["error"] == {
-        "code": "invalid_param",
-        "message": "voice: no upstream worker offers this voice; voices: "
-        + ", ".join(worker.engine.voices()),
-        "param": "voice",
-    }
+    error = response.json()["error"]
+    assert (error["code"], error["param"]) == ("invalid_param", "voice")
+    # The gateway's own words: its checked voice list, then the aliases its workers take.
+    voices, _, aliases = error["message"].partition("; aliases: ")
+    assert voices == "voice: no upstream worker offers this voice; voices: " + ", ".join(
+        worker.engine.voices()
+    )
+    assert aliases.startswith("alloy (tara), ") and "nobody" not in error["message"]
     # The gateway's own limits are the server's: checked before anything goes upstream.
     started = worker.engine.requests_started
     response = await post_tts(gw.base_url, {"text": "y" * 9000})
@@ -173,7 +175,8 @@ async def test_no_reachable_worker_is_503_unavailable(nursery: trio.Nursery) -> 
     response = await post_tts(gw.base_url, {"text": "x"})
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "unavailable"
-    system = (await httpx.AsyncClient().get(gw.base_url + "/v1/system")).json()
+    async with httpx.AsyncClient() as client:
+        system = (await client.get(gw.base_url + "/v1/system")).json()
     assert system["healthy_upstreams"] == 0 and system["voices"] == []
 
 
@@ -218,7 +221,8 @@ async def test_app_keys_and_worker_key_are_separate_and_never_logged(
         gw.base_url, {"text": "x"}, Authorization="Bearer worker-secret"
     )
     assert wrong.status_code == 401
-    system = await httpx.AsyncClient().get(gw.base_url + "/v1/system")
+    async with httpx.AsyncClient() as client:
+        system = await client.get(gw.base_url + "/v1/system")
     assert system.json()["healthy_upstreams"] == 1  # the poll used the worker key
     assert "worker-secret" not in system.text
     assert "worker-secret" not in repr(gw.gateway.engine.client.__dict__)

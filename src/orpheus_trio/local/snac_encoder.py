@@ -302,14 +302,16 @@ class SnacEncoder:
         self._model = model.eval().requires_grad_(False).to(self.device)
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike[str], *, device: str | None = None) -> SnacEncoder:
-        """Load the encoder from a local SNAC checkpoint directory (the decoder's files)."""
+    def from_pretrained(
+        cls, path: str | os.PathLike[str], *, device: str | None = None, local_files_only: bool = False
+    ) -> SnacEncoder:
+        """Load the encoder from a SNAC checkpoint (the decoder's files): a directory or a hub id."""
         import snac
         import torch
 
         from .snac_decoder import UnsupportedSnacConfig, _resolve_files
 
-        config_path, weights_path = _resolve_files(path)
+        config_path, weights_path = _resolve_files(path, local_files_only)
         config: Any = json.loads(Path(config_path).read_text(encoding="utf-8"))
         if not isinstance(config, dict):
             raise UnsupportedSnacConfig(f"{config_path} is not a SNAC config (not a JSON object)")
@@ -358,13 +360,14 @@ class SnacEncoder:
         return out
 
 
-def snac_fingerprint_of(path: str | os.PathLike[str]) -> str:
-    """:func:`snac_fingerprint` of a SNAC checkpoint directory (or hub id), without building it."""
+def snac_fingerprint_of(path: str | os.PathLike[str], *, local_files_only: bool = True) -> str:
+    """:func:`snac_fingerprint` of a SNAC checkpoint directory (or a hub id already
+    downloaded, as the decoder's loading did), without building the model."""
     import torch
 
     from .snac_decoder import _resolve_files
 
-    config_path, weights_path = _resolve_files(path)
+    config_path, weights_path = _resolve_files(path, local_files_only)
     config = json.loads(Path(config_path).read_text(encoding="utf-8"))
     if weights_path.suffix == ".safetensors":
         from safetensors.torch import load_file

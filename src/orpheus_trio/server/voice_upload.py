@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from .exchange import Exchange, HTTPError, Receive, send_bytes
 from ..voices.library import (
     InvalidVoiceName,
     VoiceExists,
@@ -45,8 +46,8 @@ if TYPE_CHECKING:
     import argparse
 
     from ..local.cloning import VoiceCloner
-    from .app import Handler, OrpheusApp, Receive, _Exchange
     from .engine import Engine
+    from .routes import Routes
 
 __all__ = [
     "MAX_UPLOAD_BYTES",
@@ -81,31 +82,25 @@ def voice_cloner(engine: Engine) -> VoiceCloner | None:
     return cloner
 
 
-def mount(app: OrpheusApp, routes: dict[str, tuple[str, Handler]]) -> None:
-    """Add ``/v1/voices`` (GET, POST) and ``/v1/voices/NAME`` (DELETE) to ``app``'s table."""
-    route = _VoicesRoute(app)
-    routes[VOICES_PATH] = ("GET POST", route)
-    routes[VOICE_PATH] = ("DELETE", route)
+def mount(routes: Routes, engine: Engine) -> None:
+    """Add ``POST /v1/voices`` and ``DELETE /v1/voices/NAME`` to the app's table
+    (``GET /v1/voices`` is :mod:`.service_endpoints`', which lists custom voices
+    through the engine's catalog)."""
+    route = _VoicesRoute(engine)
+    routes.mount(VOICES_PATH, "POST", route)
+    routes.mount(VOICE_PATH, "DELETE", route)
 
 
 class _VoicesRoute:
     #: The app leaves auth to this route: adding voices needs an admin key, not an API key.
     authorizes_itself = True
 
-    def __init__(self, app: OrpheusApp) -> None:
-        self._app = app
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
         self._one_at_a_time = trio.Lock()
 
-    async def __call__(self, headers: dict[str, str], receive: Receive, ex: _Exchange) -> None:
-        from .app import HTTPError, _send_bytes
-
-        if ex.method == "GET":
-            if self._app.config.protect_service_endpoints:
-                self._app._authorize(headers)
-            body = {"voices": self._listing()}
-            await _send_bytes(ex, 200, json.dumps(body, ensure_ascii=False).encode(), b"application/json")
-            return
-        cloner = voice_cloner(self._app.engine)
+    async def __call__(self, headers: dict[str, str], receive: Receive, ex: Exchange) -> None:
+        cloner = voice_cloner(self._engine)
         if cloner is None:
             raise HTTPError(
                 404, "not_found", "this server has no voice library (serve --voices-dir DIR)", close=True
@@ -117,10 +112,10 @@ class _VoicesRoute:
                 cloner.library.remove(name)
             except VoiceNotFound as error:
                 raise HTTPError(404, "not_found", str(error)) from None
-            await _send_bytes(ex, 200, json.dumps({"name": name, "deleted": True}).encode(), b"application/json")
+            await send_bytes(ex, 200, json.dumps({"name": name, "deleted": True}).encode(), b"application/json")
             return
         name, pairs = _parse_upload(headers, await _read_upload(headers, receive))
-        reserved = set(self._app.engine.voices())
+        reserved = _reserved_names(self._engine)
         async with self._one_at_a_time:
             try:
                 voice = await trio.to_thread.run_sync(lambda: cloner.add(name, pairs, reserved=reserved))
@@ -135,23 +130,19 @@ class _VoicesRoute:
             "references": len(voice.references),
             "seconds": round(voice.duration_s, 2),
         }
-        await _send_bytes(ex, 201, json.dumps(answer, ensure_ascii=False).encode(), b"application/json")
+        await send_bytes(ex, 201, json.dumps(answer, ensure_ascii=False).encode(), b"application/json")
 
-    def _listing(self) -> list[dict[str, Any]]:
-        engine = self._app.engine
-        custom = custom_voices(engine)
-        names = {entry["name"] for entry in custom}
-        stock = [
-            {"name": name, "kind": "stock", "language": None, "engine": engine.name}
-            for name in engine.voices()
-            if name not in names
-        ]
-        return stock + custom
+
+def _reserved_names(engine: Engine) -> set[str]:
+    """Names a new voice may not take: the engine's voices and its catalog's aliases."""
+    names = set(engine.voices())
+    catalog = getattr(engine, "catalog", None)
+    if catalog is not None:
+        names.update(catalog().aliases)
+    return names
 
 
 def _check_admin(cloner: VoiceCloner, headers: dict[str, str]) -> None:
-    from .app import HTTPError
-
     if not cloner.admin_keys:
         raise HTTPError(
             403, "unauthorized", "adding and removing voices is off: start the server with --voices-admin-key",
@@ -169,8 +160,6 @@ def _check_admin(cloner: VoiceCloner, headers: dict[str, str]) -> None:
 def _name_from_path(path: str) -> str:
     from urllib.parse import unquote
 
-    from .app import HTTPError
-
     raw = path[len(VOICES_PATH) + 1 :]
     try:
         return check_voice_name(unquote(raw, errors="strict"))
@@ -179,8 +168,6 @@ def _name_from_path(path: str) -> str:
 
 
 async def _read_upload(headers: dict[str, str], receive: Receive) -> bytes:
-    from .app import HTTPError
-
     declared = headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > MAX_UPLOAD_BYTES:
         raise HTTPError(
@@ -208,8 +195,6 @@ async def _read_upload(headers: dict[str, str], receive: Receive) -> bytes:
 
 def _parse_upload(headers: dict[str, str], body: bytes) -> tuple[str, list[tuple[str, bytes]]]:
     """``name`` and the (text, audio) pairs of a multipart/form-data upload."""
-    from .app import HTTPError
-
     content_type = headers.get("content-type", "")
     if content_type.split(";")[0].strip().lower() != "multipart/form-data":
         raise HTTPError(
@@ -252,8 +237,6 @@ def _parse_upload(headers: dict[str, str], body: bytes) -> tuple[str, list[tuple
 
 
 def _text(data: bytes, field: str) -> str:
-    from .app import HTTPError
-
     try:
         return data.decode("utf-8").strip()
     except UnicodeDecodeError:

@@ -29,7 +29,6 @@ import json
 import os
 import tempfile
 import threading
-import unicodedata
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +36,8 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
+from .names import InvalidVoiceName, check_voice_name, is_voice_name
 
 __all__ = [
     "FORMAT",
@@ -69,10 +70,6 @@ VOICES_ENV = "ORPHEUS_TRIO_VOICES"
 CodeFrames = npt.NDArray[np.int64]
 
 
-class InvalidVoiceName(ValueError):
-    """A string that is not a voice name; the message says which rule it breaks."""
-
-
 class VoiceNotFound(KeyError):
     """No custom voice of that name in the library."""
 
@@ -86,30 +83,6 @@ class VoiceExists(FileExistsError):
 
 class VoiceFileError(ValueError):
     """A voice file that cannot be used: damaged, tampered with, or from another SNAC."""
-
-
-def check_voice_name(name: object) -> str:
-    """``name`` if it is a voice name, else :class:`InvalidVoiceName` saying why.
-
-    The catalog's grammar (1..64 characters, each a Unicode letter, combining
-    mark, digit or one of ``-_.``; NFC; not ``.`` or ``..``; not starting with a
-    mark): nothing that names a path, no control characters, no white space.
-    """
-    if not isinstance(name, str):
-        raise InvalidVoiceName(f"a voice name must be a string, got {type(name).__name__}")
-    if not 1 <= len(name) <= 64:
-        raise InvalidVoiceName(f"a voice name has 1 to 64 characters, got {len(name)}")
-    for char in name:
-        if char not in "-_." and not unicodedata.category(char).startswith(("L", "M", "N")):
-            raise InvalidVoiceName(
-                f"a voice name holds letters, digits, '-', '_' and '.' only; {name!r} has "
-                f"U+{ord(char):04X} ({unicodedata.name(char, 'unnamed')})"
-            )
-    if name in (".", "..") or unicodedata.category(name[0]).startswith("M"):
-        raise InvalidVoiceName(f"{name!r} is not a voice name")
-    if not unicodedata.is_normalized("NFC", name):
-        raise InvalidVoiceName(f"voice name {name!r} is not in Unicode NFC form")
-    return name
 
 
 def default_voices_dir() -> Path:
@@ -249,12 +222,12 @@ class VoiceLibrary:
         for entry in self.directory.iterdir():
             if entry.name.endswith(SUFFIX) and not entry.name.startswith("."):
                 name = entry.name[: -len(SUFFIX)]
-                if _is_voice_name(name):
+                if is_voice_name(name):
                     found.append(name)
         return sorted(found)
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and _is_voice_name(name) and self.path_of(name).is_file()
+        return isinstance(name, str) and is_voice_name(name) and self.path_of(name).is_file()
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
@@ -326,14 +299,6 @@ class VoiceLibrary:
     def describe(self) -> list[dict[str, Any]]:
         """The custom voices as ``GET /v1/voices`` lists them (language unknown)."""
         return [{"name": name, "kind": "custom", "language": None} for name in self.names()]
-
-
-def _is_voice_name(name: str) -> bool:
-    try:
-        check_voice_name(name)
-    except InvalidVoiceName:
-        return False
-    return True
 
 
 def references_summary(voice: CustomVoice) -> Sequence[dict[str, Any]]:

@@ -57,6 +57,7 @@ from ..engine import (
     Piece,
     RequestContext,
 )
+from ...voices import VoiceCatalog, is_voice_name
 from .metrics import UpstreamMetrics
 from .relay import CapturedResponse, RelayTransport, capturing, winner_of
 from .upstreams import UpstreamStatus, UpstreamWatch
@@ -96,6 +97,9 @@ class GatewayEngine:
     """An :class:`~.engine.Engine` whose audio comes from the upstream workers."""
 
     name = "gateway"
+    #: Names the workers' catalogs lack (a voice added since the last poll) and no
+    #: voice at all go on to the workers, which answer for themselves (voices_api).
+    passes_unknown_voices = True
 
     def __init__(
         self,
@@ -112,6 +116,9 @@ class GatewayEngine:
 
     def voices(self) -> list[str]:
         return self.upstreams.voices(self.client.endpoints())
+
+    def catalog(self) -> VoiceCatalog | None:
+        return self.upstreams.catalog(self.client.endpoints())
 
     def validate(self, voice: str | None, params: dict[str, Any]) -> dict[str, Any]:
         # The workers validate their own engines' parameters; only our own keys are checked.
@@ -143,6 +150,9 @@ class GatewayEngine:
                         )
                     )
                 streaming = True
+                spoken = audio.metrics.get("voice")  # the worker's word, checked
+                if request is not None and is_voice_name(spoken):
+                    request.log_fields["voice"] = spoken
                 if request is not None:
                     request.log_fields.update(
                         upstream=audio.endpoint,
@@ -169,12 +179,25 @@ class GatewayEngine:
                 yield Hints(outcome)
         except (OrpheusError, httpx.HTTPError) as error:
             self._log_failure(request, error)
-            raise upstream_error(
-                error,
-                streaming=streaming,
-                sent=self._as_echoed({*params, "text", "voice"}),
-                voices=self.voices(),
+            raise self._naming_aliases(
+                upstream_error(
+                    error,
+                    streaming=streaming,
+                    sent=self._as_echoed({*params, "text", "voice"}),
+                    voices=self.voices(),
+                )
             ) from error
+
+    def _naming_aliases(self, error: EngineError) -> EngineError:
+        """A refused voice's answer lists the aliases too (the workers' checked names)."""
+        catalog = self.catalog()
+        if error.param != "voice" or catalog is None or not catalog.aliases:
+            return error
+        aliases = ", ".join(f"{a} ({v})" for a, v in catalog.aliases.items())
+        return EngineError(
+            error.code, f"{error.message}; aliases: {aliases}", status=error.status,
+            retry_after_s=error.retry_after_s, param=error.param,
+        )  # fmt: skip
 
     def _as_echoed(self, names: set[str]) -> dict[str, str]:
         """The caller's field names by the form the client reads them in when a
@@ -295,6 +318,7 @@ class GatewayEngine:
             "draining": status.draining,
             "engine": status.engine,
             "voices": list(status.voices),
+            "languages": sorted(set(status.languages.values())),
             "queue_depth": status.queue_depth,
             "inflight": status.inflight,
             "capacity": status.capacity,
