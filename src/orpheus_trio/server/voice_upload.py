@@ -54,7 +54,6 @@ __all__ = [
     "VOICES_PATH",
     "add_arguments",
     "attach_voice_library",
-    "custom_voices",
     "mount",
 ]
 
@@ -64,17 +63,6 @@ VOICE_PATH = "/v1/voices/*"
 #: 8 references of 30 s of 48 kHz stereo 16-bit WAV are about 46 MB; one is 5.8 MB.
 MAX_UPLOAD_BYTES = 48 * 1024 * 1024
 _READ_TIMEOUT_S = 60.0
-
-
-def custom_voices(engine: Engine) -> list[dict[str, Any]]:
-    """The engine's custom voices as ``GET /v1/voices`` lists them (name, kind, language, engine).
-
-    For the catalog's listing to add to its stock voices.
-    """
-    cloner = voice_cloner(engine)
-    if cloner is None:
-        return []
-    return [{**entry, "engine": engine.name} for entry in cloner.library.describe()]
 
 
 def voice_cloner(engine: Engine) -> VoiceCloner | None:

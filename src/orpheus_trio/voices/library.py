@@ -296,10 +296,6 @@ class VoiceLibrary:
         with self._lock:
             self._cache.pop(name, None)
 
-    def describe(self) -> list[dict[str, Any]]:
-        """The custom voices as ``GET /v1/voices`` lists them (language unknown)."""
-        return [{"name": name, "kind": "custom", "language": None} for name in self.names()]
-
 
 def references_summary(voice: CustomVoice) -> Sequence[dict[str, Any]]:
     """What ``voices show`` prints for each reference."""
