@@ -186,7 +186,7 @@ def bench_ttfa(args: argparse.Namespace, streams: list[int], rounds: int) -> lis
         ctx = prompt_tokens + 7 * 8 + 256
         with running_llama_server(gguf, slots=max(streams), ctx_per_slot=ctx, threads=args.engine_threads, binary=binary) as engine:
             for cache in (True, False):
-                lm = CacheSwitch(engine.url, tokenizer=model)
+                lm = CacheSwitch(engine.url, tokenizer=model, read_timeout_s=600)
                 lm.cache_prompt = cache
                 synth = LocalSynthesizer(lm, decoder, voice_library=library, can_clone=True)  # type: ignore[arg-type]
                 for n in streams:
