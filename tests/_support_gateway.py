@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import trio
 
+from orpheus_trio import Hedging
 from orpheus_trio.server import Engine, OrpheusApp, ServerConfig, create_app, serve_app
 from orpheus_trio.server.engine import CURRENT_REQUEST, Hints, InvalidParam, Piece
 from orpheus_trio.server.engines.synthetic import SyntheticEngine
@@ -124,7 +125,7 @@ async def start_gateway(
     """A gateway on port 0; the client's options default to a seeded rng and a
     budget that never runs out, so tests are deterministic."""
     config = ServerConfig(**{"host": "127.0.0.1", "port": 0, **settings})
-    options: dict[str, Any] = {"rng": random.Random(7), "hedge_budget_min": 1000}
+    options: dict[str, Any] = {"rng": random.Random(7), "hedging": Hedging(budget_min=1000)}
     options.update(client or {})
     gateway = Gateway(
         upstreams,

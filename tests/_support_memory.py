@@ -17,7 +17,8 @@ import trio.testing
 
 from orpheus_trio.server import Engine, OrpheusApp, ServerConfig, create_app
 from orpheus_trio.server.engines.synthetic import SyntheticEngine
-from orpheus_trio.server.http.connection import IdleConnections, serve_connection
+from orpheus_trio.server.http.connection import HeadWaits, serve_connection
+from orpheus_trio.server.http.fairness import ConnectionFairness, FairnessLimits
 from orpheus_trio.server.http.state import CURRENT_CONNECTION, ConnectionState
 
 
@@ -37,6 +38,10 @@ class _ServedStream:
         if not data:
             self.state.closed = True
         return data
+
+    async def send_eof(self) -> None:
+        assert isinstance(self._stream, trio.abc.HalfCloseableStream)
+        await self._stream.send_eof()
 
 
 @dataclass
@@ -73,6 +78,8 @@ class MemoryServer:
     def __init__(self, nursery: trio.Nursery, app: OrpheusApp) -> None:
         self.nursery = nursery
         self.app = app
+        fairness = ConnectionFairness(FairnessLimits.of(app.config), trio.current_time)
+        self.waits = HeadWaits(fairness)
 
     async def connect(self) -> trio.abc.Stream:
         """A new connection; returns the client's end."""
@@ -83,16 +90,20 @@ class MemoryServer:
     async def _serve(self, stream: trio.abc.Stream) -> None:
         served = _ServedStream(stream)
         CURRENT_CONNECTION.set(served.state)
+        fairness = self.waits.fairness
+        slot = fairness.admit(("127.0.0.1", id(served)))  # one client each: no caps met
+        assert slot is not None
         try:
             await serve_connection(
                 self.app,
                 served,
-                read_timeout_s=self.app.config.read_timeout_s,
-                idle=IdleConnections(),
+                slot=slot,
+                waits=self.waits,
                 client=("127.0.0.1", 50000),
                 server=("127.0.0.1", 8000),
             )
         finally:
+            fairness.release(slot)
             await stream.aclose()
 
     async def request(self, raw: bytes, *, method: str = "POST") -> Answer:

@@ -17,7 +17,7 @@ from _support_cli import clean_env
 
 import orpheus_trio
 
-HEAVY = ("httpx", "trio", "anyio", "numpy", "orpheus_trio.client", "orpheus_trio.server", "hypercorn")
+HEAVY = ("httpx", "trio", "anyio", "numpy", "orpheus_trio.client", "orpheus_trio.server", "httptools")
 
 
 def loaded_after(code: str) -> list[str]:

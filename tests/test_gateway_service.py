@@ -34,7 +34,7 @@ from _support_gateway import (
 from _support_server import audio_of, parse_frames
 from test_client_e2e import closed_port_url
 
-from orpheus_trio import OrpheusTTS
+from orpheus_trio import Breaker, OrpheusTTS, Timeouts
 from orpheus_trio.server.engines.synthetic import expected_pcm, expected_stream
 
 
@@ -296,7 +296,7 @@ async def test_metrics_add_per_upstream_series(nursery: trio.Nursery) -> None:
         nursery,
         [failing.base_url, healthy.base_url],
         hedge_ttfb_ms=None,
-        client={"breaker_failures": 1, "breaker_base_cooldown_s": 60},
+        client={"breaker": Breaker(failures=1, base_cooldown_s=60)},
     )
     for _ in range(3):
         assert (
@@ -636,7 +636,7 @@ async def test_a_worker_that_never_answers_is_504_not_unreachable(
         [url],
         hedge_ttfb_ms=None,
         health_timeout_s=0.2,  # its /v1/system never answers either
-        client={"read_timeout_s": 0.2},
+        client={"timeouts": Timeouts(read_s=0.2)},
     )
     with trio.fail_after(5):
         response = await post_tts(gw.base_url, {"text": "x"})
@@ -713,7 +713,7 @@ async def test_one_worker_refusing_the_upstream_key_is_failed_over_and_broken(
         [rotated.base_url, current.base_url],
         upstream_api_key="worker-key",
         hedge_ttfb_ms=None,
-        client={"breaker_failures": 1, "breaker_base_cooldown_s": 60},
+        client={"breaker": Breaker(failures=1, base_cooldown_s=60)},
     )
     for n in range(6):
         text = f"still served {n}"
@@ -781,7 +781,7 @@ async def test_a_worker_answering_an_odd_status_is_failed_over(
         nursery,
         [odd, healthy.base_url],
         hedge_ttfb_ms=None,
-        client={"breaker_failures": 1, "breaker_base_cooldown_s": 60},
+        client={"breaker": Breaker(failures=1, base_cooldown_s=60)},
     )
     for n in range(3):
         text = f"odd {n}"

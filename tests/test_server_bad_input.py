@@ -17,8 +17,6 @@ from _support_server import (
     raw_exchange,
 )
 
-#: Framing and connection handling are the HTTP server's: check both (conftest.py).
-BOTH_HTTP_SERVERS = True
 
 STREAM = "/v1/tts/stream"
 

@@ -17,8 +17,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from orpheus_trio.server.engines.synthetic import SyntheticEngine
 
-#: Framing and connection handling are the HTTP server's: check both (conftest.py).
-BOTH_HTTP_SERVERS = True
 
 SLOW = {"chunks": 4, "chunk_samples": 2400, "rtf": 1.0}  # 0.3 s of pacing
 

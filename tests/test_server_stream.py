@@ -65,10 +65,11 @@ async def test_request_id_is_made_up_when_absent_or_unsafe(
         unsafe = await client.post(
             "/v1/tts/stream",
             json={"text": "a", "chunks": 1},
-            headers={"X-Request-Id": "a b\x7f"},
+            # (A control character such as DEL never reaches the app: its head is a 400.)
+            headers={"X-Request-Id": "a b<x>"},
         )
     assert len(plain.headers["x-request-id"]) == 32
-    assert unsafe.headers["x-request-id"] != "a b\x7f"
+    assert unsafe.headers["x-request-id"] != "a b<x>"
 
 
 async def test_paced_stream_takes_rtf_times_audio_duration(

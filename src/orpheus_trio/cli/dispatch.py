@@ -52,7 +52,7 @@ EXIT_FAILED = 1
 
 #: Top-level modules each extra brings: ``--help`` marks a command whose extra lacks one,
 #: without importing the command (``find_spec`` only looks).
-EXTRA_MODULES = {"server": ("hypercorn", "prometheus_client")}
+EXTRA_MODULES = {"server": ("httptools", "prometheus_client")}
 
 
 def _missing_from(extra: str | None) -> str | None:

@@ -1,7 +1,7 @@
 """Ctrl-C and SIGTERM end a command in one place: the whole run is cancelled, then exit 130.
 
 A ``KeyboardInterrupt`` raised wherever the main thread happens to be can
-land inside the embedded server's Hypercorn code or Trio's internals (an
+land inside the embedded server, an ASGI app's code or Trio's internals (an
 "Error in ASGI Framework" that the run survives, a ``TrioInternalError``).
 So while the Trio run is on, a signal receiver owns SIGINT and SIGTERM and
 cancels the command's top scope: every task unwinds through its ``finally``

@@ -17,7 +17,7 @@ import trio
 
 from .._util.groups import single_exception
 from ..server.app import OrpheusApp, create_app
-from ..server.config import HTTP_SERVERS, ServerConfig
+from ..server.config import ServerConfig
 from ..server.engine import Engine
 from ..server.engines.orpheus import add_arguments as add_orpheus_arguments
 from ..server.engines.orpheus import add_catalog_arguments
@@ -130,6 +130,11 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
         ("--read-timeout-s", float, "S", "time to receive headers, then the body"),
         ("--write-stall-timeout-s", float, "S", "a write stuck this long: close"),
         ("--max-connections", int, "N", "open at once; more wait to be accepted"),
+        ("--max-connections-per-client", int, "N", "open from one address (0: no cap)"),
+        ("--max-head-waits-per-client", int, "N",
+         "from one address still sending their first head (0: no cap)"),
+        ("--busy-read-timeout-s", float, "S",
+         "the head timeout while 3/4 of --max-connections are open"),
         ("--drain-grace-s", float, "S", "time in-flight streams get on shutdown"),
     ]
     for flag, kind, metavar, meaning in limits:
@@ -138,11 +143,6 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
             flag, type=kind, default=default, metavar=metavar,
             help=f"{meaning} (default {default:g})",
         )  # fmt: skip
-    parser.add_argument(
-        "--http-server", default=defaults.http_server, choices=HTTP_SERVERS,
-        help="the HTTP/1.1 server that runs the app: the built-in one (default, "
-        "about half the CPU per stream) or Hypercorn",
-    )  # fmt: skip
     parser.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"]
     )
@@ -164,9 +164,11 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         read_timeout_s=args.read_timeout_s,
         write_stall_timeout_s=args.write_stall_timeout_s,
         max_connections=args.max_connections,
+        max_connections_per_client=args.max_connections_per_client,
+        max_head_waits_per_client=args.max_head_waits_per_client,
+        busy_read_timeout_s=args.busy_read_timeout_s,
         drain_grace_s=args.drain_grace_s,
         playground=args.playground,
-        http_server=args.http_server,
     )
 
 

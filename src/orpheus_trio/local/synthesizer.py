@@ -11,7 +11,8 @@ s16le PCM pieces, streamed as soon as the decoder's look-ahead allows.
 cut short by ``max_tokens`` is never passed off as complete: the stream's
 ``finish_reason`` is ``"length"``, ``truncated`` is true, a
 :class:`TruncatedSpeechWarning` is issued, and the server engine says so in a
-``metrics`` frame.
+``metrics`` frame. A reply that ends without one whole frame of audio raises
+:class:`~.tokens.NoAudio`: nothing said is a failure, not an empty success.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ from .snac_decoder import SnacDecoder, float_to_pcm16
 from .stream_decode import Audio, DecodeWindow, StreamPlanner, WindowDecoder
 from .token_source import Prompt, TokenModel, TokenStream
 from ..voices.library import CustomVoice, VoiceFileError, VoiceLibrary, VoiceNotFound
-from .tokens import TOKENS_PER_FRAME, FrameAssembler, OnInvalid
+from .tokens import TOKENS_PER_FRAME, FrameAssembler, NoAudio, OnInvalid
 
 __all__ = [
     "DEFAULT_VOICES",
@@ -312,6 +313,8 @@ async def _decode(
         else:
             assembler.close()  # a reply that stopped inside a frame is an error here
         progress.dropped_tokens += assembler.dropped_tokens
+        if assembler.frames_out == 0:
+            raise NoAudio(reason, tokens.items)
         progress.finish_reason = reason
         planner.finish()
         while (window := planner.next_window()) is not None:

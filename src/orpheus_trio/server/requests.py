@@ -15,6 +15,7 @@ import trio
 
 from .engine import InvalidParam, shown_value
 from .exchange import HTTPError, Receive
+from .http.state import CURRENT_CONNECTION
 
 __all__ = [
     "SynthesisRequest",
@@ -58,7 +59,8 @@ async def read_body(
     headers: dict[str, str], receive: Receive, *, limit: int, read_timeout_s: float
 ) -> bytes:
     """The whole body: 413 past ``limit`` (from Content-Length before reading, when it
-    says so), 408 if it does not arrive within ``read_timeout_s``, 499 if the caller left."""
+    says so), 408 if it does not arrive within ``read_timeout_s``, 400 if the server
+    found its framing broken, 499 if the caller left."""
     declared = headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise HTTPError(
@@ -73,6 +75,10 @@ async def read_body(
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
+                # The server ends a body whose framing broke with a disconnect too.
+                connection = CURRENT_CONNECTION.get()
+                if connection is not None and connection.body_refused is not None:
+                    raise HTTPError(400, "invalid_request", connection.body_refused, close=True)
                 raise HTTPError(499, "cancelled", "client went away", close=True)
             piece = message.get("body", b"")
             size += len(piece)

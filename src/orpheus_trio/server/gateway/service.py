@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import replace
 from typing import Any
@@ -42,7 +42,7 @@ from ...errors import (
     ServiceError,
 )
 from ..._policy.failure import BUSY_STATUS
-from ...options import Hedging
+from ...options import Hedging, Pool, Timeouts
 from ...protocol.frames import ChunkLine, ErrorFrame, FrameDecoder, Metrics
 from ...transports.base import HttpxTransport, Transport
 from ...transports.trio import TrioTransport, warn_verification_off
@@ -233,7 +233,7 @@ class GatewayEngine:
         A failure is handed back to the client's stream, whose own reading
         raises it (so its breaker and router count it as for any stream).
         """
-        decoder = FrameDecoder(max_line_bytes=self.client.max_line_bytes, relay=True)
+        decoder = FrameDecoder(max_line_bytes=self.client.pool.max_line_bytes, relay=True)
         data = winner.take_over()
         try:
             while True:
@@ -267,7 +267,7 @@ class GatewayEngine:
 
     async def _read_body_end(self, winner: CapturedResponse) -> None:
         """After ``eos``, read the HTTP body's end, so the connection can be reused."""
-        with trio.move_on_after(self.client.close_timeout_s):
+        with trio.move_on_after(self.client.timeouts.close_s):
             try:
                 while data := await winner.receive_relayed():
                     if data.strip():
@@ -280,7 +280,7 @@ class GatewayEngine:
         (a longer one is dropped there, and the worker's log no longer leads back)."""
         if request is None:
             return None
-        room = MAX_REQUEST_ID_CHARS - len(f".{self.client.max_attempts}")
+        room = MAX_REQUEST_ID_CHARS - len(f".{self.client.hedging.max_attempts}")
         return request.request_id[:room]
 
     def upstream_load(self) -> float:
@@ -455,16 +455,6 @@ def _refused_param(response: httpx.Response) -> str | None:
     return param if isinstance(param, str) else None
 
 
-#: Client options that shape the transport a client makes for itself.
-_TRANSPORT_OPTIONS = (
-    "connect_timeout_s",
-    "read_timeout_s",
-    "max_connections_per_endpoint",
-    "ssl_context",
-    "verify",
-)
-
-
 def _with_relay_transport(options: dict[str, Any]) -> dict[str, Any]:
     """The client's options with its transport wrapped in a :class:`RelayTransport`.
 
@@ -479,9 +469,15 @@ def _with_relay_transport(options: dict[str, Any]) -> dict[str, Any]:
     if given not in (None, "trio", "httpx"):
         options["transport"] = given  # the client says what is wrong with it
         return options
-    settings = {k: options.pop(k) for k in _TRANSPORT_OPTIONS if k in options}
-    ssl_context = settings.pop("ssl_context", None)
-    verify = bool(settings.pop("verify", True))
+    # The client keeps its timeouts and pool groups (other fields are its own).
+    timeouts, pool = options.get("timeouts") or Timeouts(), options.get("pool") or Pool()
+    settings: dict[str, Any] = {
+        "connect_timeout_s": timeouts.connect_s,
+        "read_timeout_s": timeouts.read_s,
+        "max_connections_per_endpoint": pool.max_connections_per_endpoint,
+    }
+    ssl_context = options.pop("ssl_context", None)
+    verify = bool(options.pop("verify", True))
     if ssl_context is not None and not verify:
         raise ValueError("give ssl_context or verify=False, not both")
     inner: Transport
@@ -575,7 +571,7 @@ class Gateway:
         """What the gateway sees of each worker (one line each), and a warning
         when none is reachable: what ``orpheus-trio gateway`` prints at start."""
         statuses = self.engine.upstreams.statuses.values()
-        lines = [self.engine.for_log(_poll_line(status)) for status in statuses]
+        lines = [_poll_line(status, self.engine.for_log) for status in statuses]
         if not any(s.reachable for s in statuses):
             lines.append(
                 "warning: no upstream is reachable; requests are answered 503 "
@@ -600,11 +596,14 @@ class Gateway:
         await self.engine.aclose()
 
 
-def _poll_line(status: UpstreamStatus) -> str:
+def _poll_line(status: UpstreamStatus, redact: Callable[[str], str]) -> str:
     """One worker's first poll, for the operator's terminal (the error's own
-    text included: it names the cause, e.g. ``Connection refused``)."""
+    text included, through ``redact``: it names the cause, e.g. ``Connection
+    refused``). Only that text is redacted: the line's own words are ours, and
+    a key that holds one of them (``UpstreamKey...``) must not blank them."""
     if not status.reachable:
-        return f"upstream {status.url}: NOT reachable ({status.error}: {status.detail})"
+        detail = redact(f"{status.detail}")
+        return f"upstream {status.url}: NOT reachable ({status.error}: {detail})"
     voices = ", ".join(status.voices) if status.voices else "none"
     draining = ", draining" if status.draining else ""
     return (
