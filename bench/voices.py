@@ -37,6 +37,7 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -48,11 +49,10 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"
 sys.path.insert(0, str(ROOT / "tests"))  # the tiny model builders live with the tests
 
 from orpheus_trio.local.cloning import cloning_prompt
-from orpheus_trio.local.engine_client import RemoteLM, RemoteTokens, engine_request_body
-from orpheus_trio.local.llm import END_OF_TEXT, SamplingParams
+from orpheus_trio.local.engine_client import RemoteLM
+from orpheus_trio.local.llm import END_OF_TEXT
 from orpheus_trio.local.snac_decoder import SnacDecoder
 from orpheus_trio.local.synthesizer import LocalSynthesizer, TruncatedSpeechWarning
-from orpheus_trio.local.token_source import Prompt
 from orpheus_trio.voices.library import CustomVoice, Reference, VoiceLibrary
 
 TEXT = "the quick brown fox , hello world ."
@@ -100,10 +100,8 @@ class CacheSwitch(RemoteLM):
 
     cache_prompt = True
 
-    def open_tokens(self, prompt: Prompt, params: SamplingParams) -> RemoteTokens:
-        body = engine_request_body(prompt, params, self.model)
-        body["cache_prompt"] = self.cache_prompt
-        return RemoteTokens(self, body)
+    async def _open(self, body: Mapping[str, Any], kind: Any) -> Any:
+        return await super()._open({**body, "cache_prompt": self.cache_prompt}, kind)
 
 
 async def first_audio(synth: LocalSynthesizer, voice: str) -> float:

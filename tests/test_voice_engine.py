@@ -71,14 +71,13 @@ async def test_cloned_speech_on_llama_server_equals_the_on_box_path(
 async def test_llama_server_received_the_cloning_layout(engine: LlamaServer, library: VoiceLibrary) -> None:
     lm = RemoteLM(engine.url, tokenizer=scripted_model_dir(FRAMES))
     sent: list[dict[str, Any]] = []
-    open_tokens = lm.open_tokens
+    open_stream = lm._open
 
-    def spy(prompt, params):  # type: ignore[no-untyped-def]
-        tokens = open_tokens(prompt, params)
-        sent.append(dict(tokens._body))
-        return tokens
+    async def spy(body, kind):  # type: ignore[no-untyped-def]
+        sent.append(dict(body))
+        return await open_stream(body, kind)
 
-    lm.open_tokens = spy  # type: ignore[method-assign]
+    lm._open = spy  # type: ignore[method-assign]
     await speak(lm, library)
     expected = expected_prompt(library, "brown fox")
     assert sent[0]["prompt"] == expected and sent[0]["cache_prompt"] is True
