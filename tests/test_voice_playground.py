@@ -31,20 +31,22 @@ def drive(url: str, browser_path: str, clip: Path) -> dict[str, Any]:
         try:
             page = browser.new_page()
             page.goto(url, wait_until="load")
-            page.wait_for_function("document.querySelector('#voice').options.length > 1")
+            page.wait_for_function("() => document.querySelector('#voice').options.length > 1")
             page.click("#clone summary")
             page.fill("#clone-name", "grandpa")
             page.set_input_files("#clone-file", str(clip))
             page.fill("#clone-text", "hello world")
             page.fill("#clone-key", ADMIN)
             page.click("#clone-add")
-            page.wait_for_function("['added', 'failed'].some((s) => window.playground.clone.state.startsWith(s))", timeout=60_000)
+            page.wait_for_function(
+                "() => ['added', 'failed'].some((s) => window.playground.clone.state.startsWith(s))", timeout=60_000
+            )
             added: dict[str, Any] = page.evaluate("() => ({...window.playground.clone})")
             selected = page.eval_on_selector("#voice", "select => select.value")
             page.fill("#text", "quick brown fox")
             page.select_option("#format", "pcm")
             page.click("#speak")
-            page.wait_for_function("['done', 'failed'].includes(window.playground.state)", timeout=60_000)
+            page.wait_for_function("() => ['done', 'failed'].includes(window.playground.state)", timeout=60_000)
             spoken: dict[str, Any] = page.evaluate("() => ({...window.playground})")
             return {"added": added, "selected": selected, "spoken": spoken}
         finally:
