@@ -187,6 +187,9 @@ def engine_request_body(
         "repeat_last_n": params.max_tokens + len(prompt) + _PROMPT_WINDOW_SLACK,
         "stop": stop,
         "stop_token_ids": [END_OF_SPEECH],
+        # llama-server: reuse a slot's cached prefix (a cloned voice's references); vLLM
+        # does the same with --enable-prefix-caching.
+        "cache_prompt": True,
     }
     body["samplers"] = [
         "penalties",

@@ -35,6 +35,7 @@ from ...voices import (
     DEFAULT_FAMILY,
     FAMILIES,
     FAMILY_MARKER_FILE,
+    Voice,
     VoiceCatalog,
     catalog_for,
     family_from_checkpoint,
@@ -95,10 +96,26 @@ class OrpheusEngine:
         )
 
     def voices(self) -> list[str]:
-        return list(self._voices)
+        # Custom voices too, where this model clones: a gateway routes each to the workers that hold it.
+        custom = self._custom_voices() if self.synthesizer.can_clone else []
+        return [*self._voices, *custom]
 
     def catalog(self) -> VoiceCatalog:
-        return self._catalog
+        """The checkpoint's voices, then the library's custom ones (kind ``custom``; where the
+        model cannot clone they are listed so that asking for one says why it fails)."""
+        custom = self._custom_voices()
+        if not custom:
+            return self._catalog
+        language = (self._catalog.languages() or ["en"])[0]  # what the checkpoint speaks
+        family = self._catalog.voices[0].family if self._catalog.voices else "custom"
+        return self._catalog.with_voices(Voice(name, language, "custom", family) for name in custom)
+
+    def _custom_voices(self) -> list[str]:
+        library = self.synthesizer.voice_library
+        if library is None:
+            return []
+        taken = {*self._voices, *self._catalog.aliases}  # a stock name or alias is never shadowed
+        return [name for name in library.names() if name not in taken]
 
     def emotion_tags(self) -> list[str]:
         # The text goes to the model verbatim, so its trained tags reach it intact.
