@@ -145,6 +145,7 @@ class ThreadedGenerator(Generic[T, R]):
         self._stop.set()
         self._receive.close()
         if not self._started:
+            self._send.close()  # no thread will: a stream never read is closed here
             return
         with anyio.move_on_after(self._join_timeout_s, shield=True):
             await self._loop_done.wait()
