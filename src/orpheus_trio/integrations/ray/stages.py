@@ -129,6 +129,8 @@ def vllm_reply(row: Row) -> Row:
     """``ray.data.llm`` postprocessing: the generated ids (none for a piece that had failed)."""
     keep = {k: row[k] for k in ("id", "text", "voice", "piece", "pieces", "error")}
     generated = [] if row["error"] else _ids(row.get("generated_tokens"))
+    if generated and generated[-1] == END_OF_SPEECH:  # vLLM hands back the stop token it matched
+        generated.pop()
     return {**keep, "generated": generated}
 
 
@@ -279,7 +281,7 @@ class DecodeStage:
         by_length: dict[int, list[tuple[int, int]]] = defaultdict(list)
         for key, f in frames.items():
             by_length[len(f)].append(key)
-        audio = {}
+        audio: dict[tuple[int, int], np.ndarray] = {}
         for keys in by_length.values():
             decoded = self._decoder.decode_batch(np.stack([frames[k] for k in keys]))
             audio.update(zip(keys, decoded, strict=True))
