@@ -140,7 +140,7 @@ BAD_ROWS = {
     "empty": "empty text",
     "huge": "text has 12000 characters; the limit is 8000",
     "badvoice": "unknown voice 'nobody'",
-    "bytes": "text: not UTF-8: byte 0xff",
+    "000206": "not UTF-8: byte 0xff",  # its line is not read as JSON, so it goes by its line number
     "notext": "no text field",
 }
 
