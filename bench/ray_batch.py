@@ -14,7 +14,7 @@ costs what it costs). Rows are short sentences, temperature 0.
   2 and 4 decode actors. Each run includes its actors' start (loading torch, the model, SNAC).
 - Decode alone, in this process: CPU seconds per audio second of the pipeline's own work (SNAC
   decode of whole utterances + FLAC encoding, no LLM), and whole-utterance vs streaming-window
-  decode (``pcm_from_tokens``) of the same frames.
+  decode (the streaming decoder's exact-context windows, hop 16) of the same frames.
 
 Reported: rows per second and audio seconds per wall second of each; the decode figures.
 """
@@ -73,12 +73,10 @@ def bench_ray(rows: Path, model: Path, snac: Path, out: Path, actors: int) -> tu
 
 def bench_decode(snac: Path, utterances: int) -> dict[str, float]:
     import numpy as np
-    import trio
 
     from orpheus_trio.integrations.ray.stages import encode
     from orpheus_trio.local.snac_decoder import SnacDecoder, float_to_pcm16
-    from orpheus_trio.local.stream_decode import pcm_from_tokens
-    from orpheus_trio.local.tokens import token_ids_from_codes
+    from orpheus_trio.local.stream_decode import StreamPlanner
 
     decoder = SnacDecoder.from_pretrained(snac)
     rng = np.random.default_rng(0)
@@ -104,18 +102,19 @@ def bench_decode(snac: Path, utterances: int) -> dict[str, float]:
         for f in frames:
             float_to_pcm16(decoder.decode(f))
 
-    async def stream_all() -> None:
-        async def tokens(ids: list[int]) -> Any:
-            for i in ids:
-                yield i
-
+    def windowed() -> None:
+        """The streaming decoder's exact-context windows (hop 16 frames), planned for whole
+        utterances at once, each window one SNAC call."""
         for f in frames:
-            async for _ in pcm_from_tokens(tokens(token_ids_from_codes(f)), decoder):
-                pass
+            planner = StreamPlanner.for_decoder(decoder, first_hop=16, max_hop=16)
+            planner.push(f)
+            planner.finish()
+            while (window := planner.next_window()) is not None:
+                window.keep(decoder.decode_batch(window.frames[None], window.latent_start, window.latent_stop)[0])
 
     whole_wall, whole_cpu = best_of_3(whole)
     single_wall, single_cpu = best_of_3(whole_one_by_one)
-    windowed_wall, windowed_cpu = best_of_3(lambda: trio.run(stream_all))
+    windowed_wall, windowed_cpu = best_of_3(windowed)
     flac_wall, flac_cpu = best_of_3(lambda: [encode(p, "flac") for p in pcm])
     return {
         "audio_s": audio_s,
@@ -165,7 +164,7 @@ def main() -> None:
     print(f"{'decode (per audio second)':44} {'wall s':>8} {'CPU s':>8}")
     for name, key in (("whole utterances, batched", "whole_decode"),
                       ("whole utterances, one at a time", "whole_one_by_one"),
-                      ("streaming windows (pcm_from_tokens)", "windowed_decode")):
+                      ("streaming windows (hop 16, exact context)", "windowed_decode")):
         print(f"{name:44} {d[key + '_wall_per_audio_s']:8.3f} {d[key + '_cpu_per_audio_s']:8.3f}")
     print(f"pipeline's own CPU s per audio s (batched decode + FLAC): {d['pipeline_cpu_per_audio_s']:.3f} "
           f"(FLAC {d['flac_cpu_per_audio_s']:.4f})")
@@ -174,4 +173,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
