@@ -14,7 +14,11 @@ Each stream is 2.5 s of audio (25 chunks of 2400 samples) at full speed, 1 and
   1 and 32 streams; added first audio at most 2 ms at 1 stream and 25% of the
   direct p50 at 32.
 
-    .venv/bin/python bench/gateway.py [--quick] [--json PATH]
+With ``--baseline SRC`` (the ``src/`` of another checkout), a second worker
+and gateway pair runs from it and every row is measured on both pairs,
+alternating, in the same run.
+
+    .venv/bin/python bench/gateway.py [--quick] [--json PATH] [--baseline SRC]
 """
 
 from __future__ import annotations
@@ -28,14 +32,15 @@ from pathlib import Path
 from typing import Any
 
 import trio
-from orpheus_trio.server.config import HTTP_SERVERS
 from server import SYNTHETIC_BODY, ServerProcess, stream_many
 
 
 class GatewayProcess(ServerProcess):
     """``orpheus-trio gateway`` on a free port in front of ``upstream``."""
 
-    def __init__(self, upstream: ServerProcess, options: Sequence[str] = ()) -> None:
+    def __init__(
+        self, upstream: ServerProcess, options: Sequence[str] = (), *, src: str | None = None
+    ) -> None:
         self._start(
             "gateway",
             [
@@ -43,6 +48,7 @@ class GatewayProcess(ServerProcess):
                 "--hedge-ttfb-ms", "0", *options,
             ],
             listening="upstreams",
+            src=src,
         )  # fmt: skip
 
 
@@ -79,46 +85,50 @@ def main() -> int:
         "--json", type=Path, metavar="PATH", help="also write results as JSON"
     )
     parser.add_argument(
-        "--http-server", choices=HTTP_SERVERS, default="builtin",
-        help="the HTTP server both processes run (default: builtin)",
+        "--baseline", metavar="SRC",
+        help="also measure a worker and gateway run from this src/ directory",
     )  # fmt: skip
     args = parser.parse_args()
     scale = 1 if args.quick else 5
     rows: list[dict[str, Any]] = []
-    options = ["--http-server", args.http_server]
-    worker = ServerProcess("synthetic", options)
-    gateway = GatewayProcess(worker, options)
+    pairs: dict[str, tuple[ServerProcess, GatewayProcess]] = {}
+    sources = {"this": None, **({"baseline": args.baseline} if args.baseline else {})}
     try:
-        trio.run(drive, gateway, {}, 4, 20)  # warm up both, and the gateway's pool
+        for name, src in sources.items():
+            worker = ServerProcess("synthetic", src=src)
+            pairs[name] = (worker, GatewayProcess(worker, src=src))
+        for worker, gateway in pairs.values():
+            trio.run(drive, gateway, {}, 4, 20)  # warm up both, and the gateway's pool
         for concurrency, total in ((1, 100 * scale), (32, 320 * scale)):
-            direct = trio.run(drive, worker, {"worker": worker}, concurrency, total)
-            via = trio.run(
-                drive,
-                gateway,
-                {"worker": worker, "gateway": gateway},
-                concurrency,
-                total,
-            )
-            rows.append(
-                {
-                    "concurrency": concurrency,
-                    "direct": direct,
-                    "gateway": via,
-                    "added_first_audio_ms_p50": round(
-                        via["first_audio_ms_p50"] - direct["first_audio_ms_p50"], 2
-                    ),
-                }
-            )
+            for name in sorted(pairs):  # baseline first, then this one
+                worker, gateway = pairs[name]
+                direct = trio.run(drive, worker, {"worker": worker}, concurrency, total)
+                via = trio.run(
+                    drive,
+                    gateway,
+                    {"worker": worker, "gateway": gateway},
+                    concurrency,
+                    total,
+                )
+                rows.append(
+                    {
+                        "server": name,
+                        "concurrency": concurrency,
+                        "direct": direct,
+                        "gateway": via,
+                        "added_first_audio_ms_p50": round(
+                            via["first_audio_ms_p50"] - direct["first_audio_ms_p50"], 2
+                        ),
+                    }
+                )
     finally:
-        gateway.stop()
-        worker.stop()
+        for worker, gateway in pairs.values():
+            gateway.stop()
+            worker.stop()
 
+    print("synthetic worker at full speed, 2.5 s of audio per stream; gateway hedging off")
     print(
-        "synthetic worker at full speed, 2.5 s of audio per stream; gateway hedging off; "
-        f"HTTP server: {args.http_server}"
-    )
-    print(
-        f"{'concurrent':>10} {'path':>8} {'streams/s':>10} {'first audio p50':>16} "
+        f"{'server':>8} {'concurrent':>10} {'path':>8} {'streams/s':>10} {'first audio p50':>16} "
         f"{'p90':>10} {'worker CPU/stream':>18} {'gateway CPU/stream':>19}"
     )
     for row in rows:
@@ -126,17 +136,17 @@ def main() -> int:
             r = row[path]
             gateway_cpu = r.get("gateway_cpu_ms_per_stream")
             print(
-                f"{row['concurrency']:>10} {path:>8} {r['streams_per_s']:>10} "
+                f"{row['server']:>8} {row['concurrency']:>10} {path:>8} {r['streams_per_s']:>10} "
                 f"{r['first_audio_ms_p50']:>13} ms {r['first_audio_ms_p90']:>7} ms "
                 f"{r['worker_cpu_ms_per_stream']:>15} ms "
                 f"{'-' if gateway_cpu is None else f'{gateway_cpu} ms':>19}"
             )
         print(
-            f"{'':>10} {'added':>8} {'':>10} {row['added_first_audio_ms_p50']:>13} ms"
+            f"{'':>8} {'':>10} {'added':>8} {'':>10} {row['added_first_audio_ms_p50']:>13} ms"
         )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        results = {"http_server": args.http_server, "rows": rows}
+        results = {"rows": rows}
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     return 0
 

@@ -14,13 +14,18 @@ HTTP/1.1 client (no JSON or base64 decoding: we measure the server, not a client
   run: median time to the first body byte and server CPU ms per audio second
   (what encoding each format costs the server).
 
-    .venv/bin/python bench/server.py [--quick] [--json PATH]
+With ``--baseline SRC`` (the ``src/`` of another checkout, e.g. a worktree
+of an earlier commit), the synthetic rows run on both servers, alternating,
+in the same run: a before/after comparison on the same machine load.
+
+    .venv/bin/python bench/server.py [--quick] [--json PATH] [--baseline SRC]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import statistics
 import subprocess
@@ -46,18 +51,24 @@ ESPEAK_TEXT = (
 class ServerProcess:
     """``orpheus-trio serve`` on a free port, in a child process."""
 
-    def __init__(self, engine: str, options: Sequence[str] = ()) -> None:
-        self._start("serve", ["--engine", engine, *options], listening="engine")
+    def __init__(
+        self, engine: str, options: Sequence[str] = (), *, src: str | None = None
+    ) -> None:
+        self._start("serve", ["--engine", engine, *options], listening="engine", src=src)
 
-    def _start(self, command: str, options: list[str], *, listening: str) -> None:
-        """Run ``orpheus-trio <command>`` on a free port; its address comes from the
-        log line ``<listening> on http://HOST:PORT``."""
+    def _start(
+        self, command: str, options: list[str], *, listening: str, src: str | None
+    ) -> None:
+        """Run ``orpheus-trio <command>`` (from ``src`` if given) on a free port; its
+        address comes from the log line ``<listening> on http://HOST:PORT``."""
+        env = None if src is None else {**os.environ, "PYTHONPATH": src}
         self.popen = subprocess.Popen(
             [
                 sys.executable, "-m", "orpheus_trio", command, "--port", "0", *options,
                 "--max-concurrency", "64", "--max-queue", "256", "--log-level", "WARNING",
             ],
             stderr=subprocess.PIPE,
+            env=env,
         )  # fmt: skip
         assert self.popen.stderr is not None
         seen = ""
@@ -260,20 +271,28 @@ def main() -> int:
     parser.add_argument(
         "--json", type=Path, metavar="PATH", help="also write results as JSON"
     )
+    parser.add_argument(
+        "--baseline", metavar="SRC",
+        help="also run the synthetic rows on the server in this src/ directory",
+    )  # fmt: skip
     args = parser.parse_args()
     scale = 1 if args.quick else 5
     results: dict[str, Any] = {"synthetic": []}
 
-    server = ServerProcess("synthetic")
+    servers = {"this": ServerProcess("synthetic")}
+    if args.baseline:
+        servers["baseline"] = ServerProcess("synthetic", src=args.baseline)
     try:
-        trio.run(drive, server, SYNTHETIC_BODY, 1, 10)  # warm up
+        for server in servers.values():
+            trio.run(drive, server, SYNTHETIC_BODY, 1, 10)  # warm up
         for concurrency, total in ((1, 100 * scale), (32, 320 * scale)):
-            results["synthetic"].append(
-                trio.run(drive, server, SYNTHETIC_BODY, concurrency, total)
-            )
-        results["speech"] = trio.run(speech_rows, server, 20 * scale)
+            for name in sorted(servers):  # baseline first, then this one
+                row = trio.run(drive, servers[name], SYNTHETIC_BODY, concurrency, total)
+                results["synthetic"].append({"server": name, **row})
+        results["speech"] = trio.run(speech_rows, servers["this"], 20 * scale)
     finally:
-        server.stop()
+        for server in servers.values():
+            server.stop()
     server = ServerProcess("espeak")
     try:
         trio.run(espeak_runs, server, 1)  # warm up
@@ -283,11 +302,11 @@ def main() -> int:
 
     print("synthetic engine, full speed, 2.5 s of audio per stream")
     print(
-        f"{'concurrent':>10} {'streams':>8} {'streams/s':>10} {'audio s/s':>10} {'CPU ms/audio s':>15} {'first chunk p50':>16}"
+        f"{'server':>8} {'concurrent':>10} {'streams':>8} {'streams/s':>10} {'audio s/s':>10} {'CPU ms/audio s':>15} {'first chunk p50':>16}"
     )
     for row in results["synthetic"]:
         print(
-            f"{row['concurrency']:>10} {row['streams']:>8} {row['streams_per_s']:>10} "
+            f"{row['server']:>8} {row['concurrency']:>10} {row['streams']:>8} {row['streams_per_s']:>10} "
             f"{row['audio_s_per_s']:>10} {row['server_cpu_ms_per_audio_s']:>15} "
             f"{row['first_chunk_ms_p50']:>13} ms"
         )

@@ -41,9 +41,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from _support_faults import open_fds, task_count  # the probes the fault tests use
 
 from orpheus_trio import (
+    Breaker,
     HTTPStatusError,
     IncompleteStreamError,
     OrpheusTTS,
+    Pool,
     ProtocolError,
     ServiceError,
 )
@@ -218,8 +220,8 @@ async def run_soak(urls: list[str], cfg: SoakConfig) -> SoakReport:
         OrpheusTTS(
             urls,
             hedge_ttfb_ms=cfg.hedge_ms,
-            max_connections_per_endpoint=cfg.streams,
-            breaker_failures=cfg.breaker_failures,
+            pool=Pool(max_connections_per_endpoint=cfg.streams),
+            breaker=Breaker(failures=cfg.breaker_failures),
             rng=random.Random(cfg.seed),
         ) as tts,
         trio.open_nursery() as outer,

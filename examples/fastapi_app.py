@@ -3,9 +3,15 @@
     pip install "orpheus-trio[examples]"
     python examples/fastapi_app.py          # then open http://127.0.0.1:8000/
 
-``GET /speak?text=...`` answers a streaming WAV (the header first, then PCM as
-it arrives), so an ``<audio>`` element starts playing before the speech is
-complete. The client runs natively on uvicorn's asyncio loop.
+``GET /speak?text=...&voice=...`` answers a streaming WAV (the header first,
+then PCM as it arrives), so an ``<audio>`` element starts playing before the
+speech is complete. The client runs natively on uvicorn's asyncio loop.
+
+``speech_response`` opens the stream before answering, so a failure before
+any audio is an HTTP error with a JSON body (a bad voice: 400, a refused key:
+401, every worker down: 502 or 503 with Retry-After) instead of a 200 with an
+empty body; a failure mid-speech cuts the body, which the browser sees as an
+error rather than a clean, shorter clip.
 """
 
 from __future__ import annotations
@@ -15,10 +21,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Query
-from fastapi.responses import HTMLResponse, StreamingResponse
+from fastapi.responses import HTMLResponse, Response
 
 from orpheus_trio import OrpheusTTS
-from orpheus_trio.audio import wav_header
+from orpheus_trio.integrations.asgi import speech_response
 
 PAGE = """<!doctype html><title>orpheus-trio</title>
 <form onsubmit="a.src='/speak?text='+encodeURIComponent(t.value);a.play();return false">
@@ -41,13 +47,10 @@ def create_app(urls: list[str], api_key: str | None = None) -> FastAPI:
         return PAGE
 
     @app.get("/speak")
-    async def speak(text: str = Query(min_length=1, max_length=2000)) -> StreamingResponse:
-        async def body() -> AsyncIterator[bytes]:
-            yield wav_header()  # length unknown: the browser plays as it comes
-            async for pcm in tts.stream(text):
-                yield pcm
-
-        return StreamingResponse(body(), media_type="audio/wav")
+    async def speak(
+        text: str = Query(min_length=1, max_length=2000), voice: str | None = None
+    ) -> Response:
+        return await speech_response(tts, text, voice)  # WAV, streamed as it comes
 
     return app
 

@@ -2,8 +2,10 @@
 
     python examples/realtime_playback.py ["text"]
 
-Plays through ``aplay`` or ``ffplay`` when one is installed; otherwise writes
-the raw PCM (s16le, mono, 24 kHz) to stdout, e.g. ``... | aplay -f S16_LE -r 24000``.
+Plays through ``aplay`` or ``ffplay`` when one is installed. Piped, it writes
+the raw PCM (s16le, mono, 24 kHz) to stdout instead, e.g. ``... | aplay -f S16_LE
+-r 24000``. On a terminal with neither player it says so and writes
+``realtime_playback.wav`` (raw PCM on a terminal would only be noise).
 Prints the time to first audio and the real-time factor on stderr.
 """
 
@@ -17,6 +19,7 @@ import time
 from _asyncio_service import api_key, service_urls
 
 from orpheus_trio import SAMPLE_RATE, OrpheusTTS
+from orpheus_trio.audio import save_wav_stream
 
 PLAYERS = {
     "aplay": ["aplay", "-q", "-f", "S16_LE", "-c", "1", "-r", str(SAMPLE_RATE)],
@@ -25,8 +28,21 @@ PLAYERS = {
 }
 
 
+FALLBACK_WAV = "realtime_playback.wav"
+
+
 async def main(text: str) -> None:
     player = next((cmd for name, cmd in PLAYERS.items() if shutil.which(name)), None)
+    if player is None and sys.stdout.isatty():
+        print(
+            f"neither aplay nor ffplay is installed, and raw PCM on a terminal is noise: "
+            f"writing {FALLBACK_WAV} instead (or pipe it: ... | aplay -f S16_LE -r {SAMPLE_RATE})",
+            file=sys.stderr,
+        )
+        async with OrpheusTTS(service_urls(), api_key=api_key()) as tts:
+            seconds = await save_wav_stream(tts.stream(text), FALLBACK_WAV)
+        print(f"wrote {FALLBACK_WAV}: {seconds:.2f} s of audio", file=sys.stderr)
+        return
     process = (
         await asyncio.create_subprocess_exec(*player, stdin=asyncio.subprocess.PIPE)
         if player and sys.stdout.isatty()

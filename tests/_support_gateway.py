@@ -13,10 +13,12 @@ from typing import Any
 import httpx
 import trio
 
+from orpheus_trio import Hedging
 from orpheus_trio.server import Engine, OrpheusApp, ServerConfig, create_app, serve_app
 from orpheus_trio.server.engine import CURRENT_REQUEST, Hints, InvalidParam, Piece
 from orpheus_trio.server.engines.synthetic import SyntheticEngine
 from orpheus_trio.server.gateway.service import Gateway
+from orpheus_trio.voices import VoiceCatalog, catalog_for
 
 
 @dataclass
@@ -47,6 +49,11 @@ class RecordingEngine(SyntheticEngine):
 
     def voices(self) -> list[str]:
         return list(self.offered) if self.offered is not None else super().voices()
+
+    def catalog(self) -> VoiceCatalog:
+        if self.offered is None:
+            return super().catalog()
+        return catalog_for("en-ft", voices=self.offered)
 
     def validate(self, voice: str | None, params: dict[str, Any]) -> dict[str, Any]:
         if voice is not None and voice not in self.voices():  # as a real worker would
@@ -118,7 +125,7 @@ async def start_gateway(
     """A gateway on port 0; the client's options default to a seeded rng and a
     budget that never runs out, so tests are deterministic."""
     config = ServerConfig(**{"host": "127.0.0.1", "port": 0, **settings})
-    options: dict[str, Any] = {"rng": random.Random(7), "hedge_budget_min": 1000}
+    options: dict[str, Any] = {"rng": random.Random(7), "hedging": Hedging(budget_min=1000)}
     options.update(client or {})
     gateway = Gateway(
         upstreams,

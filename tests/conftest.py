@@ -10,27 +10,11 @@ import trio
 from _support_server import RunningServer, StartServer, ThreadedServer
 
 from orpheus_trio.server import Engine, ServerConfig, create_app, serve_app
-from orpheus_trio.server.config import HTTP_SERVERS
 from orpheus_trio.server.engines.synthetic import SyntheticEngine
 
 
-def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    # A module with ``BOTH_HTTP_SERVERS = True`` runs each test that starts a
-    # server on the built-in HTTP/1.1 server and on Hypercorn.
-    if "http_server" in metafunc.fixturenames and getattr(
-        metafunc.module, "BOTH_HTTP_SERVERS", False
-    ):
-        metafunc.parametrize("http_server", HTTP_SERVERS)
-
-
 @pytest.fixture
-def http_server() -> str:
-    """The HTTP server ``start_server`` runs: the default, or each (``BOTH_HTTP_SERVERS``)."""
-    return ServerConfig.http_server
-
-
-@pytest.fixture
-async def start_server(nursery: trio.Nursery, http_server: str) -> StartServer:
+async def start_server(nursery: trio.Nursery) -> StartServer:
     """``await start_server(engine=None, **ServerConfig fields)``: a running server.
 
     The engine defaults to a fresh :class:`SyntheticEngine`; the server stops
@@ -40,7 +24,7 @@ async def start_server(nursery: trio.Nursery, http_server: str) -> StartServer:
     async def start(engine: Engine | None = None, **settings: Any) -> RunningServer:
         engine = engine if engine is not None else SyntheticEngine()
         config = ServerConfig(
-            **{"host": "127.0.0.1", "port": 0, "http_server": http_server, **settings}
+            **{"host": "127.0.0.1", "port": 0, **settings}
         )
         app = create_app(engine, config)
         drain, stopped = trio.Event(), trio.Event()

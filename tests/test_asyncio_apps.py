@@ -1,9 +1,9 @@
 """asyncio apps as the user guide writes them, against the embedded reference server.
 
 The server (a Trio app) runs on a thread of its own; the client runs natively
-on asyncio: ``asyncio.run``, ``asyncio.gather`` over several streams, a
-FastAPI app under uvicorn returning a ``StreamingResponse`` fed by
-``tts.stream``, and the asyncio examples run as users run them.
+on asyncio: ``asyncio.run``, ``asyncio.gather`` over several streams, the
+FastAPI example under uvicorn (``speech_response``; its error statuses are in
+test_asgi_speech_response.py), and the asyncio examples run as users run them.
 """
 
 from __future__ import annotations
@@ -155,3 +155,41 @@ def test_realtime_playback_example_writes_pcm_when_not_on_a_terminal(
     done = run_example("realtime_playback.py", "Played live.", cwd=tmp_path, url=url)
     assert done.stdout == expected("Played live.")
     assert "first audio after" in done.stderr.decode()
+
+
+def test_realtime_playback_example_on_a_terminal_without_a_player_writes_a_wav(
+    threaded_server: StartThreaded, tmp_path: Path
+) -> None:
+    """Raw PCM on a terminal is noise: it says so and writes a WAV file instead."""
+    import os
+    import pty
+
+    url = threaded_server()
+    master, terminal = pty.openpty()
+    try:
+        done = subprocess.run(
+            [sys.executable, str(EXAMPLES / "realtime_playback.py"), "Played to a file."],
+            cwd=tmp_path,
+            stdout=terminal,
+            stderr=subprocess.PIPE,
+            env=clean_env(ORPHEUS_URLS=url, PATH=str(tmp_path)),  # no aplay, no ffplay
+            timeout=120,
+            check=False,
+        )
+        os.close(terminal)
+        shown = b""
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # the terminal's other end is closed: all read
+                break
+            if not data:
+                break
+            shown += data
+    finally:
+        os.close(master)
+    assert done.returncode == 0, done.stderr.decode()
+    assert shown == b""  # nothing written to the terminal
+    err = done.stderr.decode()
+    assert "neither aplay nor ffplay is installed" in err
+    assert read_wav(tmp_path / "realtime_playback.wav").pcm == expected("Played to a file.")

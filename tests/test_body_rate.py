@@ -57,13 +57,13 @@ def test_a_body_at_exactly_the_minimum_rate_is_never_cut() -> None:
 
 @pytest.mark.parametrize("min_bytes", [0, -1, 1.5, True, "1024"])
 def test_min_rate_bytes_must_be_a_positive_integer(min_bytes: object) -> None:
-    with pytest.raises(ValueError, match="min_rate_bytes must be an integer >= 1"):
+    with pytest.raises(ValueError, match=r"Timeouts\.min_rate_bytes must be an integer >= 1"):
         Timeouts(min_rate_bytes=min_bytes)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("window_s", [0, -1.0, math.inf, math.nan, True, None])
 def test_min_rate_window_must_be_positive_seconds(window_s: object) -> None:
-    with pytest.raises(ValueError, match="min_rate_window_s must be a positive number"):
+    with pytest.raises(ValueError, match=r"Timeouts\.min_rate_window_s must be a positive number"):
         Timeouts(min_rate_window_s=window_s)  # type: ignore[arg-type]
 
 

@@ -252,3 +252,75 @@ def test_emotion_tags_pass_through_the_chunker_token_by_token() -> None:
     assert " ".join(out) == TAGGED.strip()
     for tag in ORPHEUS_EMOTION_TAGS:
         assert sum(s.count(tag) for s in out) == 1, tag
+
+
+# -- every script --------------------------------------------------------------------------------
+
+import regex  # noqa: E402
+from _support_scripts import SCRIPT_CASES  # noqa: E402
+
+
+@pytest.mark.parametrize(
+    ("text", "max_chars", "expected"),
+    [case[1:] for case in SCRIPT_CASES],
+    ids=[case[0] for case in SCRIPT_CASES],
+)
+def test_every_script_streamed_a_grapheme_at_a_time_gives_the_exact_pieces(
+    text: str, max_chars: int, expected: list[str]
+) -> None:
+    chunker = SentenceChunker(
+        max_chars=max_chars, min_chars=1, max_wait_s=math.inf, end_wait_s=math.inf
+    )
+    pieces: list[str] = []
+    for cluster in regex.findall(r"\X", text):
+        pieces += chunker.feed(cluster, 0.0)
+    assert pieces + chunker.finish(0.0) == expected
+
+
+def test_mandarin_needs_no_space_to_end_a_sentence_or_cut_a_waiting_clause() -> None:
+    chunker = SentenceChunker(max_wait_s=1.0, min_chars=4, end_wait_s=0.1)
+    assert chunker.feed("你好。今", 0.0) == ["你好。"]  # the next sentence has begun
+    assert chunker.feed("天天气很好，我们", 0.5) == []
+    assert chunker.deadline == 1.0
+    assert chunker.poll(1.0) == ["今天天气很好，"]  # the wait ran out: cut at the full-width comma
+    assert chunker.feed("去公园吧！", 1.2) == []
+    assert chunker.poll(1.3) == ["我们去公园吧！"]  # ends like a sentence; end_wait_s passed
+
+
+def test_a_streamed_tag_is_never_cut_at_overflow() -> None:
+    chunker = SentenceChunker(max_chars=8, min_chars=1, max_wait_s=math.inf)
+    got = []
+    for char in "네 <작은 웃음> 정말 좋아요":  # overflows at "네 <작은 웃음", the tag still open
+        got += chunker.feed(char, 0.0)
+    assert got + chunker.finish(0.0) == ["네", "<작은 웃음>", "정말 좋아요"]
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_CLUSTERS = ["\U0001f468\u200d\U0001f469\u200d\U0001f467", "e\u0301", "ऋ", "ति", "유", "长", "a",
+             "<laugh>", "<작은 웃음>", " ", " ", "。", "，", ". ", "! ", "«", "»", ", "]  # fmt: skip
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.tuples(st.sampled_from(_CLUSTERS), st.floats(0, 0.5)), max_size=80),
+    st.integers(8, 40),
+)
+def test_streamed_pieces_never_cut_a_grapheme_cluster_or_a_tag(
+    clusters: list[tuple[str, float]], max_chars: int
+) -> None:
+    chunker = SentenceChunker(max_chars=max_chars, min_chars=4, max_wait_s=0.3, end_wait_s=0.1)
+    now, pieces = 0.0, []
+    for cluster, wait in clusters:  # one code point at a time, as badly as an LLM could
+        now += wait
+        pieces += chunker.poll(now)
+        for char in cluster:
+            pieces += chunker.feed(char, now)
+    pieces += chunker.finish(now)
+    assert all(0 < len(p) <= max_chars for p in pieces)
+
+    def units(s: str) -> list[str]:
+        return [u for u in regex.findall(r"<[^<>]+>|\X", s) if not u.isspace()]
+
+    assert [u for p in pieces for u in units(p)] == units("".join(c for c, _ in clusters))

@@ -39,6 +39,8 @@ async def test_speak_with_a_local_model_writes_its_speech(tmp_path: Path) -> Non
     report = done.stderr.decode()
     assert done.returncode == 0, report
     assert "(embedded orpheus server)" in report
+    # The report and nothing else: no "Loading weights" bar from transformers.
+    assert all(line.startswith("orpheus-trio: ") for line in report.splitlines()), report
     got = np.frombuffer(read_wav(out).pcm, dtype=np.int16).astype(np.int32)
     expected = expected_samples()
     assert got.shape == expected.shape and np.abs(got - expected).max() <= 1

@@ -22,7 +22,13 @@ from _support_client import (
     status,
 )
 
-from orpheus_trio import EndpointSnapshot, HTTPStatusError, OrpheusTTS, TruncatedSpeechWarning
+from orpheus_trio import (
+    EndpointSnapshot,
+    HTTPStatusError,
+    OrpheusTTS,
+    Timeouts,
+    TruncatedSpeechWarning,
+)
 from orpheus_trio.protocol.frames import encode_chunk, encode_eos, encode_metrics
 
 A, B = "http://a:1", "http://b:1"
@@ -226,14 +232,22 @@ async def test_bad_input_is_rejected_clearly(
     # Checked here, not first met inside the cleanup of a failed stream (where it
     # replaced the real error and left the response open).
     for bad in (-1, math.nan, None):
-        with pytest.raises(ValueError, match="close_timeout_s"):
-            OrpheusTTS(A, transport=fake, close_timeout_s=bad)  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match=r"Timeouts\.close_s"):
+            Timeouts(close_s=bad)  # type: ignore[arg-type]
     for bad in (-1, 0, math.inf, None):
-        with pytest.raises(ValueError, match="connect_timeout_s"):
-            OrpheusTTS(A, connect_timeout_s=bad)  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match=r"Timeouts\.connect_s"):
+            Timeouts(connect_s=bad)  # type: ignore[arg-type]
     for bad in (-1, 0, math.nan):
-        with pytest.raises(ValueError, match="read_timeout_s"):
-            OrpheusTTS(A, read_timeout_s=bad)
+        with pytest.raises(ValueError, match=r"Timeouts\.read_s"):
+            Timeouts(read_s=bad)
+    with pytest.raises(ValueError, match=r"timeout_s \(Timeouts\.request_s\)"):
+        OrpheusTTS(A, timeout_s=-1)
+    # A group of the wrong kind is named, not taken for another.
+    with pytest.raises(TypeError, match="hedging must be a Hedging, got Timeouts"):
+        OrpheusTTS(A, hedging=Timeouts())  # type: ignore[arg-type]
+    # The flat settings that only repeated a group are gone: they fail loudly.
+    with pytest.raises(TypeError, match="max_attempts"):
+        OrpheusTTS(A, max_attempts=2)  # type: ignore[call-arg]
     # A header carries the key: outside visible ASCII the bytes sent and the
     # bytes a server compares could differ (latin-1 vs UTF-8, trimmed spaces).
     for key in ("", "a\nb", "a\rb", "a\0b", "k\u00e9y", "key\u2603", " key", "a key", "key\t"):

@@ -13,6 +13,7 @@ from _support_server import StartServer
 from orpheus_trio import (
     DeadlineExceeded,
     HTTPStatusError,
+    Hedging,
     IncompleteStreamError,
     OrpheusTTS,
     ServiceError,
@@ -91,7 +92,7 @@ async def test_failover_from_dead_endpoint(start_server: StartServer) -> None:
 
 
 async def test_unreachable_only_endpoint_raises_connect_error() -> None:
-    async with OrpheusTTS(closed_port_url(), max_attempts=2) as tts:
+    async with OrpheusTTS(closed_port_url(), hedging=Hedging(max_attempts=2)) as tts:
         with pytest.raises(httpx.ConnectError):
             await tts.synthesize(TEXT)
 

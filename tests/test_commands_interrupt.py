@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
+import time
 
 import pytest
 import trio
@@ -11,7 +14,7 @@ import trio
 from orpheus_trio.cli.interrupt import (
     Interrupted,
     run_interruptibly,
-    signals_deferred,
+    signals_end_at_once,
     signals_taken,
 )
 
@@ -73,12 +76,31 @@ def test_sigterm_outside_trio_raises_keyboard_interrupt_and_handlers_come_back()
     assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
 
 
-def test_deferred_signals_take_effect_when_the_block_ends() -> None:
-    reached_end_of_block = False
-    with signals_taken(), pytest.raises(KeyboardInterrupt):
-        with signals_deferred():
-            os.kill(os.getpid(), signal.SIGTERM)
-            for _ in range(1000):
-                pass
-            reached_end_of_block = True
-    assert reached_end_of_block
+def test_a_signal_while_starting_ends_the_process_at_once_with_the_one_line() -> None:
+    """``signals_end_at_once``: what a Ctrl-C while the command imports its modules does."""
+    script = (
+        "import os, signal, time\n"
+        "from orpheus_trio.cli.interrupt import signals_end_at_once, signals_taken\n"
+        "with signals_taken(), signals_end_at_once():\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    time.sleep(5)\n"
+        "print('not reached')\n"
+    )
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=30, check=False)
+    assert (done.returncode, done.stdout, done.stderr) == (130, b"", b"orpheus-trio: interrupted\n")
+    assert time.monotonic() - started < 4  # not after the sleep
+
+
+def test_handlers_come_back_after_the_start() -> None:
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    with signals_end_at_once():
+        assert signal.getsignal(signal.SIGINT) not in before
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+
+
+def test_the_start_up_handler_writes_the_same_line() -> None:
+    from orpheus_trio.cli import _INTERRUPTED
+    from orpheus_trio.cli.interrupt import INTERRUPTED_LINE
+
+    assert _INTERRUPTED == f"{INTERRUPTED_LINE}\n".encode()

@@ -110,7 +110,7 @@ async def test_the_engine_samples_with_only_the_samplers_the_request_turns_on(en
     async with LocalSynthesizer(RemoteLM(endless_engine.url), shared_decoder()) as synth:
         chains = {0: ["penalties", "temperature", "top_p"], 30: ["penalties", "temperature", "top_k", "top_p"]}
         for top_k, chain in chains.items():
-            async with synth.open_stream("hello", top_k=top_k, max_tokens=16_000) as audio:
+            async with synth.open_stream("hello", top_k=top_k, max_tokens=16_000, runaway="off") as audio:
                 await audio.__anext__()
                 slots = await trio.to_thread.run_sync(endless_engine.get_json, "/slots")
             (running,) = [s["params"] for s in slots if s.get("is_processing")]
@@ -130,7 +130,7 @@ async def test_paced_reads_take_the_engine_s_tokens_in_bigger_pieces_with_the_sa
         # A decoder that takes no time, so reads are not coalesced by waiting for the SNAC decode.
         async with LocalSynthesizer(lm, InstantDecoder(shared_decoder())) as synth:  # type: ignore[arg-type]
             with pytest.warns(TruncatedSpeechWarning):
-                pcm = await synth.synthesize("hello", "tara", temperature=0, seed=1, max_tokens=7 * 90)
+                pcm = await synth.synthesize("hello", "tara", temperature=0, seed=1, max_tokens=7 * 90, runaway="off")
         return pcm, opened[0]
 
     paced_pcm, paced = await speak()
@@ -185,7 +185,7 @@ async def test_caller_leaving_or_deadline_frees_the_engine_slot(
 ) -> None:
     server = await start_server(engine=remote_engine(endless_engine.url))
     before = await trio.to_thread.run_sync(endless_engine.metric, "tokens_predicted_total")
-    request = {"text": "hello", "max_tokens": 16_000}
+    request = {"text": "hello", "max_tokens": 16_000, "runaway": "off"}
     if how == "deadline":
         request["timeout_s"] = 1.5
     async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as client:
@@ -212,7 +212,7 @@ async def test_hedge_loser_frees_its_engine_slot(endless_engine: LlamaServer, st
     workers = [await start_server(engine=remote_engine(endless_engine.url)) for _ in range(2)]
     # A hedge at 1 ms: both workers start a sequence on the engine; the first audio wins.
     async with OrpheusTTS([w.base_url for w in workers], hedge_ttfb_ms=1) as client:
-        async with client.open_stream("hello", max_tokens=16_000) as audio:
+        async with client.open_stream("hello", max_tokens=16_000, runaway="off") as audio:
             chunks = 0
             async for _ in audio:
                 chunks += 1

@@ -33,6 +33,9 @@ from orpheus_trio.local.synthesizer import (
 from orpheus_trio.local.tokens import FRAME_SAMPLES
 from orpheus_trio.server.engines.orpheus import OrpheusEngine, from_args
 
+#: The endless model tests deadlines and cancellation: the runaway guard would end it first.
+NO_GUARD = {"runaway": "off"}
+
 FRAMES = 6
 
 
@@ -55,7 +58,7 @@ def scripted_engine() -> OrpheusEngine:
 @cache
 def looping_synthesizer() -> LocalSynthesizer:
     return LocalSynthesizer.load(
-        scripted_model_dir(2, loop=True), snac_dir(), device="cpu"
+        scripted_model_dir(2, loop=True), snac_dir(), device="cpu", defaults=NO_GUARD
     )
 
 

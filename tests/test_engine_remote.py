@@ -23,6 +23,7 @@ from _support_server import StartServer, audio_of, parse_frames
 from _support_snac import shared_decoder
 
 from orpheus_trio.local.batching import BackgroundBatchingDecoder
+from orpheus_trio.local.runaway import derived_max_tokens
 from orpheus_trio.local.engine_client import EngineSamplingParams, RemoteLM, SSEDecoder, text_prompt
 from orpheus_trio.local.stream_decode import StreamingDecoder
 from orpheus_trio.local.synthesizer import LocalSynthesizer
@@ -144,7 +145,8 @@ async def test_top_k_off_and_no_seed_are_left_out(nursery: trio.Nursery, start_s
     assert (sent["temperature"], sent["top_p"], sent["max_tokens"]) == (
         defaults.temperature,
         defaults.top_p,
-        defaults.max_tokens,
+        # No max_tokens asked for: the runaway guard derives it from the text.
+        derived_max_tokens("hello", ceiling=defaults.max_tokens),
     )
 
 
@@ -335,7 +337,7 @@ async def test_leaving_or_deadline_closes_the_engine_stream(
     engine = await fake_engine(nursery, endless(conns, closed))
     server = await start_server(engine=remote_engine(engine.url))
     async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as client:
-        request = {"text": "hello", "max_tokens": 100_000}
+        request = {"text": "hello", "max_tokens": 100_000, "runaway": "off"}
         if how == "deadline":
             request["timeout_s"] = 1
         async with client.stream("POST", "/v1/tts/stream", json=request) as response:

@@ -44,11 +44,13 @@ from _support_server import StartServer
 from orpheus_trio import (
     DeadlineExceeded,
     HTTPStatusError,
+    Hedging,
     IncompleteStreamError,
     OrpheusTTS,
     ProtocolError,
     ServiceError,
     SlowBodyError,
+    Timeouts,
 )
 from orpheus_trio.protocol.frames import encode_chunk, encode_eos, encode_metrics
 from orpheus_trio.server.engines.synthetic import SyntheticEngine, expected_stream
@@ -90,8 +92,8 @@ async def settle(fds_before: int, tasks_before: int) -> tuple[int, int]:
 async def settle_fds(fds_before: int) -> int:
     """Wait for closes to land; return the fds above the baseline.
 
-    Under Hypercorn a connection's socket is held until its keep-alive timer ends, even
-    after the client closed it: reference servers here run with ``read_timeout_s=REF_IDLE_S``.
+    A server's socket closes once it reads the client's close; reference servers here
+    run with ``read_timeout_s=REF_IDLE_S``, the longest any may be held.
     """
     with trio.move_on_after(REF_IDLE_S + 2.0):
         while open_fds() > fds_before:
@@ -190,7 +192,7 @@ async def test_fault_before_audio_fails_over_without_mixing(
 ) -> None:
     reply = PRE_AUDIO_FAULTS[fault][0]
     outcome = await run_case(
-        nursery, [reply, good()], read_timeout_s=0.3, transport=transport
+        nursery, [reply, good()], timeouts=Timeouts(read_s=0.3), transport=transport
     )
     assert outcome.error is None
     assert outcome.requests == 2 and outcome.attempts == 2
@@ -204,7 +206,11 @@ async def test_fault_before_audio_with_no_attempt_left_raises_its_type(
 ) -> None:
     reply, error_type = PRE_AUDIO_FAULTS[fault]
     outcome = await run_case(
-        nursery, [reply], max_attempts=1, read_timeout_s=0.3, transport=transport
+        nursery,
+        [reply],
+        hedging=Hedging(max_attempts=1),
+        timeouts=Timeouts(read_s=0.3),
+        transport=transport,
     )
     assert isinstance(outcome.error, error_type), repr(outcome.error)
     assert outcome.requests == 1 and outcome.audio == b""
@@ -212,7 +218,9 @@ async def test_fault_before_audio_with_no_attempt_left_raises_its_type(
 
 async def test_status_error_says_what_the_server_said(nursery: trio.Nursery) -> None:
     outcome = await run_case(
-        nursery, [status(429, "overloaded", retry_after="3")], max_attempts=1
+        nursery,
+        [status(429, "overloaded", retry_after="3")],
+        hedging=Hedging(max_attempts=1),
     )
     error = outcome.error
     assert isinstance(error, HTTPStatusError)
@@ -227,7 +235,9 @@ async def test_status_error_says_what_the_server_said(nursery: trio.Nursery) -> 
 async def test_every_attempt_failing_raises_one_error_after_max_attempts(
     nursery: trio.Nursery,
 ) -> None:
-    outcome = await run_case(nursery, [status(503, "unavailable")], max_attempts=3)
+    outcome = await run_case(
+        nursery, [status(503, "unavailable")], hedging=Hedging(max_attempts=3)
+    )
     assert isinstance(outcome.error, HTTPStatusError)
     assert outcome.error.status_code == 503
     assert outcome.requests == 3
@@ -303,7 +313,7 @@ async def test_fault_after_audio_raises_and_never_fails_over(
 ) -> None:
     reply, error_type, delivered = MID_STREAM_FAULTS[fault]
     outcome = await run_case(
-        nursery, [reply, good()], read_timeout_s=0.3, transport=transport
+        nursery, [reply, good()], timeouts=Timeouts(read_s=0.3), transport=transport
     )
     assert isinstance(outcome.error, error_type), repr(outcome.error)
     assert outcome.requests == 1  # no second attempt once audio was out
@@ -322,7 +332,7 @@ async def test_chunk_sharing_a_read_with_a_bad_line_arrives_then_the_error(
 ) -> None:
     reply = MID_STREAM_FAULTS["chunk then malformed line in one read"][0]
     outcome = await run_case(
-        nursery, [reply, good()], read_timeout_s=5.0, transport=transport
+        nursery, [reply, good()], timeouts=Timeouts(read_s=5.0), transport=transport
     )
     assert outcome.audio == pcm_of(0, 0)  # exactly chunk 0 of request 0
     assert outcome.error == ProtocolError(
@@ -374,13 +384,15 @@ METRICS_DRIP = drip([], every_s=0.05, filler=b'{"type":"metrics","queue_depth":0
 async def test_a_trickling_server_is_ended_by_the_deadline(
     nursery: trio.Nursery, reply: Reply
 ) -> None:
-    outcome = await run_case(nursery, [reply], timeout_s=0.5, read_timeout_s=0.3)
+    outcome = await run_case(nursery, [reply], timeout_s=0.5, timeouts=Timeouts(read_s=0.3))
     assert isinstance(outcome.error, DeadlineExceeded)
     assert 0.4 < outcome.elapsed_s < 2.0
 
 
 #: Every trickle above, against 1000 bytes per 0.5 s of waiting (at most 720 B/s arrive).
 MIN_RATE = {"min_rate_bytes": 1000, "min_rate_window_s": 0.5}
+#: ... with the read timeout these tests use.
+TRICKLE_TIMEOUTS = Timeouts(read_s=0.3, **MIN_RATE)
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
@@ -398,7 +410,11 @@ async def test_without_a_deadline_a_trickling_server_is_ended_by_the_minimum_rat
     nursery: trio.Nursery, reply: Reply, transport: str
 ) -> None:
     outcome = await run_case(
-        nursery, [reply], read_timeout_s=0.3, max_attempts=1, transport=transport, **MIN_RATE
+        nursery,
+        [reply],
+        timeouts=TRICKLE_TIMEOUTS,
+        hedging=Hedging(max_attempts=1),
+        transport=transport,
     )
     assert isinstance(outcome.error, SlowBodyError), outcome.error
     assert isinstance(outcome.error, httpx.ReadTimeout)
@@ -414,10 +430,8 @@ async def test_one_byte_a_second_is_cut_off(nursery: trio.Nursery) -> None:
     outcome = await run_case(
         nursery,
         [one_a_second],
-        read_timeout_s=1.5,
-        max_attempts=1,
-        min_rate_bytes=3,
-        min_rate_window_s=1.2,
+        timeouts=Timeouts(read_s=1.5, min_rate_bytes=3, min_rate_window_s=1.2),
+        hedging=Hedging(max_attempts=1),
     )
     assert isinstance(outcome.error, SlowBodyError)
     # The first byte at 1 s fills the bucket (3 bytes, draining 2.5/s); at 2 s 3 - 2.5 + 1
@@ -428,14 +442,14 @@ async def test_one_byte_a_second_is_cut_off(nursery: trio.Nursery) -> None:
 async def test_a_trickling_server_fails_over_by_the_minimum_rate(
     nursery: trio.Nursery,
 ) -> None:
-    outcome = await run_case(nursery, [METRICS_DRIP, good()], read_timeout_s=0.3, **MIN_RATE)
+    outcome = await run_case(nursery, [METRICS_DRIP, good()], timeouts=TRICKLE_TIMEOUTS)
     assert outcome.error is None and outcome.audio == expected_audio(1)
     assert outcome.requests == 2
 
 
 async def test_a_trickling_server_is_hedged(nursery: trio.Nursery) -> None:
     outcome = await run_case(
-        nursery, [METRICS_DRIP, good()], hedge_ttfb_ms=100, read_timeout_s=0.3
+        nursery, [METRICS_DRIP, good()], hedge_ttfb_ms=100, timeouts=Timeouts(read_s=0.3)
     )
     assert outcome.error is None and outcome.audio == expected_audio(1)
     assert outcome.elapsed_s < 1.5
@@ -530,7 +544,7 @@ async def test_reference_server_busy_worker_fails_over(
     with trio.fail_after(BOUND_S):
         # A budget that never runs out here: this test is about failover, not the budget.
         async with OrpheusTTS(
-            urls, hedge_ttfb_ms=None, rng=random.Random(7), hedge_budget_min=100
+            urls, hedge_ttfb_ms=None, rng=random.Random(7), hedging=Hedging(budget_min=100)
         ) as tts:
             for i in range(8):
                 text = f"{TEXT} {i}"

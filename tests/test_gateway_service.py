@@ -34,7 +34,7 @@ from _support_gateway import (
 from _support_server import audio_of, parse_frames
 from test_client_e2e import closed_port_url
 
-from orpheus_trio import OrpheusTTS
+from orpheus_trio import Breaker, OrpheusTTS, Timeouts
 from orpheus_trio.server.engines.synthetic import expected_pcm, expected_stream
 
 
@@ -133,12 +133,14 @@ async def test_upstream_4xx_passes_through_with_its_code_and_param(
     assert error["message"].startswith("bogus_knob: refused by the upstream worker")
     response = await post_tts(gw.base_url, {"text": "x", "voice": "nobody"})
     assert response.status_code == 400
-    assert response.json()["error"] == {
-        "code": "invalid_param",
-        "message": "voice: no upstream worker offers this voice; voices: "
-        + ", ".join(worker.engine.voices()),
-        "param": "voice",
-    }
+    error = response.json()["error"]
+    assert (error["code"], error["param"]) == ("invalid_param", "voice")
+    # The gateway's own words: its checked voice list, then the aliases its workers take.
+    voices, _, aliases = error["message"].partition("; aliases: ")
+    assert voices == "voice: no upstream worker offers this voice; voices: " + ", ".join(
+        worker.engine.voices()
+    )
+    assert aliases.startswith("alloy (tara), ") and "nobody" not in error["message"]
     # The gateway's own limits are the server's: checked before anything goes upstream.
     started = worker.engine.requests_started
     response = await post_tts(gw.base_url, {"text": "y" * 9000})
@@ -173,7 +175,8 @@ async def test_no_reachable_worker_is_503_unavailable(nursery: trio.Nursery) -> 
     response = await post_tts(gw.base_url, {"text": "x"})
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "unavailable"
-    system = (await httpx.AsyncClient().get(gw.base_url + "/v1/system")).json()
+    async with httpx.AsyncClient() as client:
+        system = (await client.get(gw.base_url + "/v1/system")).json()
     assert system["healthy_upstreams"] == 0 and system["voices"] == []
 
 
@@ -218,7 +221,8 @@ async def test_app_keys_and_worker_key_are_separate_and_never_logged(
         gw.base_url, {"text": "x"}, Authorization="Bearer worker-secret"
     )
     assert wrong.status_code == 401
-    system = await httpx.AsyncClient().get(gw.base_url + "/v1/system")
+    async with httpx.AsyncClient() as client:
+        system = await client.get(gw.base_url + "/v1/system")
     assert system.json()["healthy_upstreams"] == 1  # the poll used the worker key
     assert "worker-secret" not in system.text
     assert "worker-secret" not in repr(gw.gateway.engine.client.__dict__)
@@ -292,7 +296,7 @@ async def test_metrics_add_per_upstream_series(nursery: trio.Nursery) -> None:
         nursery,
         [failing.base_url, healthy.base_url],
         hedge_ttfb_ms=None,
-        client={"breaker_failures": 1, "breaker_base_cooldown_s": 60},
+        client={"breaker": Breaker(failures=1, base_cooldown_s=60)},
     )
     for _ in range(3):
         assert (
@@ -632,7 +636,7 @@ async def test_a_worker_that_never_answers_is_504_not_unreachable(
         [url],
         hedge_ttfb_ms=None,
         health_timeout_s=0.2,  # its /v1/system never answers either
-        client={"read_timeout_s": 0.2},
+        client={"timeouts": Timeouts(read_s=0.2)},
     )
     with trio.fail_after(5):
         response = await post_tts(gw.base_url, {"text": "x"})
@@ -709,7 +713,7 @@ async def test_one_worker_refusing_the_upstream_key_is_failed_over_and_broken(
         [rotated.base_url, current.base_url],
         upstream_api_key="worker-key",
         hedge_ttfb_ms=None,
-        client={"breaker_failures": 1, "breaker_base_cooldown_s": 60},
+        client={"breaker": Breaker(failures=1, base_cooldown_s=60)},
     )
     for n in range(6):
         text = f"still served {n}"
@@ -777,7 +781,7 @@ async def test_a_worker_answering_an_odd_status_is_failed_over(
         nursery,
         [odd, healthy.base_url],
         hedge_ttfb_ms=None,
-        client={"breaker_failures": 1, "breaker_base_cooldown_s": 60},
+        client={"breaker": Breaker(failures=1, base_cooldown_s=60)},
     )
     for n in range(3):
         text = f"odd {n}"

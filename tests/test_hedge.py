@@ -20,9 +20,11 @@ from _support_client import (
 )
 
 from orpheus_trio import (
+    Breaker,
     CircuitOpenError,
     DeadlineExceeded,
     HTTPStatusError,
+    Hedging,
     IncompleteStreamError,
     OrpheusTTS,
 )
@@ -180,7 +182,7 @@ async def test_simultaneous_first_chunks_yield_one_attempt_only(
 
 async def test_budget_stops_hedging(autojump_clock: trio.testing.MockClock) -> None:
     fake = FakeTransport(lambda endpoint, n: speech(n, first_after=1.0))
-    tts = client(fake, hedge_budget_ratio=0.0, hedge_budget_min=1)
+    tts = client(fake, hedging=Hedging(budget_ratio=0.0, budget_min=1))
     await tts.synthesize("one")
     assert len(fake.started) == 2  # the floor paid for one hedge
     t0 = trio.current_time()
@@ -230,7 +232,7 @@ async def test_single_failed_attempt_raises_its_own_error(
 ) -> None:
     fake = FakeTransport(in_order(Script(fail=httpx.ConnectError("refused"))))
     with pytest.raises(httpx.ConnectError):
-        await client(fake, [A], max_attempts=1).synthesize("hi")
+        await client(fake, [A], hedging=Hedging(max_attempts=1)).synthesize("hi")
 
 
 async def test_no_retry_after_first_chunk(
@@ -349,7 +351,11 @@ async def test_breaker_opens_then_half_open_probe_closes(
         per_endpoint({A: [status(500, "internal")] * 5 + [speech(1, first_after=0.1)]})
     )
     tts = OrpheusTTS(
-        A, hedge_ttfb_ms=None, max_attempts=1, transport=fake, rng=random.Random(0)
+        A,
+        hedge_ttfb_ms=None,
+        hedging=Hedging(max_attempts=1),
+        transport=fake,
+        rng=random.Random(0),
     )
     for _ in range(5):
         with pytest.raises(HTTPStatusError):
@@ -373,7 +379,7 @@ async def test_busy_statuses_do_not_trip_the_breaker(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     fake = FakeTransport(in_order(status(429, "overloaded", **{"Retry-After": "2"})))
-    tts = OrpheusTTS(A, hedge_ttfb_ms=None, max_attempts=1, transport=fake)
+    tts = OrpheusTTS(A, hedge_ttfb_ms=None, hedging=Hedging(max_attempts=1), transport=fake)
     for _ in range(6):
         with pytest.raises(HTTPStatusError) as caught:
             await tts.synthesize("hi")
@@ -392,7 +398,7 @@ async def test_open_endpoint_is_skipped_for_healthy_one(
             }
         )
     )
-    tts = client(fake, breaker_failures=1, hedge_budget_min=100)
+    tts = client(fake, breaker=Breaker(failures=1), hedging=Hedging(budget_min=100))
     for _ in range(3):
         assert await tts.synthesize("hi") == expected_audio(2)
     assert [s.endpoint for s in fake.started].count(A) == 1
@@ -432,8 +438,8 @@ async def test_half_open_probe_is_taken_by_one_request_only(
     tts = OrpheusTTS(
         A,
         hedge_ttfb_ms=None,
-        max_attempts=1,
-        breaker_failures=1,
+        hedging=Hedging(max_attempts=1),
+        breaker=Breaker(failures=1),
         transport=fake,
         rng=random.Random(0),
     )
@@ -509,7 +515,7 @@ async def test_all_attempts_failed_keeps_every_attempts_own_cause(
 
     fake = FakeTransport(in_order(Script(fail=refused(0)), Script(fail=refused(1))))
     with pytest.raises(httpx.ConnectError, match="refused 1") as caught:
-        await client(fake, [A, B], max_attempts=2).synthesize("hi")
+        await client(fake, [A, B], hedging=Hedging(max_attempts=2)).synthesize("hi")
     group = caught.value.__cause__
     assert isinstance(group, ExceptionGroup)
     assert caught.value not in group.exceptions  # a fresh error, as Happy Eyeballs raises

@@ -13,11 +13,13 @@ from functools import cache
 import anyio
 import pytest
 from _support_llm import CountingLM, counting_lm, scripted_model_dir, snac_dir
-
 from orpheus_trio.client import OrpheusTTS
 from orpheus_trio.errors import DeadlineExceeded
 from orpheus_trio.local.synthesizer import LocalSynthesizer
 from orpheus_trio.local.tokens import FRAME_SAMPLES
+
+#: The endless model tests deadlines and cancellation: the runaway guard would end it first.
+NO_GUARD = {"runaway": "off"}
 
 pytestmark = pytest.mark.anyio
 FRAMES = 6
@@ -25,7 +27,9 @@ FRAMES = 6
 
 @cache
 def looping() -> LocalSynthesizer:
-    return LocalSynthesizer.load(scripted_model_dir(2, loop=True), snac_dir(), device="cpu")
+    return LocalSynthesizer.load(
+        scripted_model_dir(2, loop=True), snac_dir(), device="cpu", defaults=NO_GUARD
+    )
 
 
 def llm_threads() -> list[threading.Thread]:
@@ -45,7 +49,7 @@ async def test_local_client_api_on_each_loop() -> None:
 
 async def test_cancelling_stops_generation_on_each_loop() -> None:
     lm = counting_lm(looping().lm, CountingLM)
-    synth = LocalSynthesizer(lm, looping().snac)
+    synth = LocalSynthesizer(lm, looping().snac, defaults=NO_GUARD)
     received = 0
     with anyio.move_on_after(0.5) as scope:
         async with synth.open_stream("hello", max_tokens=4000) as audio:

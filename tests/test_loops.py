@@ -26,8 +26,10 @@ from _support_client import (
 )
 
 from orpheus_trio import (
+    Breaker,
     CircuitOpenError,
     DeadlineExceeded,
+    Hedging,
     IncompleteStreamError,
     OrpheusTTS,
 )
@@ -126,7 +128,9 @@ async def test_cancelling_the_caller_closes_the_stream() -> None:
 
 async def test_breaker_opens_after_repeated_failures() -> None:
     fake = FakeTransport(in_order(status(500, "internal")))
-    tts = OrpheusTTS(A, transport=fake, breaker_failures=2, max_attempts=1)
+    tts = OrpheusTTS(
+        A, transport=fake, breaker=Breaker(failures=2), hedging=Hedging(max_attempts=1)
+    )
     for _ in range(2):
         with pytest.raises(httpx.HTTPStatusError):
             await tts.synthesize("hi")

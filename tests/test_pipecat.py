@@ -97,4 +97,48 @@ def test_the_pipecat_example_runs_against_a_server(
     assert done.returncode == 0, done.stderr.decode()[-2000:]
     with wave.open(str(tmp_path / "agent.wav")) as wav:
         assert wav.getframerate() == 24_000 and wav.getnframes() > 0
-    assert done.stdout.decode().startswith("wrote agent.wav:")
+    out = done.stdout.decode()
+    assert out.startswith("wrote agent.wav:")
+    # The second line really is cut off: the synthetic engine says 50 ms per character.
+    second = float(out.split("line 2: ")[1].split(" s")[0])
+    full = len(example("pipecat_agent").SECOND_LINE) * 0.05
+    assert 0 < second < full / 2, (second, full)
+    assert "NOT_GIVEN" not in done.stderr.decode()
+
+
+def example(name: str) -> Any:
+    sys.path.insert(0, str(EXAMPLES))
+    try:
+        return __import__(name)
+    finally:
+        sys.path.remove(str(EXAMPLES))
+
+
+class LaughingEngine(SyntheticEngine):
+    def emotion_tags(self) -> list[str]:
+        return ["laugh", "chuckle"]
+
+
+def test_the_example_laughs_only_where_the_service_performs_tags(
+    threaded_server: Callable[..., str],
+) -> None:
+    agent = example("pipecat_agent")
+    assert agent.performs_laughter(threaded_server(LaughingEngine())) is True
+    assert agent.performs_laughter(threaded_server()) is False  # it would be read out
+
+
+def test_pipeline_start_logs_no_settings_error_and_the_voice_is_a_setting(
+    threaded_server: Callable[..., str],
+) -> None:
+    from loguru import logger
+
+    url = threaded_server()
+    errors: list[str] = []
+    sink = logger.add(lambda message: errors.append(str(message)), level="ERROR")
+    try:
+        service = OrpheusTTSService(url=url, voice="tara", sample_rate=24_000)
+        asyncio.run(run_test(service, frames_to_send=[TTSSpeakFrame(TEXT), SleepFrame(0.3)]))
+    finally:
+        logger.remove(sink)
+    assert errors == []
+    assert service.voice == "tara"

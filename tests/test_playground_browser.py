@@ -31,25 +31,37 @@ def drive(url: str, browser_path: str, format: str) -> dict[str, Any]:
         )
         try:
             page = browser.new_page()
+            refused: list[str] = []  # what the page's Content-Security-Policy blocked
+            page.on(
+                "console",
+                lambda m: refused.append(m.text) if "Content Security Policy" in m.text else None,
+            )
             page.goto(url, wait_until="load")
-            page.wait_for_function("document.querySelector('#voice').options.length > 1")
+            page.wait_for_function("() => document.querySelector('#voice').options.length > 1")
             page.fill("#text", TEXT)
             page.select_option("#voice", "leah")
             page.select_option("#format", format)
             page.click("#speak")
             # The engine runs at real time, so this holds only if it plays while streaming.
             page.wait_for_function(
-                "window.playground.state === 'streaming' && window.playground.playedSeconds > 0",
+                "() => window.playground.state === 'streaming' && window.playground.playedSeconds > 0",
                 timeout=10_000,
             )
             page.wait_for_function(
-                "['done', 'failed'].includes(window.playground.state)", timeout=20_000
+                "() => ['done', 'failed'].includes(window.playground.state)", timeout=20_000
             )
             # Playback follows the audio context's (or the <audio> element's) clock.
-            page.wait_for_function("window.playground.playedSeconds > 0.2", timeout=10_000)
+            page.wait_for_function("() => window.playground.playedSeconds > 0.2", timeout=10_000)
             result: dict[str, Any] = page.evaluate("() => ({...window.playground})")
             page.wait_for_timeout(150)  # the facts list refreshes every 100 ms
             result["shown_ttfa"] = page.inner_text("#ttfa")
+            result["refused"] = list(refused)
+            # A script the page did not ship is refused (the policy is enforced, not just sent).
+            try:
+                page.add_script_tag(content="window.injected = true")
+            except playwright_sync.Error:
+                pass
+            result["injected_ran"] = page.evaluate("() => window.injected === true")
             return result
         finally:
             browser.close()
@@ -68,6 +80,7 @@ async def test_playground_plays_streamed_speech(
         base_url = (await start_gateway(nursery, [worker.base_url])).base_url
     state = await trio.to_thread.run_sync(drive, base_url + "/", str(browser), format)
     assert state["error"] is None and state["state"] == "done"
+    assert state["refused"] == [] and state["injected_ran"] is False
     seconds = sum(len(c) for c in expected_stream(TEXT, "leah", {})) / 2 / 24000
     assert state["playedSeconds"] > 0.2
     if format == "pcm":  # every sample reached WebAudio

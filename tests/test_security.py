@@ -6,6 +6,7 @@ tests/test_server_bad_input.py).
 
 from __future__ import annotations
 
+import base64
 import importlib.util
 import json
 import logging
@@ -35,14 +36,12 @@ from _support_faults import (
 )
 from _support_server import StartServer, raw_exchange
 
-from orpheus_trio import OrpheusTTS
+from orpheus_trio import Hedging, OrpheusTTS
 from orpheus_trio.protocol.frames import encode_chunk, encode_error
 from orpheus_trio.server.engines.synthetic import SyntheticEngine, expected_stream
 from orpheus_trio.transports.base import StreamRequest
 from orpheus_trio.transports.trio import InsecureTransportWarning
 
-#: Framing and connection handling are the HTTP server's: check both (conftest.py).
-BOTH_HTTP_SERVERS = True
 
 KEY = "sk-live-0123456789abcdef-SECRET"
 #: The TLS tests make a certificate with ``cryptography``; without it they skip.
@@ -117,7 +116,7 @@ async def test_api_key_is_sent_but_never_shown(
             api_key=KEY,
             transport=transport,  # type: ignore[arg-type]
             hedge_ttfb_ms=None,
-            max_attempts=2,
+            hedging=Hedging(max_attempts=2),
             timeout_s=0.5,
         ) as tts:
             assert KEY not in repr(tts) and KEY not in str(vars(tts))
@@ -165,12 +164,82 @@ async def test_a_server_echoing_the_authorization_header_never_shows_the_key(
     server = RawServer(lambda n: echoing(server, shape))
     await server.start(nursery)
     with trio.fail_after(10):
-        async with OrpheusTTS(server.url, api_key=KEY, hedge_ttfb_ms=None, max_attempts=1) as tts:
+        async with OrpheusTTS(
+            server.url, api_key=KEY, hedge_ttfb_ms=None, hedging=Hedging(max_attempts=1)
+        ) as tts:
             with pytest.raises(Exception) as caught:
                 await tts.synthesize("secret test")
     assert_hidden(caught.value)
     assert KEY.lower() not in "".join(traceback.format_exception(caught.value)).lower()
     assert "you sent 'Bearer <api key>'" in str(caught.value)  # the rest of its words stay
+
+
+#: Forms of the key a server, a proxy or an encoding header may echo back.
+KEY_FORMS = {
+    "upper case": KEY.upper(),
+    "a prefix of 12": KEY[:12],
+    "hex": KEY.encode().hex(),
+    "base64 of the header": base64.b64encode(f"Bearer {KEY}".encode()).decode(),
+    "url-safe base64, no padding": base64.urlsafe_b64encode(KEY.encode()).decode().rstrip("="),
+}
+
+
+def echoing_form(form: str, shape: str) -> Reply:
+    """A server that writes a form of the key into its status error, its in-band
+    error frame, or a malformed header line the HTTP layer quotes."""
+
+    async def reply(conn: Conn) -> None:
+        echoed = KEY_FORMS[form]
+        if shape == "error frame":
+            await conn.send_stream_head()
+            await conn.send_piece(encode_error("engine_error", f"saw {echoed}"))
+            await conn.end_body()
+            return
+        if shape == "chunk line mid-stream":
+            await conn.send_stream_head()
+            await conn.send_piece(encode_chunk(0, b"\x00\x01"))
+            await trio.sleep(0.05)  # the client has its first audio: the race is won
+            await conn.stream.send_all(echoed.encode() + b"\r\n")
+            await conn.until_client_closes()
+            return
+        if shape == "malformed header":
+            await conn.stream.send_all(f"HTTP/1.1 200 OK\r\n{echoed}\r\n\r\n".encode())
+            await conn.until_client_closes()
+            return
+        payload = json.dumps({"error": {"code": "unauthorized", "message": echoed}}).encode()
+        await conn.send_head(401, [("Content-Length", str(len(payload))), ("X-Echo", echoed)])
+        await conn.stream.send_all(payload)
+        await conn.until_client_closes()
+
+    return reply
+
+
+@pytest.mark.parametrize(
+    "shape", ["json 401", "error frame", "malformed header", "chunk line mid-stream"]
+)
+@pytest.mark.parametrize("form", KEY_FORMS)
+async def test_no_echoed_form_of_the_key_reaches_an_exception(
+    nursery: trio.Nursery, form: str, shape: str
+) -> None:
+    server = RawServer(lambda n: echoing_form(form, shape))
+    await server.start(nursery)
+    with trio.fail_after(10):
+        async with OrpheusTTS(
+            server.url, api_key=KEY, hedge_ttfb_ms=None, hedging=Hedging(max_attempts=1)
+        ) as tts:
+            with pytest.raises(Exception) as caught:
+                await tts.synthesize("secret test")
+    text = "".join(traceback.format_exception(caught.value))
+    for member in chain(caught.value):
+        text += str(member) + repr(vars(member))
+        if isinstance(member, httpx.HTTPStatusError):
+            text += repr(member.response.headers) + member.response.text
+    echoed = KEY_FORMS[form]
+    key_part = echoed[12:] if form == "base64 of the header" else echoed  # past "Bearer "
+    for i in range(len(key_part) - 7):  # not 8 characters of it in a row
+        assert key_part[i : i + 8].lower() not in text.lower(), (key_part[i : i + 8], text)
+    # Echoed and blanked, or (the hex, read as a chunk size) never echoed at all.
+    assert "<api key>" in text or "chunk size overflows" in text
 
 
 async def test_api_key_hidden_on_refused_connection_and_in_request_reprs(
@@ -181,7 +250,7 @@ async def test_api_key_hidden_on_refused_connection_and_in_request_reprs(
         with pytest.raises(httpx.ConnectError) as caught:
             await tts.synthesize("secret test")
         request = tts._request(  # the request object a transport is handed
-            tts._make_call("x", None, None, {}), tts.base_urls[0], "id"
+            tts._make_call("x", None, None, {}), tts.base_urls[0], "id", trio.current_time()
         )
     assert_hidden(caught.value)
     assert_not_logged(caplog)
@@ -300,7 +369,7 @@ async def test_tls_is_verified_by_default(
             api_key=KEY,
             transport=transport,  # type: ignore[arg-type]
             hedge_ttfb_ms=None,
-            max_attempts=1,
+            hedging=Hedging(max_attempts=1),
         ) as tts:
             with pytest.raises(httpx.ConnectError) as caught:
                 await tts.synthesize("hello")
@@ -374,7 +443,12 @@ async def test_idle_and_slow_connections_are_closed_and_do_not_block_others(
     ``read_timeout_s``; meanwhile the server answers a real client at once."""
     server = await start_server(SyntheticEngine(), read_timeout_s=2.5)
     host, port = server.base_url.removeprefix("http://").rsplit(":", 1)
-    idle = [await trio.open_tcp_stream(host, int(port)) for _ in range(300)]
+    # From another address than the real client's: past the per-address caps
+    # (max_head_waits_per_client) the server closes them as soon as accepted.
+    idle = [
+        await trio.open_tcp_stream(host, int(port), local_address="127.0.0.2")
+        for _ in range(300)
+    ]
     for stream in idle[::2]:
         await stream.send_all(
             b"POST /v1/tts/stream HTTP/1.1\r\nHost: x\r\n"

@@ -8,7 +8,7 @@ import httpx
 import pytest
 from _support_server import StartServer
 
-import orpheus_trio.server.app as server_app
+import orpheus_trio.server.auth as server_auth
 from orpheus_trio.server.config import ServerConfig
 
 KEYS = ("first-key", "second-key")
@@ -63,7 +63,7 @@ async def test_every_key_is_compared_with_compare_digest_without_early_exit(
         compared.append((a, b))
         return real_compare(a, b)
 
-    monkeypatch.setattr(server_app.hmac, "compare_digest", recording_compare)
+    monkeypatch.setattr(server_auth.hmac, "compare_digest", recording_compare)
     server = await start_server(api_keys=KEYS)
     async with httpx.AsyncClient(base_url=server.base_url) as client:
         ok = await client.post(

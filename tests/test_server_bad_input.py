@@ -8,6 +8,8 @@ from typing import Any
 import httpx
 import pytest
 import trio
+import trio.testing
+from _support_memory import memory_server, read_answer
 from _support_server import (
     StartServer,
     json_of_raw_response,
@@ -15,8 +17,6 @@ from _support_server import (
     raw_exchange,
 )
 
-#: Framing and connection handling are the HTTP server's: check both (conftest.py).
-BOTH_HTTP_SERVERS = True
 
 STREAM = "/v1/tts/stream"
 
@@ -169,22 +169,20 @@ async def test_json_content_type_with_charset_is_accepted(
 
 
 async def test_oversized_body_is_refused_from_content_length_before_reading(
-    start_server: StartServer,
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
-    server = await start_server(max_body_bytes=1000)
+    server = memory_server(nursery, max_body_bytes=1000)
     # Headers promise 10 MB; no body byte is ever sent, yet the answer comes at once.
-    request = (
+    client = await server.connect()
+    await client.send_all(
         b"POST /v1/tts/stream HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
         b"Content-Length: 10000000\r\n\r\n"
     )
-    start = trio.current_time()
-    raw, closed = await raw_exchange(server.base_url, request, read_for_s=3)
-    assert trio.current_time() - start < 2
-    status, headers, body = json_of_raw_response(raw)
-    assert status == 413
-    assert body["error"]["code"] == "body_too_large"
-    assert headers["connection"] == "close"
-    assert closed
+    answer = await read_answer(client)
+    assert answer.status == 413 and answer.ended_at == 0.0
+    assert answer.json()["error"]["code"] == "body_too_large"
+    assert answer.headers["connection"] == "close"
+    assert await client.receive_some(1) == b""  # and the connection closes
 
 
 async def test_oversized_chunked_body_is_refused_once_past_the_limit(
@@ -204,30 +202,29 @@ async def test_oversized_chunked_body_is_refused_once_past_the_limit(
     assert closed
 
 
-async def test_slow_incomplete_body_gets_408(start_server: StartServer) -> None:
-    server = await start_server(read_timeout_s=0.3)
-    request = (
+async def test_slow_incomplete_body_gets_408(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    server = memory_server(nursery, read_timeout_s=0.3)
+    client = await server.connect()
+    await client.send_all(
         b"POST /v1/tts/stream HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
         b'Content-Length: 100\r\n\r\n{"text": '
     )
-    start = trio.current_time()
-    raw, closed = await raw_exchange(server.base_url, request, read_for_s=3)
-    assert 0.25 <= trio.current_time() - start < 2
-    status, _, body = json_of_raw_response(raw)
-    assert status == 408
-    assert body["error"]["code"] == "request_timeout"
-    assert closed
+    answer = await read_answer(client)
+    assert answer.status == 408 and answer.ended_at == 0.3
+    assert answer.json()["error"]["code"] == "request_timeout"
+    assert answer.headers["connection"] == "close"
+    assert await client.receive_some(1) == b""  # and the connection closes
 
 
 async def test_incomplete_headers_are_dropped_after_the_read_timeout(
-    start_server: StartServer,
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
-    server = await start_server(read_timeout_s=0.3)
-    start = trio.current_time()
-    raw, closed = await raw_exchange(server.base_url, b"POST /v1/tts/str", read_for_s=3)
-    assert closed
-    assert trio.current_time() - start < 2
-    assert raw == b""
+    server = memory_server(nursery, read_timeout_s=0.3)
+    answer = await server.request(b"POST /v1/tts/str")
+    assert answer.closed and answer.ended_at == 0.3
+    assert answer.status is None and answer.body == b""
 
 
 async def test_unknown_path_and_wrong_method(start_server: StartServer) -> None:

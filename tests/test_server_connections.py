@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from functools import partial
+from typing import Any
 
 import httpx
 import pytest
@@ -17,9 +18,9 @@ from test_server_limits import gauge, wait_until_gauge
 
 from orpheus_trio.server import ServerConfig, create_app, serve_app
 from orpheus_trio.server.engines.synthetic import SyntheticEngine
+from orpheus_trio.server.http.connection import HeadWaits
+from orpheus_trio.server.http.fairness import ConnectionFairness, FairnessLimits
 
-#: Framing and connection handling are the HTTP server's: check both (conftest.py).
-BOTH_HTTP_SERVERS = True
 
 #: About 256 MB of frames: far more than loopback socket buffers hold.
 FLOOD = {"text": "flood", "chunks": 2000, "chunk_samples": 48000, "rtf": 0.0}
@@ -173,3 +174,123 @@ async def test_connection_places_free_up_as_callers_close(
 def test_connection_limits_must_be_positive(setting: dict[str, float]) -> None:
     with pytest.raises(ValueError, match=next(iter(setting))):
         ServerConfig(**setting)  # type: ignore[arg-type]
+
+
+# -- fairness: no one client address takes the server (issue 30 item 6) ------------------
+
+
+def _fairness(now: list[float], **limits: Any) -> ConnectionFairness:
+    settings: dict[str, Any] = {
+        "max_connections": 8,
+        "max_per_client": 4,
+        "max_heads_per_client": 2,
+        "head_timeout_s": 10.0,
+        "busy_head_timeout_s": 2.0,
+        **limits,
+    }
+    return ConnectionFairness(FairnessLimits(**settings), lambda: now[0])
+
+
+def test_a_client_gets_its_caps_and_the_rest_stays_for_others() -> None:
+    now = [100.0]
+    fairness = _fairness(now)
+    first, second = fairness.admit("a"), fairness.admit("a")
+    assert first is not None and second is not None
+    assert fairness.admit("a") is None  # two still sending their head: the cap
+    fairness.head_received(first)
+    third = fairness.admit("a")
+    assert third is not None
+    fairness.head_received(second)
+    fairness.head_received(third)
+    assert fairness.admit("a") is not None  # 4 open
+    assert fairness.admit("a") is None  # past max_per_client, heads or not
+    assert fairness.admit("b") is not None  # another address is not held back
+    fairness.release(first)
+    assert fairness.admit("a") is not None
+    assert fairness.open == 5
+
+
+def test_the_head_timeout_shortens_while_busy_also_for_waits_already_running() -> None:
+    now = [100.0]
+    fairness = _fairness(now, max_per_client=0, max_heads_per_client=0)
+    slot = fairness.admit("a")
+    assert slot is not None
+    assert fairness.head_deadline(slot) == 110.0
+    now[0] = 101.0
+    others = [fairness.admit(f"c{n}") for n in range(5)]  # 6 of 8 open: busy (3/4)
+    assert fairness.busy
+    assert fairness.head_deadline(slot) == 102.0  # measured from its own start
+    fairness.head_received(slot)
+    assert fairness.head_deadline(slot) == float("inf")  # being served: no deadline
+    now[0] = 150.0
+    fairness.awaiting_head(slot)  # kept alive, waits for the next request
+    assert fairness.head_deadline(slot) == 152.0
+    for other in others:
+        assert other is not None
+        fairness.release(other)
+    assert not fairness.busy
+    assert fairness.head_deadline(slot) == 160.0
+
+
+async def test_the_server_moves_running_head_deadlines_when_it_becomes_busy(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # The shell half of the rule above, on trio's MockClock: a slow head started
+    # while idle is cut at the busy timeout once the server fills up.
+    fairness = _fairness([0.0], max_per_client=0, max_heads_per_client=0)
+    fairness.clock = trio.current_time
+    waits = HeadWaits(fairness)
+    slot = fairness.admit("slow")
+    assert slot is not None
+    with trio.CancelScope(deadline=fairness.head_deadline(slot)) as scope:
+        waits.add(scope, slot)
+        await trio.sleep(1)
+        for n in range(5):
+            fairness.admit(f"c{n}")
+        waits.refresh()
+        await trio.sleep_forever()
+    assert scope.cancelled_caught
+    assert trio.current_time() == pytest.approx(2.0)
+
+
+def _slow_clients_request(n: int) -> bytes:
+    return b"GET /v1/system HTTP/1.1\r\nHost: x\r\nX-Slow-%d: " % n
+
+
+async def test_slow_clients_do_not_keep_a_real_client_out(start_server: StartServer) -> None:
+    # Issue 30's 1,100 slow clients against 1,024 connections, scaled to 110
+    # against 100 so that it runs in seconds: they come from 127.0.0.2, each
+    # sending one header byte every 0.5 s; the real client, from 127.0.0.1, is
+    # answered within 1 s throughout.
+    server = await start_server(max_connections=100, max_head_waits_per_client=32)
+    host, port = _address(server.base_url)
+    slow: list[trio.socket.SocketType] = []
+
+    async def slow_client(n: int) -> None:
+        sock = trio.socket.socket()
+        slow.append(sock)
+        await sock.bind(("127.0.0.2", 0))
+        try:
+            await sock.connect((host, port))
+            for byte in _slow_clients_request(n) + b"x" * 100:
+                await sock.send(bytes([byte]))
+                await trio.sleep(0.5)
+        except OSError:
+            pass  # cut by the server: the point
+
+    try:
+        async with trio.open_nursery() as clients:
+            for n in range(110):
+                clients.start_soon(slow_client, n)
+            await trio.sleep(1)
+            async with httpx.AsyncClient(base_url=server.base_url, timeout=5) as real:
+                for _ in range(3):
+                    started = trio.current_time()
+                    response = await real.get("/v1/system", headers={"connection": "close"})
+                    assert response.status_code == 200
+                    assert trio.current_time() - started < 1
+                    await trio.sleep(0.5)
+            clients.cancel_scope.cancel()
+    finally:
+        for sock in slow:
+            sock.close()

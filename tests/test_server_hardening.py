@@ -25,10 +25,9 @@ from _support_gateway import (
 )
 from _support_server import StartServer, json_of_raw_response, raw_exchange
 
-from orpheus_trio.server.app import ACCESS_LOGGER, ERROR_CODES, retry_after_header
+from orpheus_trio.server.access_log import ACCESS_LOGGER
+from orpheus_trio.server.error_codes import ERROR_CODES, retry_after_header
 
-#: Framing and connection handling are the HTTP server's: check both (conftest.py).
-BOTH_HTTP_SERVERS = True
 
 STREAM = "/v1/tts/stream"
 KEY = "Wk-SecretKey-9f3A7bQz"

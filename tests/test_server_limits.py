@@ -8,14 +8,15 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
+import pytest
 import trio
+import trio.testing
+from _support_memory import memory_server
 from _support_server import RunningServer, StartServer, parse_frames
 from prometheus_client.parser import text_string_to_metric_families
 
 from orpheus_trio.server.engines.synthetic import SyntheticEngine
 
-#: Framing and connection handling are the HTTP server's: check both (conftest.py).
-BOTH_HTTP_SERVERS = True
 
 SLOW = {"chunks": 4, "chunk_samples": 2400, "rtf": 1.0}  # 0.3 s of pacing
 
@@ -101,28 +102,25 @@ async def test_metrics_frames_carry_queue_hints(start_server: StartServer) -> No
 
 
 async def test_deadline_ends_the_stream_with_in_band_error(
-    start_server: StartServer,
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
-    server = await start_server()
-    start = trio.current_time()
-    async with httpx.AsyncClient(base_url=server.base_url) as client:
-        response = await client.post(
-            "/v1/tts/stream",
-            json={
-                "text": "late",
-                "chunks": 20,
-                "chunk_samples": 2400,
-                "rtf": 1.0,
-                "timeout_s": 0.35,
-            },
-        )
-    elapsed = trio.current_time() - start
-    frames = parse_frames(response.content)
-    assert response.status_code == 200
-    assert frames[-1]["type"] == "error" and frames[-1]["code"] == "deadline_exceeded"
-    chunks = [f for f in frames if f["type"] == "chunk"]
-    assert 2 <= len(chunks) <= 5
-    assert 0.3 <= elapsed < 1.5
+    server = memory_server(nursery)
+    answer = await server.post(
+        "/v1/tts/stream",
+        {"text": "late", "chunks": 20, "chunk_samples": 2400, "rtf": 1.0, "timeout_s": 0.35},
+    )
+    assert answer.status == 200
+    frames = answer.timed_frames()
+    # A chunk every 0.1 s from 0 (rtf 1.0), then the deadline at exactly 0.35 s.
+    chunk_times = [at for at, frame in frames if frame["type"] == "chunk"]
+    assert chunk_times == pytest.approx([0.0, 0.1, 0.2, 0.3], abs=1e-9)
+    at, last = frames[-1]
+    assert last == {
+        "type": "error",
+        "code": "deadline_exceeded",
+        "message": "deadline of 0.35 s passed after 4 chunks",
+    }
+    assert at == answer.ended_at == 0.35
 
 
 async def test_default_deadline_applies_and_timeout_s_is_capped(
@@ -152,28 +150,31 @@ async def test_deadline_counts_time_spent_in_the_queue(
     assert parse_frames(queued.content)[-1]["code"] == "deadline_exceeded"
 
 
-async def test_client_disconnect_cancels_the_engine_within_a_second(
-    start_server: StartServer,
+async def test_client_disconnect_cancels_the_engine_at_once(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
     engine = SyntheticEngine()
-    server = await start_server(engine)
-    async with httpx.AsyncClient(base_url=server.base_url) as client:
-        async with client.stream(
-            "POST",
-            "/v1/tts/stream",
-            json={"text": "long", "chunks": 1000, "chunk_samples": 2400, "rtf": 1.0},
-        ) as response:
-            async for line in response.aiter_lines():
-                if json.loads(line)["type"] == "chunk":
-                    break
-            assert await gauge(client, server.base_url, "orpheus_inflight") == 1
-        # Leaving the block closes the connection mid-stream.
-        left_at = trio.current_time()
-        with trio.fail_after(1):
-            while engine.requests_cancelled == 0:
-                await trio.sleep(0.005)
-        assert trio.current_time() - left_at < 1
-        await wait_until_gauge(client, server.base_url, "orpheus_inflight", 0)
+    server = memory_server(nursery, engine)
+    body = json.dumps({"text": "long", "chunks": 1000, "chunk_samples": 2400, "rtf": 1.0})
+    client = await server.connect()
+    await client.send_all(
+        b"POST /v1/tts/stream HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(body), body.encode())
+    )
+    received = b""
+    while b'"type":"chunk"' not in received:
+        received += await client.receive_some(65536)
+    registry = server.app.metrics.registry
+    assert registry.get_sample_value("orpheus_inflight") == 1
+    await client.aclose()  # mid-stream
+    left_at = trio.current_time()
+    for _ in range(1000):  # checkpoints only: this task never blocks, so no time passes
+        if engine.requests_cancelled and not server.app.admission.running:
+            break
+        await trio.lowlevel.checkpoint()
+    assert engine.requests_cancelled == 1
+    assert trio.current_time() == left_at
+    assert registry.get_sample_value("orpheus_inflight") == 0
 
 
 async def test_client_disconnect_while_queued_frees_the_slot(

@@ -11,7 +11,7 @@ import trio
 from _support_server import StartServer
 from prometheus_client.parser import text_string_to_metric_families
 
-from orpheus_trio.server.app import ACCESS_LOGGER
+from orpheus_trio.server.access_log import ACCESS_LOGGER
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -190,3 +190,25 @@ def test_stream_text_refuses_a_plain_string_clearly() -> None:
                         pass
 
     trio.run(main)
+
+
+async def test_mandarin_streamed_without_spaces_is_spoken_sentence_by_sentence(
+    start_server: StartServer,
+) -> None:
+    engine = WatchedEngine()
+    server = await start_server(engine)
+    sentences_zh = ["你好。", "今天天气很好！", "我们去公园吧？"]
+
+    async def characters() -> AsyncIterator[str]:
+        for char in "".join(sentences_zh):  # an LLM writing Mandarin: no spaces anywhere
+            await trio.sleep(0.005)
+            yield char
+
+    async with OrpheusTTS(server.base_url) as tts:
+        audio = tts.stream_text(characters(), **PARAMS)
+        async with aclosing(audio):
+            received = b"".join([pcm async for pcm in audio])
+    assert list(engine.started) == sentences_zh  # one request per sentence, none glued
+    assert_same_but_the_joins(
+        received, [b"".join(expected_stream(s, None, PARAMS)) for s in sentences_zh]
+    )

@@ -91,7 +91,9 @@ async def test_deadline_message_counts_one_attempt_in_the_singular(
         await trio.sleep_forever()
         raise AssertionError
 
-    tts = OrpheusTTS(A, hedge_ttfb_ms=None, max_attempts=1, transport=MockTransport(never))
+    tts = OrpheusTTS(
+        A, hedge_ttfb_ms=None, hedging=Hedging(max_attempts=1), transport=MockTransport(never)
+    )
     with pytest.raises(DeadlineExceeded, match=r"\(1 attempt\)$"):
         await tts.synthesize("hi", timeout_s=1)
     two = OrpheusTTS(A, hedge_ttfb_ms=500, transport=MockTransport(never))
@@ -114,7 +116,12 @@ async def test_retry_after_keeps_requests_off_a_busy_endpoint_until_it_passes(
             return MockResponse.error(429, "overloaded", "busy", retry_after_s=5)
         return MockResponse.audio(PCM)
 
-    tts = OrpheusTTS([A, B], hedge_ttfb_ms=None, max_attempts=1, transport=MockTransport(handler))
+    tts = OrpheusTTS(
+        [A, B],
+        hedge_ttfb_ms=None,
+        hedging=Hedging(max_attempts=1),
+        transport=MockTransport(handler),
+    )
     for only in (A, B):  # warm both: A fast, B slow and loaded
         async with tts.open_stream("hi", endpoints=[only]) as audio:
             assert [pcm async for pcm in audio] == [PCM]
@@ -138,23 +145,32 @@ def test_settings_groups_check_themselves_and_match_the_flat_keywords() -> None:
         breaker=Breaker(failures=2),
         pool=Pool(max_connections_per_endpoint=4),
     )
-    flat = OrpheusTTS(
-        A,
-        timeout_s=2.0,
-        connect_timeout_s=1.0,
-        hedge_ttfb_ms=None,
-        max_attempts=1,
-        breaker_failures=2,
-        max_connections_per_endpoint=4,
-    )
-    for name in ("timeouts", "hedging", "breaker", "pool"):
-        assert getattr(grouped, name) == getattr(flat, name)
-    assert (grouped.timeout_s, grouped.hedge_delay_s, grouped.max_attempts) == (2.0, None, 1)
+    assert grouped.timeouts == Timeouts(request_s=2.0, connect_s=1.0)
+    assert grouped.hedging == Hedging(ttfb_ms=None, max_attempts=1)
+    assert grouped.breaker == Breaker(failures=2)
+    assert grouped.pool == Pool(max_connections_per_endpoint=4)
     assert OrpheusTTS(A).hedging == Hedging() and Hedging().delay_s == 0.4
-    with pytest.raises(ValueError, match="not both"):
-        OrpheusTTS(A, max_attempts=2, hedging=Hedging(max_attempts=5))
-    with pytest.raises(ValueError, match="connect_timeout_s"):
+    # The shorthands set their one field of the group, and win over it.
+    short = OrpheusTTS(
+        A,
+        None,
+        None,  # hedge_ttfb_ms
+        timeout_s=3.0,
+        hedging=Hedging(ttfb_ms=250, max_attempts=2),
+        timeouts=Timeouts(connect_s=1.0),
+    )
+    assert short.hedging == Hedging(ttfb_ms=None, max_attempts=2) and short.hedging.delay_s is None
+    assert short.timeouts == Timeouts(request_s=3.0, connect_s=1.0)
+    assert OrpheusTTS(A, hedge_ttfb_ms=250).hedging == Hedging(ttfb_ms=250)
+    assert OrpheusTTS(A, hedging=Hedging(ttfb_ms=250)).hedging.delay_s == 0.25
+    with pytest.raises(ValueError, match=r"Timeouts\.connect_s"):
         Timeouts(connect_s=0)
+    with pytest.raises(ValueError, match=r"Hedging\.budget_ratio"):
+        Hedging(budget_ratio=1.5)
+    with pytest.raises(ValueError, match=r"Hedging\.budget_window_s"):
+        Hedging(budget_window_s=0)
+    with pytest.raises(ValueError, match=r"Pool\.max_line_bytes"):
+        Pool(max_line_bytes=0)
     with pytest.raises(ValueError, match="max_attempts"):
         Hedging(max_attempts=0)
     with pytest.raises(ValueError, match="cooldown"):

@@ -92,3 +92,46 @@ def test_pieces_keep_every_character_in_order_within_the_limit(
     assert all(0 < len(p) <= max_chars for p in pieces)
     assert all(p == p.strip() for p in pieces)
     assert "".join("".join(p.split()) for p in pieces) == "".join(text.split())
+
+
+# -- every script (the table is shared with the streaming chunker's tests) -------------------
+
+import regex  # noqa: E402
+from _support_scripts import FAMILY, NFD_E, SCRIPT_CASES  # noqa: E402
+
+
+@pytest.mark.parametrize(
+    ("text", "max_chars", "expected"),
+    [case[1:] for case in SCRIPT_CASES],
+    ids=[case[0] for case in SCRIPT_CASES],
+)
+def test_every_script_splits_into_the_exact_pieces(
+    text: str, max_chars: int, expected: list[str]
+) -> None:
+    assert split_text(text, max_chars=max_chars) == expected
+
+
+_CLUSTERS = [FAMILY, NFD_E, "\U0001f44d\U0001f3fd", "\U0001f1eb\U0001f1f7", "ऋ", "ति", "का",
+             "유", "长", "a", "<laugh>", "<작은 웃음>", " ", " ", "。", "，", ". ", "! ", "«", "»"]  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(_CLUSTERS), max_size=120), st.integers(8, 60))
+def test_no_piece_boundary_falls_inside_a_grapheme_cluster_or_a_tag(
+    clusters: list[str], max_chars: int
+) -> None:
+    text = "".join(clusters)
+    pieces = split_text(text, max_chars=max_chars)
+    assert all(0 < len(p) <= max_chars for p in pieces)
+
+    def units(s: str) -> list[str]:
+        return [u for u in regex.findall(r"<[^<>]+>|\X", s) if not u.isspace()]
+
+    # Cut inside a cluster or a tag, and the units of the pieces differ from the text's.
+    assert [u for p in pieces for u in units(p)] == units(text)
+
+
+def test_limits_count_characters_not_bytes() -> None:
+    korean = "가" * 10  # 30 bytes of UTF-8, 10 characters
+    assert split_text(korean, max_chars=10) == [korean]
+    assert split_text(korean, max_chars=5) == ["가" * 5, "가" * 5]

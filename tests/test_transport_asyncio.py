@@ -145,6 +145,34 @@ async def test_body_cut_short_is_an_incomplete_stream() -> None:
         assert transport._endpoints[url].idle == []
 
 
+#: Forms a strict parser refuses (the sans-IO table is in test_http11.py).
+STRICTLY_REFUSED = {
+    "chunk extension ending in a bare LF": b"5;\nX\r\nhello\r\n0\r\n\r\n",
+    "trailer line ending in a bare LF": b"0\r\nA: 1\nB: 2\r\n\r\n",
+    "NUL in a trailer": b"0\r\nA: \x00\r\n\r\n",
+    "chunk size overflow": b"f" * 17 + b"\r\nhello\r\n",
+    "Transfer-Encoding repeated": b"5\r\nhello\r\n0\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("form", STRICTLY_REFUSED)
+async def test_strictly_refused_framing_is_httpx_remote_protocol_error(form: str) -> None:
+    te = b"Transfer-Encoding: chunked\r\n" * (2 if form == "Transfer-Encoding repeated" else 1)
+    reply = b"HTTP/1.1 200 OK\r\n" + te + b"\r\n" + STRICTLY_REFUSED[form]
+    server = RawServer(answer(reply))
+    async with server as url:
+        transport = AsyncioTransport()
+        with pytest.raises(httpx.RemoteProtocolError) as caught:
+            response = await transport.open_stream(request(url))
+            try:
+                await read_body(response)
+            finally:
+                await response.aclose()
+        assert str(caught.value.request.url) == url + "/v1/tts/stream"
+        assert await server.wait_closed_by_client() == 0  # never reused
+        await transport.aclose()
+
+
 async def test_read_timeout_before_the_head_closes_the_connection() -> None:
     server = RawServer(mute)
     async with server as url:

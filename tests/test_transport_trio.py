@@ -15,7 +15,7 @@ import trustme
 from _support_faults import Conn, RawServer, good, good_lines, silence_after
 from _support_server import StartServer
 
-from orpheus_trio import OrpheusTTS
+from orpheus_trio import Hedging, OrpheusTTS
 from orpheus_trio.errors import IncompleteStreamError
 from orpheus_trio.protocol.frames import FrameDecoder
 from orpheus_trio.server.engines.synthetic import expected_stream
@@ -265,7 +265,7 @@ async def test_redirects_are_not_followed(nursery: trio.Nursery) -> None:
         b"HTTP/1.1 302 Found\r\nLocation: /elsewhere\r\nContent-Length: 0\r\n\r\n"
     )
     server = await raw_server(nursery, reply)
-    async with OrpheusTTS(server.url, hedge_ttfb_ms=None, max_attempts=1) as tts:
+    async with OrpheusTTS(server.url, hedge_ttfb_ms=None, hedging=Hedging(max_attempts=1)) as tts:
         with pytest.raises(httpx.HTTPStatusError) as caught:
             await tts.synthesize("hi")
     assert caught.value.response.status_code == 302
@@ -301,6 +301,48 @@ async def test_malformed_chunk_size_names_the_request(nursery: trio.Nursery) -> 
     assert str(caught.value.request.url) == server.url + "/v1/tts/stream"
     await response.aclose()
     assert await server.wait_connections_closed() == 0
+    await transport.aclose()
+
+
+#: Forms a strict parser refuses, as a server sends them (the sans-IO table is in
+#: test_http11.py): each must surface as httpx's type, never be read as a body.
+STRICTLY_REFUSED = {
+    "chunk extension ending in a bare LF": (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;\nX\r\nhello\r\n0\r\n\r\n"
+    ),
+    "trailer line ending in a bare LF": (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nA: 1\nB: 2\r\n\r\n"
+    ),
+    "NUL in a trailer": (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nA: \x00\r\n\r\n"
+    ),
+    "chunk size overflow": (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + b"f" * 17
+        + b"\r\nhello\r\n"
+    ),
+    "Transfer-Encoding repeated": (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"5\r\nhello\r\n0\r\n\r\n"
+    ),
+}
+
+
+@pytest.mark.parametrize("form", STRICTLY_REFUSED)
+async def test_strictly_refused_framing_is_httpx_remote_protocol_error(
+    nursery: trio.Nursery, form: str
+) -> None:
+    server = await raw_server(nursery, send(STRICTLY_REFUSED[form]))
+    transport = TrioTransport()
+    with pytest.raises(httpx.RemoteProtocolError) as caught:
+        response = await transport.open_stream(request(server.url))
+        try:
+            await read_body(response)
+        finally:
+            await response.aclose()
+    assert str(caught.value.request.url) == server.url + "/v1/tts/stream"
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__
+    assert await server.wait_connections_closed() == 0  # never reused
     await transport.aclose()
 
 

@@ -30,6 +30,7 @@ __all__ = [
     "HTTPStatusError",
     "CircuitOpenError",
     "TruncatedSpeechWarning",
+    "RunawaySpeechWarning",
     "RETRYABLE_STATUS",
     "NETWORK_ERRORS",
     "POOL_FULL_ERRORS",
@@ -171,4 +172,14 @@ class TruncatedSpeechWarning(UserWarning):
 
     Issued by on-box synthesis, and by the network client when the service's
     ``metrics`` frame says ``"truncated": true``.
+    """
+
+
+class RunawaySpeechWarning(UserWarning):
+    """The runaway guard ended the speech early: its frames looped, or it ran far
+    past what its text needs (the metrics frame's ``runaway``: ``"loop"`` or
+    ``"too_long"``). The text was most likely spoken in full before that.
+
+    Issued by on-box synthesis and by the network client. Ask for
+    ``runaway="error"`` to get an error instead, ``runaway="off"`` for no guard.
     """

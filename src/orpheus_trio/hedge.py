@@ -22,21 +22,19 @@ the budget allows another attempt, which errors are retryable) lives in the
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Literal, NoReturn, Protocol, TypeVar
+from typing import NoReturn, Protocol, TypeVar
 
 import anyio
 from anyio.abc import TaskGroup
 
-from ._util.groups import single_exception
+from ._policy.attempts import Reason
 from ._policy.failure import most_relevant
+from ._util.groups import single_exception
 
 __all__ = ["RacePlan", "Reason", "race"]
 
 W = TypeVar("W")
 E = TypeVar("E", bound=BaseException)
-
-#: Why another attempt is wanted: no audio after the hedge delay, or the last attempt failed.
-Reason = Literal["hedge", "failover"]
 
 
 class RacePlan(Protocol[W]):

@@ -1,9 +1,9 @@
 """The client's settings as small frozen values that check themselves, like
 ``httpx.Timeout`` / ``httpx.Limits``: each default is written here once.
 
-``OrpheusTTS(..., timeouts=Timeouts(connect_s=2), hedging=Hedging(ttfb_ms=250))``;
-the flat keyword arguments (``connect_timeout_s=2``, ``hedge_ttfb_ms=250``)
-keep working and build the same values.
+``OrpheusTTS(..., timeouts=Timeouts(connect_s=2), hedging=Hedging(ttfb_ms=250))``.
+Two fields have a shorthand keyword on ``OrpheusTTS`` that sets that one field:
+``hedge_ttfb_ms`` (``Hedging.ttfb_ms``) and ``timeout_s`` (``Timeouts.request_s``).
 """
 
 from __future__ import annotations
@@ -69,18 +69,15 @@ class Timeouts:
 
     def __post_init__(self) -> None:
         # Checked here rather than failing late, inside the first request, with trio's message.
-        # Named as both spellings know them: the flat keyword and the field.
         positive_seconds("timeout_s (Timeouts.request_s)", self.request_s)
-        positive_seconds(
-            "connect_timeout_s (Timeouts.connect_s)", self.connect_s, none_allowed=False
-        )
-        positive_seconds("read_timeout_s (Timeouts.read_s)", self.read_s)
+        positive_seconds("Timeouts.connect_s", self.connect_s, none_allowed=False)
+        positive_seconds("Timeouts.read_s", self.read_s)
         close = self.close_s
         if not (
             isinstance(close, (int, float)) and close >= 0 and math.isfinite(close)
         ):
             raise ValueError(
-                "close_timeout_s (Timeouts.close_s) must be a finite number of seconds >= 0, "
+                "Timeouts.close_s must be a finite number of seconds >= 0, "
                 f"got {close!r}"
             )
         min_bytes = self.min_rate_bytes
@@ -88,9 +85,9 @@ class Timeouts:
             isinstance(min_bytes, bool) or not isinstance(min_bytes, int) or min_bytes < 1
         ):
             raise ValueError(
-                f"min_rate_bytes must be an integer >= 1 or None, got {min_bytes!r}"
+                f"Timeouts.min_rate_bytes must be an integer >= 1 or None, got {min_bytes!r}"
             )
-        positive_seconds("min_rate_window_s", self.min_rate_window_s, none_allowed=False)
+        positive_seconds("Timeouts.min_rate_window_s", self.min_rate_window_s, none_allowed=False)
 
     def body_rate(self) -> BodyRate | None:
         """A fresh minimum-rate rule for one response body (``None``: no minimum)."""
@@ -118,7 +115,14 @@ class Hedging:
         if ttfb is not None and (ttfb < 0 or not math.isfinite(ttfb)):
             raise ValueError(f"hedge_ttfb_ms (Hedging.ttfb_ms) must be >= 0 or None, got {ttfb!r}")
         if self.max_attempts < 1:
-            raise ValueError(f"max_attempts must be >= 1, got {self.max_attempts!r}")
+            raise ValueError(f"Hedging.max_attempts must be >= 1, got {self.max_attempts!r}")
+        if not 0.0 <= self.budget_ratio <= 1.0:
+            raise ValueError(
+                f"Hedging.budget_ratio must be within [0, 1], got {self.budget_ratio!r}"
+            )
+        if self.budget_min < 0:
+            raise ValueError(f"Hedging.budget_min must be >= 0, got {self.budget_min!r}")
+        positive_seconds("Hedging.budget_window_s", self.budget_window_s, none_allowed=False)
 
     @property
     def delay_s(self) -> float | None:
@@ -137,9 +141,9 @@ class Breaker:
 
     def __post_init__(self) -> None:
         if self.failures < 1:
-            raise ValueError(f"breaker_failures must be >= 1, got {self.failures!r}")
+            raise ValueError(f"Breaker.failures must be >= 1, got {self.failures!r}")
         if not 0 < self.base_cooldown_s <= self.max_cooldown_s:
-            raise ValueError("need 0 < breaker_base_cooldown_s <= breaker_max_cooldown_s")
+            raise ValueError("need 0 < Breaker.base_cooldown_s <= Breaker.max_cooldown_s")
 
 
 @dataclass(frozen=True)
@@ -151,4 +155,6 @@ class Pool:
 
     def __post_init__(self) -> None:
         if self.max_connections_per_endpoint < 1:
-            raise ValueError("max_connections_per_endpoint must be >= 1")
+            raise ValueError("Pool.max_connections_per_endpoint must be >= 1")
+        if self.max_line_bytes < 1:
+            raise ValueError("Pool.max_line_bytes must be >= 1")

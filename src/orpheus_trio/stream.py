@@ -29,6 +29,7 @@ from .errors import (
     IncompleteStreamError,
     ServiceError,
     SlowBodyError,
+    RunawaySpeechWarning,
     TruncatedSpeechWarning,
 )
 from ._policy.failure import parse_retry_after
@@ -245,6 +246,12 @@ class AudioStream:
         """The service said the reply was cut short (``max_tokens`` reached)."""
         return self.metrics.get("truncated") is True
 
+    @property
+    def runaway(self) -> str | None:
+        """Why the service's runaway guard ended the speech (``"loop"``, ``"too_long"``), if it did."""
+        value = self.metrics.get("runaway")
+        return value if value in ("loop", "too_long") else None
+
     def __aiter__(self) -> AudioStream:
         return self
 
@@ -262,6 +269,12 @@ class AudioStream:
                     f"(finish_reason {self.metrics.get('finish_reason')!r}): "
                     "the audio stops early",
                     TruncatedSpeechWarning,
+                )
+            if frame is not None and self.runaway is not None and self._warn_truncation:
+                warn_at_caller(
+                    f"{self.endpoint} ended the speech early: the model ran away "
+                    f"({self.runaway}); the text was most likely spoken before that",
+                    RunawaySpeechWarning,
                 )
             if not reader.body_ended:
                 await reader.drain(self._close_timeout_s)

@@ -1,12 +1,17 @@
 """Sans-IO HTTP/1.1 client pieces: the request head, the response head, body framing, chunked decoding.
 
-No sockets here: :mod:`trio_transport` drives these with bytes read in large
-pieces. The chunked decoder turns whatever arrived (any split, many HTTP
-chunks at once) into one piece of body bytes, so the layer above wakes once
-per read, not once per HTTP chunk.
+No sockets here: :mod:`~orpheus_trio._http.pool` drives these with bytes read
+in large pieces. The chunked decoder turns whatever arrived (any split, many
+HTTP chunks at once) into one piece of body bytes, so the layer above wakes
+once per read, not once per HTTP chunk.
 
-Malformed input raises ``httpx.RemoteProtocolError`` (the public error type
-for a peer that broke HTTP); the I/O shell attaches the request to it.
+Framing is read as strictly as h11 and llhttp read it: a bare CR or LF where a
+line must end in CRLF, a control character in a field or a chunk extension, an
+obs-folded line, a chunk size past 2**63 - 1 or a repeated ``Transfer-Encoding``
+is refused, never guessed at (the forms a proxy in front and this client could
+frame differently). Malformed input raises :class:`H1ProtocolError`; the pool
+turns it into ``httpx.RemoteProtocolError`` (the public type for a peer that
+broke HTTP), with the request attached.
 """
 
 from __future__ import annotations
@@ -15,9 +20,9 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from enum import Enum
 
-import httpx
-
 __all__ = [
+    "H1ProtocolError",
+    "MAX_CHUNK_SIZE",
     "MAX_CHUNK_SIZE_LINE_BYTES",
     "MAX_HEAD_BYTES",
     "MAX_TRAILER_BYTES",
@@ -38,14 +43,21 @@ MAX_HEAD_BYTES = 64 * 1024
 MAX_CHUNK_SIZE_LINE_BYTES = 1024
 #: Longest trailer section accepted after the last chunk.
 MAX_TRAILER_BYTES = 16 * 1024
-#: A chunk size wider than this many hex digits cannot be honest (16 = 2**64).
-_MAX_SIZE_DIGITS = 16
+#: The largest chunk size accepted (a signed 64-bit count, as llhttp and h11 cap it).
+MAX_CHUNK_SIZE = 2**63 - 1
 _HEX_DIGITS = b"0123456789abcdefABCDEF"
 _TOKEN_FORBIDDEN = frozenset(" \t\r\n:\x00")
+#: Control characters (HTAB excepted): never inside a field, a chunk extension or a trailer.
+_CTL = bytes(c for c in range(0x20) if c != 0x09) + b"\x7f"
+_CTL_BUT_CR_LF = _CTL.replace(b"\r", b"").replace(b"\n", b"")
 
 
-def _protocol_error(message: str) -> httpx.RemoteProtocolError:
-    return httpx.RemoteProtocolError(message)
+class H1ProtocolError(Exception):
+    """The peer broke HTTP/1.1 framing (the sans-IO layer's own error type)."""
+
+
+def _protocol_error(message: str) -> H1ProtocolError:
+    return H1ProtocolError(message)
 
 
 # -- the request -------------------------------------------------------------------
@@ -138,6 +150,15 @@ def find_head_end(buffer: bytes, start: int = 0) -> int:
 
 def parse_response_head(head: bytes) -> ResponseHead:
     """Parse ``head`` (status line and fields, the final blank line optional)."""
+    crlf = head.count(b"\r\n")
+    if (
+        len(head.translate(None, _CTL_BUT_CR_LF)) != len(head)
+        or head.count(b"\r") != crlf
+        or head.count(b"\n") != crlf
+    ):
+        # A bare CR or LF (a line end some parser honours and another does not),
+        # a NUL or another control character.
+        raise _protocol_error("control character or bare CR/LF in the response head")
     text = head.decode("latin-1")
     lines = text.rstrip("\r\n").split("\r\n")
     status_line = lines[0]
@@ -159,6 +180,9 @@ def parse_response_head(head: bytes) -> ResponseHead:
             raise _protocol_error(f"malformed header line {line[:100]!r}")
         name = name.lower()
         value = value.strip(" \t")
+        if name == "transfer-encoding" and name in fields:
+            # Which one counts is where two parsers part ways: refuse, as h11 does.
+            raise _protocol_error("Transfer-Encoding repeated")
         if name in fields:
             fields[name] = f"{fields[name]}, {value}"
         else:
@@ -222,10 +246,27 @@ _SIZE, _DATA, _DATA_END, _TRAILER, _DONE = range(5)
 
 
 def _chunk_size(line: bytes) -> int:
-    size = line.split(b";", 1)[0].rstrip(b" \t")
-    if not size or len(size) > _MAX_SIZE_DIGITS or size.translate(None, _HEX_DIGITS):
+    size, semicolon, extension = line.partition(b";")
+    size = size.rstrip(b" \t")
+    if not size or size.translate(None, _HEX_DIGITS):
         raise _protocol_error(f"malformed chunk size line {line[:40]!r}")
-    return int(size, 16)
+    if semicolon and len(extension.translate(None, _CTL)) != len(extension):
+        # Most often a bare LF ending the extension early: ``5;\nX\r\n``.
+        raise _protocol_error("control character or bare CR/LF in a chunk extension")
+    value = int(size, 16)
+    if value > MAX_CHUNK_SIZE:
+        raise _protocol_error("chunk size overflows")
+    return value
+
+
+def _check_trailer_field(line: bytes) -> None:
+    """One trailer field line (without its CRLF): ``name: value``, as a header is."""
+    name, colon, value = line.partition(b":")
+    if len(line.translate(None, _CTL)) != len(line):
+        raise _protocol_error("control character or bare CR/LF in a chunked trailer")
+    if not colon or not name or any(c in b" \t" for c in name):
+        # A space before the colon, or a line folded onto the last one (obs-fold).
+        raise _protocol_error("malformed chunked trailer field")
 
 
 class ChunkedDecoder:
@@ -302,6 +343,8 @@ class ChunkedDecoder:
                 if self._trailer_bytes > MAX_TRAILER_BYTES:
                     raise _protocol_error("chunked trailer section too large")
                 blank = eol == pos
+                if not blank:
+                    _check_trailer_field(data[pos:eol])
                 pos = eol + 2
                 if blank:
                     state = _DONE

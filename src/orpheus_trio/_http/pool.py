@@ -42,6 +42,7 @@ from .h1 import (
     BodyFraming,
     ChunkedDecoder,
     Framing,
+    H1ProtocolError,
     ResponseHead,
     body_framing,
     encode_request,
@@ -64,6 +65,7 @@ __all__ = [
     "PooledResponse",
     "PooledTransport",
     "http_request",
+    "remote_protocol_error",
     "warn_verification_off",
 ]
 
@@ -91,6 +93,13 @@ def warn_verification_off(stacklevel: int = 2) -> None:
 def http_request(request: StreamRequest) -> httpx.Request:
     """An ``httpx.Request`` for error constructors (built only when an error is raised)."""
     return httpx.Request(request.method, request.url)
+
+
+def remote_protocol_error(
+    error: H1ProtocolError, request: StreamRequest
+) -> httpx.RemoteProtocolError:
+    """The public type for a peer that broke HTTP, from the sans-IO layer's own."""
+    return httpx.RemoteProtocolError(str(error), request=http_request(request))
 
 
 class Connection(ABC):
@@ -324,6 +333,8 @@ class PooledTransport(ABC):
                     end = find_head_end(buffer, len(buffer) - len(data))
                 head = parse_response_head(buffer[: end - 2])
                 framing = body_framing(head, request_method=request.method)
+            except H1ProtocolError as error:
+                raise remote_protocol_error(error, request) from None
             except httpx.RemoteProtocolError as error:
                 error.request = http_request(request)
                 raise
@@ -441,10 +452,9 @@ class PooledResponse:
             if chunked is not None:
                 try:
                     body, after = chunked.feed(data)
-                except httpx.RemoteProtocolError as error:
+                except H1ProtocolError as error:
                     self._reusable = False
-                    error.request = http_request(self._request)
-                    raise
+                    raise remote_protocol_error(error, self._request) from None
                 if chunked.done:
                     self._finish(after)
             elif self._framing is Framing.LENGTH:

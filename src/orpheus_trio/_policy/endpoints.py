@@ -1,8 +1,9 @@
 """The endpoints a client talks to: their URLs, checked once, and one record each.
 
 Each :class:`Endpoint` holds everything the client keeps about one server
-(its breaker and its counts); routing's scores live in the sans-IO
-:class:`~orpheus_trio._policy.routing.Router`, keyed by the same URL.
+(its breaker and its counts); routing's scores live in the
+:class:`~orpheus_trio._policy.routing.Router`, keyed by the same URL; both are
+owned by :class:`~orpheus_trio._policy.attempts.Attempts`.
 """
 
 from __future__ import annotations

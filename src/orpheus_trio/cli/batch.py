@@ -48,80 +48,10 @@ from .options import (
 )
 from .session import EmbeddedServerUnavailable, open_session, speech
 
-__all__ = ["ProgressDisplay", "register", "run"]
+__all__ = ["ProgressDisplay", "run"]
 
 _TTY_REDRAW_S = 0.1
 _PLAIN_EVERY_S = 1.0
-
-
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser(
-        "batch",
-        help="say many texts into one WAV each",
-        description="Synthesize every item of FILE into OUT_DIR. FILE holds plain text, one item per "
-        'line (written as 0001.wav, 0002.wav, ...), or JSON Lines: {"text": ..., "voice": ..., '
-        '"params": {...}, "output": "name.wav"}; blank lines and lines starting with # are skipped. '
-        "Outputs that already exist are skipped, so an interrupted batch resumes where it stopped.",
-        epilog=EXIT_CODES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument(
-        "file", metavar="FILE", help='the items; "-" reads standard input'
-    )
-    parser.add_argument(
-        "-d",
-        "--out-dir",
-        type=Path,
-        default=Path("."),
-        help="where the WAV files go (default .)",
-    )
-    parser.add_argument(
-        "-c",
-        "--concurrency",
-        type=positive_int,
-        default=4,
-        help="items in flight at once (default 4)",
-    )
-    parser.add_argument("--no-progress", action="store_true", help="no progress line")
-    add_connection_options(parser)
-    add_on_box_options(parser)
-    add_voice_options(parser)
-    _add_ray_options(parser)
-    parser.set_defaults(run=run)
-
-
-def _add_ray_options(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group(
-        "Ray Data (the ray extra; docs/batch.md)",
-        "With --ray the batch runs as a Ray Data pipeline on --model/--snac (or --llm-url): "
-        "FILE may be .jsonl, .csv, .parquet or text; files ID.FORMAT and manifest.jsonl go to --out-dir.",
-    )
-    group.add_argument(
-        "--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
-        help='run on Ray: a cluster address ("auto", "ray://host:10001") or, bare, a local Ray',
-    )
-    group.add_argument(
-        "--ray-engine", choices=("vllm", "transformers"), default="vllm",
-        help="what generates with --model: vLLM through ray.data.llm (default) or transformers",
-    )
-    group.add_argument(
-        "--ray-format", default="flac", choices=("flac", "wav", "mp3", "opus"), help="audio files (default flac)"
-    )
-    group.add_argument("--decode-actors", type=positive_int, default=1, help="SNAC decode actors (default 1)")
-    group.add_argument(
-        "--decode-gpus", type=float, default=0.0, metavar="N", help="GPUs per decode actor (default 0: CPU)"
-    )
-    group.add_argument(
-        "--llm-concurrency", type=positive_int, default=1,
-        help="vLLM engines, transformers actors or engine clients (default 1)",
-    )
-    group.add_argument(
-        "--dry-run", action="store_true", help="estimate audio hours and generation time; synthesize nothing"
-    )
-    group.add_argument(
-        "--tokens-per-second", type=float, default=1000.0, metavar="N",
-        help="with --dry-run: one engine's generation throughput (default 1000)",
-    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -149,22 +79,23 @@ def run(args: argparse.Namespace) -> int:
     if not items:
         print(f"orpheus-trio batch: error: {args.file} holds no items", file=sys.stderr)
         return EXIT_USAGE
-    statuses: set[int] = set()  # the HTTP statuses items failed with, for the hint at the end
+    statuses: list[int] = []  # the HTTP status of each item that failed with one, for the hints
     try:
         report = run_interruptibly(_batch, args, items, settings, statuses)
     except PermissionError as error:  # on the lock file: name the folder the user gave
         return report_failure("batch", PermissionError(error.errno, error.strerror, str(args.out_dir)))
     except (OrpheusError, httpx.HTTPError, OSError, EmbeddedServerUnavailable) as error:
         return report_failure("batch", error, api_key=settings.api_key)
-    hints = (api_key_hint(status, settings.api_key) for status in sorted(statuses))
-    return _summarize(report, args.out_dir, next((h for h in hints if h), None))
+    hints = (api_key_hint(status, settings.api_key) for status in sorted(set(statuses)))
+    refused = sum(1 for status in statuses if status in REFUSED_FOR_GOOD)
+    return _summarize(report, args.out_dir, next((h for h in hints if h), None), refused)
 
 
 async def _batch(
     args: argparse.Namespace,
     items: list[BatchItem],
     settings: ConnectionSettings,
-    statuses: set[int],
+    statuses: list[int],
 ) -> BatchReport:
     async with open_session(settings) as session:
         todo = sum(1 for item in items if not (args.out_dir / item.output).exists())
@@ -190,7 +121,7 @@ async def _batch(
             except Exception as error:
                 status = http_status(error)
                 if status is not None:
-                    statuses.add(status)
+                    statuses.append(status)
                 raise
 
         def progressed(item: BatchItem, audio_s: float | None) -> None:
@@ -253,7 +184,13 @@ class ProgressDisplay:
             self._stream.flush()
 
 
-def _summarize(report: BatchReport, out_dir: Path, hint: str | None = None) -> int:
+#: Statuses that the same request gets again however often it is sent: the item itself
+#: (its text, voice or parameters) must change. 401 is not here: a key fixes it.
+REFUSED_FOR_GOOD = frozenset({400, 404, 413, 422})
+
+
+def _summarize(report: BatchReport, out_dir: Path, hint: str | None = None, refused: int = 0) -> int:
+    """The closing lines; ``refused``: how many failed items the service refused for good."""
     err = sys.stderr
     print(
         f"orpheus-trio batch: {len(report.written)} written, {len(report.skipped)} skipped (already complete), "
@@ -264,10 +201,18 @@ def _summarize(report: BatchReport, out_dir: Path, hint: str | None = None) -> i
         item = failure.item
         print(f"  FAILED line {item.line} -> {item.output}: {failure.reason}", file=err)
     if report.failed:
-        then = f"{hint}, then run" if hint else "run"  # said once, not after every item
-        print(
-            f"orpheus-trio batch: {then} the same command again to retry only the failed items",
-            file=err,
-        )
+        if refused:
+            print(
+                f"orpheus-trio batch: the service refused {refused} item(s) as they are "
+                "(a 4xx status): fix their text, voice or parameters; running again as is "
+                "would fail the same way",
+                file=err,
+            )
+        if refused < len(report.failed):
+            then = f"{hint}, then run" if hint else "run"  # said once, not after every item
+            print(
+                f"orpheus-trio batch: {then} the same command again to retry only the failed items",
+                file=err,
+            )
         return EXIT_FAILED
     return EXIT_OK

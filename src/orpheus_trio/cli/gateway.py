@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
             upstream_api_key=api_key,
             hedge_ttfb_ms=args.hedge_ttfb_ms,
             health_interval_s=args.health_interval_s,
-            max_attempts=args.max_attempts,
+            hedging=Hedging(max_attempts=args.max_attempts),
             size_to_upstreams=size_to_upstreams,
         )
     except (ValueError, TypeError) as error:

@@ -1,7 +1,7 @@
 """Ctrl-C and SIGTERM end a command in one place: the whole run is cancelled, then exit 130.
 
 A ``KeyboardInterrupt`` raised wherever the main thread happens to be can
-land inside the embedded server's Hypercorn code or Trio's internals (an
+land inside the embedded server, an ASGI app's code or Trio's internals (an
 "Error in ASGI Framework" that the run survives, a ``TrioInternalError``).
 So while the Trio run is on, a signal receiver owns SIGINT and SIGTERM and
 cancels the command's top scope: every task unwinds through its ``finally``
@@ -14,31 +14,34 @@ makes SIGTERM raise it too, so both signals end the same way. Except while
 modules are imported: a library may swallow it there (a bare ``except:``
 around an optional import), or it may escape from code run by ``exec`` (a
 dataclass being made), after which CPython exits killed by SIGINT whatever
-exit code we return. :func:`signals_deferred` holds them back meanwhile.
+exit code we return. Imports happen at the start, before anything is open,
+so there :func:`signals_end_at_once` simply ends the process.
 """
 
 from __future__ import annotations
 
+import os
 import signal
-from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
-from types import FrameType
-from typing import Any, TypeVar
 
-import trio
+#: ``typing.TYPE_CHECKING`` without importing typing: this module is loaded before the
+#: command takes charge of the signals, so it imports as little as it can.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Iterator, Mapping
+    from types import FrameType
+    from typing import Any, TypeVar
 
-from .._util.groups import single_exception
+    T = TypeVar("T")
 
 __all__ = [
     "INTERRUPTED_LINE",
     "Interrupted",
     "run_interruptibly",
-    "signals_deferred",
+    "signals_end_at_once",
     "signals_taken",
     "stop_listening",
 ]
-
-T = TypeVar("T")
 
 #: What an interrupted command prints (on stderr), its only output after the signal.
 INTERRUPTED_LINE = "orpheus-trio: interrupted"
@@ -72,10 +75,14 @@ def _restore(handlers: Mapping[Any, Any]) -> None:
 
 @contextmanager
 def signals_taken() -> Iterator[None]:
-    """Within the block SIGTERM does what Ctrl-C does (a ``KeyboardInterrupt``) instead of
-    killing the process; on the way out both handlers are put back as they were."""
+    """Within the block Ctrl-C raises ``KeyboardInterrupt`` (whatever handled it before: the
+    command line's own start-up handler) and SIGTERM does the same instead of killing the
+    process; on the way out both handlers are put back as they were."""
     before = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
-    if signal.SIGTERM in _watched():
+    watched = _watched()
+    if signal.SIGINT in watched:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if signal.SIGTERM in watched:
         signal.signal(signal.SIGTERM, _terminate_like_ctrl_c)
     try:
         yield
@@ -84,26 +91,26 @@ def signals_taken() -> Iterator[None]:
 
 
 @contextmanager
-def signals_deferred() -> Iterator[None]:
-    """SIGINT and SIGTERM are noted, not acted on, until the block ends: then a ``KeyboardInterrupt``.
+def signals_end_at_once() -> Iterator[None]:
+    """Within the block SIGINT and SIGTERM end the process on the spot: the one line, exit 130.
 
-    Handlers that only take note, rather than a blocked signal mask: Python runs
-    its handlers in the main thread, whichever thread the OS delivered the signal to.
+    For the start of a command, before it has opened or written anything:
+    nothing needs closing yet, and the imports it does meanwhile take long
+    (a third of a second, more on a busy machine) while a ``KeyboardInterrupt``
+    raised inside them is unsafe. On the way out the handlers are put back.
     """
-    received: list[int] = []
 
-    def note(signum: int, frame: FrameType | None) -> None:
-        received.append(signum)
+    def leave(signum: int, frame: FrameType | None) -> None:
+        os.write(2, f"{INTERRUPTED_LINE}\n".encode())  # unbuffered: nothing else runs after this
+        os._exit(130)
 
     before = {signum: signal.getsignal(signum) for signum in _watched()}
     for signum in before:
-        signal.signal(signum, note)
+        signal.signal(signum, leave)
     try:
         yield
     finally:
         _restore(before)
-    if received:
-        raise KeyboardInterrupt
 
 
 def stop_listening() -> None:
@@ -114,10 +121,16 @@ def stop_listening() -> None:
 
 def run_interruptibly(async_fn: Callable[..., Awaitable[T]], *args: object) -> T:
     """``trio.run(async_fn, *args)``, cancelled as a whole by SIGINT or SIGTERM (then :class:`Interrupted`)."""
+    import trio  # here: the command line loads Trio only for the commands that run it
+
     return trio.run(_until_signalled, async_fn, args)
 
 
 async def _until_signalled(async_fn: Callable[..., Awaitable[T]], args: tuple[object, ...]) -> T:
+    import trio
+
+    from .._util.groups import single_exception
+
     watched = _watched()
     if not watched:
         return await async_fn(*args)

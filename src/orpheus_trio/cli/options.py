@@ -2,6 +2,10 @@
 
 Environment: ``ORPHEUS_URLS`` (comma-separated) when no ``--url`` is given,
 ``ORPHEUS_KEY`` when no ``--api-key`` is given.
+
+Light to import (the standard library and :mod:`..text.split`): every parser is built
+from it, and ``--help`` must not wait for httpx or Trio. The few helpers that need
+the client import it when called, once the command runs.
 """
 
 from __future__ import annotations
@@ -16,10 +20,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
-
-from .batch_jobs import describe_error
-from ..options import Hedging
 from ..text.split import AUTO_SPLIT_CHARS, DEFAULT_MAX_CHARS, SPLIT_MODES
 
 __all__ = [
@@ -84,6 +84,9 @@ class ConnectionSettings:
     hedge_ttfb_ms: float | None
     timeout_s: float | None
     on_box: OnBoxModel | None = None
+    #: The embedded server's voices: ``--model-family`` and ``--voice-alias ALIAS=VOICE``.
+    model_family: str | None = None
+    voice_aliases: tuple[str, ...] = ()
 
 
 def http_url(value: str) -> str:
@@ -196,6 +199,15 @@ def add_on_box_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--llm-api-key", metavar="KEY", help="with --llm-url: the engine's API key; default: $ORPHEUS_LLM_API_KEY"
     )
+    group.add_argument(
+        "--model-family", metavar="NAME",
+        help="the embedded server's voices and languages: en-ft, fr, de, ko, hi, zh, es-it, "
+        "en-pretrained (default: what --model says, else en-ft; espeak: all); docs/voices.md",
+    )  # fmt: skip
+    group.add_argument(
+        "--voice-alias", action="append", default=[], metavar="ALIAS=VOICE",
+        help="the embedded server serves ALIAS (e.g. OpenAI's alloy) as VOICE (repeatable)",
+    )  # fmt: skip
 
 
 def _on_box(args: argparse.Namespace) -> OnBoxModel | None:
@@ -294,6 +306,8 @@ def api_key_hint(status: int | None, api_key: str | None) -> str | None:
 
 def http_status(error: BaseException) -> int | None:
     """The HTTP status a failure carries, if any."""
+    import httpx
+
     status = getattr(error, "status_code", None)
     if status is None and isinstance(getattr(error, "response", None), httpx.Response):
         status = error.response.status_code  # type: ignore[attr-defined]
@@ -301,6 +315,8 @@ def http_status(error: BaseException) -> int | None:
 
 
 def connection_settings(args: argparse.Namespace) -> ConnectionSettings:
+    from ..options import Hedging
+
     urls: list[str] = list(args.urls)
     on_box = _on_box(args)
     if not urls and on_box is None:  # an explicit --model wins over $ORPHEUS_URLS
@@ -315,7 +331,12 @@ def connection_settings(args: argparse.Namespace) -> ConnectionSettings:
     if hedge is None:
         # A hedge to the same in-process engine cannot be faster.
         hedge = Hedging.ttfb_ms if urls else None
-    return ConnectionSettings(tuple(urls), api_key, hedge or None, args.timeout_s, on_box)
+    family, aliases = getattr(args, "model_family", None), tuple(getattr(args, "voice_alias", ()))
+    if urls and (family or aliases):
+        raise UsageError("--model-family and --voice-alias set the embedded server's voices: not with --url")
+    return ConnectionSettings(
+        tuple(urls), api_key, hedge or None, args.timeout_s, on_box, family, aliases
+    )
 
 
 def decode_text(data: bytes, source: str) -> str:
@@ -359,6 +380,8 @@ def report_failure(command: str, error: BaseException, *, api_key: str | None = 
     if isinstance(error, UsageError):
         print(f"orpheus-trio {command}: error: {error}", file=sys.stderr)
         return EXIT_USAGE
+    from .batch_jobs import describe_error
+
     line = describe_error(error)
     hint = api_key_hint(http_status(error), api_key)
     if hint is not None and "--api-key" not in line:  # the client's own message may say it

@@ -17,9 +17,10 @@ import trio
 
 from .._util.groups import single_exception
 from ..server.app import OrpheusApp, create_app
-from ..server.config import HTTP_SERVERS, ServerConfig
+from ..server.config import ServerConfig
 from ..server.engine import Engine
 from ..server.engines.orpheus import add_arguments as add_orpheus_arguments
+from ..server.engines.orpheus import add_catalog_arguments
 from ..server.engines.orpheus_remote import add_arguments as add_orpheus_remote_arguments
 from ..server.http.run import serve_app
 
@@ -36,8 +37,17 @@ __all__ = [
 
 def _espeak(args: argparse.Namespace) -> Engine:
     from ..server.engines.espeak import EspeakEngine
+    from ..server.engines.orpheus import alias_overrides
+    from ..voices import FAMILIES
 
-    return EspeakEngine()
+    # --voices picks espeak's voices; else --model-family's (its languages); else all.
+    if args.voices is not None:
+        voices: list[str] | None = [v.strip() for v in args.voices.split(",") if v.strip()]
+    elif args.model_family:
+        voices = [v.name for v in FAMILIES[args.model_family].voices]
+    else:
+        voices = None
+    return EspeakEngine(voices or None, aliases=alias_overrides(args))
 
 
 def _orpheus_remote(args: argparse.Namespace) -> Engine:
@@ -47,9 +57,10 @@ def _orpheus_remote(args: argparse.Namespace) -> Engine:
 
 
 def _synthetic(args: argparse.Namespace) -> Engine:
+    from ..server.engines.orpheus import catalog_from_args
     from ..server.engines.synthetic import SyntheticEngine
 
-    return SyntheticEngine()
+    return SyntheticEngine(voice_catalog=catalog_from_args(args, checkpoint=None))
 
 
 def _orpheus(args: argparse.Namespace) -> Engine:
@@ -76,9 +87,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "GET /metrics). SIGINT/SIGTERM drains gracefully; a second signal stops at once.",
     )
     add_server_arguments(parser)
-    parser.add_argument("--engine", choices=sorted(ENGINES), default="espeak")
+    parser.add_argument(
+        "--engine", choices=sorted(ENGINES), default="espeak",
+        help="what speaks (default: espeak; orpheus: your checkpoint here, --model and --snac; "
+        "orpheus-remote: an inference engine, --llm-url and --snac; synthetic: test audio)",
+    )  # fmt: skip
     add_orpheus_arguments(parser)
     add_orpheus_remote_arguments(parser)
+    add_catalog_arguments(parser)
     parser.set_defaults(run=run)
 
 
@@ -111,6 +127,11 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
         ("--read-timeout-s", float, "S", "time to receive headers, then the body"),
         ("--write-stall-timeout-s", float, "S", "a write stuck this long: close"),
         ("--max-connections", int, "N", "open at once; more wait to be accepted"),
+        ("--max-connections-per-client", int, "N", "open from one address (0: no cap)"),
+        ("--max-head-waits-per-client", int, "N",
+         "from one address still sending their first head (0: no cap)"),
+        ("--busy-read-timeout-s", float, "S",
+         "the head timeout while 3/4 of --max-connections are open"),
         ("--drain-grace-s", float, "S", "time in-flight streams get on shutdown"),
     ]
     for flag, kind, metavar, meaning in limits:
@@ -119,11 +140,6 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
             flag, type=kind, default=default, metavar=metavar,
             help=f"{meaning} (default {default:g})",
         )  # fmt: skip
-    parser.add_argument(
-        "--http-server", default=defaults.http_server, choices=HTTP_SERVERS,
-        help="the HTTP/1.1 server that runs the app: the built-in one (default, "
-        "about half the CPU per stream) or Hypercorn",
-    )  # fmt: skip
     parser.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"]
     )
@@ -145,9 +161,11 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         read_timeout_s=args.read_timeout_s,
         write_stall_timeout_s=args.write_stall_timeout_s,
         max_connections=args.max_connections,
+        max_connections_per_client=args.max_connections_per_client,
+        max_head_waits_per_client=args.max_head_waits_per_client,
+        busy_read_timeout_s=args.busy_read_timeout_s,
         drain_grace_s=args.drain_grace_s,
         playground=args.playground,
-        http_server=args.http_server,
     )
 
 
@@ -165,21 +183,26 @@ def run(args: argparse.Namespace) -> int:
         return 2
     app = create_app(engine, config)
     main = functools.partial(serve_until_signalled, app, f"{engine.name} engine")
-    return run_server_command("serve", main, engine.aclose)
+    return run_server_command("serve", main, engine.aclose, address=f"{config.host}:{config.port}")
 
 
 def run_server_command(
     command: str,
     main: Callable[[], Awaitable[None]],
     aclose: Callable[[], Awaitable[None]],
+    *,
+    address: str | None = None,
 ) -> int:
     """``trio.run(main)``, then ``aclose`` whatever happened; an address that
-    cannot be served (the port in use, not on this machine) is one line and exit 1."""
+    cannot be served (the port in use, not on this machine) is one line naming
+    ``address`` (host:port), and exit 1."""
     try:
         with single_exception():
             trio.run(main)
     except OSError as error:
-        print(f"orpheus-trio {command}: error: {error}", file=sys.stderr)
+        where = f"cannot listen on {address}: " if address else ""
+        reason = error.strerror or str(error) if address else str(error)
+        print(f"orpheus-trio {command}: error: {where}{reason}", file=sys.stderr)
         return 1
     finally:
         trio.run(aclose)

@@ -13,6 +13,7 @@ stops the server.
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
@@ -24,7 +25,7 @@ from .._util.groups import single_exception
 from ..client import OrpheusTTS
 from ..text.longtext import ordered_stream
 from ..text.split import SplitMode, split_for_synthesis
-from .options import ConnectionSettings, OnBoxModel
+from .options import ConnectionSettings, OnBoxModel, UsageError
 
 if TYPE_CHECKING:
     from ..server.engine import Engine
@@ -66,7 +67,15 @@ class Session:
         return self.client.base_urls
 
 
-def _load_espeak() -> Engine:
+def _catalog_args(settings: ConnectionSettings) -> argparse.Namespace:
+    """The embedded server's catalog flags, as ``serve`` reads them."""
+    return argparse.Namespace(
+        model_family=settings.model_family, voice_alias=list(settings.voice_aliases),
+        voice_alias_file=None, voices=None,
+    )  # fmt: skip
+
+
+def _load_espeak(settings: ConnectionSettings) -> Engine:
     # The package is installed from a checkout (it is not published), so name the checkout form.
     hint = (
         "pass --url to use a running service, or install the server extra "
@@ -78,17 +87,40 @@ def _load_espeak() -> Engine:
         raise EmbeddedServerUnavailable(
             f"the embedded server needs {error.name or error}; {hint}"
         ) from error
+    from ..server.engines.orpheus import alias_overrides
+    from ..voices import FAMILIES
+
+    family = settings.model_family
+    if family is not None and family not in FAMILIES:
+        raise UsageError(f"--model-family: unknown family {family!r}; known: {', '.join(FAMILIES)}")
     try:
-        return EspeakEngine()
+        voices = [v.name for v in FAMILIES[family].voices] if family else None
+        return EspeakEngine(voices or None, aliases=alias_overrides(_catalog_args(settings)))
+    except ValueError as error:
+        raise UsageError(str(error)) from None
     except (OSError, RuntimeError) as error:
         raise EmbeddedServerUnavailable(
             f"espeak-ng could not be loaded ({error}); {hint}"
         ) from error
 
 
-def _load_orpheus(on_box: OnBoxModel) -> Engine:
+def _load_orpheus(on_box: OnBoxModel, settings: ConnectionSettings) -> Engine:
     hint = "install the local and server extras from the checkout: pip install '.[local,server]'"
     try:
+        from ..local.hub import Piece, locate
+
+        # Before torch and transformers load (seconds): a checkpoint that cannot be had fails now.
+        pieces = [Piece("SNAC decoder", on_box.snac)]
+        if on_box.model is not None:
+            pieces.append(Piece("Orpheus model", on_box.model))
+        if on_box.tokenizer is not None:
+            pieces.append(Piece("tokenizer", on_box.tokenizer, marker="tokenizer_config.json"))
+        locate(pieces)
+        _quiet_loading_bars()
+        from ..server.engines.orpheus import catalog_from_args
+
+        checkpoint = on_box.model if on_box.model is not None else on_box.llm_model
+        catalog = catalog_from_args(_catalog_args(settings), checkpoint=checkpoint)
         # torch and the rest of the local extra are imported as the engine loads.
         if on_box.llm_url is not None:
             from ..server.engines import orpheus_remote
@@ -100,12 +132,14 @@ def _load_orpheus(on_box: OnBoxModel) -> Engine:
                 llm_api_key=on_box.llm_api_key,
                 tokenizer=on_box.tokenizer,
                 device=on_box.device,
+                voices=catalog,
             )
         from ..server.engines.orpheus import OrpheusEngine
 
         assert on_box.model is not None
         return OrpheusEngine.load(
-            on_box.model, on_box.snac, tokenizer=on_box.tokenizer, device=on_box.device, dtype=on_box.dtype
+            on_box.model, on_box.snac, tokenizer=on_box.tokenizer, device=on_box.device, dtype=on_box.dtype,
+            voices=catalog,
         )
     except ImportError as error:
         raise EmbeddedServerUnavailable(
@@ -115,6 +149,16 @@ def _load_orpheus(on_box: OnBoxModel) -> Engine:
         raise EmbeddedServerUnavailable(f"the model could not be loaded: {error}") from error
 
 
+def _quiet_loading_bars() -> None:
+    """No "Loading weights" bar from transformers in a command's output; the hub's
+    download bars stay (a first download takes minutes and should say so)."""
+    from huggingface_hub.utils.tqdm import enable_progress_bars
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # it turns the hub's off too,
+    enable_progress_bars()  # so they are turned back on
+
+
 @asynccontextmanager
 async def open_session(settings: ConnectionSettings) -> AsyncIterator[Session]:
     """A connected client; the embedded server runs for as long as the session when no URL is set."""
@@ -122,7 +166,7 @@ async def open_session(settings: ConnectionSettings) -> AsyncIterator[Session]:
         async with _client(settings.urls, settings) as client:
             yield Session(client)
         return
-    engine = _load_orpheus(settings.on_box) if settings.on_box else _load_espeak()
+    engine = _load_orpheus(settings.on_box, settings) if settings.on_box else _load_espeak(settings)
     from ..server import ServerConfig, serve  # present: the engine loaded, with the server extra
 
     config = ServerConfig(host="127.0.0.1", port=0)

@@ -48,7 +48,7 @@ from .options import (
 )
 from .session import EmbeddedServerUnavailable, PieceServed, open_session, speech
 
-__all__ = ["register", "run"]
+__all__ = ["run"]
 
 #: Failures that end a command with exit code 1 and a one-line message (not a traceback).
 COMMAND_ERRORS = (
@@ -62,43 +62,6 @@ COMMAND_ERRORS = (
 )
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser(
-        "speak",
-        help="say one text into a WAV file (or stdout)",
-        description="Synthesize TEXT and write it to a file or standard output. With no --url "
-        "(and no $ORPHEUS_URLS) an embedded server is started on 127.0.0.1 for the run: espeak, "
-        "or your Orpheus checkpoint with --model and --snac.",
-        epilog='examples:\n  orpheus-trio speak "Hello from Orpheus." -o hello.wav\n'
-        "  orpheus-trio speak - -o - --format pcm < story.txt | aplay -f S16_LE -r 24000 -c 1\n"
-        '  orpheus-trio speak "Hi" -o hi.wav --url http://gpu1:8000 --url http://gpu2:8000\n\n'
-        + EXIT_CODES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument(
-        "text", help='the text to say; "-" reads it from standard input'
-    )
-    parser.add_argument(
-        "-o",
-        "--output",
-        required=True,
-        metavar="PATH",
-        help='file to write, or "-" for standard output',
-    )
-    parser.add_argument(
-        "--format", choices=FORMATS, default=None,
-        help="pcm is raw s16le mono 24 kHz (the default for stdout); opus is Ogg Opus, "
-        "aac is ADTS; default for a file: its suffix if it names a format, else wav",
-    )  # fmt: skip
-    add_connection_options(parser)
-    add_on_box_options(parser)
-    add_voice_options(parser)
-    parser.add_argument(
-        "-q", "--quiet", action="store_true", help="no report on stderr"
-    )
-    parser.set_defaults(run=run)
-
-
 @dataclass(frozen=True, slots=True)
 class SpeakResult:
     audio_s: float
@@ -107,6 +70,8 @@ class SpeakResult:
     #: The embedded server's engine; ``None`` when a remote service spoke.
     session_engine: str | None
     served: list[PieceServed]
+    #: A WAV written where its header could not be patched (a pipe): sizes say "unknown".
+    wav_length_unknown: bool = False
 
 
 def run(args: argparse.Namespace) -> int:
@@ -171,16 +136,31 @@ async def _speak(
             total_s=trio.current_time() - started,
             session_engine=session.engine,
             served=list(session.served),
+            wav_length_unknown=fmt == "wav" and isinstance(writer, _StdoutSink) and not writer.patchable,
         )
 
 
+#: File suffixes that name a format other than their own.
+_SUFFIX_FORMATS = {"ogg": "opus", "raw": "pcm"}
+
+
 def _default_format(output: str) -> str:
-    """pcm for stdout; for a file the format its suffix names (``.ogg`` is opus), else wav."""
+    """pcm for stdout; for a file the format its suffix names (``.ogg`` opus, ``.raw`` pcm), wav
+    for a name without one. Any other suffix is refused: writing WAV under ``.m4a`` would
+    only surprise the player that opens it."""
     if output == "-":
         return "pcm"
     suffix = Path(output).suffix.lower().removeprefix(".")
-    suffix = "opus" if suffix == "ogg" else suffix
-    return suffix if suffix in FORMATS else "wav"
+    if not suffix:
+        return "wav"
+    fmt = _SUFFIX_FORMATS.get(suffix, suffix)
+    if fmt not in FORMATS:
+        known = ", ".join(f".{name}" for name in (*FORMATS, *_SUFFIX_FORMATS))
+        raise UsageError(
+            f"cannot tell the format of {output} from .{suffix}: name the file with one of "
+            f"{known}, or give --format ({', '.join(FORMATS)})"
+        )
+    return fmt
 
 
 class _EncodingSink:
@@ -263,6 +243,11 @@ class _StdoutSink:
         self._header_at = _patchable_position(self._out) if fmt == "wav" else None
         self.data_bytes = 0
 
+    @property
+    def patchable(self) -> bool:
+        """Whether the WAV header gets the true sizes at the end (a regular file, not a pipe)."""
+        return self._header_at is not None
+
     async def _send(self, data: bytes) -> None:
         write: Callable[[bytes], object] = self._out.write
         await trio.to_thread.run_sync(write, data)
@@ -334,5 +319,11 @@ def _report(result: SpeakResult, output: str, fmt: str) -> None:
             else ""
         )
         lines.append(f"endpoint {', '.join(endpoints)}{label}{pieces}{request}")
+    if result.wav_length_unknown:
+        lines.append(
+            "the WAV went to a pipe, so its header says 'unknown length' (sizes 0xFFFFFFFF): "
+            "players and ffmpeg read it to the end, Python's wave module reports 89478 s; "
+            "-o FILE (or > FILE) writes the true sizes"
+        )
     for line in lines:
         print(f"orpheus-trio: {line}", file=sys.stderr)

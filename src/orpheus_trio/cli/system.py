@@ -21,7 +21,7 @@ from .options import (
 )
 from .session import EmbeddedServerUnavailable, open_session
 
-__all__ = ["register", "run"]
+__all__ = ["run"]
 
 
 class SystemQueryFailed(RuntimeError):
@@ -30,30 +30,6 @@ class SystemQueryFailed(RuntimeError):
     def __init__(self, message: str, status_code: int | None = None) -> None:
         super().__init__(message)
         self.status_code = status_code
-
-
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser(
-        "system",
-        help="print a service's /v1/system",
-        description="Print GET URL/v1/system as JSON: engine, voices, queue depth, capacity, limits. "
-        "Without URL: the first of $ORPHEUS_URLS, else an embedded espeak server.",
-        epilog=EXIT_CODES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument(
-        "url",
-        nargs="?",
-        type=http_url,
-        help="service base URL, e.g. http://127.0.0.1:8000",
-    )
-    parser.add_argument(
-        "--api-key", metavar="KEY", help="sent as a Bearer token; default: $ORPHEUS_KEY"
-    )
-    parser.add_argument(
-        "--timeout-s", type=positive_float, default=10.0, metavar="S", help="default 10"
-    )
-    parser.set_defaults(run=run, urls=[], hedge_ms=None)
 
 
 def run(args: argparse.Namespace) -> int:

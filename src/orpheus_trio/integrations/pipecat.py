@@ -22,6 +22,7 @@ from typing import Any
 
 try:
     from pipecat.frames.frames import ErrorFrame, Frame
+    from pipecat.services.settings import TTSSettings
     from pipecat.services.tts_service import TTSService
 except ImportError as error:  # pragma: no cover - exercised without the extra
     raise ImportError(
@@ -51,15 +52,24 @@ class OrpheusTTSService(TTSService):
         """``url`` (a client is made and closed with the service) or your own ``client``.
 
         ``params``: request parameters (``temperature``, ``timeout_s``...);
-        ``kwargs`` go to Pipecat's ``TTSService`` (``sample_rate``, ...).
+        ``kwargs`` go to Pipecat's ``TTSService`` (``sample_rate``, ...). The
+        voice is a Pipecat setting: a ``TTSUpdateSettingsFrame`` changes it.
         """
         if (url is None) == (client is None):
             raise ValueError("OrpheusTTSService needs exactly one of url= or client=")
+        # Every setting given (Pipecat logs an error at start for any left out): the
+        # service chooses the model, and the text's language is the model's business.
+        kwargs.setdefault("settings", TTSSettings(model=None, voice=voice, language=None))
         super().__init__(push_start_frame=True, push_stop_frames=True, **kwargs)
         self._owns_client = client is None
         self._client = client if client is not None else OrpheusTTS(url)  # type: ignore[arg-type]
-        self._voice = voice
         self._params = dict(params or {})
+
+    @property
+    def voice(self) -> str | None:
+        """The voice requests name (``None``: the service's default)."""
+        voice = self._settings.voice
+        return voice if isinstance(voice, str) else None
 
     def can_generate_metrics(self) -> bool:
         return True
@@ -72,7 +82,7 @@ class OrpheusTTSService(TTSService):
     async def run_tts(self, text: str, context_id: str) -> AsyncGenerator[Frame | None, None]:
         async def pcm() -> AsyncGenerator[bytes, None]:
             # Held open in this task: Pipecat's cancellation on interruption closes it.
-            async with self._client.open_stream(text, self._voice, **self._params) as audio:
+            async with self._client.open_stream(text, self.voice, **self._params) as audio:
                 async for chunk in audio:
                     yield chunk
 

@@ -74,8 +74,9 @@ DEFAULT_VOICES = ("tara", "leah", "jess", "leo", "dan", "mia", "zac", "zoe")
 MIN_STABLE_REPETITION_PENALTY = 1.1
 
 #: ``"stop"``: end of speech or EOS; ``"length"``: cut by ``max_tokens``;
+#: ``"runaway"``: ended by the runaway guard (:mod:`.runaway`);
 #: ``"cancelled"``: the consumer stopped pulling tokens.
-FinishReason = Literal["stop", "length", "cancelled"]
+FinishReason = Literal["stop", "length", "runaway", "cancelled"]
 
 
 class InvalidParameter(ValueError):

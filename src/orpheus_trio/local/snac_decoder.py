@@ -26,6 +26,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from .devices import checked_device
+from .hub import Piece, locate
 from .tokens import TOKENS_PER_FRAME, deinterleave
 
 __all__ = ["SnacDecoder", "UnsupportedSnacConfig", "float_to_pcm16"]
@@ -140,10 +141,13 @@ class SnacDecoder:
         dtype: torch.dtype | str = torch.float32,
         noise: bool = False,
         compile: bool | str = False,
+        local_files_only: bool = False,
     ) -> SnacDecoder:
         """Load a SNAC checkpoint: a local directory with ``config.json`` and
-        ``model.safetensors`` or ``pytorch_model.bin``, or a hub id (needs
-        ``huggingface_hub`` and network access).
+        ``model.safetensors`` or ``pytorch_model.bin``, or a hub id (from the
+        hub's cache, else downloaded; with the hub out of reach and nothing
+        cached, a :class:`~.hub.CheckpointsMissing` at once that says how to
+        download it). ``local_files_only``: never ask the hub.
 
         ``dtype`` may be a torch dtype or ``"float32"``, ``"float16"``, ``"bfloat16"``.
         ``compile``: ``True`` for ``torch.compile`` with dynamic shapes (meant
@@ -154,7 +158,7 @@ class SnacDecoder:
 
         # Both checked before any file is read, so a typo fails fast.
         device, dtype = checked_device(device), _as_dtype(dtype)
-        config_path, weights_path = _resolve_files(path_or_repo)
+        config_path, weights_path = _resolve_files(path_or_repo, local_files_only)
         with open(config_path, encoding="utf-8") as f:
             config: dict[str, Any] = json.load(f)
         if not isinstance(config, dict):
@@ -249,7 +253,7 @@ def _as_dtype(dtype: torch.dtype | str) -> torch.dtype:
     return names[dtype]
 
 
-def _resolve_files(path_or_repo: str | os.PathLike[str]) -> tuple[Path, Path]:
+def _resolve_files(path_or_repo: str | os.PathLike[str], local_files_only: bool) -> tuple[Path, Path]:
     """``config.json`` and the weights file, from a directory or the hub."""
     root = Path(path_or_repo)
     if root.is_dir():
@@ -270,12 +274,17 @@ def _resolve_files(path_or_repo: str | os.PathLike[str]) -> tuple[Path, Path]:
         raise FileNotFoundError(
             f"{repo!r} is not a local directory and huggingface_hub is not installed"
         ) from exc
+    local_files_only = locate([Piece("SNAC decoder", repo)]) or local_files_only
     try:
-        config_file = Path(hf_hub_download(repo_id=repo, filename="config.json"))
+        config_file = Path(hf_hub_download(repo_id=repo, filename="config.json", local_files_only=local_files_only))
         try:
-            weights = Path(hf_hub_download(repo_id=repo, filename="model.safetensors"))
+            weights = Path(
+                hf_hub_download(repo_id=repo, filename="model.safetensors", local_files_only=local_files_only)
+            )
         except (EntryNotFoundError, LocalEntryNotFoundError):
-            weights = Path(hf_hub_download(repo_id=repo, filename="pytorch_model.bin"))
+            weights = Path(
+                hf_hub_download(repo_id=repo, filename="pytorch_model.bin", local_files_only=local_files_only)
+            )
     except Exception as exc:  # the hub has many error types; users get one clear one
         raise FileNotFoundError(f"could not get SNAC checkpoint {repo!r} from the hub: {exc}") from exc
     return config_file, weights

@@ -16,6 +16,7 @@ cut short by ``max_tokens`` is never passed off as complete: the stream's
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from collections.abc import AsyncGenerator, AsyncIterator, Collection, Mapping
@@ -29,9 +30,15 @@ import anyio.to_thread
 import trio  # its exception types only: raised on either loop
 
 from .._util.callsite import warn_at_caller
-from ..errors import DeadlineExceeded, TruncatedSpeechWarning
+from ..errors import (
+    DeadlineExceeded,
+    RunawaySpeechWarning,
+    ServiceError,
+    TruncatedSpeechWarning,
+)
 from ..options import is_positive_seconds
 from ..speech import SpeechSource
+from ..voices import DEFAULT_FAMILY, InvalidVoiceName, UnknownVoice, VoiceCatalog, catalog_for
 from .llm import (
     DEFAULT_VOICES,
     FinishReason,
@@ -40,7 +47,17 @@ from .llm import (
     SamplingParams,
     torch_device,
 )
+from .hub import Piece, locate
 from .read_pacing import ReadPacer
+from .runaway import (
+    RunawayGuard,
+    RunawayLimits,
+    RunawayMode,
+    RunawayReason,
+    audio_budget_s,
+    checked_mode,
+    derived_max_tokens,
+)
 from .snac_decoder import SnacDecoder, float_to_pcm16
 from .stream_decode import Audio, DecodeWindow, StreamPlanner, WindowDecoder
 from .token_source import Prompt, TokenModel, TokenStream
@@ -65,9 +82,10 @@ class _Late(Exception):
 class LocalAudioStream:
     """One utterance being synthesized: ``async for pcm in stream`` yields PCM bytes.
 
-    After the stream ends: ``finish_reason`` (``"stop"``, ``"length"``, or
-    ``"cancelled"`` when closed early), ``truncated``, ``tokens`` generated,
-    ``frames`` and ``samples`` decoded, ``ttfb_s`` (time to first audio).
+    After the stream ends: ``finish_reason`` (``"stop"``, ``"length"``, ``"runaway"``
+    (the runaway guard ended it: :attr:`runaway` says why), or ``"cancelled"`` when
+    closed early), ``truncated``, ``tokens`` generated, ``frames`` and ``samples``
+    decoded, ``ttfb_s`` (time to first audio).
     """
 
     def __init__(
@@ -77,14 +95,19 @@ class LocalAudioStream:
         params: SamplingParams,
         *,
         deadline: float,
+        guard: RunawayGuard | None = None,
+        runaway_mode: RunawayMode = "warn",
     ) -> None:
         self._tokens = synthesizer.lm.open_tokens(prompt_ids, params)
         self._deadline = deadline
         self._started = anyio.current_time()
         self._progress = _Progress()
+        self._runaway_mode = runaway_mode
         # No reference back to this stream: a stream dropped without aclose() is
         # freed at once, and Trio's finalizer closes the generator, which stops the thread.
-        self._pcm = _decode(self._tokens, synthesizer, self._progress, params.max_tokens)
+        self._pcm = _decode(
+            self._tokens, synthesizer, self._progress, params.max_tokens, guard
+        )
         self._closed = False
         self._reading = False
         self.prompt_tokens = len(prompt_ids)
@@ -117,6 +140,11 @@ class LocalAudioStream:
         """Whether ``max_tokens`` cut the reply short."""
         return self.finish_reason == "length"
 
+    @property
+    def runaway(self) -> RunawayReason | None:
+        """Why the runaway guard ended the speech (``"loop"``, ``"too_long"``), if it did."""
+        return self._progress.runaway
+
     def __aiter__(self) -> LocalAudioStream:
         return self
 
@@ -146,6 +174,11 @@ class LocalAudioStream:
                     "the audio is cut short",
                     TruncatedSpeechWarning,
                 )
+            if self.runaway is not None:
+                message = runaway_message(self.runaway, self.samples)
+                if self._runaway_mode == "error":
+                    raise ServiceError("engine_error", message) from None
+                warn_at_caller(message, RunawaySpeechWarning)
             raise
         except _Late:
             await self.aclose()
@@ -199,15 +232,34 @@ class _Progress:
     frames: int = 0
     dropped_tokens: int = 0
     finish_reason: FinishReason | None = None
+    runaway: RunawayReason | None = None
 
+
+def runaway_message(reason: RunawayReason, samples: int) -> str:
+    """What the caller is told when the runaway guard ended a piece."""
+    what = (
+        "its frames repeated (a loop)"
+        if reason == "loop"
+        else "it ran far past what its text needs"
+    )
+    return (
+        f"the speech was ended after {samples / 24_000:.1f} s: {what}; "
+        "the model ran away (param runaway='off' turns the guard off)"
+    )
 
 async def _decode(
     tokens: TokenStream,
     synthesizer: LocalSynthesizer,
     progress: _Progress,
     max_tokens: int,
+    guard: RunawayGuard | None,
 ) -> AsyncGenerator[bytes, None]:
-    """PCM pieces for the tokens as they come; closing it stops the token thread."""
+    """PCM pieces for the tokens as they come; closing it stops the token thread.
+
+    When ``guard`` finds the speech running away, reading stops (the token
+    source is closed: an engine's stream ends at once) and the frames so far are
+    decoded to the end.
+    """
     try:
         assembler = FrameAssembler(on_invalid=synthesizer.on_invalid)
         planner = StreamPlanner.for_decoder(
@@ -228,6 +280,13 @@ async def _decode(
             else:
                 frames = assembler.feed_ids(token)
             if len(frames):
+                if guard is not None:
+                    seen = guard.frames
+                    if guard.feed(frames) is not None:
+                        # One read may bring many frames: keep those up to the verdict.
+                        planner.push(frames[: guard.frames - seen])
+                        progress.runaway = guard.reason
+                        break
                 planner.push(frames)
                 while (window := planner.next_window()) is not None:
                     pcm = await _decode_window(synthesizer, window, progress)
@@ -242,10 +301,10 @@ async def _decode(
                 wait = pacer.wait_s(now, min(wanted, max_tokens - tokens.items), audio_left)
                 if wait > 0:
                     await anyio.sleep(wait)
-        reason = tokens.result
+        reason: FinishReason | None = "runaway" if progress.runaway else tokens.result
         if reason is None:
             return  # the stream was closed while this waited for a token
-        if reason == "length":
+        if reason in ("length", "runaway"):
             # The cut may fall inside a frame: keep the whole frames, say what was dropped.
             # (LocalAudioStream warns once the audio is out.)
             progress.dropped_tokens = assembler.pending_tokens
@@ -316,7 +375,9 @@ class LocalOptions:
             raise ValueError(
                 f"need 1 <= first_hop <= max_hop, got {first_hop!r}, {max_hop!r}"
             )
-        SamplingParams.from_params(dict(self.defaults or {}))
+        defaults = dict(self.defaults or {})
+        checked_mode(defaults.pop("runaway", "warn"))
+        SamplingParams.from_params(defaults)
 
 
 class LocalSynthesizer(SpeechSource):
@@ -357,6 +418,9 @@ class LocalSynthesizer(SpeechSource):
         self.decoder = decoder
         self.snac = snac
         self.voices = tuple(voices) if voices is not None else None
+        #: Aliases (OpenAI's ``alloy``) are accepted too: names alone are read as the
+        #: English fine-tune's (a name outside the voice-name grammar gets no aliases).
+        self.catalog = _catalog_of(voices)
         self.defaults = dict(defaults or {})
         self.timeout_s = timeout_s
         self.on_invalid: OnInvalid = on_invalid
@@ -399,9 +463,17 @@ class LocalSynthesizer(SpeechSource):
             raise ValueError("give model (on-box LLM) or llm_url (an engine), not both")
         if llm_url is None and model is None:
             raise ValueError("give model (an Orpheus checkpoint) or llm_url (an engine)")
+        # Every piece looked at before anything loads (torch included): all that is
+        # missing is named at once.
+        pieces = [Piece("SNAC decoder", snac)]
+        if model is not None:
+            pieces.append(Piece("Orpheus model", model))
+        if tokenizer is not None:
+            pieces.append(Piece("tokenizer", tokenizer, marker="tokenizer_config.json"))
+        local_files_only = locate(pieces) or local_files_only
         device = torch_device(device)
         # SNAC first: it loads in a moment, so a bad SNAC path fails before the LLM's minutes.
-        decoder = SnacDecoder.from_pretrained(snac, device=device)
+        decoder = SnacDecoder.from_pretrained(snac, device=device, local_files_only=local_files_only)
         lm: TokenModel
         if llm_url is not None:
             from .engine_client import RemoteLM
@@ -425,12 +497,30 @@ class LocalSynthesizer(SpeechSource):
         return cls(lm, decoder, **options)
 
     def validate(self, voice: str | None, params: Mapping[str, Any]) -> SamplingParams:
-        """Check a voice and request parameters (defaults applied); raises :class:`InvalidParameter`."""
-        if voice is not None and self.voices is not None and voice not in self.voices:
+        """Check a voice and request parameters (defaults applied); raises :class:`InvalidParameter`.
+
+        ``runaway`` (``"warn"``, ``"error"`` or ``"off"``) is the runaway guard's mode,
+        checked here and left out of the sampling parameters.
+        """
+        if self.catalog is not None:
+            try:
+                self.catalog.resolve(voice)
+            except UnknownVoice as error:
+                raise InvalidParameter("voice", str(error)) from None
+        elif voice is not None and self.voices is not None and voice not in self.voices:
             raise InvalidParameter(
                 "voice", f"unknown voice {voice!r} (known: {', '.join(self.voices)})"
             )
-        return self.lm.params_type.from_params({**self.defaults, **params})
+        sampling = {**self.defaults, **params}
+        self._runaway_mode(sampling.pop("runaway", "warn"))
+        return self.lm.params_type.from_params(sampling)
+
+    @staticmethod
+    def _runaway_mode(value: object) -> RunawayMode:
+        try:
+            return checked_mode(value)
+        except ValueError as error:
+            raise InvalidParameter("runaway", str(error)) from None
 
     def open(
         self,
@@ -446,15 +536,31 @@ class LocalSynthesizer(SpeechSource):
         parameter or voice, ``ValueError`` for empty text.
         """
         sampling = self.validate(voice, params)
+        if self.catalog is not None and voice is not None:
+            resolved = self.catalog.resolve(voice)  # an alias: the voice it stands for
+            voice = resolved.name if resolved is not None else voice
         limit = timeout_s if timeout_s is not None else self.timeout_s
         if limit is not None and not is_positive_seconds(limit):
             raise InvalidParameter(
                 "timeout_s", f"must be a positive number, got {limit!r}"
             )
+        given = {**self.defaults, **params}
+        mode = self._runaway_mode(given.get("runaway", "warn"))
+        guard = None
+        if mode != "off":
+            # No max_tokens asked for: the text's own budget bounds the engine's work too.
+            if "max_tokens" not in given:
+                ceiling = sampling.max_tokens
+                sampling = dataclasses.replace(
+                    sampling, max_tokens=derived_max_tokens(text, ceiling=ceiling)
+                )
+            guard = RunawayGuard(RunawayLimits(budget_s=audio_budget_s(text)))
         prompt = self.lm.prompt_ids(text, voice)
         self.lm.check_fits(len(prompt), sampling)
         deadline = anyio.current_time() + limit if limit is not None else math.inf
-        return LocalAudioStream(self, prompt, sampling, deadline=deadline)
+        return LocalAudioStream(
+            self, prompt, sampling, deadline=deadline, guard=guard, runaway_mode=mode
+        )
 
     @asynccontextmanager
     async def open_stream(
@@ -484,3 +590,12 @@ class LocalSynthesizer(SpeechSource):
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
+
+
+def _catalog_of(voices: Collection[str] | None) -> VoiceCatalog | None:
+    if voices is None or isinstance(voices, VoiceCatalog):
+        return voices
+    try:
+        return catalog_for(DEFAULT_FAMILY, voices=list(voices))
+    except InvalidVoiceName:
+        return None

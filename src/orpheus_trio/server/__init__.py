@@ -1,7 +1,7 @@
 """The reference server: the v1 contract on Trio (a built-in HTTP/1.1 server), any engine.
 
 ``base_url = await nursery.start(serve, engine, config)`` for tests and helpers;
-``orpheus-trio serve`` on the command line (see ``command.py``).
+``orpheus-trio serve`` on the command line (``orpheus_trio.cli.serve``).
 """
 
 from .app import OrpheusApp, create_app

@@ -6,10 +6,7 @@ from dataclasses import dataclass
 
 from ..apikey import check_api_key
 
-__all__ = ["HTTP_SERVERS", "ServerConfig"]
-
-#: The HTTP servers that can run the app (``ServerConfig.http_server``).
-HTTP_SERVERS = ("builtin", "hypercorn")
+__all__ = ["ServerConfig"]
 
 
 @dataclass(frozen=True)
@@ -39,13 +36,19 @@ class ServerConfig:
     write_stall_timeout_s: float = 30.0
     #: Connections open at once; past this, new ones wait to be accepted.
     max_connections: int = 1024
+    #: Connections one client address may hold open (0: no cap). Behind a
+    #: proxy every caller shares its address: raise it, or 0.
+    max_connections_per_client: int = 256
+    #: Connections of one client address still sending their first request
+    #: head (0: no cap); past either cap a connection is closed when accepted.
+    max_head_waits_per_client: int = 32
+    #: The head timeout (instead of ``read_timeout_s``) while 3/4 of
+    #: ``max_connections`` are open, also for the heads already awaited.
+    busy_read_timeout_s: float = 2.0
     #: On shutdown, how long in-flight streams may take to finish.
     drain_grace_s: float = 30.0
     #: Serve the browser playground at ``GET /`` (``--no-playground`` turns it off).
     playground: bool = True
-    #: Which HTTP/1.1 server runs the app: ``"builtin"`` (:mod:`.http.connection`, lean,
-    #: HTTP/1.1 only) or ``"hypercorn"``.
-    http_server: str = "builtin"
     #: Reported as ``server`` by ``/v1/system``.
     server_name: str = "orpheus-trio"
 
@@ -59,6 +62,7 @@ class ServerConfig:
             "read_timeout_s": self.read_timeout_s,
             "write_stall_timeout_s": self.write_stall_timeout_s,
             "max_connections": self.max_connections,
+            "busy_read_timeout_s": self.busy_read_timeout_s,
         }
         for name, value in positive.items():
             if not value > 0:
@@ -67,9 +71,9 @@ class ServerConfig:
             raise ValueError("max_queue and drain_grace_s must be >= 0")
         if self.default_timeout_s > self.max_timeout_s:
             raise ValueError("default_timeout_s must not exceed max_timeout_s")
-        if self.http_server not in HTTP_SERVERS:
+        if self.max_connections_per_client < 0 or self.max_head_waits_per_client < 0:
             raise ValueError(
-                f"http_server must be one of {', '.join(HTTP_SERVERS)}, got {self.http_server!r}"
+                "max_connections_per_client and max_head_waits_per_client must be >= 0"
             )
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be within 0..65535, got {self.port}")

@@ -1,6 +1,6 @@
 """The engine interface: what the server needs from anything that makes speech.
 
-The server (``app.py``) knows nothing about how audio is made. An engine has a
+The server (``synthesis.py`` runs an engine) knows nothing about how audio is made. An engine has a
 name, a list of voices, validates the request's engine parameters, and turns
 text + voice + parameters into an async generator of :data:`Piece` values.
 The local Orpheus LLM engine and the gateway (which forwards to upstream
@@ -161,8 +161,8 @@ class Engine(Protocol):
         ...
 
     # Optional: ``emotion_tags() -> list[str]``, the inline tags (``<laugh>``) the engine
-    # performs rather than reads out; see :func:`emotion_tags`. Optional so that existing
-    # engines (and test engines) need no change: without it an engine claims none.
+    # performs rather than reads out; see :func:`emotion_tags`. Without it an engine
+    # claims none.
 
     def synthesize(
         self, text: str, voice: str | None, params: dict[str, Any]

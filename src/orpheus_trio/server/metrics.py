@@ -34,6 +34,8 @@ LATENCY_BUCKETS = (
 
 
 class ServerMetrics:
+    """The worker's (and a gateway's) request, error, latency and load metrics."""
+
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
@@ -68,6 +70,12 @@ class ServerMetrics:
             "orpheus_inflight", "Requests being synthesized", registry=r
         )
         self.capacity = Gauge("orpheus_capacity", "Concurrency limit", registry=r)
+
+    def record_request(self, status: int, duration_s: float, audio_s: float) -> None:
+        """A synthesis request ended with ``status`` after ``duration_s``, streaming ``audio_s``."""
+        self.requests.labels(status=str(status)).inc()
+        self.request_duration.observe(duration_s)
+        self.audio_seconds.inc(audio_s)
 
     def set_load(self, queued: int, running: int) -> None:
         self.queue_depth.set(queued)

@@ -23,10 +23,8 @@ the access log are the very same code. What goes out is translated back:
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
-from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pybase64
 import trio
@@ -42,13 +40,10 @@ from ..audio.formats import (
     require_codec_library,
 )
 from ..protocol.frames import Chunk, EndOfStream, ErrorFrame, FrameDecoder
-from .app import HTTPError
-
-if TYPE_CHECKING:
-    from .app import Handler, OrpheusApp, Receive, _Exchange
+from .exchange import Exchange, Handler, HTTPError, Message, Receive, Send
+from .routes import Routes
 
 __all__ = [
-    "PLAYGROUND_PATH",
     "SPEECH_PATH",
     "SpeechRequest",
     "SpeechRoute",
@@ -57,52 +52,26 @@ __all__ = [
 ]
 
 SPEECH_PATH = "/v1/audio/speech"
-PLAYGROUND_PATH = "/"
 STREAM_FORMATS = ("audio", "sse")
 #: OpenAI's body keys this route reads itself; any other key is an engine parameter.
 _OPENAI_KEYS = frozenset(
     {"model", "input", "voice", "response_format", "speed", "instructions", "stream_format"}
 )
-Message = MutableMapping[str, Any]
-Send = Callable[[Message], Awaitable[None]]
 
 
-def mount(
-    app: OrpheusApp,
-    routes: dict[str, tuple[str, Handler]],
-    prepare: dict[str, Callable[[_Exchange], None]],
-) -> None:
-    """Add this module's routes to ``app``'s table (the gateway's app too: it is one).
+def mount(routes: Routes, synthesize: Handler, max_body_bytes: int) -> None:
+    """Mount :data:`SPEECH_PATH` on ``routes``, translating to and from ``synthesize``.
 
-    ``prepare`` translates every answer on :data:`SPEECH_PATH` from its first
+    Its ``prepare`` hook translates every answer on the path from its first
     byte, so auth (401), method (405) and body-limit errors are OpenAI-shaped too.
     """
-    routes[SPEECH_PATH] = ("POST", SpeechRoute(app))
-    prepare[SPEECH_PATH] = SpeechRoute.prepare
-    if app.config.playground:
-        routes[PLAYGROUND_PATH] = ("GET", _Playground())
-
-
-class _Playground:
-    """``GET /``: the one-file browser playground (no build step, nothing from a CDN)."""
-
-    def __init__(self) -> None:
-        self._page = (
-            resources.files("orpheus_trio.server").joinpath("static/playground.html").read_bytes()
-        )
-
-    async def __call__(
-        self, headers: dict[str, str], receive: Receive, ex: _Exchange
-    ) -> None:
-        await ex.start(
-            200,
-            [
-                (b"content-type", b"text/html; charset=utf-8"),
-                (b"content-length", str(len(self._page)).encode()),
-                (b"cache-control", b"no-cache"),
-            ],
-        )
-        await ex.write(self._page, more=False)
+    routes.mount(
+        SPEECH_PATH,
+        "POST",
+        SpeechRoute(synthesize, max_body_bytes),
+        synthesis=True,
+        prepare=SpeechRoute.prepare,
+    )
 
 
 @dataclass(frozen=True)
@@ -180,24 +149,26 @@ def parse_speech_request(body: bytes) -> SpeechRequest:
 class SpeechRoute:
     """The handler the app mounts at :data:`SPEECH_PATH` (``POST``)."""
 
-    def __init__(self, app: OrpheusApp) -> None:
-        self._app = app
+    def __init__(self, synthesize: Handler, max_body_bytes: int) -> None:
+        self._synthesize = synthesize
+        self._max_body_bytes = max_body_bytes
 
     @staticmethod
-    def prepare(ex: _Exchange) -> None:
+    def prepare(ex: Exchange) -> None:
         """Translate every answer of this exchange, errors before routing included."""
         ex.send = _Response(ex.send)
         ex.extra["api"] = "openai"
 
     async def __call__(
-        self, headers: dict[str, str], receive: Receive, ex: _Exchange
+        self, headers: dict[str, str], receive: Receive, ex: Exchange
     ) -> None:
         response = ex.send
         assert isinstance(response, _Response), "mount() installs SpeechRoute.prepare"
-        translated = _TranslatedReceive(
-            receive, self._app.config.max_body_bytes, response, ex.extra
-        )
-        await self._app.synthesize_request(headers, translated, ex)
+        translated = _TranslatedReceive(receive, self._max_body_bytes, response, ex.extra)
+        try:
+            await self._synthesize(headers, translated, ex)
+        finally:
+            await response.close_encoder()
 
 
 class _TranslatedReceive:
@@ -253,6 +224,7 @@ class _Response:
         self._send = send
         self.request: SpeechRequest | None = None
         self._encoder: Encoder | None = None
+        self._encoder_finished = False
         self._decoder = FrameDecoder()
         self._error_start: Message | None = None
         self._ended = False
@@ -284,8 +256,20 @@ class _Response:
         headers.append((b"content-type", content_type.encode()))
         await self._send({**message, "headers": headers})
 
+    async def close_encoder(self) -> None:
+        """The synthesis is over (done, failed or the caller left): close the encoder now.
+
+        PyAV's opus, aac and flac encoders run codec threads until their container
+        is closed and freed; an unfinished one sits in a reference cycle until the
+        garbage collector runs. Only an error frame may follow, and it needs no encoder.
+        """
+        encoder, self._encoder = self._encoder, None
+        if encoder is not None and not self._encoder_finished:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(encoder.finish)  # what it flushes is dropped
+
     async def _relay(self, data: bytes, *, more: bool) -> None:
-        assert self._encoder is not None and self.request is not None
+        assert self.request is not None
         try:
             frames = self._decoder.feed(data)
         except ProtocolError as error:  # an engine's malformed line: a bug upstream
@@ -294,9 +278,10 @@ class _Response:
         out: list[bytes] = []
         for frame in frames:
             if isinstance(frame, Chunk):
-                out.append(await trio.to_thread.run_sync(self._encoder.encode, frame.pcm))
+                out.append(await trio.to_thread.run_sync(self._encoding().encode, frame.pcm))
             elif isinstance(frame, EndOfStream):
-                out.append(await trio.to_thread.run_sync(self._encoder.finish))
+                out.append(await trio.to_thread.run_sync(self._encoding().finish))
+                self._encoder_finished = True
             elif isinstance(frame, ErrorFrame):
                 await self._emit(b"".join(out), more=True)
                 await self._fail(frame.code, frame.message)
@@ -305,6 +290,10 @@ class _Response:
         await self._emit(b"".join(out), more=not done)
         if done:
             self._ended = True
+
+    def _encoding(self) -> Encoder:
+        assert self._encoder is not None, "audio comes only between the 200 and the release"
+        return self._encoder
 
     async def _emit(self, audio: bytes, *, more: bool) -> None:
         assert self.request is not None

@@ -15,7 +15,12 @@ the timing:
   mark, else between words, provided the part cut off has at least
   ``min_chars`` characters (a few words alone would sound clipped).
 - no piece is longer than ``max_chars``: a sentence that runs past it is cut
-  at once (clause marks, then words).
+  at once (clause marks, then words, then between grapheme clusters: never
+  inside a cluster or an inline tag).
+
+Every script ``text.split`` handles is handled here the same way: Mandarin
+``。`` ends a sentence with no space after it, ``，`` a clause; a word cut never
+strands French ``!`` or a ``¿`` opener.
 
 The caller sleeps until :attr:`SentenceChunker.deadline` (or new text) and
 calls :meth:`~SentenceChunker.poll`; all times come from the caller's clock.
@@ -28,9 +33,11 @@ import math
 from .split import (
     DEFAULT_MAX_CHARS,
     clause_ends,
+    grapheme_cut,
     paragraph_ends,
     sentence_ends,
     split_text,
+    word_breaks,
 )
 
 __all__ = ["DEFAULT_END_WAIT_S", "DEFAULT_MAX_WAIT_S", "DEFAULT_MIN_CHARS", "SentenceChunker"]
@@ -146,10 +153,9 @@ class SentenceChunker:
 
     def _overflow_cut(self, text: str) -> int:
         """Where to cut a sentence running past ``max_chars``: its last clause, else word, that fits."""
-        head = text[: self.max_chars + 1]
-        fits = [e for e in clause_ends(head) if e <= self.max_chars]
-        fits = fits or [i for i, c in enumerate(head) if c.isspace() and head[:i].strip()]
-        return max(fits, default=self.max_chars)
+        fits = [e for e in clause_ends(text) if e <= self.max_chars]
+        fits = fits or [i for i in word_breaks(text + ".") if i <= self.max_chars]
+        return max(fits, default=None) or grapheme_cut(text, self.max_chars)
 
     @staticmethod
     def _looks_finished(text: str) -> bool:
@@ -164,7 +170,7 @@ class SentenceChunker:
         stripped = text.rstrip()
         for candidates in (
             clause_ends(stripped + " "),  # a clause mark with nothing after it yet counts too
-            [i for i, c in enumerate(text) if c.isspace()],  # the words before it are complete
+            word_breaks(text + "."),  # the words before a space are complete
         ):
             long_enough = [e for e in candidates if len(text[:e].strip()) >= self.min_chars]
             if long_enough:

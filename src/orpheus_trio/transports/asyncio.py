@@ -18,14 +18,13 @@ import ssl
 import httpx
 
 from .._http.pool import (
-    DEFAULT_KEEPALIVE_EXPIRY_S,
     Connection,
     PooledTransport,
     http_request,
 )
 from .base import StreamRequest
 
-__all__ = ["DEFAULT_KEEPALIVE_EXPIRY_S", "AsyncioTransport"]
+__all__ = ["AsyncioTransport"]
 
 #: Bytes buffered from the socket before asyncio is told to stop reading it.
 _HIGH_WATER = 1024 * 1024

@@ -2,10 +2,11 @@
 
 Everything above this module (routing, hedging, frame decoding, errors) talks
 to a :class:`Transport`; nothing above it knows which HTTP engine runs. The
-client's default is :class:`~orpheus_trio.transports.trio.TrioTransport`
-(HTTP/1.1 on Trio streams, about a third less CPU per request); the
-:class:`HttpxTransport` here keeps one pooled ``httpx.AsyncClient`` per
-endpoint with bounded connections and keep-alive. Tests pass a scripted fake.
+client's default is :class:`~orpheus_trio.transports.loop.LoopTransport`
+(HTTP/1.1 on the sockets of the loop that runs the request, about a third
+less CPU per request than httpx); the :class:`HttpxTransport` here keeps one
+pooled ``httpx.AsyncClient`` per endpoint with bounded connections and
+keep-alive. Tests pass a scripted fake.
 
 Transports raise httpx's exception types for network faults
 (``httpx.ConnectError``, ``httpx.ReadTimeout``, ``httpx.ReadError``,

@@ -13,11 +13,9 @@ import httpx
 import trio
 
 from .._http.pool import (
-    DEFAULT_KEEPALIVE_EXPIRY_S,
     RECEIVE_BYTES,
     Connection,
     InsecureTransportWarning,
-    PooledResponse,
     PooledTransport,
     http_request,
     warn_verification_off,
@@ -25,16 +23,10 @@ from .._http.pool import (
 from .base import StreamRequest
 
 __all__ = [
-    "DEFAULT_KEEPALIVE_EXPIRY_S",
     "InsecureTransportWarning",
-    "TrioResponse",
     "TrioTransport",
     "warn_verification_off",
 ]
-
-#: Responses of a :class:`TrioTransport` (the pooled response, named as before).
-TrioResponse = PooledResponse
-
 
 class _TrioConnection(Connection):
     """A Trio socket stream (plain or TLS)."""

@@ -11,14 +11,20 @@ thread-safe, so every call into it holds one process-wide lock.
 
 Parameters: ``rate`` (words per minute, 80..450, default 175), ``pitch``
 (0..100, default 50); Orpheus sampling parameters are checked and ignored.
-Voices: Orpheus names mapped onto espeak voices + variants (see ``VOICE_MAP``).
+Voices: every stock Orpheus voice name (the English fine-tune's and the
+multilingual release's: ``pierre``, ``유나``, ``长乐``...) mapped onto an espeak
+voice of the same language + a variant of the voice's gender (``VOICE_MAP``),
+so the embedded demo speaks French, German, Korean, Hindi, Mandarin, Spanish
+and Italian with the names a real worker uses; the catalog
+(:func:`orpheus_trio.voices.espeak_family`) says each one's language.
+``voices`` picks and orders the names served (the first is the default).
 """
 
 from __future__ import annotations
 
 import ctypes
 import threading
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from typing import Any
 
 import espeakng_loader
@@ -28,6 +34,7 @@ import trio
 
 from ...audio.pcm import SAMPLE_RATE
 from ...text.split import split_text
+from ...voices import VoiceCatalog, catalog_for, espeak_family
 from ..engine import (
     SAMPLING_PARAMS,
     InvalidParam,
@@ -38,7 +45,7 @@ from ..engine import (
     validate_sampling_param,
 )
 
-__all__ = ["ESPEAK_RATE", "OUTPUT_RATE", "VOICE_MAP", "EspeakEngine"]
+__all__ = ["ESPEAK_LANGUAGES", "ESPEAK_RATE", "OUTPUT_RATE", "VOICE_MAP", "EspeakEngine"]
 
 ESPEAK_RATE = 22_050
 OUTPUT_RATE = SAMPLE_RATE
@@ -53,7 +60,28 @@ VOICE_MAP = {
     "zac": "en-us+m7",
     "zoe": "en+f5",
 }
-DEFAULT_VOICE = "tara"
+#: The catalog's language -> espeak-ng's voice for it (Mandarin is ``cmn``).
+ESPEAK_LANGUAGES = {
+    "en": "en", "fr": "fr", "de": "de", "ko": "ko", "hi": "hi", "zh": "cmn", "es": "es",
+    "it": "it",
+}  # fmt: skip
+
+
+def _variants() -> dict[str, str]:
+    """The other languages' voices: their espeak language + a variant by gender, in turn."""
+    taken: dict[tuple[str, str], int] = {}
+    variants: dict[str, str] = {}
+    for voice in espeak_family().voices:
+        if voice.name in VOICE_MAP:
+            continue
+        kind = "m" if voice.gender == "male" else "f"
+        index = taken.get((voice.language, kind), 0)
+        taken[voice.language, kind] = index + 1
+        variants[voice.name] = f"{ESPEAK_LANGUAGES[voice.language]}+{kind}{index % 4 + 2}"
+    return variants
+
+
+VOICE_MAP.update(_variants())
 #: Longest text synthesized in one call; shorter pieces give earlier first audio.
 _PIECE_CHARS = 160
 #: Largest chunk streamed (0.5 s of audio) so lines stay small.
@@ -149,20 +177,39 @@ class EspeakEngine:
 
     name = "espeak"
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        voices: Sequence[str] | None = None,
+        *,
+        aliases: Mapping[str, str] | None = None,
+    ) -> None:
+        """``voices``: the names served, in order (default: all of :data:`VOICE_MAP`);
+        ``aliases`` override the default OpenAI alias table."""
+        unknown = [v for v in voices or () if v not in VOICE_MAP]
+        if unknown:
+            raise ValueError(
+                f"espeak has no voice {', '.join(map(repr, unknown))}; "
+                f"it has: {', '.join(VOICE_MAP)}"
+            )
+        self._catalog = catalog_for("espeak", voices=voices, aliases=aliases)
         self._espeak = _Espeak.get()
+        wanted = [VOICE_MAP[v] for v in self._catalog]
         with _Espeak.lock:
-            missing = [v for v in VOICE_MAP.values() if not self._espeak.set_voice(v)]
+            missing = [v for v in wanted if not self._espeak.set_voice(v)]
         if missing:
             raise RuntimeError(f"espeak-ng lacks voices {missing}")
 
     def voices(self) -> list[str]:
-        return list(VOICE_MAP)
+        return self._catalog.names()
+
+    def catalog(self) -> VoiceCatalog:
+        return self._catalog
 
     def validate(self, voice: str | None, params: dict[str, Any]) -> dict[str, Any]:
-        if voice is not None and voice not in VOICE_MAP:
+        if voice is not None and voice not in self._catalog:
             raise InvalidParam(
-                "voice", f"unknown voice {shown_value(voice)}; valid: {', '.join(VOICE_MAP)}"
+                "voice",
+                f"unknown voice {shown_value(voice)}; valid: {', '.join(self._catalog)}",
             )
         out: dict[str, Any] = {}
         for key, value in params.items():
@@ -181,7 +228,9 @@ class EspeakEngine:
     async def synthesize(
         self, text: str, voice: str | None, params: dict[str, Any]
     ) -> AsyncGenerator[Piece, None]:
-        espeak_voice = VOICE_MAP[voice or DEFAULT_VOICE]
+        default = self._catalog.default
+        assert default is not None  # an espeak catalog always has voices
+        espeak_voice = VOICE_MAP[voice or default.name]
         rate, pitch = int(params.get("rate", 175)), int(params.get("pitch", 50))
         resampler = soxr.ResampleStream(
             ESPEAK_RATE, OUTPUT_RATE, 1, dtype="int16", quality="HQ"

@@ -1,7 +1,11 @@
 """The ``orpheus`` engine: real Orpheus speech from a local LLM + SNAC decoder.
 
 ``orpheus-trio serve --engine orpheus --model PATH --snac PATH [--device cuda]
-[--voices tara,leah,...]``. Request parameters: ``temperature``, ``top_p``,
+[--model-family fr] [--voices pierre,...] [--voice-alias alloy=marie]``. The
+checkpoint's family (its voices, languages and tags: :mod:`orpheus_trio.voices`)
+comes from ``--model-family``, else from the checkpoint directory
+(``orpheus-family.txt`` or ``config.json``, see
+:func:`~orpheus_trio.voices.family_from_checkpoint`), else the English fine-tune. Request parameters: ``temperature``, ``top_p``,
 ``top_k``, ``repetition_penalty``, ``max_tokens``, ``seed`` (see
 :class:`~orpheus_trio.local.llm.SamplingParams`); anything else is rejected
 with 400 ``invalid_param`` naming the key. A request without a voice gets the
@@ -18,13 +22,23 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 from collections.abc import AsyncGenerator, Sequence
 from typing import TYPE_CHECKING, Any
 
+from ...errors import ServiceError
 from ...local.llm import DEFAULT_VOICES, InvalidParameter
 from ...local.engine_client import EngineRequestError
 from ...local.tokens import IncompleteFrame, InvalidAudioToken
+from ...voices import (
+    DEFAULT_FAMILY,
+    FAMILIES,
+    FAMILY_MARKER_FILE,
+    VoiceCatalog,
+    catalog_for,
+    family_from_checkpoint,
+)
 from ..engine import ORPHEUS_EMOTION_TAGS, EngineError, Hints, InvalidParam, Piece
 
 if TYPE_CHECKING:
@@ -41,14 +55,25 @@ class OrpheusEngine:
     from an inference engine (``orpheus-remote``, see :mod:`.orpheus_remote`).
     """
 
-    def __init__(self, synthesizer: LocalSynthesizer, *, name: str = "orpheus") -> None:
-        if not synthesizer.voices:
-            raise ValueError(
-                "the orpheus engine needs a synthesizer with a list of voices"
-            )
+    def __init__(
+        self,
+        synthesizer: LocalSynthesizer,
+        *,
+        name: str = "orpheus",
+        catalog: VoiceCatalog | None = None,
+    ) -> None:
+        """``catalog``: the checkpoint's voices (default: the synthesizer's, as the
+        English fine-tune's); one with no voices serves the text alone (pretrained)."""
+        if catalog is None:
+            if not synthesizer.voices:
+                raise ValueError(
+                    "the orpheus engine needs a synthesizer with a list of voices"
+                )
+            catalog = catalog_for(DEFAULT_FAMILY, voices=list(synthesizer.voices))
         self.name = name
         self.synthesizer = synthesizer
-        self._voices = list(synthesizer.voices)
+        self._catalog = catalog
+        self._voices = catalog.names()
 
     @classmethod
     def load(
@@ -57,22 +82,27 @@ class OrpheusEngine:
         snac: str | os.PathLike[str],
         *,
         device: str | None = None,
-        voices: Sequence[str] = DEFAULT_VOICES,
+        voices: Sequence[str] | VoiceCatalog = DEFAULT_VOICES,
         **options: Any,
     ) -> OrpheusEngine:
-        """Load both checkpoints (blocking); ``options`` go to :meth:`LocalSynthesizer.load`."""
+        """Load both checkpoints (blocking); ``options`` go to :meth:`LocalSynthesizer.load`.
+        ``voices``: names (as the English fine-tune's) or the checkpoint's catalog."""
         from ...local.synthesizer import LocalSynthesizer
 
         return cls(
-            LocalSynthesizer.load(model, snac, device=device, voices=voices, **options)
+            LocalSynthesizer.load(model, snac, device=device, voices=voices, **options),
+            catalog=voices if isinstance(voices, VoiceCatalog) else None,
         )
 
     def voices(self) -> list[str]:
         return list(self._voices)
 
+    def catalog(self) -> VoiceCatalog:
+        return self._catalog
+
     def emotion_tags(self) -> list[str]:
         # The text goes to the model verbatim, so its trained tags reach it intact.
-        return list(ORPHEUS_EMOTION_TAGS)
+        return self._catalog.emotion_tags() or list(ORPHEUS_EMOTION_TAGS)
 
     def validate(self, voice: str | None, params: dict[str, Any]) -> dict[str, Any]:
         sampling_params = {k: v for k, v in params.items() if k != "timeout_s"}
@@ -80,7 +110,15 @@ class OrpheusEngine:
             sampling = self.synthesizer.validate(voice, sampling_params)
         except InvalidParameter as error:
             raise InvalidParam(error.key, error.message) from None
-        return {**dataclasses.asdict(sampling), "timeout_s": params.get("timeout_s")}
+        # Only what the caller gave, checked: a missing max_tokens is derived from the text.
+        checked = {
+            key: value
+            for key, value in dataclasses.asdict(sampling).items()
+            if key in sampling_params
+        }
+        if "runaway" in sampling_params:
+            checked["runaway"] = sampling_params["runaway"]
+        return {**checked, "timeout_s": params.get("timeout_s")}
 
     async def synthesize(
         self, text: str, voice: str | None, params: dict[str, Any]
@@ -88,7 +126,8 @@ class OrpheusEngine:
         sampling = {k: v for k, v in params.items() if k != "timeout_s"}
         try:
             # The server enforces the deadline; the stream only needs the sampling parameters.
-            audio = self.synthesizer.open(text, voice or self._voices[0], **sampling)
+            default = self._voices[0] if self._voices else None
+            audio = self.synthesizer.open(text, voice or default, **sampling)
         except InvalidParameter as error:
             raise EngineError(
                 "invalid_param", str(error), status=400, param=error.key
@@ -105,6 +144,8 @@ class OrpheusEngine:
                 raise EngineError(
                     "engine_error", f"the model produced bad audio tokens: {error}"
                 ) from None
+            except ServiceError as error:  # runaway="error": the guard ended the speech
+                raise EngineError(error.code, error.message) from None
             except EngineRequestError as error:
                 # Before any audio, the engine's fault is this request's answer (503:
                 # clients fail over); after it, an in-band error: the audio is not complete.
@@ -123,6 +164,7 @@ class OrpheusEngine:
                 "tokens": audio.tokens,
                 "frames": audio.frames,
                 "dropped_tokens": audio.dropped_tokens,
+                **({"runaway": audio.runaway} if audio.runaway else {}),
             }
         )
 
@@ -146,8 +188,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--voices",
-        default=",".join(DEFAULT_VOICES),
-        help="comma-separated voice names; the first is the default (default: %(default)s)",
+        help="comma-separated voice names served; the first is the default "
+        "(default: the model family's, e.g. tara,leah,... for the English fine-tune)",
     )
 
 
@@ -160,14 +202,84 @@ def from_args(args: argparse.Namespace) -> OrpheusEngine:
     ]
     if missing:
         raise ValueError(f"--engine orpheus needs {' and '.join(missing)}")
-    voices = [v.strip() for v in args.voices.split(",") if v.strip()]
-    if not voices:
-        raise ValueError(f"--voices needs at least one name, got {args.voices!r}")
+    catalog = catalog_from_args(args, checkpoint=args.model)
     return OrpheusEngine.load(
         args.model,
         args.snac,
         device=args.device,
         tokenizer=args.tokenizer,
         dtype=args.dtype,
-        voices=voices,
+        voices=catalog,
     )
+
+
+def checkpoint_family(checkpoint: str | os.PathLike[str] | None) -> str | None:
+    """The family a checkpoint names: its directory's marker file or config.json,
+    or a known hub id itself (see :func:`~orpheus_trio.voices.family_from_checkpoint`)."""
+    if checkpoint is None:
+        return None
+    path = os.fspath(checkpoint)
+    if not os.path.isdir(path):  # a hub id: match it as config.json would record it
+        return family_from_checkpoint({"_name_or_path": path})
+    config: dict[str, Any] | None = None
+    marker: str | None = None
+    try:
+        with open(os.path.join(path, "config.json"), encoding="utf-8") as file:
+            loaded = json.load(file)
+        config = loaded if isinstance(loaded, dict) else None
+    except (OSError, ValueError):
+        config = None  # loading the model reports a missing or broken config
+    try:
+        with open(os.path.join(path, FAMILY_MARKER_FILE), encoding="utf-8") as file:
+            marker = file.read(256)
+    except OSError:
+        marker = None
+    return family_from_checkpoint(config, marker)
+
+
+def catalog_from_args(
+    args: argparse.Namespace, *, checkpoint: str | os.PathLike[str] | None
+) -> VoiceCatalog:
+    """The catalog of ``--model-family`` (else the checkpoint's, else the English
+    fine-tune's), ``--voices`` and the aliases of ``--voice-alias``/``--voice-alias-file``."""
+    family = getattr(args, "model_family", None) or checkpoint_family(checkpoint)
+    voices = None
+    if getattr(args, "voices", None) is not None:
+        voices = [v.strip() for v in args.voices.split(",") if v.strip()]
+        if not voices:
+            raise ValueError(f"--voices needs at least one name, got {args.voices!r}")
+    return catalog_for(
+        family or DEFAULT_FAMILY, voices=voices, aliases=alias_overrides(args)
+    )
+
+
+def alias_overrides(args: argparse.Namespace) -> dict[str, str]:
+    """``--voice-alias-file`` (a JSON object), then each ``--voice-alias A=V`` over it."""
+    from ...voices import parse_alias, parse_alias_file
+
+    table: dict[str, str] = {}
+    path = getattr(args, "voice_alias_file", None)
+    if path:
+        with open(path, encoding="utf-8") as file:
+            table.update(parse_alias_file(file.read()))
+    table.update(parse_alias(text) for text in getattr(args, "voice_alias", None) or ())
+    return table
+
+
+def add_catalog_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--model-family``, ``--voice-alias`` and ``--voice-alias-file``: every engine's."""
+    group = parser.add_argument_group("voices and languages")
+    group.add_argument(
+        "--model-family", choices=sorted(FAMILIES),
+        help="the checkpoint's family: its voices, languages and tags (default: what the "
+        f"checkpoint directory says, else {DEFAULT_FAMILY}); see docs/voices.md",
+    )  # fmt: skip
+    group.add_argument(
+        "--voice-alias", action="append", default=[], metavar="ALIAS=VOICE",
+        help="serve ALIAS (e.g. OpenAI's alloy) as VOICE (repeatable; overrides the "
+        "default table and --voice-alias-file)",
+    )  # fmt: skip
+    group.add_argument(
+        "--voice-alias-file", metavar="PATH",
+        help='a JSON object of aliases, {"alloy": "tara", ...}',
+    )  # fmt: skip

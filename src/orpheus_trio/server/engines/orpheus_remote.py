@@ -28,7 +28,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from ...local.llm import DEFAULT_VOICES
-from .orpheus import OrpheusEngine
+from ...voices import VoiceCatalog
+from .orpheus import OrpheusEngine, catalog_from_args
 
 __all__ = ["API_KEY_ENV", "NAME", "add_arguments", "from_args", "load"]
 
@@ -45,7 +46,7 @@ def load(
     llm_api_key: str | None = None,
     tokenizer: str | os.PathLike[str] | None = None,
     device: str | None = None,
-    voices: Sequence[str] = DEFAULT_VOICES,
+    voices: Sequence[str] | VoiceCatalog = DEFAULT_VOICES,
     max_batch: int = 64,
     **options: Any,
 ) -> OrpheusEngine:
@@ -64,7 +65,8 @@ def load(
     snac_decoder = SnacDecoder.from_pretrained(snac, device=torch_device(device))
     decoder = BackgroundBatchingDecoder(snac_decoder, max_batch=max_batch)
     synthesizer = LocalSynthesizer(lm, decoder, voices=voices, **options)
-    return OrpheusEngine(synthesizer, name=NAME)
+    catalog = voices if isinstance(voices, VoiceCatalog) else None
+    return OrpheusEngine(synthesizer, name=NAME, catalog=catalog)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -90,9 +92,9 @@ def from_args(args: argparse.Namespace) -> OrpheusEngine:
         raise ValueError(f"--engine {NAME} needs {' and '.join(missing)}")
     if args.model:
         raise ValueError(f"--engine {NAME} runs the LLM on --llm-url: drop --model")
-    voices = [v.strip() for v in args.voices.split(",") if v.strip()]
-    if not voices:
-        raise ValueError(f"--voices needs at least one name, got {args.voices!r}")
+    # The checkpoint is the engine's: its family comes from --model-family (or --llm-model,
+    # when that is a known hub id).
+    voices = catalog_from_args(args, checkpoint=args.llm_model)
     return load(
         args.llm_url,
         args.snac,

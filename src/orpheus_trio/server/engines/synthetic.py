@@ -47,6 +47,7 @@ import numpy as np
 import trio
 
 from ...audio.pcm import SAMPLE_RATE
+from ...voices import VoiceCatalog, catalog_for
 from ..engine import (
     SAMPLING_PARAMS,
     AbortStream,
@@ -101,14 +102,6 @@ _TABLE = (
     .integers(-6000, 6000, size=_TABLE_SAMPLES + MAX_CHUNK_SAMPLES, dtype=np.int16)
     .tobytes()
 )
-
-
-def _int_keys(params: Mapping[str, Any]) -> dict[str, int]:
-    return {
-        k: v
-        for k, v in params.items()
-        if isinstance(v, int) and not isinstance(v, bool)
-    }
 
 
 def chunk_count(text: str, params: Mapping[str, Any]) -> int:
@@ -190,6 +183,9 @@ class SyntheticEngine:
     defaults: Mapping[str, Any] = field(default_factory=dict)
     faults: Sequence[ScheduledFault] = ()
     name: str = "synthetic"
+    #: The voices offered (the English fine-tune's by default; any family's for tests
+    #: of languages and routing). Its aliases are resolved by the server.
+    voice_catalog: VoiceCatalog = field(default_factory=lambda: catalog_for("en-ft"))
     #: Requests begun, in arrival order (scheduled faults count these).
     requests_started: int = field(default=0, init=False)
     #: Requests whose synthesis was cancelled (client gone, deadline): tests check it.
@@ -202,7 +198,10 @@ class SyntheticEngine:
             self._check(None, dict(fault.params))
 
     def voices(self) -> list[str]:
-        return list(VOICES)
+        return self.voice_catalog.names()
+
+    def catalog(self) -> VoiceCatalog:
+        return self.voice_catalog
 
     def validate(self, voice: str | None, params: dict[str, Any]) -> dict[str, Any]:
         checked = self._check(voice, params)
@@ -212,9 +211,10 @@ class SyntheticEngine:
         return merged
 
     def _check(self, voice: str | None, params: dict[str, Any]) -> dict[str, Any]:
-        if voice is not None and voice not in VOICES:
+        if voice is not None and voice not in self.voice_catalog:
             raise InvalidParam(
-                "voice", f"unknown voice {shown_value(voice)}; valid: {', '.join(VOICES)}"
+                "voice",
+                f"unknown voice {shown_value(voice)}; valid: {', '.join(self.voice_catalog)}",
             )
         out: dict[str, Any] = {}
         for key, value in params.items():

@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import replace
 from typing import Any
@@ -42,7 +42,7 @@ from ...errors import (
     ServiceError,
 )
 from ..._policy.failure import BUSY_STATUS
-from ...options import Hedging
+from ...options import Hedging, Pool, Timeouts
 from ...protocol.frames import ChunkLine, ErrorFrame, FrameDecoder, Metrics
 from ...transports.base import HttpxTransport, Transport
 from ...transports.trio import TrioTransport, warn_verification_off
@@ -57,6 +57,7 @@ from ..engine import (
     Piece,
     RequestContext,
 )
+from ...voices import VoiceCatalog, is_voice_name
 from .metrics import UpstreamMetrics
 from .relay import CapturedResponse, RelayTransport, capturing, winner_of
 from .upstreams import UpstreamStatus, UpstreamWatch
@@ -96,6 +97,9 @@ class GatewayEngine:
     """An :class:`~.engine.Engine` whose audio comes from the upstream workers."""
 
     name = "gateway"
+    #: Names the workers' catalogs lack (a voice added since the last poll) and no
+    #: voice at all go on to the workers, which answer for themselves (voices_api).
+    passes_unknown_voices = True
 
     def __init__(
         self,
@@ -112,6 +116,9 @@ class GatewayEngine:
 
     def voices(self) -> list[str]:
         return self.upstreams.voices(self.client.endpoints())
+
+    def catalog(self) -> VoiceCatalog | None:
+        return self.upstreams.catalog(self.client.endpoints())
 
     def validate(self, voice: str | None, params: dict[str, Any]) -> dict[str, Any]:
         # The workers validate their own engines' parameters; only our own keys are checked.
@@ -143,6 +150,9 @@ class GatewayEngine:
                         )
                     )
                 streaming = True
+                spoken = audio.metrics.get("voice")  # the worker's word, checked
+                if request is not None and is_voice_name(spoken):
+                    request.log_fields["voice"] = spoken
                 if request is not None:
                     request.log_fields.update(
                         upstream=audio.endpoint,
@@ -169,12 +179,25 @@ class GatewayEngine:
                 yield Hints(outcome)
         except (OrpheusError, httpx.HTTPError) as error:
             self._log_failure(request, error)
-            raise upstream_error(
-                error,
-                streaming=streaming,
-                sent=self._as_echoed({*params, "text", "voice"}),
-                voices=self.voices(),
+            raise self._naming_aliases(
+                upstream_error(
+                    error,
+                    streaming=streaming,
+                    sent=self._as_echoed({*params, "text", "voice"}),
+                    voices=self.voices(),
+                )
             ) from error
+
+    def _naming_aliases(self, error: EngineError) -> EngineError:
+        """A refused voice's answer lists the aliases too (the workers' checked names)."""
+        catalog = self.catalog()
+        if error.param != "voice" or catalog is None or not catalog.aliases:
+            return error
+        aliases = ", ".join(f"{a} ({v})" for a, v in catalog.aliases.items())
+        return EngineError(
+            error.code, f"{error.message}; aliases: {aliases}", status=error.status,
+            retry_after_s=error.retry_after_s, param=error.param,
+        )  # fmt: skip
 
     def _as_echoed(self, names: set[str]) -> dict[str, str]:
         """The caller's field names by the form the client reads them in when a
@@ -210,7 +233,7 @@ class GatewayEngine:
         A failure is handed back to the client's stream, whose own reading
         raises it (so its breaker and router count it as for any stream).
         """
-        decoder = FrameDecoder(max_line_bytes=self.client.max_line_bytes, relay=True)
+        decoder = FrameDecoder(max_line_bytes=self.client.pool.max_line_bytes, relay=True)
         data = winner.take_over()
         try:
             while True:
@@ -244,7 +267,7 @@ class GatewayEngine:
 
     async def _read_body_end(self, winner: CapturedResponse) -> None:
         """After ``eos``, read the HTTP body's end, so the connection can be reused."""
-        with trio.move_on_after(self.client.close_timeout_s):
+        with trio.move_on_after(self.client.timeouts.close_s):
             try:
                 while data := await winner.receive_relayed():
                     if data.strip():
@@ -257,7 +280,7 @@ class GatewayEngine:
         (a longer one is dropped there, and the worker's log no longer leads back)."""
         if request is None:
             return None
-        room = MAX_REQUEST_ID_CHARS - len(f".{self.client.max_attempts}")
+        room = MAX_REQUEST_ID_CHARS - len(f".{self.client.hedging.max_attempts}")
         return request.request_id[:room]
 
     def upstream_load(self) -> float:
@@ -295,6 +318,7 @@ class GatewayEngine:
             "draining": status.draining,
             "engine": status.engine,
             "voices": list(status.voices),
+            "languages": sorted(set(status.languages.values())),
             "queue_depth": status.queue_depth,
             "inflight": status.inflight,
             "capacity": status.capacity,
@@ -431,16 +455,6 @@ def _refused_param(response: httpx.Response) -> str | None:
     return param if isinstance(param, str) else None
 
 
-#: Client options that shape the transport a client makes for itself.
-_TRANSPORT_OPTIONS = (
-    "connect_timeout_s",
-    "read_timeout_s",
-    "max_connections_per_endpoint",
-    "ssl_context",
-    "verify",
-)
-
-
 def _with_relay_transport(options: dict[str, Any]) -> dict[str, Any]:
     """The client's options with its transport wrapped in a :class:`RelayTransport`.
 
@@ -455,9 +469,15 @@ def _with_relay_transport(options: dict[str, Any]) -> dict[str, Any]:
     if given not in (None, "trio", "httpx"):
         options["transport"] = given  # the client says what is wrong with it
         return options
-    settings = {k: options.pop(k) for k in _TRANSPORT_OPTIONS if k in options}
-    ssl_context = settings.pop("ssl_context", None)
-    verify = bool(settings.pop("verify", True))
+    # The client keeps its timeouts and pool groups (other fields are its own).
+    timeouts, pool = options.get("timeouts") or Timeouts(), options.get("pool") or Pool()
+    settings: dict[str, Any] = {
+        "connect_timeout_s": timeouts.connect_s,
+        "read_timeout_s": timeouts.read_s,
+        "max_connections_per_endpoint": pool.max_connections_per_endpoint,
+    }
+    ssl_context = options.pop("ssl_context", None)
+    verify = bool(options.pop("verify", True))
     if ssl_context is not None and not verify:
         raise ValueError("give ssl_context or verify=False, not both")
     inner: Transport
@@ -551,7 +571,7 @@ class Gateway:
         """What the gateway sees of each worker (one line each), and a warning
         when none is reachable: what ``orpheus-trio gateway`` prints at start."""
         statuses = self.engine.upstreams.statuses.values()
-        lines = [self.engine.for_log(_poll_line(status)) for status in statuses]
+        lines = [_poll_line(status, self.engine.for_log) for status in statuses]
         if not any(s.reachable for s in statuses):
             lines.append(
                 "warning: no upstream is reachable; requests are answered 503 "
@@ -576,11 +596,14 @@ class Gateway:
         await self.engine.aclose()
 
 
-def _poll_line(status: UpstreamStatus) -> str:
+def _poll_line(status: UpstreamStatus, redact: Callable[[str], str]) -> str:
     """One worker's first poll, for the operator's terminal (the error's own
-    text included: it names the cause, e.g. ``Connection refused``)."""
+    text included, through ``redact``: it names the cause, e.g. ``Connection
+    refused``). Only that text is redacted: the line's own words are ours, and
+    a key that holds one of them (``UpstreamKey...``) must not blank them."""
     if not status.reachable:
-        return f"upstream {status.url}: NOT reachable ({status.error}: {status.detail})"
+        detail = redact(f"{status.detail}")
+        return f"upstream {status.url}: NOT reachable ({status.error}: {detail})"
     voices = ", ".join(status.voices) if status.voices else "none"
     draining = ", draining" if status.draining else ""
     return (

@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import ssl
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, cast
 
 import httpx
 import trio
 
 from ...client import EndpointSnapshot
+from ...voices import Voice, VoiceCatalog, VoiceKind, is_voice_name
 from .vocabulary import checked_count, checked_name, poll_error, poll_error_detail
 
 __all__ = ["UpstreamStatus", "UpstreamWatch"]
@@ -61,6 +63,11 @@ class UpstreamStatus:
     detail: str | None = None
     #: Voice and engine names it reported that are no names (:data:`~.vocabulary.NAME`).
     dropped_names: int = 0
+    #: voice -> its language and kind, and alias -> voice, where the worker says
+    #: (``/v1/system``'s ``voice_languages``, ``voice_kinds``, ``voice_aliases``).
+    languages: Mapping[str, str] = field(default_factory=dict)
+    kinds: Mapping[str, str] = field(default_factory=dict)
+    aliases: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_system(cls, url: str, info: Any) -> UpstreamStatus:
@@ -70,7 +77,8 @@ class UpstreamStatus:
         voices = info.get("voices")
         if not isinstance(voices, list):
             raise TypeError("'voices' is not a list")
-        names = tuple(v for v in map(checked_name, voices) if v is not None)
+        # Voice names by the catalog's grammar (it takes Hindi's combining marks: ऋतिका).
+        names = tuple(v for v in voices if is_voice_name(v))
         engine = checked_name(info.get("engine"))
         return cls(
             url=url,
@@ -83,7 +91,28 @@ class UpstreamStatus:
             capacity=checked_count(info.get("capacity")),
             error=None,
             dropped_names=len(voices) - len(names) + int(engine is None and "engine" in info),
+            languages=_name_map(info, "voice_languages", _LANGUAGE.fullmatch),
+            kinds=_name_map(info, "voice_kinds", _KINDS.__contains__),
+            aliases=_name_map(info, "voice_aliases", is_voice_name),
         )
+
+
+_LANGUAGE = re.compile(r"[a-z]{2,3}(?:-[A-Za-z0-9]{1,8}){0,2}")
+_KINDS = frozenset({"stock", "custom", "espeak"})
+
+
+def _name_map(info: Mapping[str, Any], key: str, valid: Callable[[str], Any]) -> dict[str, str]:
+    """A worker's voice -> value map, rebuilt from what passes the grammar (absent: empty)."""
+    given = info.get(key)
+    if given is None:
+        return {}
+    if not isinstance(given, Mapping):
+        raise TypeError(f"{key!r} is not an object")
+    return {
+        name: value
+        for name, value in given.items()
+        if is_voice_name(name) and isinstance(value, str) and valid(value)
+    }
 
 
 class UpstreamWatch:
@@ -161,12 +190,17 @@ class UpstreamWatch:
         async with self._http.stream("GET", url + SYSTEM_PATH) as response:
             response.raise_for_status()
             body = bytearray()
-            async for data in response.aiter_bytes():
-                body += data
-                if len(body) > MAX_SYSTEM_BYTES:
-                    raise ValueError(
-                        f"the answer is too large (over {MAX_SYSTEM_BYTES} bytes)"
-                    )
+            # Too large: cancel, not raise. Raising here would leave httpx's chain
+            # of body generators suspended until garbage collection; a
+            # cancellation ends them all inside the next read, closing the
+            # connection with them (a timeout or the gateway stopping does the same).
+            with trio.CancelScope() as too_large:
+                async for data in response.aiter_bytes():
+                    body += data
+                    if len(body) > MAX_SYSTEM_BYTES:
+                        too_large.cancel()
+        if len(body) > MAX_SYSTEM_BYTES:
+            raise ValueError(f"the answer is too large (over {MAX_SYSTEM_BYTES} bytes)")
         return json.loads(body)
 
     def healthy(self, snapshot: EndpointSnapshot) -> bool:
@@ -191,6 +225,27 @@ class UpstreamWatch:
             if voice in status.voices and not status.draining
         ]
         return urls or None
+
+    def catalog(self, snapshots: Sequence[EndpointSnapshot]) -> VoiceCatalog | None:
+        """The healthy workers' voices, in their order, with the language and kind each
+        says, and their aliases (the first worker's word wins); ``None``: none known."""
+        voices: dict[str, Voice] = {}
+        aliases: dict[str, str] = {}
+        for snapshot in snapshots:
+            if not self.healthy(snapshot):
+                continue
+            status = self.statuses[snapshot.url]
+            for name in status.voices:
+                if name not in voices and is_voice_name(name):
+                    kind = cast(VoiceKind, status.kinds.get(name, "stock"))
+                    language = status.languages.get(name, "und")
+                    voices[name] = Voice(name, language, kind, status.engine or "unknown")
+            for alias, target in status.aliases.items():
+                aliases.setdefault(alias, target)
+        if not voices:
+            return None
+        usable = {a: v for a, v in aliases.items() if v in voices and a not in voices}
+        return VoiceCatalog(tuple(voices.values()), usable)
 
     def voices(self, snapshots: Sequence[EndpointSnapshot]) -> list[str]:
         """The union of the healthy workers' voices, in the workers' order: the

@@ -18,6 +18,8 @@ from typing import Any
 import httpx
 import trio
 
+from ...voices import is_voice_name
+
 __all__ = [
     "NAME",
     "OUTCOME_METRICS",
@@ -53,8 +55,13 @@ def _checked_bool(value: Any) -> bool | None:
     return value if isinstance(value, bool) else None
 
 
+def _checked_runaway(value: Any) -> str | None:
+    """Why the worker's runaway guard ended the speech: one of its two words."""
+    return value if value in ("loop", "too_long") else None
+
+
 #: The ``metrics`` keys a worker reports about its answer that the gateway passes
-#: on (the caller must learn that ``max_tokens`` cut the speech), with the check
+#: on (the caller must learn that ``max_tokens`` or the runaway guard cut the speech), with the check
 #: each value must pass. The worker's load and timings are not the gateway's,
 #: and any other key is dropped.
 OUTCOME_METRICS: Mapping[str, Callable[[Any], Any]] = {
@@ -63,7 +70,8 @@ OUTCOME_METRICS: Mapping[str, Callable[[Any], Any]] = {
     "tokens": checked_count,
     "frames": checked_count,
     "dropped_tokens": checked_count,
-    "voice": checked_name,
+    "voice": lambda value: value if is_voice_name(value) else None,
+    "runaway": _checked_runaway,
 }
 
 

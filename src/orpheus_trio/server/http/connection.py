@@ -1,22 +1,23 @@
-"""The built-in HTTP/1.1 server: one task per connection runs the ASGI app, request after request.
+"""The HTTP/1.1 server: one task per connection runs the ASGI app, request after request.
 
-Hypercorn serves any ASGI app over HTTP/1.1 and HTTP/2, and pays for that on
-every event: an h11 state machine, a task and queues per request, a shielded
-send per body message. This app streams NDJSON one request at a time per
-connection, so the built-in server does only that:
+This app streams NDJSON one request at a time per connection, so the server
+does only that, and does it cheaply (about half the CPU per stream of a
+general ASGI server; bench/RESULTS.md):
 
-- the head is parsed by :mod:`.request` (strict framing, 431, 505, ...);
+- requests (heads and bodies) are framed by :mod:`.request` (llhttp, strict);
 - the app runs in the connection's task; ``receive`` reads the body from the
   socket, then waits for the caller to leave (``http.disconnect``) while the
   answer streams, keeping what a pipelining caller sends meanwhile;
 - the response head goes out with the first body message, and each body
-  message is one write, chunk framing included;
+  message is one write, chunk framing included; HEAD answers carry no body;
+  a body that disagrees with the app's ``Content-Length`` is logged and the
+  connection closed, never sent;
 - ``Expect: 100-continue`` is answered when the app first asks for the body,
-  i.e. after it checked the key and the declared length (:mod:`.guard`).
+  i.e. after it checked the key and the declared length.
 
-Limits are the run shell's (:mod:`.run`): the head within ``read_timeout_s``
-(also the keep-alive idle time), a stalled write closes the connection, and
-at most ``max_connections`` at once.
+Limits are the run shell's (:mod:`.run`) and the fairness policy's
+(:mod:`.fairness`): each head within its deadline (also the keep-alive idle
+time), a stalled write closes the connection.
 """
 
 from __future__ import annotations
@@ -28,20 +29,20 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import httpx
 import trio
 
-from ..._http.h1 import ChunkedDecoder
+from .fairness import ConnectionFairness, Slot
 from .request import (
+    END_OF_MESSAGE,
     MAX_REQUEST_HEAD_BYTES,
     RequestHead,
+    RequestParser,
     RequestRefused,
-    parse_request_head,
     reason_phrase,
 )
 from .state import ConnectionState
 
-__all__ = ["IdleConnections", "ServedStream", "serve_connection"]
+__all__ = ["HeadWaits", "ServedStream", "serve_connection"]
 
 Scope = MutableMapping[str, Any]
 ASGIApp = Callable[[Scope, Any, Any], Awaitable[None]]
@@ -55,6 +56,11 @@ _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _LAST_CHUNK = b"0\r\n\r\n"
 _DISCONNECT = {"type": "http.disconnect"}
 _LOST = (trio.BrokenResourceError, trio.ClosedResourceError)
+#: After a refusal, how long and how much of what the caller still sends is
+#: read and dropped, so that closing with unread data (a TCP reset) does not
+#: destroy our answer before the caller reads it.
+_LINGER_S = 2.0
+_LINGER_BYTES = 1024 * 1024
 
 
 class ServedStream(Protocol):
@@ -66,16 +72,40 @@ class ServedStream(Protocol):
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray: ...
 
+    async def send_eof(self) -> None: ...
 
-class IdleConnections:
-    """The connections waiting for their next request: shutdown closes them at once."""
 
-    def __init__(self) -> None:
-        self._waiting: set[trio.CancelScope] = set()
+class HeadWaits:
+    """The connections waiting for a request head.
+
+    Their deadlines follow the fairness policy (shorter while the server is
+    busy, for the waits already running too); shutdown ends them all at once
+    (an idle server stops at once), while answers under way get their grace.
+    """
+
+    def __init__(self, fairness: ConnectionFairness) -> None:
+        self.fairness = fairness
+        self._waiting: dict[trio.CancelScope, Slot] = {}
+        self._busy = False
         self.terminated = False
 
+    def add(self, scope: trio.CancelScope, slot: Slot) -> None:
+        self._waiting[scope] = slot
+
+    def discard(self, scope: trio.CancelScope) -> None:
+        self._waiting.pop(scope, None)
+
+    def refresh(self) -> None:
+        """After a connection opened or closed: move every deadline if busy-ness changed."""
+        busy = self.fairness.busy
+        if busy == self._busy:
+            return
+        self._busy = busy
+        for scope, slot in self._waiting.items():
+            scope.deadline = self.fairness.head_deadline(slot)
+
     def terminate(self) -> None:
-        """No more requests: idle connections close now, busy ones after their answer."""
+        """No more requests: connections waiting for one close now, busy ones after their answer."""
         self.terminated = True
         for scope in self._waiting:
             scope.cancel()
@@ -85,28 +115,30 @@ async def serve_connection(
     app: ASGIApp,
     stream: ServedStream,
     *,
-    read_timeout_s: float,
-    idle: IdleConnections,
+    slot: Slot,
+    waits: HeadWaits,
     client: tuple[str, int] | None,
     server: tuple[str, int] | None,
 ) -> None:
     """Serve requests on ``stream`` until either side ends the connection."""
-    await _Connection(app, stream, read_timeout_s, idle, client, server).run()
+    await _Connection(app, stream, slot, waits, client, server).run()
 
 
 @dataclass(eq=False)
 class _Connection:
     app: ASGIApp
     stream: ServedStream
-    read_timeout_s: float
-    idle: IdleConnections
+    slot: Slot
+    waits: HeadWaits
     client: tuple[str, int] | None
     server: tuple[str, int] | None
+    parser: RequestParser = field(default_factory=RequestParser)
+    #: Read but not yet parsed (what a caller sent ahead while an answer streamed).
     buffer: bytearray = field(default_factory=bytearray)
     peer_gone: bool = False
 
     async def run(self) -> None:
-        while not self.peer_gone and not self.idle.terminated:
+        while not self.peer_gone and not self.waits.terminated:
             try:
                 head = await self._read_head()
             except RequestRefused as refused:
@@ -122,43 +154,58 @@ class _Connection:
                 if not exchange.head_sent:
                     await exchange.answer_plainly(500, b"internal error")
                 return
+            if exchange.body_refused is not None:
+                if not exchange.head_sent:  # an app that did not answer it itself
+                    await exchange.answer_plainly(400, exchange.body_refused.encode())
+                await self._linger()
+                return
             if not exchange.reusable():
                 return
 
     async def _read_head(self) -> RequestHead | None:
-        """The next request's head, or ``None`` if the connection ends first."""
-        buffer = self.buffer
-        with trio.move_on_after(self.read_timeout_s) as waiting:
-            # Only a connection with nothing of the next request yet is idle.
-            idle = not buffer.strip(b"\r\n")
-            if idle:
-                self.idle._waiting.add(waiting)
+        """The next request's head, or ``None`` if the connection ends (or is late) first."""
+        fairness, slot = self.waits.fairness, self.slot
+        if slot.waiting_since is None:
+            fairness.awaiting_head(slot)
+        # The end of a body-less request the app did not ask to receive.
+        self.parser.take_end_of_message()
+        event: object | None = None
+        with trio.CancelScope(deadline=fairness.head_deadline(slot)) as waiting:
+            self.waits.add(waiting, slot)
+            if self.waits.terminated:
+                waiting.cancel()
             try:
-                while True:
-                    while buffer[:2] == b"\r\n":  # blank lines between requests (RFC 9112 §2.2)
-                        del buffer[:2]
-                    end = buffer.find(b"\r\n\r\n")
-                    if end >= 0:
-                        head = bytes(buffer[:end])
-                        del buffer[: end + 4]
-                        return parse_request_head(head)
-                    if len(buffer) > MAX_REQUEST_HEAD_BYTES:
-                        raise RequestRefused(
-                            431, f"request head larger than {MAX_REQUEST_HEAD_BYTES} bytes"
-                        )
-                    try:
-                        data = await self.stream.receive_some(_READ_BYTES)
-                    except _LOST:
-                        return None
-                    if not data:
-                        return None  # the caller closed (between requests, or mid-head)
-                    buffer += data
-                    if idle:
-                        idle = False
-                        self.idle._waiting.discard(waiting)
+                event = await self._next_event()
             finally:
-                self.idle._waiting.discard(waiting)
-        return None  # no head in time, or shutting down: close
+                self.waits.discard(waiting)
+        if isinstance(event, RequestRefused):
+            raise event
+        if not isinstance(event, RequestHead):
+            # The caller left, was late, or the server is stopping; or the last
+            # request's body was left unread, so this cannot go on either.
+            return None
+        fairness.head_received(slot)
+        return event
+
+    async def _next_event(self) -> object | None:
+        """The parser's next event, reading as needed; ``None`` when the caller is gone."""
+        parser = self.parser
+        while True:
+            event = parser.next_event()
+            if event is not None:
+                return event
+            if self.buffer:
+                parser.feed(self.buffer)
+                self.buffer.clear()
+                continue
+            try:
+                data = await self.stream.receive_some(_READ_BYTES)
+            except _LOST:
+                return None
+            if not data:
+                self.peer_gone = True
+                return None  # the caller closed (between requests, or mid-head)
+            parser.feed(data)
 
     async def _refuse(self, refused: RequestRefused) -> None:
         body = refused.reason.encode("ascii", "replace")
@@ -167,6 +214,23 @@ class _Connection:
             b"content-length: %d\r\nconnection: close\r\n\r\n%s"
             % (refused.status, reason_phrase(refused.status), len(body), body)
         )
+        await self._linger()
+
+    async def _linger(self) -> None:
+        """Half-close, then drop what the caller still sends for a while (see ``_LINGER_S``)."""
+        if self.peer_gone:
+            return
+        dropped = 0
+        with trio.move_on_after(_LINGER_S):
+            try:
+                await self.stream.send_eof()
+                while dropped < _LINGER_BYTES:
+                    data = await self.stream.receive_some(_READ_BYTES)
+                    if not data:
+                        break
+                    dropped += len(data)
+            except (*_LOST, OSError):
+                pass
 
     async def write(self, data: bytes) -> None:
         if self.peer_gone:
@@ -176,10 +240,10 @@ class _Connection:
         except _LOST:
             self.peer_gone = True  # the app learns of it from receive(): http.disconnect
 
-    async def read_more(self, max_bytes: int = _READ_BYTES) -> bool:
+    async def read_more(self) -> bool:
         """Read into the buffer; False when the caller is gone."""
         try:
-            data = await self.stream.receive_some(max_bytes)
+            data = await self.stream.receive_some(_READ_BYTES)
         except _LOST:
             data = b""
         if not data:
@@ -195,17 +259,23 @@ class _Exchange:
     def __init__(self, connection: _Connection, head: RequestHead) -> None:
         self.connection = connection
         self.head = head
-        self.body_left = head.content_length or 0
-        self.chunks = ChunkedDecoder() if head.chunked else None
         self.body_done = not head.has_body
         self.body_given = False
+        #: Why the body could not be read (chunk framing): the answer is a 400.
+        self.body_refused: str | None = None
         self.status = 0
         self.response_headers: list[tuple[bytes, bytes]] = []
         self.head_sent = False
         self.chunked_answer = False
+        #: HEAD, 1xx, 204 and 304 answers carry no body.
+        self.bodiless = False
+        #: The app's Content-Length, and what of the body went out so far.
+        self.declared_length: int | None = None
+        self.body_sent = 0
         self.close_after = not head.keep_alive
         self.complete = False
-        if head.expect_continue and head.has_body:
+        self.continue_held = head.expect_continue and head.has_body
+        if self.continue_held:
             connection.stream.state.hold_continue(_CONTINUE)
 
     def scope(self) -> Scope:
@@ -228,6 +298,12 @@ class _Exchange:
     # -- receive ------------------------------------------------------------
 
     async def receive(self) -> dict[str, Any]:
+        if self.continue_held:
+            # The app asks for the body only after its checks: now the caller may send it.
+            self.continue_held = False
+            await self.connection.stream.state.release_continue()
+        if self.body_refused is not None:
+            return _DISCONNECT
         if not self.body_done:
             return await self._body_piece()
         if not self.body_given:
@@ -237,36 +313,33 @@ class _Exchange:
 
     async def _body_piece(self) -> dict[str, Any]:
         connection = self.connection
-        if self.chunks is not None:
-            while True:
-                if not connection.buffer and not await connection.read_more():
+        parser = connection.parser
+        while True:
+            event = parser.next_body()
+            if event is None:
+                if connection.buffer:
+                    parser.feed(connection.buffer)
+                    connection.buffer.clear()
+                elif await connection.read_more():
+                    parser.feed(connection.buffer)
+                    connection.buffer.clear()
+                else:
                     return _DISCONNECT
-                data = bytes(connection.buffer)
-                connection.buffer.clear()
-                try:
-                    body, after = self.chunks.feed(data)
-                except httpx.RemoteProtocolError as error:
-                    # Where the body ends is unknown now: answer 400 and read no more.
-                    if not self.head_sent:
-                        await self.answer_plainly(400, str(error).encode())
-                    connection.peer_gone = True
-                    return _DISCONNECT
-                if self.chunks.done:
-                    connection.buffer += after
-                    self.body_done = self.body_given = True
-                    return {"type": "http.request", "body": body, "more_body": False}
-                if body:
-                    return {"type": "http.request", "body": body, "more_body": True}
-        if not connection.buffer and not await connection.read_more(
-            min(self.body_left, _READ_BYTES)
-        ):
+                continue
+            if isinstance(event, bytes):
+                if not parser.take_end_of_message():
+                    return {"type": "http.request", "body": event, "more_body": True}
+                self.body_done = self.body_given = True
+                return {"type": "http.request", "body": event, "more_body": False}
+            if event is END_OF_MESSAGE:
+                self.body_done = self.body_given = True
+                return {"type": "http.request", "body": b"", "more_body": False}
+            assert isinstance(event, RequestRefused)
+            # Where the body ends is unknown now: the app answers 400 and we close.
+            self.body_refused = f"malformed request body: {event.reason}"
+            self.close_after = True
+            connection.stream.state.body_refused = self.body_refused
             return _DISCONNECT
-        take = min(self.body_left, len(connection.buffer))
-        body = bytes(connection.buffer[:take])
-        del connection.buffer[:take]
-        self.body_left -= take
-        self.body_done = self.body_given = self.body_left == 0
-        return {"type": "http.request", "body": body, "more_body": not self.body_done}
 
     async def _wait_disconnect(self) -> dict[str, Any]:
         """Block until the caller leaves; keep what it sends meanwhile (its next request)."""
@@ -295,9 +368,17 @@ class _Exchange:
             return  # after the last body message: nothing more goes on this request
         body = bytes(message.get("body", b""))
         more = bool(message.get("more_body", False))
-        out = b"" if self.head_sent else self._encode_head()
-        if self.head.method == "HEAD":
+        head_written = self.head_sent
+        out = b"" if head_written else self._encode_head()
+        if self.bodiless:
             body = b""
+        elif self.declared_length is not None:
+            self.body_sent += len(body)
+            if self.body_sent > self.declared_length or (
+                not more and self.body_sent < self.declared_length
+            ):
+                await self._length_mismatch(more, head_written)
+                return
         if self.chunked_answer:
             if body:
                 out += b"%x\r\n%s\r\n" % (len(body), body)
@@ -308,27 +389,53 @@ class _Exchange:
         self.complete = not more
         await self.connection.write(out)
 
+    async def _length_mismatch(self, more: bool, head_written: bool) -> None:
+        """The app's body disagrees with its Content-Length: our bug, never the caller's reply."""
+        head = self.head
+        _log.error(
+            "the app's answer to %s %s disagrees with its content-length %d: %d bytes%s;"
+            " the connection is closed",
+            head.method,
+            head.path,
+            self.declared_length,
+            self.body_sent,
+            " and more" if more else "",
+        )
+        self.complete = True
+        self.close_after = True
+        if head_written:
+            self.connection.peer_gone = True  # the caller sees a short body, then the close
+        else:
+            self.head_sent = self.complete = False
+            self.body_sent = 0
+            await self.answer_plainly(500, b"internal error")
+            self.complete = True
+
     def _encode_head(self) -> bytes:
         self.head_sent = True
-        lines = [b"HTTP/1.1 %d %s\r\n" % (self.status, reason_phrase(self.status))]
+        status = self.status
+        self.bodiless = self.head.method == "HEAD" or status < 200 or status in (204, 304)
+        lines = [b"HTTP/1.1 %d %s\r\n" % (status, reason_phrase(status))]
         length_given = False
         for name, value in self.response_headers:
             lowered = name.lower()
             if lowered == b"content-length":
                 length_given = True
+                self.declared_length = int(value)
             elif lowered == b"connection" and b"close" in value.lower():
                 self.close_after = True
             elif lowered == b"transfer-encoding":
                 continue  # framing is ours to decide
             lines.append(b"%s: %s\r\n" % (name, value))
         lines.append(b"date: %s\r\n" % _http_date())
-        if not length_given and self.status >= 200 and self.status not in (204, 304):
+        if not length_given and status >= 200 and status not in (204, 304):
             if self.head.http_version == "1.1":
-                self.chunked_answer = True
+                # A HEAD answer says what a GET's would; it sends no chunk, not even the last.
+                self.chunked_answer = not self.bodiless
                 lines.append(b"transfer-encoding: chunked\r\n")
             else:
                 self.close_after = True  # HTTP/1.0: the body ends when the connection does
-        if self.close_after or self.connection.idle.terminated:
+        if self.close_after or self.connection.waits.terminated:
             if not any(name.lower() == b"connection" for name, _ in self.response_headers):
                 lines.append(b"connection: close\r\n")
             self.close_after = True

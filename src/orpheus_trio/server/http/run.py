@@ -1,58 +1,50 @@
-"""Run the app on Trio with Hypercorn: programmatic start, port 0, graceful draining.
+"""Run the app on Trio: programmatic start, port 0, connection limits, graceful draining.
 
 ``base_url = await nursery.start(serve, engine, config)`` binds (port 0 picks a
 free port), reports ``"http://host:port"`` and serves until cancelled. Set the
 ``drain`` event to shut down gracefully: new synthesis requests get 503
 ``draining``, in-flight streams get ``config.drain_grace_s`` to finish (those
 still running then end with an in-band ``cancelled`` error frame), then
-``serve`` returns. The caller owns the engine and closes it.
+``serve`` returns; an idle server returns at once. The caller owns the engine
+and closes it.
 
-We run Hypercorn's per-connection ``TCPServer`` on listeners of our own (its
-public ``serve`` builds its listeners itself), so every connection passes
-through :class:`_CappedListener` and :class:`_WriteLimitedStream`:
+This is the thin I/O shell around :mod:`.connection` (one task per
+connection) and :mod:`.fairness` (who may hold a connection, and for how
+long its head may take). Every connection passes through
+:class:`_CappedListener` and :class:`_WriteLimitedStream`:
 
 - at most ``config.max_connections`` are open at once; past that, accepting
   waits (new connections queue in the kernel's backlog) until one closes;
+- a connection past its client address's caps is closed as soon as accepted;
 - a write that makes no headway for ``config.write_stall_timeout_s`` closes
-  the connection. Hypercorn shields writes from cancellation, so without this
-  a caller that stops reading would hold its admission slot forever; a closed
-  connection is a disconnect to the app, which releases everything;
-- request framing is strict and ``100 Continue`` waits for the app's checks
-  (:mod:`.guard`).
-
-That uses Hypercorn internals, hence the ``<0.19`` pin in pyproject.toml.
+  the connection (a caller that stopped reading would otherwise hold its
+  admission slot forever); a closed connection is a disconnect to the app,
+  which releases everything.
 """
 
 from __future__ import annotations
 
-import logging
-from functools import partial
 from collections.abc import Awaitable, Callable
-from typing import Any, cast
+from functools import partial
+from typing import Any
 
-import h11
 import trio
-from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio.tcp_server import TCPServer
-from hypercorn.trio.worker_context import WorkerContext
-from hypercorn.utils import wrap_app
 
 from ..._util.groups import single_exception
 from ..app import OrpheusApp, create_app
 from ..config import ServerConfig
 from ..engine import Engine
-from .connection import IdleConnections, serve_connection
-from .guard import (
-    CURRENT_CONNECTION,
-    ConnectionState,
-    StrictH11Connection,
-    continue_on_receive,
-)
+from .connection import HeadWaits, serve_connection
+from .fairness import ConnectionFairness, FairnessLimits, Slot
+from .state import CURRENT_CONNECTION, ConnectionState
 
-__all__ = ["serve", "serve_app"]
+__all__ = ["serve", "serve_app", "serve_asgi"]
 
-#: Time for cancelled streams to send their last frame, then for connections to close.
-_HYPERCORN_GRACE_S = 1.0
+#: After the drain grace, time for cancelled streams to send their last frame
+#: and for busy connections to close; an idle server does not wait it.
+_LAST_GRACE_S = 1.0
+
+ASGIApp = Callable[[Any, Any, Any], Awaitable[None]]
 
 
 async def serve(
@@ -76,26 +68,45 @@ async def serve_app(
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Like :func:`serve` for an app made by :func:`~.app.create_app` (tests inspect it)."""
+    await serve_asgi(app, config, drain=drain, task_status=task_status, drained=app)
+
+
+async def serve_asgi(
+    app: ASGIApp,
+    config: ServerConfig,
+    *,
+    drain: trio.Event | None = None,
+    drained: OrpheusApp | None = None,
+    task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve any ASGI ``app``; ``drained`` (the app, when it is ours) is drained on ``drain``."""
     with single_exception():
         # A failed bind (OSError: a port in use) raises before anything is served.
         sockets = await trio.open_tcp_listeners(config.port, host=config.host)
         connections = _Connections(config)
         listeners = [_CappedListener(socket, connections) for socket in sockets]
-        guarded_app = continue_on_receive(cast(Any, app))
-        if config.http_server == "hypercorn":
-            handle, terminate = _hypercorn_handler(guarded_app, config)
-        else:
-            handle, terminate = _builtin_handler(guarded_app, config)
+        waits = connections.waits
+
+        async def handle(stream: _WriteLimitedStream) -> None:
+            CURRENT_CONNECTION.set(stream.state)
+            try:
+                await serve_connection(
+                    app,
+                    stream,
+                    slot=stream.slot,
+                    waits=waits,
+                    client=_address(stream.socket.getpeername()),
+                    server=_address(stream.socket.getsockname()),
+                )
+            finally:
+                await stream.aclose()
 
         async with trio.open_nursery() as handlers:
             try:
                 async with trio.open_nursery() as acceptors:
                     acceptors.start_soon(
                         partial(
-                            trio.serve_listeners,
-                            handle,
-                            listeners,
-                            handler_nursery=handlers,
+                            trio.serve_listeners, handle, listeners, handler_nursery=handlers
                         )
                     )
                     task_status.started(_base_url(sockets[0]))
@@ -103,84 +114,24 @@ async def serve_app(
                         await trio.sleep_forever()
                     else:
                         await drain.wait()
-                    app.start_draining()
-                    with trio.move_on_after(config.drain_grace_s):
-                        await app.wait_idle()
-                    # Past the grace, streams still running end with an in-band ``cancelled``.
-                    app.cancel_streams()
-                    with trio.move_on_after(_HYPERCORN_GRACE_S):
-                        await app.wait_idle()
+                    if drained is not None:
+                        drained.start_draining()
+                        with trio.move_on_after(config.drain_grace_s):
+                            await drained.wait_idle()
+                        # Past the grace, streams still running end with an in-band ``cancelled``.
+                        drained.cancel_streams()
+                        with trio.move_on_after(_LAST_GRACE_S):
+                            await drained.wait_idle()
                     acceptors.cancel_scope.cancel()
                 _close_listeners(sockets)
-                # Idle keep-alive connections close now; the rest get a last grace.
-                await terminate()
-                with trio.move_on_after(_HYPERCORN_GRACE_S):
+                # Idle keep-alive connections close now; busy ones get a last grace.
+                waits.terminate()
+                with trio.move_on_after(_LAST_GRACE_S):
                     await connections.wait_all_closed()
             finally:
-                # Drained, cancelled or failed: close what is left now, as
-                # cancelling alone cannot end Hypercorn's shielded writes.
                 _close_listeners(sockets)
                 connections.close_all()
                 handlers.cancel_scope.cancel()
-
-
-Handler = Callable[["_WriteLimitedStream"], Awaitable[None]]
-
-
-def _builtin_handler(
-    app: Any, config: ServerConfig
-) -> tuple[Handler, Callable[[], Awaitable[None]]]:
-    """Connections served by :mod:`.connection`; ``terminate`` closes the idle ones."""
-    idle = IdleConnections()
-
-    async def handle(stream: _WriteLimitedStream) -> None:
-        CURRENT_CONNECTION.set(stream.state)
-        try:
-            await serve_connection(
-                app,
-                stream,
-                read_timeout_s=config.read_timeout_s,
-                idle=idle,
-                client=_address(stream.socket.getpeername()),
-                server=_address(stream.socket.getsockname()),
-            )
-        finally:
-            await stream.aclose()
-
-    async def terminate() -> None:
-        idle.terminate()
-
-    return handle, terminate
-
-
-def _hypercorn_handler(
-    app: Any, config: ServerConfig
-) -> tuple[Handler, Callable[[], Awaitable[None]]]:
-    """Connections served by Hypercorn's per-connection server (internals: see the docstring)."""
-    hypercorn_config = _hypercorn_config(config)
-    # No lifespan protocol: the app has no startup or shutdown work.
-    context = WorkerContext(None)
-    connection = partial(
-        _TCPServer,
-        wrap_app(app, hypercorn_config.wsgi_max_body_size, "asgi"),
-        hypercorn_config,
-        context,
-        {},
-    )
-
-    async def handle(stream: _WriteLimitedStream) -> None:
-        # The request tasks Hypercorn starts from this task inherit it.
-        CURRENT_CONNECTION.set(stream.state)
-        try:
-            # Hypercorn types its stream as SSL; it probes for TLS and takes plain too.
-            await connection(cast(Any, stream))
-        finally:
-            await stream.aclose()
-
-    async def terminate() -> None:
-        await context.terminated.set()
-
-    return handle, terminate
 
 
 def _address(sockaddr: Any) -> tuple[str, int] | None:
@@ -189,29 +140,9 @@ def _address(sockaddr: Any) -> tuple[str, int] | None:
     return None
 
 
-class _TCPServer(TCPServer):
-    """Hypercorn's connection handler with :class:`StrictH11Connection` framing."""
-
-    async def _read_data(self) -> None:
-        protocol = getattr(self.protocol, "protocol", None)
-        connection = getattr(protocol, "connection", None)
-        if type(connection) is h11.Connection:  # HTTP/1.1 (not h2, not TLS ALPN h2)
-            connection.__class__ = StrictH11Connection
-        await super()._read_data()
-
-
 def _close_listeners(listeners: list[trio.SocketListener]) -> None:
     for listener in listeners:
         listener.socket.close()
-
-
-def _hypercorn_config(config: ServerConfig) -> HypercornConfig:
-    hc = HypercornConfig()
-    # Headers must arrive within read_timeout_s: the idle timer runs until they do.
-    hc.keep_alive_timeout = config.read_timeout_s
-    hc.errorlog = logging.getLogger("hypercorn.error")
-    hc.accesslog = None
-    return hc
 
 
 def _base_url(listener: trio.SocketListener) -> str:
@@ -220,11 +151,13 @@ def _base_url(listener: trio.SocketListener) -> str:
 
 
 class _Connections:
-    """The open connections: their number capped, each closable at shutdown."""
+    """The open connections: their number capped, their fairness kept, each closable."""
 
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.slots = trio.Semaphore(config.max_connections)
+        self.fairness = ConnectionFairness(FairnessLimits.of(config), trio.current_time)
+        self.waits = HeadWaits(self.fairness)
         self.open: set[_WriteLimitedStream] = set()
         self._all_closed = trio.Event()
         self._all_closed.set()
@@ -235,6 +168,8 @@ class _Connections:
 
     def closed(self, stream: _WriteLimitedStream) -> None:
         self.open.discard(stream)
+        self.fairness.release(stream.slot)
+        self.waits.refresh()
         self.slots.release()
         if not self.open:
             self._all_closed.set()
@@ -243,13 +178,13 @@ class _Connections:
         await self._all_closed.wait()
 
     def close_all(self) -> None:
-        """Close every socket now: wakes writes Hypercorn shields from cancellation."""
+        """Close every socket now: wakes any task blocked on one."""
         for stream in list(self.open):
             stream.close_now()
 
 
 class _CappedListener(trio.abc.Listener["_WriteLimitedStream"]):
-    """Accepts only while fewer than ``max_connections`` are open."""
+    """Accepts only while fewer than ``max_connections`` are open, and only what fairness admits."""
 
     def __init__(
         self, listener: trio.SocketListener, connections: _Connections
@@ -258,13 +193,22 @@ class _CappedListener(trio.abc.Listener["_WriteLimitedStream"]):
         self._connections = connections
 
     async def accept(self) -> _WriteLimitedStream:
-        await self._connections.slots.acquire()
-        try:
-            stream = await self._listener.accept()
-        except BaseException:
-            self._connections.slots.release()
-            raise
-        return _WriteLimitedStream(stream, self._connections)
+        connections = self._connections
+        while True:
+            await connections.slots.acquire()
+            try:
+                stream = await self._listener.accept()
+            except BaseException:
+                connections.slots.release()
+                raise
+            peer = _address(stream.socket.getpeername())
+            slot = connections.fairness.admit(peer[0] if peer else None)
+            if slot is not None:
+                connections.waits.refresh()
+                return _WriteLimitedStream(stream, slot, connections)
+            # Past its address's caps: closed now, its place kept for other clients.
+            connections.slots.release()
+            stream.socket.close()
 
     async def aclose(self) -> None:
         await self._listener.aclose()
@@ -273,12 +217,15 @@ class _CappedListener(trio.abc.Listener["_WriteLimitedStream"]):
 class _WriteLimitedStream(trio.abc.HalfCloseableStream):
     """A connection whose writes give up after ``write_stall_timeout_s`` without headway.
 
-    Closing it (by Hypercorn, at the peer's EOF, after a stalled write or at
-    shutdown) frees its place under ``max_connections``.
+    Closing it (at the end of its task, after a stalled write or at shutdown)
+    frees its place under ``max_connections`` and its client's caps.
     """
 
-    def __init__(self, stream: trio.SocketStream, connections: _Connections) -> None:
+    def __init__(
+        self, stream: trio.SocketStream, slot: Slot, connections: _Connections
+    ) -> None:
         self._stream = stream
+        self.slot = slot
         self._connections = connections
         self._stall_s = connections.config.write_stall_timeout_s
         self._closed = False
@@ -287,17 +234,13 @@ class _WriteLimitedStream(trio.abc.HalfCloseableStream):
 
     @property
     def socket(self) -> trio.socket.SocketType:
-        """Hypercorn reads the addresses from it."""
         return self._stream.socket
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        if self.state.hold_if_continue(data):
-            return  # sent when the app asks for the body (http_guard)
         await self._send_now(data)
         self.state.bytes_sent += len(data)
 
     async def _send_now(self, data: bytes | bytearray | memoryview) -> None:
-        # A deadline of its own still fires inside Hypercorn's shielded scope.
         with trio.move_on_after(self._stall_s) as write:
             await self._stream.send_all(data)
         if write.cancelled_caught:
@@ -313,12 +256,7 @@ class _WriteLimitedStream(trio.abc.HalfCloseableStream):
         await self._stream.send_eof()
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
-        data = await self._stream.receive_some(max_bytes)
-        if not data:
-            # Hypercorn treats EOF as the end of the connection but keeps its
-            # task (and so the socket) until its keep-alive timer ends: free both now.
-            self.close_now()
-        return data
+        return await self._stream.receive_some(max_bytes)
 
     def close_now(self) -> None:
         self.state.closed = True
