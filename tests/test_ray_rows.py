@@ -123,3 +123,22 @@ def test_dry_run_estimate_counts_only_rows_still_to_do(tmp_path: Path) -> None:
     assert guess.audio_s == pytest.approx(20.0)
     assert guess.tokens == round(20.0 * TOKENS_PER_AUDIO_S)
     assert guess.generation_s == pytest.approx(guess.tokens / (82.03125 * 2))
+
+
+def test_cli_dry_run_estimates_without_ray(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from orpheus_trio.cli.dispatch import main
+
+    (tmp_path / "in.txt").write_text("a" * 140 + "\n\n", encoding="utf-8")
+    assert main(["batch", str(tmp_path / "in.txt"), "--dry-run", "--tokens-per-second", "82.03125"]) == 0
+    assert capsys.readouterr().err == (
+        "orpheus-trio batch --dry-run: 1 rows to synthesize (0 already done, 1 bad), 140 characters "
+        "-> about 0.00 h of audio, 820 audio tokens, about 0.00 h of generation\n"
+    )
+
+
+def test_cli_ray_without_snac_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from orpheus_trio.cli.dispatch import main
+
+    (tmp_path / "in.txt").write_text("hello\n", encoding="utf-8")
+    assert main(["batch", str(tmp_path / "in.txt"), "--ray", "--model", "m"]) == 2
+    assert "--ray needs --snac" in capsys.readouterr().err
