@@ -29,6 +29,7 @@ import numpy as np
 import pytest
 import soundfile
 import trio
+from _support_engine import running_llama_server, write_gguf
 from _support_llm import scripted_model_dir, snac_dir
 from _support_tools import missing_tool
 
@@ -147,10 +148,18 @@ BAD_ROWS = {
 
 @pytest.fixture(scope="module")
 def session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    """One driver, one Ray start: the vLLM run, the rerun, the run with a killed decode actor."""
+    """One driver, one Ray start: the vLLM run, the rerun, the run with a killed decode actor,
+    and a run through llama-server over HTTP."""
     python = vllm_python()
     folder = tmp_path_factory.mktemp("ray-session")
+    gguf = write_gguf(scripted_model_dir(FRAMES), folder / "scripted.gguf")
+    with running_llama_server(gguf, slots=4) as llama_server:
+        yield from run_session(python, folder, llama_server.url)
+
+
+def run_session(python: Path, folder: Path, llm_url: str) -> Iterator[dict[str, Any]]:
     write_main_input(folder / "main.jsonl")
+    (folder / "http.jsonl").write_text("".join(json.dumps(row(i)) + "\n" for i in range(8)))
     (folder / "kill.txt").write_text("".join(f"{TEXTS[i % 4]}\n" for i in range(30)))
     out = folder / "out"
     out.mkdir()
@@ -175,6 +184,14 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
                 "engine": "transformers",
                 "decode_actors": 2,
                 "kill_decode_after": 5,
+            },
+            {
+                "snac": common["snac"],
+                "tokenizer": common["model"],
+                "input": str(folder / "http.jsonl"),
+                "out": str(folder / "out-http"),
+                "engine": "http",
+                "llm_url": llm_url,
             },
         ],
     }
@@ -250,6 +267,17 @@ def test_a_decode_actor_killed_mid_stage_loses_no_row(session: dict[str, Any]) -
     assert (third["written"], third["failed"]) == (30, 0)
     lines = manifest_lines(session["folder"] / "out-kill")
     assert sorted(e["id"] for e in lines) == [f"{i:06d}" for i in range(1, 31)]
+
+
+def test_rows_through_llama_server_over_http_sound_as_through_vllm(session: dict[str, Any]) -> None:
+    fourth = session["results"][3]
+    assert (fourth["written"], fourth["failed"]) == (8, 0)
+    for index in range(8):
+        name = f"{row(index)['id']}.flac"
+        over_http, _ = soundfile.read(session["folder"] / "out-http" / name, dtype="int16")
+        through_vllm, _ = soundfile.read(session["out"] / name, dtype="int16")
+        assert len(over_http) == FRAMES * 2048
+        assert np.array_equal(over_http, through_vllm)
 
 
 def test_a_driver_killed_midway_resumes_each_row_once(tmp_path: Path) -> None:

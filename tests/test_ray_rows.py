@@ -142,3 +142,19 @@ def test_cli_ray_without_snac_is_a_usage_error(tmp_path: Path, capsys: pytest.Ca
     (tmp_path / "in.txt").write_text("hello\n", encoding="utf-8")
     assert main(["batch", str(tmp_path / "in.txt"), "--ray", "--model", "m"]) == 2
     assert "--ray needs --snac" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("audio_format", ["flac", "wav"])
+def test_files_are_lossless_and_say_their_length(audio_format: str) -> None:
+    import io
+
+    import numpy as np
+    import soundfile
+
+    from orpheus_trio.integrations.ray.stages import encode
+
+    pcm = (np.sin(np.arange(15_000) / 10) * 8000).astype("<i2").tobytes()
+    info = soundfile.info(io.BytesIO(encode(pcm, audio_format)))
+    assert (info.frames, info.samplerate, info.channels) == (15_000, 24000, 1)
+    audio, _ = soundfile.read(io.BytesIO(encode(pcm, audio_format)), dtype="int16")
+    assert audio.tobytes() == pcm

@@ -23,6 +23,7 @@ the manifest records the reason.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from collections import defaultdict
@@ -320,18 +321,50 @@ class WriteStage:
         pcm: bytes = row["pcm"]
         name = f"{row['id']}.{self._format}"
         try:
-            write_atomically(self._out_dir / name, encode(pcm, self._format))
+            write_atomically(self._out_dir / name, encode(pcm, self._format, self._rate))
         except Exception as exc:  # a full disk, a folder in the way: this row's failure
             return entry | {"error": f"write: {type(exc).__name__}: {exc}"}
         return entry | {"path": name, "duration_s": len(pcm) / 2 / self._rate}
 
 
-def encode(pcm: bytes, audio_format: str) -> bytes:
-    """A whole file of ``audio_format`` (wav, flac, mp3, opus, ...) from s16le mono PCM."""
+def encode(pcm: bytes, audio_format: str, sample_rate: int = 24000) -> bytes:
+    """A whole file of ``audio_format`` from s16le mono PCM.
+
+    WAV and FLAC are written into a seekable buffer, so that their headers
+    carry the length (the project's streaming encoders cannot know it: a FLAC
+    from them says "length unknown", which some readers refuse); MP3 and Opus
+    go through the streaming encoders of :mod:`orpheus_trio.audio.formats`.
+    """
+    if audio_format == "wav":
+        import wave
+
+        buffer = io.BytesIO()
+        with wave.open(buffer, "wb") as out:
+            out.setnchannels(1)
+            out.setsampwidth(2)
+            out.setframerate(sample_rate)
+            out.writeframes(pcm)
+        return buffer.getvalue()
+    if audio_format == "flac":
+        return _flac(pcm, sample_rate)
     from ...audio.formats import open_encoder
 
     encoder = open_encoder(audio_format)
     return encoder.encode(pcm) + encoder.finish()
+
+
+def _flac(pcm: bytes, sample_rate: int) -> bytes:
+    import av
+
+    buffer = io.BytesIO()
+    with av.open(buffer, mode="w", format="flac") as container:
+        stream = container.add_stream("flac", rate=sample_rate, layout="mono")
+        samples = np.frombuffer(pcm, dtype="<i2").reshape(1, -1)
+        frame = av.AudioFrame.from_ndarray(samples, format="s16", layout="mono")
+        frame.sample_rate = sample_rate
+        for packet in [*stream.encode(frame), *stream.encode(None)]:
+            container.mux(packet)
+    return buffer.getvalue()
 
 
 def write_atomically(path: Path, data: bytes) -> None:
