@@ -19,16 +19,26 @@ from pathlib import Path
 from typing import Any
 
 
-def kill_decode_actor_after(manifest: Path, lines: int, killed: list[int]) -> None:
-    from ray.util.state import list_actors
+def decode_actor_pids() -> list[int]:
+    """Ray titles an actor's process after its class: ``ray::MapWorker(MapBatches(DecodeStage))``.
+    Only processes of this run count (they carry this driver's environment marker)."""
+    mark = os.environ.get("ORPHEUS_TRIO_RAY_TEST_RUN", "").encode()
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if b"DecodeStage" in (entry / "cmdline").read_bytes() and mark in (entry / "environ").read_bytes():
+                pids.append(int(entry.name))
+        except (OSError, ValueError):
+            continue
+    return pids
 
+
+def kill_decode_actor_after(manifest: Path, lines: int, killed: list[int]) -> None:
     while not manifest.exists() or len(manifest.read_text().splitlines()) < lines:
-        time.sleep(0.05)
-    for actor in list_actors(filters=[("state", "=", "ALIVE")]):
-        if "DecodeStage" in (actor.class_name or "") and actor.pid:
-            os.kill(actor.pid, signal.SIGKILL)
-            killed.append(actor.pid)
-            return
+        time.sleep(0.02)
+    for pid in decode_actor_pids()[:1]:
+        os.kill(pid, signal.SIGKILL)
+        killed.append(pid)
 
 
 def main() -> None:
@@ -52,6 +62,9 @@ def main() -> None:
                 llm_url=run.get("llm_url"),
                 tokenizer=run.get("tokenizer"),
                 decode_actors=run.get("decode_actors", 1),
+                # Small batches: rows keep flowing while the kill lands, one batch in flight at most.
+                llm_batch_size=run.get("batch_size", 16),
+                decode_batch_size=run.get("batch_size", 8),
                 vllm_engine_kwargs={"dtype": "float32", "max_model_len": 512},
                 vllm_bundle={"CPU": 1},
                 vllm_env={"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_OMP_THREADS_BIND": "nobind"},

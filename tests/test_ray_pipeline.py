@@ -160,7 +160,7 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
 def run_session(python: Path, folder: Path, llm_url: str) -> Iterator[dict[str, Any]]:
     write_main_input(folder / "main.jsonl")
     (folder / "http.jsonl").write_text("".join(json.dumps(row(i)) + "\n" for i in range(8)))
-    (folder / "kill.txt").write_text("".join(f"{TEXTS[i % 4]}\n" for i in range(30)))
+    (folder / "kill.txt").write_text("".join(f"{TEXTS[i % 4]}\n" for i in range(40)))
     out = folder / "out"
     out.mkdir()
     (out / "blocked.flac").mkdir()  # in the way: this row's write fails on purpose
@@ -183,7 +183,8 @@ def run_session(python: Path, folder: Path, llm_url: str) -> Iterator[dict[str, 
                 "out": str(folder / "out-kill"),
                 "engine": "transformers",
                 "decode_actors": 2,
-                "kill_decode_after": 5,
+                "batch_size": 2,
+                "kill_decode_after": 4,
             },
             {
                 "snac": common["snac"],
@@ -264,9 +265,9 @@ def test_a_row_sounds_as_on_the_on_box_path(session: dict[str, Any]) -> None:
 def test_a_decode_actor_killed_mid_stage_loses_no_row(session: dict[str, Any]) -> None:
     third = session["results"][2]
     assert third["killed"], "the decode actor was not found to kill"
-    assert (third["written"], third["failed"]) == (30, 0)
+    assert (third["written"], third["failed"]) == (40, 0)
     lines = manifest_lines(session["folder"] / "out-kill")
-    assert sorted(e["id"] for e in lines) == [f"{i:06d}" for i in range(1, 31)]
+    assert sorted(e["id"] for e in lines) == [f"{i:06d}" for i in range(1, 41)]
 
 
 def test_rows_through_llama_server_over_http_sound_as_through_vllm(session: dict[str, Any]) -> None:
