@@ -283,7 +283,7 @@ def test_rows_through_llama_server_over_http_sound_as_through_vllm(session: dict
 
 def test_a_driver_killed_midway_resumes_each_row_once(tmp_path: Path) -> None:
     python = vllm_python()
-    (tmp_path / "in.txt").write_text("".join(f"{TEXTS[i % 4]}\n" for i in range(24)))
+    (tmp_path / "in.txt").write_text("".join(f"{TEXTS[i % 4]}\n" for i in range(40)))
     out = tmp_path / "out"
     run = {
         "input": str(tmp_path / "in.txt"),
@@ -291,6 +291,7 @@ def test_a_driver_killed_midway_resumes_each_row_once(tmp_path: Path) -> None:
         "engine": "transformers",
         "snac": str(snac_dir()),
         "model": str(scripted_model_dir(FRAMES)),
+        "batch_size": 2,  # rows reach the manifest two by two, so the kill lands midway
     }
     spec = {"ray_cpus": 4, "result": str(tmp_path / "result.json"), "runs": [run]}
     mark = uuid.uuid4().hex
@@ -307,7 +308,7 @@ def test_a_driver_killed_midway_resumes_each_row_once(tmp_path: Path) -> None:
     finally:
         end_marked_processes(mark)
     before = manifest_lines(out)
-    assert 3 <= len(before) < 24
+    assert 3 <= len(before) < 40
     for entry in before:  # whatever is listed is whole
         audio, _ = soundfile.read(out / entry["path"], dtype="int16")
         assert len(audio) == entry["tokens"] // 7 * 2048
@@ -318,9 +319,9 @@ def test_a_driver_killed_midway_resumes_each_row_once(tmp_path: Path) -> None:
         end_marked_processes(mark)
     (result,) = json.loads((tmp_path / "result.json").read_text())
     assert result["skipped"] == len({e["id"] for e in before})
-    assert result["written"] == 24 - result["skipped"]
+    assert result["written"] == 40 - result["skipped"]
     lines = manifest_lines(out)
-    assert sorted(e["id"] for e in lines) == [f"{i:06d}" for i in range(1, 25)]
+    assert sorted(e["id"] for e in lines) == [f"{i:06d}" for i in range(1, 41)]
     assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # no partial file left
 
 
