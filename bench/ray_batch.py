@@ -10,7 +10,7 @@ costs what it costs). Rows are short sentences, temperature 0.
 - ``orpheus-trio batch``: the HTTP batch command with ``--model/--snac`` (its embedded local
   server), run with ``--server-python`` (default: the project's venv, which has the server's
   dependencies), concurrency 4.
-- Ray: ``run_batch`` on a local Ray (4 logical CPUs), engine ``transformers`` (1 actor), with 1,
+- Ray: ``run_batch`` on a local Ray (8 logical CPUs on however many cores there are), engine ``transformers`` (1 actor), with 1,
   2 and 4 decode actors. Each run includes its actors' start (loading torch, the model, SNAC).
 - Decode alone, in this process: CPU seconds per audio second of the pipeline's own work (SNAC
   decode of whole utterances + FLAC encoding, no LLM), and whole-utterance vs streaming-window
@@ -36,6 +36,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "src"))
+# Ray's workers import the package too: they inherit the environment, not sys.path.
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [str(ROOT / "src"), *filter(None, [os.environ.get("PYTHONPATH")])]
+)
 
 FRAMES = 9  # the most a scripted model holds (63 distinct tokens)
 TEXTS = ["hello world", "the quick brown fox", "hello , world .", "quick fox"]
@@ -148,7 +152,8 @@ def main() -> None:
         wall = bench_http_batch(args.server_python, rows, model, snac, root / "http")
         results["runs"].append({"name": "orpheus-trio batch (local server, c=4)", "wall_s": wall,
                                 "rows_per_s": count / wall, "audio_s_per_s": audio_s / wall})
-        ray.init(num_cpus=4, log_to_driver=False, include_dashboard=False)
+        # Logical CPUs: room for 4 decode actors beside the LLM actor and the light stages.
+        ray.init(num_cpus=8, log_to_driver=False, include_dashboard=False)
         try:
             for actors in (1, 2, 4):
                 wall, made = bench_ray(rows, model, snac, root / f"ray-{actors}", actors)
