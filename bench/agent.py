@@ -31,10 +31,10 @@ from typing import Any
 import trio
 
 from orpheus_trio import OrpheusTTS
-from orpheus_trio.audio.joins import JoinSmoother, join_discontinuities
 from orpheus_trio.text.split import split_text
 
 sys.path.insert(0, str(Path(__file__).parent))
+from longform import join_ratios  # noqa: E402  (bench/longform.py)
 from server import ServerProcess  # noqa: E402  (bench/server.py)
 
 TOKENS_PER_S = 30.0
@@ -119,24 +119,7 @@ async def joins(url: str) -> dict[str, Any]:
     async with OrpheusTTS(url) as tts:
         for sentence in sentences:
             pieces.append(b"".join([c async for c in tts.stream(sentence, split="never")]))
-    at, positions = 0, []
-    for piece in pieces[:-1]:
-        at += len(piece) // 2
-        positions.append(at)
-    smoother, smoothed = JoinSmoother(), bytearray()
-    for i, piece in enumerate(pieces):
-        smoother.start_piece()
-        smoothed += smoother.push(piece)
-        smoothed += smoother.end_piece(last=i == len(pieces) - 1)
-    before = join_discontinuities(b"".join(pieces), positions)
-    after = join_discontinuities(bytes(smoothed), positions)
-    return {
-        "joins": len(positions),
-        "before_median": round(statistics.median(before), 2),
-        "before_max": round(max(before), 2),
-        "after_median": round(statistics.median(after), 2),
-        "after_max": round(max(after), 2),
-    }
+    return join_ratios(pieces)
 
 
 def main() -> int:

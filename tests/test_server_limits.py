@@ -96,7 +96,10 @@ async def test_metrics_frames_carry_queue_hints(start_server: StartServer) -> No
             "/v1/tts/stream", json={"text": "hint", "chunks": 2}
         )
     first, *_, last_metrics, eos = parse_frames(response.content)
-    assert first == {"type": "metrics", "queue_depth": 0, "inflight": 1, "capacity": 2}
+    # The opening frame: the load, and the voice that speaks (the engine's default).
+    assert first == {
+        "type": "metrics", "queue_depth": 0, "inflight": 1, "capacity": 2, "voice": "tara"
+    }
     assert last_metrics["type"] == "metrics" and last_metrics["ttfb_ms"] >= 0
     assert eos["type"] == "eos"
 

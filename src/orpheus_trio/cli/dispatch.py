@@ -45,6 +45,7 @@ COMMANDS: list[tuple[str, str, str, str | None]] = [
     ("system", "orpheus_trio.cli.parsers:register_system", "print a service's /v1/system", None),
     ("serve", "orpheus_trio.cli.serve:register", "run the reference v1 server", "server"),
     ("gateway", "orpheus_trio.cli.gateway:register", "serve v1 in front of several workers", "server"),
+    ("voices", "orpheus_trio.cli.voices:register", "add, list, show and remove custom (cloned) voices", None),
 ]  # fmt: skip
 
 EXIT_FAILED = 1

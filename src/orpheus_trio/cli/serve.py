@@ -22,6 +22,8 @@ from ..server.engine import Engine
 from ..server.engines.orpheus import add_arguments as add_orpheus_arguments
 from ..server.engines.orpheus import add_catalog_arguments
 from ..server.engines.orpheus_remote import add_arguments as add_orpheus_remote_arguments
+from ..server.voice_upload import add_arguments as add_voice_library_arguments
+from ..server.voice_upload import attach_voice_library
 from ..server.http.run import serve_app
 
 __all__ = [
@@ -53,7 +55,7 @@ def _espeak(args: argparse.Namespace) -> Engine:
 def _orpheus_remote(args: argparse.Namespace) -> Engine:
     from ..server.engines.orpheus_remote import from_args
 
-    return from_args(args)
+    return attach_voice_library(from_args(args), args)
 
 
 def _synthetic(args: argparse.Namespace) -> Engine:
@@ -66,7 +68,7 @@ def _synthetic(args: argparse.Namespace) -> Engine:
 def _orpheus(args: argparse.Namespace) -> Engine:
     from ..server.engines.orpheus import from_args
 
-    return from_args(args)
+    return attach_voice_library(from_args(args), args)
 
 
 #: Engine name -> factory (given the parsed arguments); imported lazily so an
@@ -95,6 +97,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add_orpheus_arguments(parser)
     add_orpheus_remote_arguments(parser)
     add_catalog_arguments(parser)
+    add_voice_library_arguments(parser)
     parser.set_defaults(run=run)
 
 

@@ -1,45 +1,65 @@
-"""Orpheus tokens from an inference engine: an OpenAI-compatible ``/v1/completions`` stream.
+"""Orpheus tokens from an inference engine: its streamed completions API.
 
 vLLM (``vllm serve``), SGLang and llama.cpp's ``llama-server`` run the Orpheus
 LLM with continuous batching; :class:`RemoteLM` sends each utterance's prompt
-with ``stream: true`` and hands the streamed pieces to the synthesizer, which
+with ``stream: true`` and hands the streamed tokens to the synthesizer, which
 decodes them exactly as it decodes the on-box model's tokens (same frame
-assembly, token-error rules and batching SNAC decoder). Pieces are the
-``<custom_token_N>`` text the engines stream, or ids where an engine sends
-them (``choices[0].token_ids``).
+assembly, token-error rules and batching SNAC decoder).
+
+Token ids, not text, wherever the engine can send them: a reply's text
+depends on how the engine's tokenizer names and flags the audio tokens (vLLM
+skips special tokens by default: a tokenizer without ``<custom_token_N>``
+entries streams empty text). Which engine it is is asked once, from its
+``GET /v1/models`` (``owned_by``), and logged:
+
+- ``llama.cpp``: its own ``POST /completion`` with ``return_tokens`` (its
+  OpenAI-compatible endpoint has no way to send ids);
+- anything else (vLLM, SGLang, other OpenAI-compatible servers):
+  ``POST /v1/completions`` with ``return_token_ids`` (vLLM >= 0.10.2, SGLang);
+  the first reply shows whether the ids came (``choices[0].token_ids``); if not,
+  the engine's text is read (``<custom_token_N>`` pieces, special tokens kept
+  with ``skip_special_tokens: false``). That form is fixed for the engine from
+  then on and logged; a later reply in the other form is an error.
 
 The prompt: with a tokenizer here, token ids (exactly the on-box prompt); without
 one, the same prompt spelled as text (``<custom_token_3><|begin_of_text|>tara:
 hello<|eot_id|><custom_token_4><custom_token_5><custom_token_1>``, the form
 Canopy's own vLLM server sends), tokenized by the engine.
 
+The worker does not trust the engine to stop: it counts the tokens itself,
+ends the reply at ``max_tokens`` (``"length"``) or at end of speech
+(``"stop"``), and closes the engine's stream at once when the engine has not
+ended it itself.
+
 Cancellation: closing a :class:`RemoteTokens` closes its HTTP connection (a
 response not read to its end is never pooled), which is how these engines
 learn that a client left: they abort the sequence and free its slot.
 
-Faults raise :class:`EngineRequestError` with the v1 ``code`` and the status a
-server should answer with when no audio was sent yet: ``unavailable`` (503,
-engine unreachable or loading), ``overloaded`` (429), ``invalid_request``
-(400, the engine rejected the request's values), ``engine_error`` (502: any
-other engine answer, a stream cut short or ending without a finish reason,
-bad JSON, an engine-reported error mid-stream).
+Faults raise :class:`~.engine_faults.EngineRequestError` with the v1 ``code``,
+the status a server answers with before any audio, and a message written
+here (:mod:`.engine_faults`): nothing the engine wrote reaches a caller. The
+engine's own text goes to the ``orpheus_trio.engine`` log, the API key
+blanked out of it.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import Any, Literal, Self, TypeVar
 from urllib.parse import urlsplit
 
 import anyio
 import httpx
 
+from ..apikey import Secret
 from ..errors import OrpheusError
 from ..transports.base import ResponseStream, StreamRequest, Transport
+from .engine_faults import EngineRequestError, Fault, fault_error, status_error
 from .llm import (
     END_OF_SPEECH,
     FinishReason,
@@ -48,15 +68,24 @@ from .llm import (
     prompt_ids,
     spoken_text,
 )
+from .sse import MAX_EVENT_BYTES, SSEDecoder
 
 __all__ = [
+    "MAX_EVENT_BYTES",
     "EngineRequestError",
     "EngineSamplingParams",
     "RemoteLM",
     "RemoteTokens",
+    "ReplyReader",
     "SSEDecoder",
+    "TokenForm",
+    "engine_context",
+    "engine_kind",
+    "engine_request_body",
     "text_prompt",
 ]
+
+_log = logging.getLogger("orpheus_trio.engine")
 
 #: ``<custom_token_N>`` text of the prompt's control ids (``128256 + N``), see :mod:`.llm`.
 _START_OF_HUMAN = "<custom_token_3>"
@@ -64,11 +93,21 @@ _PROMPT_TEXT_SUFFIX = "<|eot_id|><custom_token_4><custom_token_5><custom_token_1
 _END_OF_SPEECH_TEXT = "<custom_token_2>"
 #: Prompt tokens beyond the prompt's characters or ids that a penalty window may need.
 _PROMPT_WINDOW_SLACK = 64
-#: After ``[DONE]``, how long and how many reads to wait for the body's end (to pool the connection).
+#: After the reply's end, how long and how many reads to wait for the body's end (to pool the connection).
 _END_OF_BODY_WAIT_S = 0.25
 _END_OF_BODY_READS = 4
-#: An SSE line longer than this is a broken engine, not a token piece.
-MAX_EVENT_BYTES = 1 << 20
+#: The ``/v1/models`` answer: how long it may take and how much of it is read.
+_PROBE_TIMEOUT_S = 5.0
+_PROBE_BYTES = 64 * 1024
+#: How much of an engine's error text goes to the log.
+_LOGGED_DETAIL_CHARS = 300
+
+#: How the engine sends a reply's tokens: ``"ids"`` or ``"text"`` (``<custom_token_N>``).
+TokenForm = Literal["ids", "text"]
+#: The engines told apart; ``"openai"`` is any other OpenAI-compatible server.
+EngineKind = Literal["vllm", "sglang", "llama.cpp", "openai"]
+_Tokens = TypeVar("_Tokens", list[int], str)
+_KINDS: dict[str, EngineKind] = {"vllm": "vllm", "sglang": "sglang", "llamacpp": "llama.cpp"}
 
 
 def text_prompt(text: str, voice: str | None = None) -> str:
@@ -76,26 +115,22 @@ def text_prompt(text: str, voice: str | None = None) -> str:
     return f"{_START_OF_HUMAN}<|begin_of_text|>{spoken_text(text, voice)}{_PROMPT_TEXT_SUFFIX}"
 
 
-class EngineRequestError(OrpheusError):
-    """The engine could not be reached, refused the request, or its stream broke.
+def engine_kind(models: object) -> EngineKind:
+    """Which engine answered ``GET /v1/models`` with ``models`` (its parsed JSON), from
+    ``data[0].owned_by``; ``"openai"`` for anything not recognised."""
+    data = models.get("data") if isinstance(models, dict) else None
+    first = data[0] if isinstance(data, list) and data else None
+    owner = first.get("owned_by") if isinstance(first, dict) else None
+    return _KINDS.get(owner, "openai") if isinstance(owner, str) else "openai"
 
-    ``code``/``status``: the v1 error a server answers with before any audio;
-    ``retry_after_s``: the engine's ``Retry-After``, if it sent one.
-    """
 
-    def __init__(
-        self,
-        code: str,
-        message: str,
-        *,
-        status: int,
-        retry_after_s: float | None = None,
-    ) -> None:
-        self.code = code
-        self.message = message
-        self.status = status
-        self.retry_after_s = retry_after_s
-        super().__init__(f"{code}: {message}")
+def engine_context(models: object) -> int | None:
+    """The context length an engine's ``GET /v1/models`` answer states (vLLM's
+    ``data[0].max_model_len``), if it states a valid one."""
+    data = models.get("data") if isinstance(models, dict) else None
+    first = data[0] if isinstance(data, list) and data else None
+    length = first.get("max_model_len") if isinstance(first, dict) else None
+    return length if type(length) is int and length > 0 else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,9 +154,14 @@ class EngineSamplingParams(SamplingParams):
 
 
 def engine_request_body(
-    prompt: Sequence[int] | str, params: SamplingParams, model: str | None
+    prompt: Sequence[int] | str,
+    params: SamplingParams,
+    model: str | None,
+    kind: EngineKind = "openai",
+    *,
+    ask_ids: bool = True,
 ) -> dict[str, Any]:
-    """The ``/v1/completions`` body for one utterance.
+    """The completions body for one utterance, for an engine of ``kind``.
 
     ``repetition_penalty`` is vLLM's and SGLang's name; ``repeat_penalty`` with
     a ``repeat_last_n`` window covering the prompt and the whole reply (as
@@ -131,6 +171,9 @@ def engine_request_body(
     default chain adds what the request did not ask for (top_k 40, min_p 0.05)
     and applies the temperature last: this is the on-box order (penalty,
     temperature, top_k, top_p) with only the samplers the request turns on.
+    Token ids are asked for (unless ``ask_ids`` is false) as each engine names
+    it: ``return_tokens`` (llama.cpp's ``/completion``), ``return_token_ids``
+    (vLLM, SGLang).
     """
     stop = [_END_OF_SPEECH_TEXT, *getattr(params, "stop", ())]
     body: dict[str, Any] = {
@@ -144,6 +187,9 @@ def engine_request_body(
         "repeat_last_n": params.max_tokens + len(prompt) + _PROMPT_WINDOW_SLACK,
         "stop": stop,
         "stop_token_ids": [END_OF_SPEECH],
+        # llama-server: reuse a slot's cached prefix (a cloned voice's references); vLLM
+        # does the same with --enable-prefix-caching.
+        "cache_prompt": True,
     }
     body["samplers"] = [
         "penalties",
@@ -151,6 +197,12 @@ def engine_request_body(
         *(["top_k"] if params.top_k else []),
         *(["top_p"] if params.top_p < 1.0 else []),
     ]
+    if kind == "llama.cpp":
+        body["return_tokens"] = True
+    elif ask_ids:
+        body["return_token_ids"] = True
+    if kind != "llama.cpp":
+        body["skip_special_tokens"] = False  # the text form keeps <custom_token_N>
     if model is not None:
         body["model"] = model
     if params.top_k:
@@ -160,154 +212,255 @@ def engine_request_body(
     return body
 
 
-class SSEDecoder:
-    """Sans-IO: body bytes in, server-sent-event ``data`` payloads out."""
+class EngineFault(Exception):
+    """Raised by :class:`ReplyReader`: a :class:`~.engine_faults.Fault` and, for the log
+    only, what the engine sent."""
 
-    def __init__(self, max_event_bytes: int = MAX_EVENT_BYTES) -> None:
-        self._buffer = b""
-        self._data: list[str] = []
-        self._max = max_event_bytes
+    def __init__(self, fault: Fault, detail: str = "", *, status: int | None = None) -> None:
+        self.fault = fault
+        self.detail = detail
+        #: An error event's own HTTP status (vLLM streams a refused prompt as one), if valid.
+        self.status = status
+        super().__init__(fault.value)
 
-    def feed(self, data: bytes) -> list[str]:
-        """The data of every event that ``data`` completed."""
-        self._buffer += data
-        events: list[str] = []
-        while (end := self._buffer.find(b"\n")) != -1:
-            line, self._buffer = self._buffer[:end].rstrip(b"\r"), self._buffer[end + 1 :]
-            if not line:
-                if self._data:
-                    events.append("\n".join(self._data))
-                    self._data = []
-                continue
-            field, _, value = line.partition(b":")
-            if field == b"data":
-                self._data.append(value.removeprefix(b" ").decode("utf-8", "replace"))
-            elif field == b"error":  # llama-server's way to say it failed mid-stream
-                self._data.append(json.dumps({"error": value.strip().decode("utf-8", "replace")}))
-        if len(self._buffer) > self._max:
-            raise EngineRequestError(
-                "engine_error",
-                f"the engine sent a line over {self._max} bytes: not a completions stream",
-                status=502,
-            )
-        return events
 
-    def close(self) -> list[str]:
-        """End of body: an event not ended by a blank line still counts."""
-        events = self.feed(b"\n\n") if self._buffer or self._data else []
-        return events
+class ReplyReader:
+    """Sans-IO: one reply's event payloads in, tokens out, the reply's end enforced here.
+
+    ``kind``: the engine's (``"llama.cpp"`` reads ``/completion``'s events, the
+    others ``/v1/completions``'s). ``form``: how tokens come, ``None`` until the
+    first choice shows it (then :attr:`form` says). ``take`` returns the ids or
+    the text an event brought (trimmed at ``max_tokens`` and end of speech),
+    raises :class:`EngineFault` for what no engine should send.
+
+    ``finish``: ``"stop"`` or ``"length"`` once the reply ended (the engine's
+    finish reason, or this reader's count); ``ended``: nothing more is taken;
+    ``engine_ended``: the engine itself said the reply is over (so its body's
+    end is near and the connection can be kept).
+    """
+
+    def __init__(self, kind: EngineKind, max_tokens: int, form: TokenForm | None) -> None:
+        self.kind = kind
+        self.max_tokens = max_tokens
+        self.form: TokenForm | None = "ids" if kind == "llama.cpp" else form
+        self.items = 0
+        self.finish: FinishReason | None = None
+        self.ended = False
+        self.engine_ended = False
+
+    def take(self, event: str) -> list[int] | str:
+        """The tokens ``event`` brought (``[]`` or ``""`` when none)."""
+        if self.ended:
+            return []
+        if event.strip() == "[DONE]":
+            self.engine_ended = True
+            if self.finish is None:
+                raise EngineFault(Fault.DONE_WITHOUT_FINISH)
+            self.ended = True
+            return []
+        try:
+            chunk = json.loads(event)
+        except ValueError:
+            raise EngineFault(Fault.NOT_JSON, event) from None
+        if not isinstance(chunk, dict):
+            raise EngineFault(Fault.NOT_AN_OBJECT, event)
+        if "error" in chunk:
+            error = chunk["error"]
+            code = error.get("code") if isinstance(error, dict) else None
+            status = code if type(code) is int and 400 <= code <= 599 else None
+            raise EngineFault(Fault.ERROR_EVENT, str(error), status=status)
+        if self.kind == "llama.cpp":
+            ids, text, reason = _native_choice(chunk)
+        else:
+            choices = chunk.get("choices")
+            if not isinstance(choices, list) or not choices:
+                return []  # e.g. a closing usage-only chunk
+            ids, text, reason = _openai_choice(choices[0])
+        if self.form is None:
+            self.form = "ids" if ids is not None else "text"
+        if self.form == "ids":
+            if ids is None:
+                raise EngineFault(Fault.FORM_CHANGED, "a reply without token ids")
+            tokens: list[int] | str = self._ids(ids)
+        else:
+            if text is None:
+                raise EngineFault(Fault.BAD_CHOICE, "a choice without text")
+            tokens = self._text(text)
+        if reason is not None:
+            self.engine_ended = True
+            if self.finish is None:
+                self.finish = reason
+            self.ended = True
+        return tokens
+
+    def _ids(self, ids: list[int]) -> list[int]:
+        if END_OF_SPEECH in ids:
+            ids = ids[: ids.index(END_OF_SPEECH)]
+            self._end("stop")
+        return self._count(ids, len(ids), lambda n: ids[:n])
+
+    def _text(self, text: str) -> str:
+        if (stop_at := text.find(_END_OF_SPEECH_TEXT)) != -1:
+            text = text[:stop_at]
+            self._end("stop")
+        # Each <custom_token_N> ends with one ">"; stray text is the assembler's to reject.
+        return self._count(text, text.count(">"), lambda n: text[: _nth(text, ">", n) + 1])
+
+    def _count(self, tokens: _Tokens, count: int, first: Callable[[int], _Tokens]) -> _Tokens:
+        """``tokens`` (``count`` of them) as far as ``max_tokens`` allows; ``first(n)`` cuts."""
+        left = self.max_tokens - self.items
+        if count > left:
+            tokens, count = first(left), left
+            self.finish, self.ended = "length", True
+        elif count == left:
+            self._end("length")
+        self.items += count
+        return tokens
+
+    def _end(self, reason: FinishReason) -> None:
+        if self.finish is None:
+            self.finish = reason
+        self.ended = True
+
+
+def _nth(text: str, char: str, n: int) -> int:
+    """Index of the ``n``-th ``char`` in ``text`` (``n`` >= 1, present); -1 for ``n`` 0."""
+    at = -1
+    for _ in range(n):
+        at = text.index(char, at + 1)
+    return at
+
+
+def _token_ids(value: object) -> list[int] | None:
+    if isinstance(value, list) and all(type(i) is int for i in value):
+        return value
+    return None
+
+
+def _openai_choice(choice: object) -> tuple[list[int] | None, str | None, FinishReason | None]:
+    if not isinstance(choice, dict):
+        raise EngineFault(Fault.BAD_CHOICE, repr(choice))
+    text = choice.get("text")
+    reason = choice.get("finish_reason")
+    if reason is not None and reason not in ("stop", "length"):
+        raise EngineFault(Fault.BAD_FINISH, repr(reason))
+    ids = choice.get("token_ids")
+    if ids is not None and _token_ids(ids) is None:
+        raise EngineFault(Fault.BAD_CHOICE, repr(ids))
+    return _token_ids(ids), text if isinstance(text, str) else None, reason
+
+
+def _native_choice(chunk: dict[str, Any]) -> tuple[list[int] | None, str | None, FinishReason | None]:
+    """llama.cpp's ``/completion`` event: ``tokens``, ``content``, ``stop`` and ``stop_type``."""
+    ids = _token_ids(chunk.get("tokens"))
+    if ids is None:
+        raise EngineFault(Fault.BAD_CHOICE, repr(chunk.get("tokens")))
+    if chunk.get("stop") is not True:
+        return ids, None, None
+    stop_type = chunk.get("stop_type")
+    if stop_type in ("eos", "word"):
+        return ids, None, "stop"
+    if stop_type == "limit":
+        return ids, None, "length"
+    raise EngineFault(Fault.BAD_FINISH, repr(stop_type))
 
 
 class RemoteTokens:
-    """One completion's streamed pieces as a :class:`~.token_source.TokenStream`: per read,
-    the text that arrived (``str``) or its ids (a tuple of ``int``).
+    """One completion's streamed tokens as a :class:`~.token_source.TokenStream`: per read,
+    the ids that arrived (a tuple of ``int``) or, from an engine that sends only
+    text, the text (``str``).
 
-    ``items`` counts tokens (ids, and ``<custom_token_N>`` in the text) received so far;
-    ``reads``, the body reads that brought them.
+    ``items`` counts tokens received so far; ``reads``, the body reads that brought them.
     """
 
     #: Unread tokens wait in the socket (and the engine's send buffer) at no cost.
     reads_can_wait = True
 
-    def __init__(self, lm: RemoteLM, body: dict[str, Any]) -> None:
+    def __init__(self, lm: RemoteLM, prompt: Sequence[int] | str, params: SamplingParams) -> None:
         self._lm = lm
-        self._body = body
+        self._prompt = prompt
+        self._params = params
         self._response: ResponseStream | None = None
         self._sse = SSEDecoder()
+        self._reader: ReplyReader | None = None
         self._pending: list[str | tuple[int, ...]] = []
-        self._finish: FinishReason | None = None
-        self._ended = False
         self._closed = False
-        self.items = 0
         self.reads = 0
 
     @property
+    def items(self) -> int:
+        return self._reader.items if self._reader is not None else 0
+
+    @property
     def result(self) -> FinishReason | None:
-        return self._finish if self._ended else None
+        reader = self._reader
+        return reader.finish if reader is not None and reader.ended else None
 
     def __aiter__(self) -> Self:
         return self
 
     async def __anext__(self) -> str | tuple[int, ...]:
         while not self._pending:
-            if self._ended or self._closed:
+            reader = self._reader
+            if self._closed or (reader is not None and reader.ended):
                 raise StopAsyncIteration
             if self._response is None:
-                self._response = await self._lm._open(self._body)
+                kind = await self._lm.kind()
+                if self._lm.text_only and kind == "llama.cpp":
+                    kind = "openai"  # its /v1/completions: text only
+                self._lm.check_context(self._prompt, self._params)
+                self._reader = ReplyReader(kind, self._params.max_tokens, self._lm.token_form)
+                body = engine_request_body(
+                    self._prompt, self._params, self._lm.model, kind, ask_ids=not self._lm.text_only
+                )
+                self._response = await self._lm._open(body, kind)
             await self._read_more(self._response)
         return self._pending.pop(0)
 
     async def _read_more(self, response: ResponseStream) -> None:
+        reader = self._reader
+        assert reader is not None
         try:
             data = await response.receive()
         except (httpx.TransportError, OrpheusError) as error:
-            raise self._lm._fault(f"the engine's stream broke: {error}") from error
+            raise self._lm._fault(Fault.STREAM_BROKE, str(error)) from error
         self.reads += 1
         events = self._sse.feed(data) if data else self._sse.close()
-        for event in events:
-            self._take(event)
-        if not data and not self._ended:
-            if self._finish is None:
-                raise self._lm._fault(
-                    "the engine's stream ended without a finish reason (cut short)"
-                )
-            self._ended = True  # no [DONE]: the finish reason said it all
-
-    def _take(self, event: str) -> None:
-        if self._ended:
-            return
-        if event.strip() == "[DONE]":
-            if self._finish is None:
-                raise self._lm._fault("the engine's stream ended ([DONE]) without a finish reason")
-            self._ended = True
-            return
+        # What arrived together is handed on together: one wake-up of the decoding task
+        # per read, not per token.
+        ids: list[int] = []
+        texts: list[str] = []
         try:
-            chunk = json.loads(event)
-        except ValueError:
-            raise self._lm._fault(f"the engine sent an event that is not JSON: {event[:80]!r}") from None
-        if not isinstance(chunk, dict):
-            raise self._lm._fault(f"the engine sent an event that is not an object: {event[:80]!r}")
-        if "error" in chunk:
-            raise self._lm._fault(f"the engine reported an error: {_error_text(chunk['error'])}")
-        choices = chunk.get("choices")
-        if not isinstance(choices, list) or not choices:
-            return  # e.g. a closing usage-only chunk
-        choice = choices[0]
-        if not isinstance(choice, dict):
-            raise self._lm._fault(f"the engine sent a choice that is not an object: {choice!r:.80}")
-        ids = choice.get("token_ids")
-        if isinstance(ids, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
-            if ids:
-                pending = self._pending
-                if pending and isinstance(pending[-1], tuple):
-                    pending[-1] += tuple(ids)
+            for event in events:
+                tokens = reader.take(event)
+                if isinstance(tokens, str):
+                    texts.append(tokens)
                 else:
-                    pending.append(tuple(ids))
-                self.items += len(ids)
-        else:
-            text = choice.get("text")
-            if not isinstance(text, str):
-                raise self._lm._fault(f"the engine sent a choice without text: {choice!r:.80}")
-            if text:
-                # What arrived together is handed on together: one wake-up of the
-                # decoding task per read, not per token (ids likewise, as a tuple).
-                pending = self._pending
-                if pending and isinstance(pending[-1], str):
-                    pending[-1] += text
-                else:
-                    pending.append(text)
-                self.items += text.count(">")  # each <custom_token_N> ends with one
-        reason = choice.get("finish_reason")
-        if reason is None:
-            return
-        if reason not in ("stop", "length"):
-            raise self._lm._fault(f"the engine ended the reply with finish_reason {reason!r}")
-        self._finish = reason  # the reply is complete; read on to [DONE] (or the end)
+                    ids += tokens
+        except EngineFault as fault:
+            if fault.status is not None:  # its status class, as for an answer before the stream
+                self._lm._fault(fault.fault, fault.detail)
+                raise status_error(fault.status) from None
+            raise self._lm._fault(fault.fault, fault.detail) from None
+        if reader.form is not None:
+            self._lm._learned(reader.form)
+        if ids:
+            self._pending.append(tuple(ids))
+        elif texts and (text := "".join(texts)):
+            self._pending.append(text)
+        if not data and not reader.ended:
+            if reader.finish is None:
+                raise self._lm._fault(Fault.NO_FINISH)
+            reader.ended = True  # no [DONE]: the finish reason said it all
+        if reader.ended and not reader.engine_ended:
+            # This side ended the reply (max_tokens, end of speech): the engine is told now.
+            self._response = None
+            await response.aclose()
 
     async def aclose(self) -> None:
         """Close the HTTP stream now: the engine sees the connection go and aborts.
 
-        A reply that ended (``[DONE]`` or its finish reason) is read to the
+        A reply the engine ended (``[DONE]`` or its finish reason) is read to the
         body's end first, at most the chunked body's last chunk, so the
         connection goes back to the pool for the next utterance. An engine that
         holds the body open costs this connection (closed, not pooled), never
@@ -318,7 +471,7 @@ class RemoteTokens:
         if response is None:
             return
         try:
-            if self._ended:
+            if self._reader is not None and self._reader.ended and self._reader.engine_ended:
                 with anyio.move_on_after(_END_OF_BODY_WAIT_S):
                     for _ in range(_END_OF_BODY_READS):
                         if not await response.receive():
@@ -329,14 +482,8 @@ class RemoteTokens:
             await response.aclose()
 
 
-def _error_text(error: object) -> str:
-    if isinstance(error, dict):
-        return str(error.get("message") or error)
-    return str(error)
-
-
 class RemoteLM:
-    """Orpheus on an inference engine's OpenAI-compatible completions endpoint.
+    """Orpheus on an inference engine's completions endpoint.
 
     ``url``: the engine's base URL (``http://host:8000`` or ``.../v1``).
     ``model``: the engine's model name (vLLM and SGLang check it; llama-server
@@ -344,6 +491,12 @@ class RemoteLM:
     ``tokenizer``: the Orpheus tokenizer (directory or hub id) to send prompts
     as ids; without it the prompt is text. ``max_connections``: streams open
     to the engine at once (one per utterance).
+
+    ``engine``: ``"auto"`` asks the engine which it is (``GET /v1/models``,
+    once); ``"vllm"``, ``"sglang"``, ``"llama.cpp"`` or ``"openai"`` (any other
+    OpenAI-compatible server) skip the question. ``token_form``: ``"ids"`` or
+    ``"text"`` (never ask for ids) instead of learning it from the first reply.
+    :attr:`engine` and :attr:`token_form` say what was decided.
     """
 
     params_type: type[SamplingParams] = EngineSamplingParams
@@ -360,13 +513,27 @@ class RemoteLM:
         max_connections: int = 256,
         connect_timeout_s: float = 5.0,
         read_timeout_s: float = 60.0,
+        engine: EngineKind | Literal["auto"] = "auto",
+        token_form: TokenForm | None = None,
     ) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"llm_url must be an http(s) URL like http://127.0.0.1:8000, got {url!r}")
+        if engine not in ("auto", "vllm", "sglang", "llama.cpp", "openai"):
+            raise ValueError(f"engine must be auto, vllm, sglang, llama.cpp or openai, got {engine!r}")
         path = parts.path.rstrip("/").removesuffix("/v1")
         self.url = f"{parts.scheme}://{parts.netloc}{path}"
         self.model = model
+        self.engine: EngineKind | None = None if engine == "auto" else engine
+        if token_form not in (None, "ids", "text"):
+            raise ValueError(f"token_form must be ids, text or None, got {token_form!r}")
+        self.token_form: TokenForm | None = token_form
+        #: The context length the engine states (vLLM's ``max_model_len``), once asked.
+        self.max_model_len: int | None = None
+        #: Never ask for ids (``token_form="text"``): the engine's text path, as a test or a fallback.
+        self.text_only = token_form == "text"
+        self._kind_lock = anyio.Lock()
+        self._secret = Secret(api_key or "")
         self._headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
         if api_key:
             self._headers["Authorization"] = f"Bearer {api_key}"
@@ -395,28 +562,93 @@ class RemoteLM:
         """The engine knows its context; it answers 400 when the request does not fit."""
 
     def open_tokens(self, prompt: Sequence[int] | str, params: SamplingParams) -> RemoteTokens:
-        return RemoteTokens(self, engine_request_body(prompt, params, self.model))
+        return RemoteTokens(self, prompt, params)
 
-    async def _open(self, body: Mapping[str, Any]) -> ResponseStream:
-        request = StreamRequest(self.url, "/v1/completions", self._headers, json.dumps(body).encode())
+    async def kind(self) -> EngineKind:
+        """Which engine this is: asked once (``GET /v1/models``), then kept."""
+        if self.engine is None:
+            async with self._kind_lock:
+                if self.engine is None:
+                    kind = await self._ask_kind()
+                    if kind is None:  # no answer this time: ask again with the next reply
+                        return "openai"
+                    self.engine = kind
+                    _log.info("inference engine at %s: %s", self.url, kind)
+        return self.engine
+
+    async def _ask_kind(self) -> EngineKind | None:
+        """The engine's kind from its ``/v1/models``; ``"openai"`` for an answer that does not
+        say; ``None`` when it did not answer 200 (loading, refusing the key)."""
+        request = StreamRequest(self.url, "/v1/models", self._headers, b"", method="GET")
+        data = b""
+        response: ResponseStream | None = None
+        try:
+            with anyio.move_on_after(_PROBE_TIMEOUT_S):
+                response = await self._transport.open_stream(request)
+                while len(data) < _PROBE_BYTES and (piece := await response.receive()):
+                    data += piece
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as error:
+            raise self._fault(Fault.UNREACHABLE, str(error)) from error
+        except (httpx.TransportError, OrpheusError) as error:
+            _log.warning("inference engine at %s: /v1/models failed: %s", self.url, self._shown(str(error)))
+        finally:
+            if response is not None:
+                await response.aclose()
+        if response is None or response.status != 200:
+            return None
+        try:
+            models = json.loads(data)
+        except ValueError:
+            return "openai"
+        self.max_model_len = engine_context(models)
+        return engine_kind(models)
+
+    def check_context(self, prompt: Sequence[int] | str, params: SamplingParams) -> None:
+        """A prompt of ids whose length plus ``max_tokens`` passes the context the engine
+        stated is a 400 here, as on the on-box path: vLLM would silently shorten the reply."""
+        limit = self.max_model_len
+        if limit is not None and not isinstance(prompt, str) and len(prompt) + params.max_tokens > limit:
+            raise EngineRequestError(
+                "invalid_request",
+                f"the prompt ({len(prompt)} tokens) plus max_tokens ({params.max_tokens}) exceed the "
+                f"inference engine's context of {limit} tokens",
+                status=400,
+            )
+
+    def _learned(self, form: TokenForm) -> None:
+        """The first reply showed how this engine sends tokens: kept for every later one."""
+        if self.token_form is None:
+            self.token_form = form
+            _log.info("inference engine at %s (%s): tokens arrive as %s", self.url, self.engine, form)
+
+    async def _open(self, body: Mapping[str, Any], kind: EngineKind) -> ResponseStream:
+        path = "/completion" if kind == "llama.cpp" else "/v1/completions"
+        request = StreamRequest(self.url, path, self._headers, json.dumps(body).encode())
         try:
             response = await self._transport.open_stream(request)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as error:
-            raise EngineRequestError(
-                "unavailable", f"the LLM engine at {self.url} is unreachable: {error}", status=503
-            ) from error
+            raise self._fault(Fault.UNREACHABLE, str(error)) from error
         except (httpx.TransportError, OrpheusError) as error:
-            raise self._fault(f"the request to the engine failed: {error}") from error
+            raise self._fault(Fault.REQUEST_FAILED, str(error)) from error
         if response.status == 200:
             return response
         try:
             detail = await _read_some(response)
         finally:
             await response.aclose()
-        raise _status_error(self.url, response.status, response.headers, detail)
+        _log.warning(
+            "inference engine at %s answered %d: %s", self.url, response.status, self._shown(detail)
+        )
+        raise status_error(response.status, _retry_after(response.headers))
 
-    def _fault(self, message: str) -> EngineRequestError:
-        return EngineRequestError("engine_error", f"{message} ({self.url})", status=502)
+    def _fault(self, fault: Fault, detail: str = "") -> EngineRequestError:
+        """The caller's error for ``fault``; what the engine sent goes to the log."""
+        _log.warning("inference engine at %s: %s%s", self.url, fault.value, f": {self._shown(detail)}" if detail else "")
+        return fault_error(fault)
+
+    def _shown(self, text: str) -> str:
+        """Engine text for the log: cut short, the API key blanked out."""
+        return self._secret.redact(text)[:_LOGGED_DETAIL_CHARS]
 
     async def aclose(self) -> None:
         await self._transport.aclose()
@@ -429,25 +661,7 @@ async def _read_some(response: ResponseStream, limit: int = 4096) -> str:
             data += piece
     except (httpx.TransportError, OrpheusError):
         pass  # the status says enough
-    text = data[:limit].decode("utf-8", "replace")
-    try:
-        parsed = json.loads(text)
-    except ValueError:
-        return text.strip()[:300]
-    if isinstance(parsed, dict) and "error" in parsed:
-        return _error_text(parsed["error"])[:300]
-    return text.strip()[:300]
-
-
-def _status_error(url: str, status: int, headers: Mapping[str, str], detail: str) -> EngineRequestError:
-    said = f"the LLM engine at {url} answered {status}: {detail or '(no detail)'}"
-    if status == 503:
-        return EngineRequestError("unavailable", said, status=503, retry_after_s=_retry_after(headers))
-    if status == 429:
-        return EngineRequestError("overloaded", said, status=429, retry_after_s=_retry_after(headers) or 1.0)
-    if status in (400, 413, 422):
-        return EngineRequestError("invalid_request", said, status=400)
-    return EngineRequestError("engine_error", said, status=502)
+    return data[:limit].decode("utf-8", "replace").strip()
 
 
 def _retry_after(headers: Mapping[str, str]) -> float | None:
@@ -456,4 +670,4 @@ def _retry_after(headers: Mapping[str, str]) -> float | None:
         seconds = float(value) if value is not None else math.nan
     except ValueError:
         return None
-    return seconds if math.isfinite(seconds) and seconds >= 0 else None
+    return seconds if math.isfinite(seconds) and 0 <= seconds <= 3600 else None

@@ -38,11 +38,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_VOICES",
+    "END_OF_AI",
     "END_OF_HUMAN",
     "END_OF_SPEECH",
     "END_OF_TEXT",
     "MIN_STABLE_REPETITION_PENALTY",
     "ORPHEUS_VOCAB_SIZE",
+    "cloning_prompt_ids",
     "prompt_ids",
     "spoken_text",
     "PROMPT_SUFFIX",
@@ -63,6 +65,7 @@ END_OF_HUMAN = 128260
 START_OF_AI = 128261
 START_OF_SPEECH = 128257
 END_OF_SPEECH = 128258
+END_OF_AI = 128262
 PROMPT_SUFFIX = (END_OF_TEXT, END_OF_HUMAN, START_OF_AI, START_OF_SPEECH)
 #: The smallest vocabulary holding every audio token (7 codebooks of 4096 after 128266).
 ORPHEUS_VOCAB_SIZE = AUDIO_TOKEN_BASE + TOKENS_PER_FRAME * CODEBOOK_SIZE
@@ -278,6 +281,34 @@ def prompt_ids(
             f"of {vocab_size}: the tokenizer does not match the model"
         )
     return [START_OF_HUMAN, *ids, *PROMPT_SUFFIX]
+
+
+def cloning_prompt_ids(
+    tokenizer: Any,
+    text: str,
+    references: Sequence[tuple[str, Sequence[int]]],
+    *,
+    vocab_size: int | None = None,
+) -> list[int]:
+    """The prompt that makes the pretrained checkpoint speak ``text`` in the voice of ``references``.
+
+    Each reference is ``(transcript, audio token ids)``: a finished human/AI
+    turn, ``START_OF_HUMAN``, the transcript's ids (BOS included, as above),
+    ``PROMPT_SUFFIX``, the audio ids, ``END_OF_SPEECH``, ``END_OF_AI``; then the
+    target turn, exactly :func:`prompt_ids` without a voice. Zero-shot cloning
+    as the pretrained checkpoint (``canopylabs/orpheus-3b-0.1-pretrained``) was
+    trained; more references make the voice steadier.
+    """
+    if not references:
+        raise ValueError("cloning needs at least one (transcript, audio) reference")
+    ids: list[int] = []
+    for transcript, audio in references:
+        if not audio:
+            raise ValueError("a reference has no audio tokens")
+        ids += prompt_ids(tokenizer, transcript, None, vocab_size=vocab_size)
+        ids += [int(i) for i in audio]
+        ids += [END_OF_SPEECH, END_OF_AI]
+    return ids + prompt_ids(tokenizer, text, None, vocab_size=vocab_size)
 
 
 class OrpheusLM:

@@ -11,7 +11,8 @@ s16le PCM pieces, streamed as soon as the decoder's look-ahead allows.
 cut short by ``max_tokens`` is never passed off as complete: the stream's
 ``finish_reason`` is ``"length"``, ``truncated`` is true, a
 :class:`TruncatedSpeechWarning` is issued, and the server engine says so in a
-``metrics`` frame.
+``metrics`` frame. A reply that ends without one whole frame of audio raises
+:class:`~.tokens.NoAudio`: nothing said is a failure, not an empty success.
 """
 
 from __future__ import annotations
@@ -61,7 +62,8 @@ from .runaway import (
 from .snac_decoder import SnacDecoder, float_to_pcm16
 from .stream_decode import Audio, DecodeWindow, StreamPlanner, WindowDecoder
 from .token_source import Prompt, TokenModel, TokenStream
-from .tokens import TOKENS_PER_FRAME, FrameAssembler, OnInvalid
+from ..voices.library import CustomVoice, VoiceFileError, VoiceLibrary, VoiceNotFound
+from .tokens import TOKENS_PER_FRAME, FrameAssembler, NoAudio, OnInvalid
 
 __all__ = [
     "DEFAULT_VOICES",
@@ -311,6 +313,8 @@ async def _decode(
         else:
             assembler.close()  # a reply that stopped inside a frame is an error here
         progress.dropped_tokens += assembler.dropped_tokens
+        if assembler.frames_out == 0:
+            raise NoAudio(reason, tokens.items)
         progress.finish_reason = reason
         planner.finish()
         while (window := planner.next_window()) is not None:
@@ -403,6 +407,8 @@ class LocalSynthesizer(SpeechSource):
         on_invalid: OnInvalid = LocalOptions.on_invalid,
         first_hop: int = LocalOptions.first_hop,
         max_hop: int = LocalOptions.max_hop,
+        voice_library: VoiceLibrary | None = None,
+        can_clone: bool = False,
     ) -> None:
         snac = (
             decoder
@@ -426,6 +432,9 @@ class LocalSynthesizer(SpeechSource):
         self.on_invalid: OnInvalid = on_invalid
         self.first_hop = first_hop
         self.max_hop = max_hop
+        #: Custom (cloned) voices, usable when the checkpoint clones (the pretrained one).
+        self.voice_library = voice_library
+        self.can_clone = can_clone
 
     @staticmethod
     def check_options(**options: Any) -> None:
@@ -458,6 +467,8 @@ class LocalSynthesizer(SpeechSource):
         must be ``None``; ``llm_model`` names the engine's model, ``llm_api_key``
         its key, and ``tokenizer`` (optional) sends the prompt as token ids.
         """
+        voices_dir = options.pop("voices_dir", None)
+        can_clone = bool(options.pop("can_clone", False))
         cls.check_options(**options)
         if llm_url is not None and model is not None:
             raise ValueError("give model (on-box LLM) or llm_url (an engine), not both")
@@ -474,6 +485,11 @@ class LocalSynthesizer(SpeechSource):
         device = torch_device(device)
         # SNAC first: it loads in a moment, so a bad SNAC path fails before the LLM's minutes.
         decoder = SnacDecoder.from_pretrained(snac, device=device, local_files_only=local_files_only)
+        library = None
+        if voices_dir is not None:
+            from .snac_encoder import snac_fingerprint_of
+
+            library = VoiceLibrary(voices_dir, snac=snac_fingerprint_of(snac))
         lm: TokenModel
         if llm_url is not None:
             from .engine_client import RemoteLM
@@ -494,15 +510,18 @@ class LocalSynthesizer(SpeechSource):
                 dtype=dtype,
                 local_files_only=local_files_only,
             )
-        return cls(lm, decoder, **options)
+        return cls(lm, decoder, voice_library=library, can_clone=can_clone, **options)
 
     def validate(self, voice: str | None, params: Mapping[str, Any]) -> SamplingParams:
         """Check a voice and request parameters (defaults applied); raises :class:`InvalidParameter`.
 
         ``runaway`` (``"warn"``, ``"error"`` or ``"off"``) is the runaway guard's mode,
-        checked here and left out of the sampling parameters.
+        checked here and left out of the sampling parameters. A custom (cloned)
+        voice of the library is checked by :meth:`custom_voice`.
         """
-        if self.catalog is not None:
+        if self.custom_voice(voice) is not None:
+            pass
+        elif self.catalog is not None:
             try:
                 self.catalog.resolve(voice)
             except UnknownVoice as error:
@@ -522,6 +541,33 @@ class LocalSynthesizer(SpeechSource):
         except ValueError as error:
             raise InvalidParameter("runaway", str(error)) from None
 
+    def custom_voice(self, voice: str | None) -> CustomVoice | None:
+        """The library's voice ``voice`` (``None``: not a custom voice here).
+
+        :class:`InvalidParameter` (``voice``) when it is one but cannot be used:
+        this checkpoint does not clone, or its file is damaged or was encoded
+        with another SNAC checkpoint.
+        """
+        if voice is None or self.voice_library is None:
+            return None
+        if self.voices is not None and voice in self.voices:
+            return None  # a stock voice's name is never shadowed
+        if voice not in self.voice_library:
+            return None
+        if not self.can_clone:
+            raise InvalidParameter(
+                "voice",
+                f"{voice!r} is a custom (cloned) voice and this model cannot clone: cloning "
+                "needs the pretrained checkpoint (canopylabs/orpheus-3b-0.1-pretrained) "
+                "served with --can-clone",
+            )
+        try:
+            return self.voice_library.get(voice)
+        except VoiceNotFound:  # removed since the check above
+            return None
+        except VoiceFileError as error:
+            raise InvalidParameter("voice", str(error)) from None
+
     def open(
         self,
         text: str,
@@ -536,7 +582,8 @@ class LocalSynthesizer(SpeechSource):
         parameter or voice, ``ValueError`` for empty text.
         """
         sampling = self.validate(voice, params)
-        if self.catalog is not None and voice is not None:
+        custom = self.custom_voice(voice)
+        if custom is None and self.catalog is not None and voice is not None:
             resolved = self.catalog.resolve(voice)  # an alias: the voice it stands for
             voice = resolved.name if resolved is not None else voice
         limit = timeout_s if timeout_s is not None else self.timeout_s
@@ -555,7 +602,12 @@ class LocalSynthesizer(SpeechSource):
                     sampling, max_tokens=derived_max_tokens(text, ceiling=ceiling)
                 )
             guard = RunawayGuard(RunawayLimits(budget_s=audio_budget_s(text)))
-        prompt = self.lm.prompt_ids(text, voice)
+        if custom is not None:
+            from .cloning import cloning_prompt
+
+            prompt = cloning_prompt(self.lm, text, custom)
+        else:
+            prompt = self.lm.prompt_ids(text, voice)
         self.lm.check_fits(len(prompt), sampling)
         deadline = anyio.current_time() + limit if limit is not None else math.inf
         return LocalAudioStream(

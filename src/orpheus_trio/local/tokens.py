@@ -47,6 +47,7 @@ __all__ = [
     "FrameAssembler",
     "IncompleteFrame",
     "InvalidAudioToken",
+    "NoAudio",
     "OnInvalid",
     "code_from_token_id",
     "codes_from_token_ids",
@@ -94,6 +95,18 @@ class IncompleteFrame(OrpheusError, ValueError):
         self.frame = frame
         self.tokens = tokens
         super().__init__(f"stream ended inside frame {frame}: {tokens} of {TOKENS_PER_FRAME} tokens")
+
+
+class NoAudio(OrpheusError, ValueError):
+    """The reply ended without one whole audio frame: an empty utterance is a failure,
+    never a success with nothing in it."""
+
+    def __init__(self, finish_reason: str, tokens: int) -> None:
+        self.finish_reason = finish_reason
+        self.tokens = tokens
+        super().__init__(
+            f"the model's reply held no audio ({tokens} tokens, finish_reason {finish_reason!r})"
+        )
 
 
 def code_from_token_id(token_id: int, position: int) -> int:

@@ -20,7 +20,7 @@ import trio
 
 from ..audio.pcm import SAMPLE_RATE
 from ..protocol.frames import encode_error
-from . import openai_speech
+from . import openai_speech, voice_upload
 from .access_log import ACCESS_LOGGER, log_exchange, settle
 from .admission import Admission
 from .auth import KeyCheck
@@ -136,7 +136,9 @@ class OrpheusApp:
                 route.prepare(ex)
         try:
             handler = self.routes.handler(route, ex.path, ex.method)
-            if ex.synthesis or self.config.protect_service_endpoints:
+            # A handler that checks its own keys (adding voices takes the voices admin key).
+            own_keys = getattr(handler, "authorizes_itself", False)
+            if (ex.synthesis or self.config.protect_service_endpoints) and not own_keys:
                 self._keys.authorize(headers)
             await handler(headers, receive, ex)
         except HTTPError as error:
@@ -200,6 +202,7 @@ def _mount_routes(
     routes.mount("/v1/system", "GET", SystemEndpoint(engine, config, slots, system_extra))
     routes.mount("/v1/voices", "GET", VoicesEndpoint(engine))
     routes.mount("/metrics", "GET", MetricsEndpoint(metrics))
+    voice_upload.mount(routes, engine)  # POST /v1/voices, DELETE /v1/voices/NAME (issue 32)
     if config.playground:
         routes.mount(PLAYGROUND_PATH, "GET", Playground())
     return routes

@@ -49,7 +49,8 @@ class Routes:
         route.prepare = prepare or route.prepare
 
     def get(self, path: str) -> Route | None:
-        return self._routes.get(path)
+        """``path``'s route; a route mounted as ``/a/*`` takes any last segment (``/a/b``)."""
+        return self._routes.get(path) or self._routes.get(path.rpartition("/")[0] + "/*")
 
     @staticmethod
     def handler(route: Route | None, path: str, method: str) -> Handler:

@@ -29,12 +29,13 @@ from typing import TYPE_CHECKING, Any
 
 from ...errors import ServiceError
 from ...local.llm import DEFAULT_VOICES, InvalidParameter
-from ...local.engine_client import EngineRequestError
-from ...local.tokens import IncompleteFrame, InvalidAudioToken
+from ...local.engine_faults import EngineRequestError
+from ...local.tokens import IncompleteFrame, InvalidAudioToken, NoAudio
 from ...voices import (
     DEFAULT_FAMILY,
     FAMILIES,
     FAMILY_MARKER_FILE,
+    Voice,
     VoiceCatalog,
     catalog_for,
     family_from_checkpoint,
@@ -95,10 +96,26 @@ class OrpheusEngine:
         )
 
     def voices(self) -> list[str]:
-        return list(self._voices)
+        # Custom voices too, where this model clones: a gateway routes each to the workers that hold it.
+        custom = self._custom_voices() if self.synthesizer.can_clone else []
+        return [*self._voices, *custom]
 
     def catalog(self) -> VoiceCatalog:
-        return self._catalog
+        """The checkpoint's voices, then the library's custom ones (kind ``custom``; where the
+        model cannot clone they are listed so that asking for one says why it fails)."""
+        custom = self._custom_voices()
+        if not custom:
+            return self._catalog
+        language = (self._catalog.languages() or ["en"])[0]  # what the checkpoint speaks
+        family = self._catalog.voices[0].family if self._catalog.voices else "custom"
+        return self._catalog.with_voices(Voice(name, language, "custom", family) for name in custom)
+
+    def _custom_voices(self) -> list[str]:
+        library = self.synthesizer.voice_library
+        if library is None:
+            return []
+        taken = {*self._voices, *self._catalog.aliases}  # a stock name or alias is never shadowed
+        return [name for name in library.names() if name not in taken]
 
     def emotion_tags(self) -> list[str]:
         # The text goes to the model verbatim, so its trained tags reach it intact.
@@ -140,9 +157,12 @@ class OrpheusEngine:
                 async for pcm in audio:
                     streamed = True
                     yield pcm
-            except (InvalidAudioToken, IncompleteFrame) as error:
+            except (InvalidAudioToken, IncompleteFrame, NoAudio) as error:
+                # Before any audio, a 502: clients fail over to another worker; after it,
+                # an in-band error. The message is built here: a bad token's text is the
+                # model's (an engine's) output, never shown to the caller.
                 raise EngineError(
-                    "engine_error", f"the model produced bad audio tokens: {error}"
+                    "engine_error", _token_fault(error), status=None if streamed else 502
                 ) from None
             except ServiceError as error:  # runaway="error": the guard ended the speech
                 raise EngineError(error.code, error.message) from None
@@ -170,6 +190,18 @@ class OrpheusEngine:
 
     async def aclose(self) -> None:
         await self.synthesizer.aclose()
+
+
+def _token_fault(error: InvalidAudioToken | IncompleteFrame | NoAudio) -> str:
+    """The caller's message for bad tokens, from the error's fields (never the token's text)."""
+    if isinstance(error, InvalidAudioToken):
+        return (
+            f"the model produced a bad audio token: {error.reason} (token {error.index}, "
+            f"frame {error.frame}, position {error.position})"
+        )
+    if isinstance(error, IncompleteFrame):
+        return f"the model's reply ended inside frame {error.frame} ({error.tokens} of 7 tokens)"
+    return f"the model's reply held no audio ({error.tokens} tokens)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

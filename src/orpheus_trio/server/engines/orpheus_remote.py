@@ -12,12 +12,17 @@ same request parameters (plus ``stop``), same token-error rules, same closing
 ``metrics`` frame. A request whose client leaves, or whose deadline passes,
 closes its HTTP stream to the engine, which aborts the sequence.
 
-Engine faults: unreachable or loading -> 503 ``unavailable`` before any audio
-(clients fail over), the engine's 429 -> 429, its 400/422 -> 400
-``invalid_request``, anything else (other statuses, a stream cut short or
-without a finish reason, garbage) -> 502 ``engine_error`` before audio and an
-in-band ``engine_error`` after it. Bad tokens end the stream with
-``engine_error`` as on the on-box path.
+The worker asks the engine once which it is and takes token ids from it where
+it can send them (see :mod:`~orpheus_trio.local.engine_client`); it ends each
+reply at ``max_tokens`` or end of speech itself, whatever the engine does.
+
+Engine faults (:mod:`~orpheus_trio.local.engine_faults`): unreachable or
+loading -> 503 ``unavailable`` before any audio (clients fail over), the
+engine's 429 -> 429, its 400/413/422 -> 400 ``invalid_request``, anything else
+(other statuses, a stream cut short or without a finish reason, garbage, a
+first token that is not audio, a reply with no audio) -> 502 ``engine_error``
+before audio and an in-band ``engine_error`` after it. Messages are the
+worker's own: the engine's text goes to the worker's log, never to a caller.
 """
 
 from __future__ import annotations
