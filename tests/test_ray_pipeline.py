@@ -281,9 +281,14 @@ def test_rows_through_llama_server_over_http_sound_as_through_vllm(session: dict
         assert np.array_equal(over_http, through_vllm)
 
 
+#: Enough rows, two at a time, that the run is still going when the first rows are listed:
+#: once warm, the tiny model and SNAC finish 40 rows within a poll or two.
+KILLED_ROWS = 160
+
+
 def test_a_driver_killed_midway_resumes_each_row_once(tmp_path: Path) -> None:
     python = vllm_python()
-    (tmp_path / "in.txt").write_text("".join(f"{TEXTS[i % 4]}\n" for i in range(40)))
+    (tmp_path / "in.txt").write_text("".join(f"{TEXTS[i % 4]}\n" for i in range(KILLED_ROWS)))
     out = tmp_path / "out"
     run = {
         "input": str(tmp_path / "in.txt"),
@@ -299,7 +304,7 @@ def test_a_driver_killed_midway_resumes_each_row_once(tmp_path: Path) -> None:
         driver = start_driver(python, spec, tmp_path, mark)
         deadline = time.monotonic() + 900
         manifest = out / "manifest.jsonl"
-        while not (manifest.exists() and len(manifest.read_text().splitlines()) >= 3):
+        while not (manifest.exists() and len(manifest.read_text().splitlines()) >= 2):
             assert driver.poll() is None, "the driver ended before it could be killed"
             assert time.monotonic() < deadline, "no row finished in time"
             time.sleep(0.05)
@@ -308,7 +313,7 @@ def test_a_driver_killed_midway_resumes_each_row_once(tmp_path: Path) -> None:
     finally:
         end_marked_processes(mark)
     before = manifest_lines(out)
-    assert 3 <= len(before) < 40
+    assert 2 <= len(before) < KILLED_ROWS
     for entry in before:  # whatever is listed is whole
         audio, _ = soundfile.read(out / entry["path"], dtype="int16")
         assert len(audio) == entry["tokens"] // 7 * 2048
@@ -319,9 +324,9 @@ def test_a_driver_killed_midway_resumes_each_row_once(tmp_path: Path) -> None:
         end_marked_processes(mark)
     (result,) = json.loads((tmp_path / "result.json").read_text())
     assert result["skipped"] == len({e["id"] for e in before})
-    assert result["written"] == 40 - result["skipped"]
+    assert result["written"] == KILLED_ROWS - result["skipped"]
     lines = manifest_lines(out)
-    assert sorted(e["id"] for e in lines) == [f"{i:06d}" for i in range(1, 41)]
+    assert sorted(e["id"] for e in lines) == [f"{i:06d}" for i in range(1, KILLED_ROWS + 1)]
     assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # no partial file left
 
 
