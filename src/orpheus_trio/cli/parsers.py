@@ -86,7 +86,42 @@ def register_batch(subparsers: Subparsers) -> None:
     add_connection_options(parser)
     add_on_box_options(parser)
     add_voice_options(parser)
+    _add_ray_options(parser)
     parser.set_defaults(run_module="orpheus_trio.cli.batch")
+
+
+def _add_ray_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "Ray Data (the ray extra; docs/batch.md)",
+        "With --ray the batch runs as a Ray Data pipeline on --model/--snac (or --llm-url): "
+        "FILE may be .jsonl, .csv, .parquet or text; files ID.FORMAT and manifest.jsonl go to --out-dir.",
+    )
+    group.add_argument(
+        "--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+        help='run on Ray: a cluster address ("auto", "ray://host:10001") or, bare, a local Ray',
+    )
+    group.add_argument(
+        "--ray-engine", choices=("vllm", "transformers"), default="vllm",
+        help="what generates with --model: vLLM through ray.data.llm (default) or transformers",
+    )
+    group.add_argument(
+        "--ray-format", default="flac", choices=("flac", "wav", "mp3", "opus"), help="audio files (default flac)"
+    )
+    group.add_argument("--decode-actors", type=positive_int, default=1, help="SNAC decode actors (default 1)")
+    group.add_argument(
+        "--decode-gpus", type=float, default=0.0, metavar="N", help="GPUs per decode actor (default 0: CPU)"
+    )
+    group.add_argument(
+        "--llm-concurrency", type=positive_int, default=1,
+        help="vLLM engines, transformers actors or engine clients (default 1)",
+    )
+    group.add_argument(
+        "--dry-run", action="store_true", help="estimate audio hours and generation time; synthesize nothing"
+    )
+    group.add_argument(
+        "--tokens-per-second", type=float, default=1000.0, metavar="N",
+        help="with --dry-run: one engine's generation throughput (default 1000)",
+    )
 
 
 def register_system(subparsers: Subparsers) -> None:
