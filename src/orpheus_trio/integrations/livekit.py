@@ -39,12 +39,11 @@ except ImportError as error:  # pragma: no cover - exercised without the extra
         "pip install 'orpheus-trio[livekit]'"
     ) from error
 
+from ..audio import SAMPLE_RATE
 from ..client import OrpheusTTS
 from ..errors import OrpheusError
 
 __all__ = ["SAMPLE_RATE", "TTS"]
-
-SAMPLE_RATE = 24_000
 
 
 class TTS(tts.TTS[None]):
