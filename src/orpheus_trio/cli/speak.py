@@ -306,7 +306,7 @@ def _report(result: SpeakResult, output: str, fmt: str) -> None:
     if result.first_audio_s is not None:
         speed = result.audio_s / result.total_s if result.total_s > 0 else 0.0
         lines.append(
-            f"time to first audio {result.first_audio_s:.3f} s, total {result.total_s:.2f} s "
+            f"time to first audio {result.first_audio_s:.3f} s, total {result.total_s:.3f} s "
             f"({speed:.1f}x real time)"
         )
     endpoints = sorted({piece.endpoint for piece in result.served})
