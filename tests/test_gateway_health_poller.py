@@ -87,12 +87,13 @@ async def test_timed_out_and_refused_polls_leave_no_connection_open(nursery: tri
     watch = UpstreamWatch([w.url for w in workers], timeout_s=0.05)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
+        gc.collect()  # earlier tests' garbage is closed now, not in the middle of the count
         before = open_fds()
         for _ in range(40):
             await watch.poll()
         for worker in workers:
             await worker.wait_all_closed()
-        assert open_fds() == before
+        assert open_fds() <= before  # fewer is another test's socket collected: not a leak
         await watch.aclose()
         assert leaks(caught, workers) == []
     assert [w.accepted for w in workers] == [40, 40, 40]
@@ -112,6 +113,7 @@ async def test_a_gateway_stopping_mid_poll_closes_the_poll_connection(
     watch = UpstreamWatch([worker.url], timeout_s=10, interval_s=10)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
+        gc.collect()  # earlier tests' garbage is closed now, not in the middle of the count
         before = open_fds()
         for _ in range(20):
             async with trio.open_nursery() as gateway:
@@ -121,7 +123,7 @@ async def test_a_gateway_stopping_mid_poll_closes_the_poll_connection(
                         await trio.sleep(0.005)
                 gateway.cancel_scope.cancel()  # the gateway stops
             await worker.wait_all_closed()
-        assert open_fds() == before
+        assert open_fds() <= before  # fewer is another test's socket collected: not a leak
         await watch.aclose()
         assert leaks(caught, [worker]) == []
     assert worker.accepted == 20
